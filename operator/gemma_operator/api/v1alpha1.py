@@ -1,0 +1,195 @@
+"""GemmaDeployment v1alpha1: the spec users write and the status the operator reports.
+
+These models are the single source of the CRD (`gemma-operator crds`): field
+descriptions become `kubectl explain` text, constraints become schema validation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "gemma.dev"
+VERSION = "v1alpha1"
+KIND = "GemmaDeployment"
+PLURAL = "gemmadeployments"
+SINGULAR = "gemmadeployment"
+SHORT_NAMES = ["gd"]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Bounds that keep a hostile or mistyped spec from reaching the planner or the pod.
+MAX_NAME = 253
+MAX_ARG = 4096
+HF_REPO_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$"
+CATALOG_NAME = r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+
+Quantization = Literal["auto", "bf16", "fp16", "fp8", "int8", "int4", "q4_0", "q8_0"]
+Runtime = Literal["auto", "vllm", "llamacpp"]
+Tuning = Literal["it", "pt"]
+SizePolicy = Literal["smallest", "largest"]
+Phase = Literal["Planning", "Deploying", "Ready", "Degraded", "NoFit", "Invalid"]
+
+
+class Model(BaseModel):
+    # strict: "2" is not 2 here either, as for the API server.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True)
+
+
+class ModelSpec(Model):
+    family: str = Field(
+        default="auto",
+        max_length=63,
+        pattern=r"^(auto|[a-z0-9][a-z0-9-]*)$",
+        description="Gemma family (gemma4, gemma3, gemma3n, gemma2, codegemma, shieldgemma, ...). "
+        "auto: the latest core family in the catalog.",
+    )
+    size: str = Field(
+        default="auto",
+        max_length=32,
+        pattern=r"^(auto|[a-z0-9][a-z0-9.-]*)$",
+        description="Parameter size as Google names it (270m, 1b, 4b, e2b, 12b, 27b, ...). "
+        "auto: chosen by sizePolicy among the sizes that fit.",
+    )
+    size_policy: SizePolicy = Field(
+        default="smallest",
+        description="With size auto: smallest (Google's default advice) or largest (the largest that fits).",
+    )
+    tuning: Tuning = Field(default="it", description="it: instruction-tuned (chat); pt: pre-trained (base).")
+    id: str | None = Field(
+        default=None,
+        max_length=193,
+        pattern=HF_REPO_ID,
+        description="Explicit Hugging Face repo id (owner/name). Overrides family, size and tuning when it is "
+        "in the catalog; for a fine-tune outside it, also set family and size of its base model.",
+    )
+
+
+class SecretKeyRef(Model):
+    name: str = Field(max_length=MAX_NAME, pattern=DNS_SUBDOMAIN, description="Secret in the same namespace.")
+    key: str = Field(
+        default="token", max_length=MAX_NAME, pattern=r"^[-._a-zA-Z0-9]+$", description="Key holding the token."
+    )
+
+
+class EnvVar(Model):
+    name: str = Field(max_length=MAX_NAME, pattern=ENV_NAME)
+    value: str | None = Field(default=None, max_length=32768)
+    value_from: dict[str, Any] | None = Field(
+        default=None, description="As in a container's env[].valueFrom (secretKeyRef, configMapKeyRef, ...)."
+    )
+
+
+class Resources(Model):
+    requests: dict[str, int | str] | None = Field(default=None, description="Added to the planned requests.")
+    limits: dict[str, int | str] | None = Field(default=None, description="Added to the planned limits.")
+
+
+class Toleration(Model):
+    key: str | None = Field(default=None, max_length=316)
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = Field(default=None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class ServiceSpec(Model):
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(default="ClusterIP")
+    port: int = Field(default=8000, ge=1, le=65535, description="Service port of the OpenAI-compatible API.")
+
+
+class GemmaDeploymentSpec(Model):
+    model: ModelSpec = Field(default_factory=ModelSpec, description="Which Gemma to serve.")
+    quantization: Quantization = Field(
+        default="auto",
+        description="Weight precision. auto: 16-bit when it fits, then 8-bit, then 4-bit "
+        "(q4_0 GGUF on CPU).",
+    )
+    runtime: Runtime = Field(
+        default="auto", description="Inference server. auto: vLLM on GPUs and TPUs, llama.cpp on CPUs."
+    )
+    accelerator: str = Field(
+        default="auto",
+        max_length=63,
+        pattern=r"^(auto|[a-z0-9][a-z0-9-]*)$",
+        description="Catalog accelerator name (nvidia-l4, nvidia-tesla-t4, tpu-v5e, cpu, ...). "
+        "auto: the best pool the model fits on.",
+    )
+    max_model_len: int | None = Field(
+        default=None,
+        ge=1,
+        le=16_777_216,
+        description="Context length in tokens. Default: the largest that fits, capped by the model.",
+    )
+    replicas: int = Field(default=1, ge=0, le=1000, description="Model server replicas.")
+    hf_token_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret with a Hugging Face token, for gated models."
+    )
+    image: str | None = Field(
+        default=None, max_length=512, pattern=r"^[^\s]+$", description="Overrides the catalog's runtime image."
+    )
+    extra_args: list[str] = Field(
+        default_factory=list, max_length=64, description="Extra server arguments, appended after the planned ones."
+    )
+    env: list[EnvVar] = Field(default_factory=list, max_length=64, description="Extra environment variables.")
+    resources: Resources | None = Field(default=None, description="Extra container resources.")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Restricts the nodes considered; merged into the pod's nodeSelector."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Added to the tolerations the plan needs."
+    )
+    service: ServiceSpec = Field(default_factory=ServiceSpec)
+
+
+class Condition(Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class Selection(Model):
+    model_id: str = Field(description="Hugging Face repo being served.")
+    model_file: str | None = Field(default=None, description="GGUF file inside the repo (llama.cpp).")
+    served_model_name: str = Field(description="Model name clients pass to the OpenAI API.")
+    family: str
+    size: str
+    tuning: Tuning
+    quantization: str
+    dtype: str
+    runtime: str
+    image: str
+    accelerator: str
+    accelerator_count: int = Field(description="GPUs or TPU chips per replica; 0 on CPU.")
+    tensor_parallel_size: int
+    max_model_len: int
+    estimated_memory_gi_b: float = Field(alias="estimatedMemoryGiB")
+    pool: str = Field(description="Node pool the plan targets; the plan is re-made if it disappears.")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    reasons: list[str] = Field(default_factory=list, description="Why each choice was made.")
+
+
+class GemmaDeploymentStatus(Model):
+    observed_generation: int | None = None
+    phase: Phase | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    selection: Selection | None = None
+    endpoint: str | None = None
+    replicas: int | None = None
+    ready_replicas: int | None = None
+
+
+PRINTER_COLUMNS = [
+    {"name": "Model", "type": "string", "jsonPath": ".status.selection.modelId"},
+    {"name": "Runtime", "type": "string", "jsonPath": ".status.selection.runtime"},
+    {"name": "Accelerator", "type": "string", "jsonPath": ".status.selection.accelerator"},
+    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]

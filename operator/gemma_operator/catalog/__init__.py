@@ -1,0 +1,208 @@
+"""The catalog: Gemma models, accelerators and runtime images, as validated data.
+
+The facts live in `models.yaml` and `accelerators.yaml` beside this file, each with
+its sources. This module only gives them types and checks them at load, so a typo
+in the data fails at start-up instead of producing a wrong plan.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+Quantization = Literal["bf16", "fp16", "fp8", "int8", "int4", "q4_0", "q8_0"]
+Tuning = Literal["it", "pt"]
+RuntimeName = Literal["vllm", "llamacpp"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Architecture(Strict):
+    """The numbers KV-cache sizing needs, as in the checkpoint's config.json."""
+
+    hf_architecture: str = Field(description="config.json `architectures[0]`")
+    model_type: str = Field(description="config.json (text_config) `model_type`; vLLM keys dtype rules by it")
+    layers: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    attention_heads: int = Field(gt=0)
+    kv_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    # Global (full-attention) layers may use other head numbers than local ones (Gemma 4).
+    global_kv_heads: int | None = Field(default=None, gt=0)
+    global_head_dim: int | None = Field(default=None, gt=0)
+    sliding_window: int | None = Field(default=None, gt=0, description="tokens a local layer attends to; None: all layers global")
+    sliding_window_pattern: int | None = Field(
+        default=None, gt=0, description="every Nth layer is global (6: five local, then one global)"
+    )
+    kv_shared_layers: int = Field(default=0, ge=0, description="trailing layers that reuse earlier layers' KV cache")
+    vocab_size: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _window_pattern_together(self) -> Architecture:
+        if (self.sliding_window is None) != (self.sliding_window_pattern is None):
+            raise ValueError("sliding_window and sliding_window_pattern go together")
+        if self.kv_shared_layers >= self.layers:
+            raise ValueError("kv_shared_layers must be fewer than layers")
+        return self
+
+
+class Checkpoint(Strict):
+    """A quantized checkpoint beyond the base bf16 safetensors repos."""
+
+    quantization: Quantization
+    format: Literal["safetensors", "gguf"]
+    tuning: Tuning
+    repo: str
+    file: str | None = Field(default=None, description="GGUF file inside the repo")
+    official: bool = Field(description="published by Google")
+    source: HttpUrl
+
+    @model_validator(mode="after")
+    def _gguf_has_file(self) -> Checkpoint:
+        if self.format == "gguf" and not self.file:
+            raise ValueError(f"GGUF checkpoint {self.repo} needs `file`")
+        return self
+
+
+class ModelSize(Strict):
+    params_b: float = Field(gt=0, description="parameters the runtime loads, in billions (total for MoE)")
+    active_params_b: float | None = Field(default=None, gt=0, description="active parameters per token (MoE)")
+    effective_params_b: float | None = Field(default=None, gt=0, description="Gemma 3n 'E' size")
+    max_context: int = Field(gt=0)
+    ids: dict[Tuning, str] = Field(description="Hugging Face repo ids of the bf16 safetensors checkpoints")
+    modalities: list[Literal["text", "image", "audio", "video"]] = ["text"]
+    architecture: Architecture
+    published_memory_gb: dict[Quantization, float] = Field(
+        default_factory=dict, description="weights-only memory Google publishes, per precision, in GB as printed"
+    )
+    published_memory_source: HttpUrl | None = None
+    checkpoints: list[Checkpoint] = []
+
+    @model_validator(mode="after")
+    def _memory_has_source(self) -> ModelSize:
+        if self.published_memory_gb and self.published_memory_source is None:
+            raise ValueError("published_memory_gb needs published_memory_source")
+        return self
+
+
+class RuntimeSupport(Strict):
+    supported: bool
+    float16: bool = Field(default=True, description="False where the runtime refuses float16 for this family")
+    tpu: bool = Field(default=False, description="vLLM on TPU supports this family")
+    min_version: str | None = None
+    notes: str = ""
+    source: HttpUrl | None = None
+
+
+class Family(Strict):
+    display_name: str
+    kind: Literal["core", "code", "safety", "other"]
+    generation: float
+    released: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    chat_template: bool = Field(
+        description="instruction-tuned checkpoints ship a Gemma chat template (<start_of_turn>, or Gemma 4's <|turn>) "
+        "that the server applies for /v1/chat/completions"
+    )
+    runtimes: dict[RuntimeName, RuntimeSupport]
+    sources: list[HttpUrl] = Field(min_length=1)
+    sizes: dict[str, ModelSize] = Field(min_length=1)
+
+
+class ModelCatalog(Strict):
+    families: dict[str, Family]
+
+
+class AcceleratorMatch(Strict):
+    gke_accelerator: list[str] = Field(default_factory=list, description="cloud.google.com/gke-accelerator values")
+    gke_tpu_accelerator: list[str] = Field(default_factory=list, description="cloud.google.com/gke-tpu-accelerator values")
+    gfd_product: list[str] = Field(default_factory=list, description="nvidia.com/gpu.product values")
+
+
+class Accelerator(Strict):
+    kind: Literal["gpu", "tpu", "cpu"]
+    display_name: str
+    memory_gib: float = Field(ge=0, description="device memory per GPU or HBM per TPU chip; 0 for cpu")
+    compute_capability: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
+    bf16: bool
+    fp8: bool
+    match: AcceleratorMatch = AcceleratorMatch()
+    # TPU: the single-host topologies GKE offers, and the chips each puts on one node.
+    single_host_topologies: dict[str, int] = Field(default_factory=dict)
+    sources: list[HttpUrl] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> Accelerator:
+        if self.kind == "gpu" and not self.compute_capability:
+            raise ValueError("a GPU needs compute_capability")
+        if self.kind == "tpu" and not self.single_host_topologies:
+            raise ValueError("a TPU needs single_host_topologies")
+        return self
+
+
+class Image(Strict):
+    repository: str
+    tag: str = Field(pattern=r"^[\w][\w.\-]{0,127}$")
+    version: str = Field(description="the upstream release this tag is")
+    min_compute_capability: str | None = Field(
+        default=None, pattern=r"^\d+\.\d+$", description="oldest NVIDIA GPU generation the image runs on"
+    )
+    source: HttpUrl
+
+    @property
+    def min_cc(self) -> tuple[int, int]:
+        major, _, minor = (self.min_compute_capability or "0.0").partition(".")
+        return int(major), int(minor)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+class AcceleratorCatalog(Strict):
+    accelerators: dict[str, Accelerator]
+    images: dict[Literal["vllm-gpu", "vllm-tpu", "llamacpp-cpu", "llamacpp-cuda"], Image]
+
+
+class Catalog(Strict):
+    models: ModelCatalog
+    hardware: AcceleratorCatalog
+
+    @property
+    def families(self) -> dict[str, Family]:
+        return self.models.families
+
+    @property
+    def accelerators(self) -> dict[str, Accelerator]:
+        return self.hardware.accelerators
+
+    @property
+    def images(self) -> dict[str, Image]:
+        return self.hardware.images
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Catalog:
+        if "cpu" not in self.hardware.accelerators:
+            raise ValueError("accelerators.yaml must define `cpu`")
+        seen: dict[str, str] = {}
+        for name, acc in self.hardware.accelerators.items():
+            for value in (*acc.match.gke_accelerator, *acc.match.gke_tpu_accelerator, *acc.match.gfd_product):
+                if value in seen:
+                    raise ValueError(f"label value {value!r} names both {seen[value]} and {name}")
+                seen[value] = name
+        return self
+
+
+def _read(name: str) -> dict:
+    return yaml.safe_load(resources.files(__package__).joinpath(name).read_text(encoding="utf-8"))
+
+
+@functools.cache
+def load() -> Catalog:
+    """The packaged catalog, validated once per process."""
+    return Catalog(models=_read("models.yaml"), hardware=_read("accelerators.yaml"))

@@ -1,0 +1,271 @@
+"""Nodes -> typed accelerator pools. The ONE place node labels are read.
+
+A pool is a set of schedulable nodes that a single nodeSelector picks and that
+offer the same devices per node. GKE labels are read first (they are what GKE's
+scheduler matches), NVIDIA GPU feature discovery labels second.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .catalog import Accelerator, Catalog
+
+GKE_GPU = "cloud.google.com/gke-accelerator"
+GKE_TPU = "cloud.google.com/gke-tpu-accelerator"
+GKE_TPU_TOPOLOGY = "cloud.google.com/gke-tpu-topology"
+GFD_PRODUCT = "nvidia.com/gpu.product"
+GFD_MEMORY = "nvidia.com/gpu.memory"  # MiB
+GFD_CC_MAJOR = "nvidia.com/gpu.compute.major"
+GFD_CC_MINOR = "nvidia.com/gpu.compute.minor"
+ARCH = "kubernetes.io/arch"
+GPU_RESOURCE = "nvidia.com/gpu"
+TPU_RESOURCE = "google.com/tpu"
+
+_TOPOLOGY = re.compile(r"^[1-9]\d*(x[1-9]\d*){1,2}$")
+_QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
+_SUFFIX = {
+    "": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    kind: Literal["gpu", "tpu", "cpu"]
+    accelerator: str
+    display_name: str
+    devices_per_node: int
+    device_memory_gib: float
+    bf16: bool
+    fp8: bool
+    compute_capability: str | None
+    node_cpu: float
+    node_memory_gib: float
+    node_selector: dict[str, str]
+    tolerations: tuple[dict[str, str], ...]
+    nodes: tuple[str, ...]
+    tpu_topology: str | None = None
+    resource_name: str | None = None
+
+    @property
+    def cc(self) -> tuple[int, int]:
+        major, _, minor = (self.compute_capability or "0.0").partition(".")
+        return int(major), int(minor)
+
+    def describe(self) -> str:
+        if self.kind == "cpu":
+            return f"{self.name}: {len(self.nodes)} CPU node(s), {self.node_cpu:g} CPUs and {self.node_memory_gib:.1f} GiB each"
+        unit = "chip" if self.kind == "tpu" else "GPU"
+        return (
+            f"{self.name}: {len(self.nodes)} node(s) x {self.devices_per_node} {self.display_name} {unit}(s) "
+            f"of {self.device_memory_gib:g} GiB"
+        )
+
+
+@dataclass
+class Inventory:
+    pools: list[Pool] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def by_name(self, name: str) -> Pool | None:
+        return next((p for p in self.pools if p.name == name), None)
+
+
+def quantity(value: Any) -> float:
+    """A Kubernetes quantity ("3920m", "13609708Ki", "32Gi", 8) as a float of base units."""
+    text = str(value).strip()
+    match = _QUANTITY.match(text)
+    if not match or match.group(2) not in _SUFFIX:
+        raise ValueError(f"not a Kubernetes quantity: {text!r}")
+    return float(match.group(1)) * _SUFFIX[match.group(2)]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63]
+
+
+def _schedulable(node: Mapping[str, Any]) -> str | None:
+    """Why a node can't take new pods, or None."""
+    if (node.get("spec") or {}).get("unschedulable"):
+        return "cordoned"
+    for cond in (node.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return None if cond.get("status") == "True" else "NotReady"
+    return "NotReady (no Ready condition)"
+
+
+def _tolerations(node: Mapping[str, Any]) -> list[dict[str, str]]:
+    result = []
+    for taint in (node.get("spec") or {}).get("taints") or []:
+        key = taint.get("key", "")
+        # Taints the node lifecycle controller sets come and go; tolerating them would hide trouble.
+        if key.startswith("node.kubernetes.io/") or taint.get("effect") == "PreferNoSchedule":
+            continue
+        toleration = {"key": key, "operator": "Exists", "effect": taint.get("effect", "NoSchedule")}
+        if "value" in taint:
+            toleration = {"key": key, "operator": "Equal", "value": str(taint["value"]), "effect": toleration["effect"]}
+        result.append(toleration)
+    return result
+
+
+@dataclass(frozen=True)
+class _Device:
+    kind: Literal["gpu", "tpu", "cpu"]
+    accelerator: str
+    display_name: str
+    memory_gib: float
+    bf16: bool
+    fp8: bool
+    compute_capability: str | None
+    selector: tuple[tuple[str, str], ...]
+    resource_name: str | None
+    topology: str | None = None
+    chips: int = 0
+
+
+def _by_label(catalog: Catalog) -> dict[tuple[str, str], tuple[str, Accelerator]]:
+    index = {}
+    for name, acc in catalog.accelerators.items():
+        for value in acc.match.gke_accelerator:
+            index[(GKE_GPU, value)] = (name, acc)
+        for value in acc.match.gke_tpu_accelerator:
+            index[(GKE_TPU, value)] = (name, acc)
+        for value in acc.match.gfd_product:
+            index[(GFD_PRODUCT, value)] = (name, acc)
+    return index
+
+
+def _known(name: str, acc: Accelerator, selector: dict[str, str], resource: str | None, **extra: Any) -> _Device:
+    return _Device(
+        kind=acc.kind, accelerator=name, display_name=acc.display_name, memory_gib=acc.memory_gib,
+        bf16=acc.bf16, fp8=acc.fp8, compute_capability=acc.compute_capability,
+        selector=tuple(sorted(selector.items())), resource_name=resource, **extra,
+    )  # fmt: skip
+
+
+def _device(labels: Mapping[str, str], index: dict, catalog: Catalog) -> _Device:
+    """What accelerator a node carries, from its labels. Raises ValueError on labels it can't trust."""
+    if GKE_TPU in labels:
+        value = labels[GKE_TPU]
+        if (GKE_TPU, value) not in index:
+            raise ValueError(f"unknown TPU {GKE_TPU}={value!r}")
+        name, acc = index[(GKE_TPU, value)]
+        topology = labels.get(GKE_TPU_TOPOLOGY, "")
+        if not _TOPOLOGY.match(topology):
+            raise ValueError(f"malformed {GKE_TPU_TOPOLOGY}={topology!r}")
+        if topology not in acc.single_host_topologies:
+            raise ValueError(
+                f"{acc.display_name} topology {topology} spans several hosts; "
+                "only single-host TPU slices are served (multi-host needs LeaderWorkerSet)"
+            )
+        selector = {GKE_TPU: value, GKE_TPU_TOPOLOGY: topology}
+        return _known(name, acc, selector, TPU_RESOURCE, topology=topology, chips=acc.single_host_topologies[topology])
+    if GKE_GPU in labels:
+        value = labels[GKE_GPU]
+        if (GKE_GPU, value) in index:
+            name, acc = index[(GKE_GPU, value)]
+            return _known(name, acc, {GKE_GPU: value}, GPU_RESOURCE)
+        if GFD_PRODUCT not in labels:
+            raise ValueError(f"unknown GPU {GKE_GPU}={value!r} and no GPU feature discovery labels to size it")
+    if GFD_PRODUCT in labels:
+        product = labels[GFD_PRODUCT]
+        if "-MIG-" in product:
+            raise ValueError(f"{product}: MIG partitions are not planned")
+        # GPU time-slicing appends -SHARED to the product; the device underneath is the same.
+        product = product.removesuffix("-SHARED")
+        selector = {GFD_PRODUCT: product}
+        if (GFD_PRODUCT, product) in index:
+            name, acc = index[(GFD_PRODUCT, product)]
+            return _known(name, acc, selector, GPU_RESOURCE)
+        # A GPU the catalog doesn't know: trust GFD's own memory and compute capability labels.
+        try:
+            memory_mib = int(labels[GFD_MEMORY])
+            major, minor = int(labels[GFD_CC_MAJOR]), int(labels[GFD_CC_MINOR])
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"unknown GPU {product!r} with missing or non-numeric GFD labels ({exc})") from None
+        return _Device(
+            kind="gpu", accelerator=_slug(product), display_name=product, memory_gib=round(memory_mib / 1024, 1),
+            bf16=major >= 8, fp8=(major, minor) >= (8, 9), compute_capability=f"{major}.{minor}",
+            selector=tuple(sorted(selector.items())), resource_name=GPU_RESOURCE,
+        )  # fmt: skip
+    cpu = catalog.accelerators["cpu"]
+    arch = labels.get(ARCH, "amd64")
+    return _known("cpu", cpu, {ARCH: arch}, None)
+
+
+def pools(
+    nodes: Iterable[Mapping[str, Any]], catalog: Catalog, node_selector: Mapping[str, str] | None = None
+) -> Inventory:
+    """Group schedulable nodes into pools. Nodes that can't be used are listed in `skipped`, with why.
+
+    With `node_selector` (the spec's), only nodes carrying all those labels are considered.
+    """
+    index = _by_label(catalog)
+    groups: dict[tuple, dict[str, Any]] = {}
+    inventory = Inventory()
+    unselected = 0
+    for node in nodes:
+        meta = node.get("metadata") or {}
+        name = meta.get("name", "?")
+        labels = meta.get("labels") or {}
+        if node_selector and any(labels.get(k) != v for k, v in node_selector.items()):
+            unselected += 1
+            continue
+        why = _schedulable(node)
+        if why:
+            inventory.skipped.append(f"{name}: {why}")
+            continue
+        allocatable = (node.get("status") or {}).get("allocatable") or {}
+        try:
+            device = _device(labels, index, catalog)
+            cpu = quantity(allocatable.get("cpu", 0))
+            memory_gib = quantity(allocatable.get("memory", 0)) / 2**30
+            devices = int(quantity(allocatable.get(device.resource_name, 0))) if device.resource_name else 0
+        except ValueError as exc:
+            inventory.skipped.append(f"{name}: {exc}")
+            continue
+        if device.kind == "gpu" and devices < 1:
+            inventory.skipped.append(f"{name}: no allocatable {GPU_RESOURCE} (is the GPU driver installed?)")
+            continue
+        if device.kind == "tpu" and devices != device.chips:
+            inventory.skipped.append(
+                f"{name}: allocatable {TPU_RESOURCE}={devices} does not match topology {device.topology} "
+                f"({device.chips} chips)"
+            )
+            continue
+        group = groups.setdefault(
+            (device, devices), {"nodes": [], "cpu": cpu, "memory": memory_gib, "tolerations": []}
+        )
+        group["nodes"].append(name)
+        group["cpu"] = min(group["cpu"], cpu)
+        group["memory"] = min(group["memory"], memory_gib)
+        for toleration in _tolerations(node):
+            if toleration not in group["tolerations"]:
+                group["tolerations"].append(toleration)
+
+    if unselected:
+        inventory.skipped.append(f"{unselected} node(s) do not match spec.nodeSelector")
+    for (device, devices), group in groups.items():
+        if device.kind == "tpu":
+            name = f"{device.accelerator}-{device.topology}"
+        elif device.kind == "gpu":
+            name = f"{device.accelerator}-x{devices}"
+        else:
+            name = f"cpu-{dict(device.selector)[ARCH]}"
+        inventory.pools.append(
+            Pool(
+                name=name, kind=device.kind, accelerator=device.accelerator, display_name=device.display_name,
+                devices_per_node=devices, device_memory_gib=device.memory_gib, bf16=device.bf16, fp8=device.fp8,
+                compute_capability=device.compute_capability, node_cpu=group["cpu"],
+                node_memory_gib=round(group["memory"], 2), node_selector=dict(device.selector),
+                tolerations=tuple(sorted(group["tolerations"], key=lambda t: sorted(t.items()))),
+                nodes=tuple(sorted(group["nodes"])), tpu_topology=device.topology, resource_name=device.resource_name,
+            )
+        )  # fmt: skip
+    inventory.pools.sort(key=lambda p: p.name)
+    return inventory

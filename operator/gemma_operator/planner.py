@@ -1,0 +1,588 @@
+"""The decision: (spec, pools, catalog) -> Plan with reasons, or NoFit. Pure; no I/O.
+
+It follows Google's "run Gemma" guidance: the latest core family, instruction-tuned,
+the smallest size; 16-bit first and quantized only when memory demands it (4-bit GGUF
+on CPUs); vLLM on GPUs and TPUs, llama.cpp on CPUs and on GPUs vLLM cannot use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from . import sizing
+from .api.v1alpha1 import GemmaDeploymentSpec
+from .catalog import Catalog, Checkpoint, Family, ModelSize
+from .inventory import Inventory, Pool
+
+# Below this many tokens a plan is not useful; try a smaller precision or another pool first.
+MIN_USEFUL_CONTEXT = 4096
+# Share of a CPU node's allocatable memory a llama.cpp pod may plan for (the rest: kubelet, other pods).
+CPU_NODE_SHARE = 0.85
+# llama.cpp on CUDA offloads every layer; leave a little for the CUDA context.
+LLAMACPP_GPU_SHARE = 0.95
+TP_SIZES = (1, 2, 4, 8)
+
+PRECISION = {"bf16": 16, "fp16": 16, "fp8": 8, "int8": 8, "q8_0": 8, "int4": 4, "q4_0": 4}
+VLLM_QUANTS = ("bf16", "fp16", "fp8", "int8", "int4")
+GGUF_QUANTS = ("bf16", "fp16", "q8_0", "q4_0")
+VLLM_DTYPE = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+class InvalidSpec(ValueError):
+    """The spec contradicts the catalog or the runtimes, whatever the cluster has."""
+
+    def __init__(self, field_path: str, message: str):
+        # Paths are relative to spec unless they name metadata.
+        self.field = field_path if field_path.startswith("metadata.") else f"spec.{field_path}"
+        super().__init__(f"{self.field}: {message}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    family: str
+    size: str
+    tuning: str
+    model_id: str
+    model_file: str | None
+    served_model_name: str
+    quantization: str
+    dtype: str
+    runtime: Literal["vllm", "llamacpp"]
+    image_key: str
+    image: str
+    pool: Pool
+    accelerator_count: int
+    tensor_parallel_size: int
+    max_model_len: int
+    estimated_memory_gib: float
+    weights_gib: float
+    vllm_quantization: str | None = None
+    chat_template: bool = True
+    reasons: tuple[str, ...] = ()
+
+    def selection(self) -> dict:
+        """The plan as `status.selection` (camelCase, JSON-ready)."""
+        return {
+            "modelId": self.model_id,
+            **({"modelFile": self.model_file} if self.model_file else {}),
+            "servedModelName": self.served_model_name,
+            "family": self.family,
+            "size": self.size,
+            "tuning": self.tuning,
+            "quantization": self.quantization,
+            "dtype": self.dtype,
+            "runtime": self.runtime,
+            "image": self.image,
+            "accelerator": self.pool.accelerator,
+            "acceleratorCount": self.accelerator_count,
+            "tensorParallelSize": self.tensor_parallel_size,
+            "maxModelLen": self.max_model_len,
+            "estimatedMemoryGiB": round(self.estimated_memory_gib, 1),
+            "pool": self.pool.name,
+            "nodeSelector": dict(self.pool.node_selector),
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True)
+class NoFit:
+    """Nothing in the cluster can serve the request: what was needed, and what there is."""
+
+    needed: str
+    available: tuple[str, ...]
+    details: tuple[str, ...] = ()
+
+    @property
+    def message(self) -> str:
+        has = "; ".join(self.available) if self.available else "no schedulable nodes"
+        text = f"{self.needed} The cluster has: {has}."
+        if self.details:
+            text += " " + " ".join(self.details)
+        return text
+
+
+@dataclass(frozen=True)
+class _Model:
+    family_key: str
+    family: Family
+    size_key: str
+    size: ModelSize
+    tuning: str
+    model_id: str
+    served_name: str
+    pinned: Checkpoint | None = None  # spec.model.id named a quantized checkpoint
+
+
+@dataclass(frozen=True)
+class _Option:
+    runtime: Literal["vllm", "llamacpp"]
+    quantization: str
+    model_id: str
+    model_file: str | None = None
+    vllm_quantization: str | None = None
+
+
+@dataclass
+class _Attempt:
+    """The best a pool can do for one model, or why it can't."""
+
+    pool: Pool
+    plan: Plan | None = None
+    why_not: list[str] = field(default_factory=list)
+
+
+def _basename(repo: str) -> str:
+    return repo.rsplit("/", 1)[-1].lower()
+
+
+def _latest_core(catalog: Catalog) -> str:
+    return max((f for f in catalog.families if catalog.families[f].kind == "core"),
+               key=lambda f: catalog.families[f].generation)  # fmt: skip
+
+
+def _find_id(catalog: Catalog, repo: str) -> tuple[str, str, str, Checkpoint | None] | None:
+    for fkey, family in catalog.families.items():
+        for skey, size in family.sizes.items():
+            for tuning, base in size.ids.items():
+                if base.lower() == repo.lower():
+                    return fkey, skey, tuning, None
+            for checkpoint in size.checkpoints:
+                if checkpoint.repo.lower() == repo.lower():
+                    return fkey, skey, checkpoint.tuning, checkpoint
+    return None
+
+
+def resolve_models(spec: GemmaDeploymentSpec, catalog: Catalog) -> tuple[list[_Model], list[str]]:
+    """The candidate models in preference order, with the reasons for the family/size/tuning choice."""
+    m = spec.model
+    reasons: list[str] = []
+    if m.id:
+        found = _find_id(catalog, m.id)
+        if found:
+            fkey, skey, tuning, pinned = found
+            for name, asked, got in (("family", m.family, fkey), ("size", m.size, skey)):
+                if asked not in ("auto", got):
+                    raise InvalidSpec(f"model.{name}", f"{asked!r} contradicts model.id {m.id} ({name} {got})")
+            family = catalog.families[fkey]
+            size = family.sizes[skey]
+            reasons.append(f"Model {m.id}: named by spec.model.id; the catalog knows it as {fkey} {skey} {tuning}.")
+            served = _basename(size.ids.get(tuning, m.id))
+            return [_Model(fkey, family, skey, size, tuning, m.id, served, pinned)], reasons
+        if m.family == "auto" or m.size == "auto":
+            raise InvalidSpec(
+                "model.id",
+                f"{m.id} is not in the catalog; set model.family and model.size to the Gemma it was "
+                "fine-tuned from, so it can be sized",
+            )
+    fkey = m.family
+    if fkey == "auto":
+        fkey = _latest_core(catalog)
+        reasons.append(f"Family {fkey}: the latest core Gemma in the catalog (model.family is auto).")
+    elif fkey not in catalog.families:
+        raise InvalidSpec("model.family", f"unknown family {fkey!r}; known: {', '.join(sorted(catalog.families))}")
+    else:
+        reasons.append(f"Family {fkey}: as asked.")
+    family = catalog.families[fkey]
+
+    if m.size != "auto":
+        if m.size not in family.sizes:
+            raise InvalidSpec("model.size", f"{fkey} has no size {m.size!r}; it has {', '.join(family.sizes)}")
+        if m.tuning not in family.sizes[m.size].ids:
+            raise InvalidSpec(
+                "model.tuning", f"{fkey} {m.size} has no {m.tuning} checkpoint; it has {', '.join(family.sizes[m.size].ids)}"
+            )
+        sizes = [m.size]
+    else:
+        sizes = sorted((s for s in family.sizes if m.tuning in family.sizes[s].ids),
+                       key=lambda s: family.sizes[s].params_b, reverse=m.size_policy == "largest")  # fmt: skip
+        if not sizes:
+            raise InvalidSpec("model.tuning", f"{fkey} has no {m.tuning} checkpoints")
+    if spec.max_model_len is not None:
+        too_long = [s for s in sizes if family.sizes[s].max_context < spec.max_model_len]
+        if len(too_long) == len(sizes):
+            longest = max(family.sizes[s].max_context for s in sizes)
+            raise InvalidSpec(
+                "maxModelLen", f"{spec.max_model_len} tokens is beyond {fkey}'s context ({longest} tokens at most)"
+            )
+        sizes = [s for s in sizes if s not in too_long]
+    models = []
+    for skey in sizes:
+        size = family.sizes[skey]
+        base = m.id or size.ids[m.tuning]
+        models.append(_Model(fkey, family, skey, size, m.tuning, base, _basename(base)))
+    return models, reasons
+
+
+def _check_static(spec: GemmaDeploymentSpec, catalog: Catalog, models: list[_Model]) -> None:
+    """Refuse what no cluster could serve: runtime/quantization/family contradictions."""
+    q, rt = spec.quantization, spec.runtime
+    family_key, family = models[0].family_key, models[0].family
+    if rt == "vllm" and q in ("q4_0", "q8_0"):
+        raise InvalidSpec("quantization", f"{q} is a GGUF format, which llama.cpp serves; vLLM takes bf16, fp16, fp8, int8 or int4")
+    if rt == "llamacpp" and q in ("fp8", "int8", "int4"):
+        raise InvalidSpec("quantization", f"{q} is a vLLM quantization; llama.cpp serves GGUF: bf16, fp16, q8_0 or q4_0")
+    for runtime in ("vllm", "llamacpp"):
+        if rt == runtime and not family.runtimes[runtime].supported:
+            raise InvalidSpec("runtime", f"{runtime} does not support {family_key}: {family.runtimes[runtime].notes}")
+    if q == "fp16" and rt == "vllm" and not family.runtimes["vllm"].float16:
+        raise InvalidSpec("quantization", f"vLLM refuses float16 for {family_key} (numerical instability); use bf16")
+    if spec.accelerator not in ("auto",) and spec.accelerator not in catalog.accelerators:
+        # An uncatalogued GPU found through feature discovery is named by its product slug.
+        if not spec.accelerator.startswith("nvidia-"):
+            raise InvalidSpec(
+                "accelerator", f"unknown accelerator {spec.accelerator!r}; known: {', '.join(sorted(catalog.accelerators))}"
+            )
+    if spec.accelerator == "cpu" and rt == "vllm":
+        raise InvalidSpec("runtime", "gemma-operator runs vLLM on GPUs and TPUs only; use llamacpp on CPU")
+    pinned = models[0].pinned
+    if pinned and q != "auto" and q != pinned.quantization:
+        raise InvalidSpec("quantization", f"{q} contradicts model.id {pinned.repo}, a {pinned.quantization} checkpoint")
+
+
+def _gguf(model: _Model, quant: str) -> Checkpoint | None:
+    for checkpoint in model.size.checkpoints:
+        if checkpoint.format == "gguf" and checkpoint.quantization == quant and checkpoint.tuning == model.tuning:
+            return checkpoint
+    return None
+
+
+def _safetensors(model: _Model, quant: str) -> Checkpoint | None:
+    for checkpoint in model.size.checkpoints:
+        if checkpoint.format == "safetensors" and checkpoint.quantization == quant and checkpoint.tuning == model.tuning:
+            return checkpoint
+    return None
+
+
+def _image_runs_on(catalog: Catalog, image_key: str, pool: Pool, why_not: list[str]) -> bool:
+    image = catalog.images[image_key]
+    if pool.kind == "gpu" and pool.cc < image.min_cc:
+        why_not.append(
+            f"{image.ref} needs compute capability {image.min_compute_capability}+, "
+            f"{pool.display_name} has {pool.compute_capability}"
+        )
+        return False
+    return True
+
+
+def _vllm_options(model: _Model, pool: Pool, asked: str, why_not: list[str], catalog: Catalog) -> list[_Option]:
+    """vLLM ways to serve `model` on a GPU/TPU pool, best first."""
+    support = model.family.runtimes["vllm"]
+    if not support.supported:
+        why_not.append(f"vLLM does not support {model.family_key}")
+        return []
+    if not _image_runs_on(catalog, "vllm-gpu", pool, why_not):
+        return []
+    if pool.kind == "tpu" and not support.tpu:
+        why_not.append(f"vLLM on TPU does not support {model.family_key}")
+        return []
+    if model.pinned:
+        if model.pinned.format != "safetensors":
+            why_not.append(f"{model.pinned.repo} is GGUF, which vLLM does not serve here")
+            return []
+        return [_Option("vllm", model.pinned.quantization, model.model_id)]
+    options = []
+    for quant in VLLM_QUANTS if asked == "auto" else (asked,):
+        if pool.kind == "tpu" and quant != "bf16":
+            if asked != "auto":
+                why_not.append(f"vLLM on TPU serves bf16 only, not {quant}")
+            continue
+        if quant == "bf16":
+            if pool.bf16:
+                options.append(_Option("vllm", "bf16", model.model_id))
+            else:
+                why_not.append(f"{pool.display_name} has no bf16")
+        elif quant == "fp16":
+            if not support.float16:
+                why_not.append(f"vLLM refuses float16 for {model.family_key}")
+            elif pool.bf16 and asked == "auto":
+                continue  # bf16 already offered; same size, better range
+            else:
+                options.append(_Option("vllm", "fp16", model.model_id))
+        elif quant == "fp8":
+            # FP8 runs natively from compute capability 8.9, and weight-only (Marlin) from 8.0.
+            if pool.cc >= (8, 0):
+                options.append(_Option("vllm", "fp8", model.model_id, vllm_quantization="fp8"))
+            else:
+                why_not.append(f"{pool.display_name} (compute capability {pool.compute_capability}) has no FP8 path")
+        elif quant == "int8":
+            checkpoint = _safetensors(model, "int8")
+            if checkpoint:
+                options.append(_Option("vllm", "int8", checkpoint.repo))
+            elif asked != "auto":
+                why_not.append(f"no int8 checkpoint of {model.family_key} {model.size_key} in the catalog")
+        elif quant == "int4":
+            checkpoint = _safetensors(model, "int4")
+            if checkpoint:
+                options.append(_Option("vllm", "int4", checkpoint.repo))
+            else:
+                # In-flight 4-bit quantization of the bf16 checkpoint (bitsandbytes, CUDA only).
+                options.append(_Option("vllm", "int4", model.model_id, vllm_quantization="bitsandbytes"))
+    if not pool.bf16 and not support.float16:
+        # Every vLLM path computes in float16 on this device, which vLLM refuses for the family.
+        return []
+    return options
+
+
+def _gguf_options(model: _Model, pool: Pool, asked: str, why_not: list[str], catalog: Catalog) -> list[_Option]:
+    support = model.family.runtimes["llamacpp"]
+    if not support.supported:
+        why_not.append(f"llama.cpp does not support {model.family_key}")
+        return []
+    if not _image_runs_on(catalog, "llamacpp-cuda", pool, why_not):
+        return []
+    if model.pinned:
+        if model.pinned.format != "gguf":
+            why_not.append(f"{model.pinned.repo} is safetensors, which llama.cpp does not serve")
+            return []
+        return [_Option("llamacpp", model.pinned.quantization, model.model_id, model.pinned.file)]
+    if asked != "auto":
+        ladder: tuple[str, ...] = (asked,)
+    elif pool.kind == "cpu":
+        ladder = ("q4_0", "q8_0")  # Google's QAT Q4_0 checkpoints are made for CPUs.
+    else:
+        ladder = GGUF_QUANTS
+    options = []
+    for quant in ladder:
+        checkpoint = _gguf(model, quant)
+        if checkpoint:
+            options.append(_Option("llamacpp", quant, checkpoint.repo, checkpoint.file))
+        elif model.model_id != model.size.ids.get(model.tuning):
+            # A fine-tune outside the catalog: trust the user's repo to carry this GGUF type.
+            options.append(_Option("llamacpp", quant, model.model_id))
+        elif asked != "auto":
+            why_not.append(f"no {quant} GGUF of {model.family_key} {model.size_key} {model.tuning} in the catalog")
+    if not options and asked == "auto":
+        why_not.append(f"no GGUF checkpoint of {model.family_key} {model.size_key} {model.tuning} in the catalog")
+    return options
+
+
+def _tp_sizes(model: _Model, pool: Pool) -> list[int]:
+    """Tensor-parallel sizes vLLM accepts: they divide the attention heads, and the KV heads divide
+    them or they divide the KV heads (vLLM replicates KV heads past their number)."""
+    arch = model.size.architecture
+    sizes = []
+    for tp in TP_SIZES:
+        if tp > max(1, pool.devices_per_node):
+            break
+        if arch.attention_heads % tp == 0 and (arch.kv_heads % tp == 0 or tp % arch.kv_heads == 0):
+            sizes.append(tp)
+    return sizes
+
+
+def _attempt(model: _Model, pool: Pool, spec: GemmaDeploymentSpec, catalog: Catalog) -> _Attempt:
+    attempt = _Attempt(pool)
+    why = attempt.why_not
+    asked_q, asked_rt = spec.quantization, spec.runtime
+    options: list[_Option] = []
+    if pool.kind == "cpu":
+        if asked_rt == "vllm":
+            why.append("vLLM is planned for GPUs and TPUs only")
+        elif asked_q in VLLM_QUANTS and asked_q not in GGUF_QUANTS:
+            why.append(f"{asked_q} needs vLLM on a GPU")
+        else:
+            options = _gguf_options(model, pool, asked_q, why, catalog)
+    else:
+        if asked_rt in ("auto", "vllm") and asked_q not in ("q4_0", "q8_0"):
+            options += _vllm_options(model, pool, asked_q, why, catalog)
+        if pool.kind == "gpu" and asked_rt in ("auto", "llamacpp") and asked_q not in ("fp8", "int8", "int4"):
+            # llama.cpp on CUDA: for GPUs vLLM can't use, GGUF checkpoints, or when asked.
+            options += _gguf_options(model, pool, asked_q, why, catalog)
+        if pool.kind == "tpu" and asked_rt == "llamacpp":
+            why.append("llama.cpp does not run on TPUs")
+
+    wanted_len = spec.max_model_len
+    for option in options:
+        plan = _fit(model, pool, option, wanted_len, catalog, why)
+        if plan:
+            attempt.plan = plan
+            return attempt
+    return attempt
+
+
+def _fit(model: _Model, pool: Pool, option: _Option, wanted_len: int | None, catalog: Catalog,
+         why: list[str]) -> Plan | None:  # fmt: skip
+    size, arch = model.size, model.size.architecture
+    if option.runtime == "llamacpp":
+        tps = [1]
+        if pool.kind == "cpu":
+            budget = pool.node_memory_gib * CPU_NODE_SHARE
+        else:
+            budget = pool.device_memory_gib * LLAMACPP_GPU_SHARE
+    else:
+        tps = _tp_sizes(model, pool)
+        if pool.kind == "tpu":
+            tps = tps[-1:]  # a TPU pod takes every chip of its host; shard over as many as the heads allow
+        budget = pool.device_memory_gib * sizing.GPU_MEMORY_UTILIZATION
+    # The fewest devices that hold the full context; failing that, the longest context any count gives.
+    floor = wanted_len or min(MIN_USEFUL_CONTEXT, size.max_context)
+    best: tuple[int, sizing.Fit] | None = None
+    for tp in tps:
+        got = sizing.fit(size, option.quantization, option.runtime, budget, tp, wanted_len)
+        if got is None or got.max_model_len < floor:
+            continue
+        if best is None or got.max_model_len > best[1].max_model_len:
+            best = (tp, got)
+        if got.max_model_len == (wanted_len or size.max_context):
+            break
+    if best:
+        return _plan(model, pool, option, best[0], best[1], catalog)
+    need = sizing.needed_gib(size, option.quantization, option.runtime, floor, tps[-1] if tps else 1)
+    unit = "node" if pool.kind == "cpu" else ("chip" if pool.kind == "tpu" else "GPU")
+    why.append(
+        f"{option.runtime} {option.quantization} needs {need:.1f} GiB per {unit} for {floor} tokens"
+        f"{f' over {tps[-1]} devices' if tps and tps[-1] > 1 else ''}, has {budget:.1f}"
+    )
+    return None
+
+
+def _plan(model: _Model, pool: Pool, option: _Option, tp: int, got: sizing.Fit, catalog: Catalog) -> Plan:
+    if option.runtime == "vllm":
+        image_key = "vllm-tpu" if pool.kind == "tpu" else "vllm-gpu"
+        dtype = VLLM_DTYPE.get(option.quantization, "bfloat16" if pool.bf16 else "float16")
+        count = pool.devices_per_node if pool.kind == "tpu" else tp
+    else:
+        image_key = "llamacpp-cpu" if pool.kind == "cpu" else "llamacpp-cuda"
+        dtype = option.quantization
+        count = 0 if pool.kind == "cpu" else 1
+    image = catalog.images[image_key]
+    devices = max(1, tp)
+    return Plan(
+        family=model.family_key, size=model.size_key, tuning=model.tuning, model_id=option.model_id,
+        model_file=option.model_file, served_model_name=model.served_name, quantization=option.quantization,
+        dtype=dtype, runtime=option.runtime, image_key=image_key, image=image.ref, pool=pool,
+        accelerator_count=count, tensor_parallel_size=tp, max_model_len=got.max_model_len,
+        estimated_memory_gib=got.total_gib * devices, weights_gib=got.weights_gib * devices,
+        vllm_quantization=option.vllm_quantization, chat_template=model.family.chat_template and model.tuning == "it",
+    )  # fmt: skip
+
+
+def _rank(plan: Plan) -> tuple:
+    # Accelerators before CPUs; then the highest precision; then the smallest slice of hardware.
+    used = plan.accelerator_count * plan.pool.device_memory_gib if plan.pool.kind != "cpu" else 0
+    return (plan.pool.kind == "cpu", -PRECISION[plan.quantization], used, plan.pool.name)
+
+
+def _pools_for(spec: GemmaDeploymentSpec, inventory: Inventory) -> tuple[list[Pool], str]:
+    if spec.accelerator == "auto":
+        return list(inventory.pools), "auto"
+    chosen = [p for p in inventory.pools if p.accelerator == spec.accelerator]
+    return chosen, spec.accelerator
+
+
+def plan(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog) -> Plan | NoFit:
+    """Choose model, quantization, runtime, pool, parallelism and context; raise InvalidSpec for bad specs."""
+    models, reasons = resolve_models(spec, catalog)
+    _check_static(spec, catalog, models)
+    pools, wanted = _pools_for(spec, inventory)
+    available = tuple(p.describe() for p in inventory.pools)
+    if not pools:
+        what = "schedulable nodes" if wanted == "auto" else f"{wanted} nodes"
+        return NoFit(f"No {what} to serve {models[0].served_name} on.", available, tuple(inventory.skipped))
+
+    skipped_sizes: list[str] = []
+    last_attempts: list[_Attempt] = []
+    for model in models:
+        attempts = [_attempt(model, pool, spec, catalog) for pool in pools]
+        fits = sorted((a.plan for a in attempts if a.plan), key=_rank)
+        if fits:
+            best = fits[0]
+            return _explain(best, model, spec, reasons, skipped_sizes, fits[1:], attempts)
+        skipped_sizes.append(model.size_key)
+        last_attempts = attempts
+    model = models[-1]
+    details = tuple(f"{a.pool.name}: {'; '.join(a.why_not) or 'no way to serve it'}." for a in last_attempts)
+    sizes = f"any {model.family_key} size ({', '.join(skipped_sizes)})" if len(models) > 1 else f"{model.served_name}"
+    return NoFit(f"Nothing fits {sizes}.", available, details + tuple(inventory.skipped))
+
+
+def _explain(best: Plan, model: _Model, spec: GemmaDeploymentSpec, reasons: list[str], skipped_sizes: list[str],
+             others: list[Plan], attempts: list[_Attempt]) -> Plan:  # fmt: skip
+    out = list(reasons)
+    pool = best.pool
+    size = model.size
+    if spec.model.id:
+        pass
+    elif spec.model.size != "auto":
+        out.append(f"Size {best.size}: as asked.")
+    elif spec.model.size_policy == "largest":
+        tail = f"; {', '.join(skipped_sizes)} cannot be served here" if skipped_sizes else ""
+        out.append(f"Size {best.size}: the largest {best.family} size that fits (sizePolicy largest){tail}.")
+    else:
+        tail = f"; {', '.join(skipped_sizes)} cannot be served here" if skipped_sizes else ""
+        out.append(f"Size {best.size}: the smallest {best.family} size (sizePolicy smallest, Google's default advice){tail}.")
+    if best.tuning == "it":
+        out.append("Tuning it: instruction-tuned; the server applies Gemma's chat template, so clients call /v1/chat/completions.")
+    else:
+        out.append("Tuning pt: the pre-trained base model, for /v1/completions; it has no chat template.")
+
+    unit = {"gpu": "GPU", "tpu": "TPU chip", "cpu": "node"}[pool.kind]
+    if spec.accelerator == "auto" and len(attempts) == 1:
+        out.append(f"Accelerator {pool.accelerator} ({pool.describe()}): the only schedulable pool.")
+    elif spec.accelerator == "auto":
+        why = "accelerators are preferred over CPUs, then the highest precision, then the smallest share of hardware"
+        beaten = sorted({p.pool.name for p in others})
+        tail = f"; also possible: {', '.join(beaten)}" if beaten else ""
+        out.append(f"Accelerator {pool.accelerator} ({pool.describe()}): {why}{tail}.")
+    else:
+        out.append(f"Accelerator {pool.accelerator} ({pool.describe()}): as asked.")
+    no = [f"{a.pool.name} ({'; '.join(a.why_not)})" for a in attempts if not a.plan and a.why_not]
+    if no:
+        out.append(f"Pools that cannot serve it: {', '.join(no)}.")
+
+    per_device = best.estimated_memory_gib / max(1, best.tensor_parallel_size)
+    if spec.quantization != "auto" or model.pinned:
+        out.append(f"Quantization {best.quantization}: as asked ({per_device:.1f} GiB per {unit}).")
+    elif PRECISION[best.quantization] == 16:
+        out.append(f"Quantization {best.quantization}: 16-bit fits ({per_device:.1f} GiB per {unit}), so no quantization is needed.")
+    elif pool.kind == "cpu" and best.quantization == "q4_0":
+        out.append("Quantization q4_0: Google's quantization-aware-trained 4-bit GGUF, the recommended format for CPUs.")
+    else:
+        out.append(
+            f"Quantization {best.quantization}: higher precisions do not fit {pool.display_name} "
+            f"({per_device:.1f} GiB per {unit} at {best.quantization})."
+        )
+    if best.vllm_quantization == "bitsandbytes":
+        out.append("int4 is quantized in flight by vLLM (bitsandbytes) from the bf16 checkpoint; no 4-bit checkpoint is published.")
+    if best.vllm_quantization == "fp8":
+        native = pool.cc >= (8, 9)
+        out.append(f"fp8 is quantized in flight by vLLM ({'native FP8' if native else 'weight-only FP8 via Marlin'} on compute capability {pool.compute_capability}).")
+
+    if best.runtime == "vllm":
+        where = "TPUs" if pool.kind == "tpu" else "GPUs"
+        out.append(f"Runtime vllm: {where} run vLLM on the safetensors checkpoint, dtype {best.dtype}.")
+    elif pool.kind == "cpu":
+        out.append(f"Runtime llamacpp: CPU-only nodes run llama.cpp's server on the GGUF file {best.model_file or best.model_id}.")
+    else:
+        if spec.runtime == "llamacpp" or spec.quantization in ("q4_0", "q8_0"):
+            why = "as asked"
+        elif not pool.bf16 and not model.family.runtimes["vllm"].float16:
+            why = f"{pool.display_name} has no bf16 and vLLM refuses float16 for {best.family}"
+        else:
+            why = "vLLM has no plan that fits this GPU"
+        out.append(f"Runtime llamacpp on CUDA: {why}; every layer is offloaded to the GPU.")
+
+    if best.runtime == "vllm" and pool.kind == "tpu":
+        out.append(
+            f"Tensor parallelism {best.tensor_parallel_size}: a GKE TPU pod takes all {pool.devices_per_node} chips "
+            f"of its {pool.tpu_topology} host; {best.tensor_parallel_size} divides the {size.architecture.attention_heads} attention heads."
+        )
+    elif best.tensor_parallel_size > 1:
+        out.append(
+            f"Tensor parallelism {best.tensor_parallel_size}: the fewest GPUs of one node that hold the weights and "
+            f"the longest context; {best.tensor_parallel_size} divides the {size.architecture.attention_heads} attention heads."
+        )
+    elif best.runtime == "vllm":
+        out.append("Tensor parallelism 1: one device holds the model.")
+
+    arch = size.architecture
+    window = f"; sliding-window layers hold at most {arch.sliding_window} tokens" if arch.sliding_window else ""
+    if spec.max_model_len:
+        out.append(f"Context {best.max_model_len} tokens: as asked{window}.")
+    elif best.max_model_len == size.max_context:
+        out.append(f"Context {best.max_model_len} tokens: the model's maximum, and its KV cache fits{window}.")
+    else:
+        out.append(f"Context {best.max_model_len} tokens: the largest whose KV cache fits (the model allows {size.max_context}){window}.")
+    image = best.image
+    out.append(f"Image {image}: pinned in the catalog for {best.image_key}.")
+    return replace(best, reasons=tuple(out))

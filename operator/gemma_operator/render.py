@@ -1,0 +1,162 @@
+"""Plan + GemmaDeployment -> the child manifests (Deployment, Service), built as data. Pure.
+
+No user string is ever spliced into YAML or shell text: every value lands in a dict
+field, and the server's arguments are an argv list (no `sh -c`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .api.v1alpha1 import API_VERSION, KIND, GemmaDeploymentSpec
+from .planner import InvalidSpec, Plan
+from .runtimes import PORT_NAME, Server, llamacpp, vllm
+
+MANAGER = "gemma-operator"
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+# Flags the plan owns: a user repeating them in extraArgs would silently contradict the plan.
+OWNED_FLAGS = {
+    "vllm": ("--model", "--served-model-name", "--host", "--port", "--dtype", "--max-model-len",
+             "--tensor-parallel-size", "-tp", "--quantization", "-q", "--gpu-memory-utilization"),
+    "llamacpp": ("-m", "--model", "-hf", "-hfr", "--hf-repo", "-hff", "--hf-file", "-a", "--alias", "--host",
+                 "--port", "-c", "--ctx-size", "-ngl", "--gpu-layers", "--n-gpu-layers", "-t", "--threads"),
+}  # fmt: skip
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "gemma-server", "app.kubernetes.io/instance": name}
+
+
+def labels(name: str, plan: Plan) -> dict[str, str]:
+    return {
+        **selector_labels(name),
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/managed-by": MANAGER,
+        "gemma.dev/runtime": plan.runtime,
+        "gemma.dev/accelerator": plan.pool.accelerator,
+    }
+
+
+def endpoint(name: str, namespace: str, spec: GemmaDeploymentSpec) -> str:
+    return f"http://{name}.{namespace}.svc.cluster.local:{spec.service.port}/v1"
+
+
+def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
+    """The GemmaDeployment as controlling owner: deleting it garbage-collects the children."""
+    meta = owner["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def check(name: str, spec: GemmaDeploymentSpec, plan: Plan) -> None:
+    """Refuse what the schema can't: a name unfit for a Service, extraArgs that fight the plan."""
+    if not DNS_LABEL.match(name):
+        raise InvalidSpec(
+            "metadata.name",
+            f"{name!r} must be a DNS-1035 label (lowercase letters, digits, '-', at most 63) because it names the Service",
+        )
+    owned = OWNED_FLAGS[plan.runtime]
+    for arg in spec.extra_args:
+        flag = arg.split("=", 1)[0]
+        if flag in owned:
+            raise InvalidSpec("extraArgs", f"{flag} is set by the plan; use the matching spec field instead")
+    for res in (spec.resources.requests or {}, spec.resources.limits or {}) if spec.resources else ():
+        if plan.pool.resource_name and plan.pool.resource_name in res:
+            raise InvalidSpec("resources", f"{plan.pool.resource_name} is set by the plan (accelerator and parallelism)")
+
+
+def _merge_resources(planned: dict[str, Any], spec: GemmaDeploymentSpec) -> dict[str, Any]:
+    if not spec.resources:
+        return planned
+    merged = {k: dict(v) for k, v in planned.items()}
+    for part in ("requests", "limits"):
+        for key, value in (getattr(spec.resources, part) or {}).items():
+            merged.setdefault(part, {})[key] = str(value)
+    return merged
+
+
+def _tolerations(plan: Plan, spec: GemmaDeploymentSpec) -> list[dict[str, Any]]:
+    result = [dict(t) for t in plan.pool.tolerations]
+    for toleration in spec.tolerations:
+        extra = toleration.model_dump(by_alias=True, exclude_none=True)
+        if extra not in result:
+            result.append(extra)
+    return result
+
+
+def server(plan: Plan, spec: GemmaDeploymentSpec) -> Server:
+    image = spec.image or plan.image
+    runtime = vllm if plan.runtime == "vllm" else llamacpp
+    return runtime.server(plan, spec, image)
+
+
+def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan) -> dict[str, Any]:
+    srv = server(plan, spec)
+    srv.container["resources"] = _merge_resources(srv.container["resources"], spec)
+    srv.container["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    # Accelerators can't be shared between an old and a new pod: replace, don't surge.
+    strategy = (
+        {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+        if plan.pool.kind == "cpu"
+        else {"type": "Recreate"}
+    )
+    pod_spec: dict[str, Any] = {
+        "containers": [srv.container],
+        "volumes": srv.volumes,
+        "nodeSelector": {**plan.pool.node_selector, **spec.node_selector},
+        "automountServiceAccountToken": False,
+        # Service links inject *_PORT variables; one named like the runtime's own settings breaks it.
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 60,
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+    }
+    tolerations = _tolerations(plan, spec)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    all_labels = labels(name, plan)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": all_labels},
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector_labels(name)},
+            "strategy": strategy,
+            "template": {"metadata": {"labels": all_labels}, "spec": pod_spec},
+        },
+    }
+
+
+def service(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(name, plan)},
+        "spec": {
+            "type": spec.service.type,
+            "selector": selector_labels(name),
+            "ports": [{"name": PORT_NAME, "port": spec.service.port, "targetPort": PORT_NAME, "protocol": "TCP"}],
+        },
+    }
+
+
+def render(plan: Plan, name: str, namespace: str, spec: GemmaDeploymentSpec,
+           owner: dict[str, Any] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """The children to apply, in apply order. With `owner` (the CR, with its uid), each is owned by it."""
+    check(name, spec, plan)
+    objects = [deployment(name, namespace, spec, plan), service(name, namespace, spec, plan)]
+    if owner is not None:
+        for obj in objects:
+            obj["metadata"]["ownerReferences"] = [owner_reference(owner)]
+    return objects

@@ -1,0 +1,96 @@
+"""Plan -> the model server container. One module per runtime; this one holds what they share."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..api.v1alpha1 import GemmaDeploymentSpec
+from ..planner import Plan
+
+PORT = 8000
+PORT_NAME = "http"
+CACHE_DIR = "/models"
+SHM_DIR = "/dev/shm"
+
+# Start-up budget: a pull of the weights at >= ~50 MiB/s (20 s per GiB) plus a fixed floor for
+# the image pull, engine start and warm-up; TPUs add XLA compilation.
+STARTUP_FLOOR_S = 300
+STARTUP_S_PER_WEIGHT_GIB = 20
+STARTUP_TPU_COMPILE_S = 600
+PROBE_PERIOD_S = 10
+
+
+@dataclass
+class Server:
+    """What a runtime contributes to the pod: the container and the volumes it mounts."""
+
+    container: dict[str, Any]
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def gib(value: float) -> str:
+    """A memory quantity rounded up to whole GiB."""
+    return f"{max(1, math.ceil(value))}Gi"
+
+
+def startup_seconds(plan: Plan) -> int:
+    budget = STARTUP_FLOOR_S + STARTUP_S_PER_WEIGHT_GIB * plan.weights_gib
+    if plan.pool.kind == "tpu":
+        budget += STARTUP_TPU_COMPILE_S
+    return int(math.ceil(budget / PROBE_PERIOD_S) * PROBE_PERIOD_S)
+
+
+def probes(plan: Plan, path: str = "/health") -> dict[str, Any]:
+    def http(period: int, failures: int, timeout: int) -> dict[str, Any]:
+        return {
+            "httpGet": {"path": path, "port": PORT_NAME},
+            "periodSeconds": period,
+            "failureThreshold": failures,
+            "timeoutSeconds": timeout,
+        }
+
+    return {
+        # The startup probe holds off the others until the weights are downloaded and loaded.
+        "startupProbe": http(PROBE_PERIOD_S, startup_seconds(plan) // PROBE_PERIOD_S, 5),
+        "readinessProbe": http(5, 3, 5),
+        "livenessProbe": http(15, 4, 10),
+    }
+
+
+def env(spec: GemmaDeploymentSpec, own: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runtime's own variables, the token from its Secret (never a literal), then the user's."""
+    result = list(own)
+    ref = spec.hf_token_secret_ref
+    if ref:
+        result.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    for var in spec.env:
+        result.append(var.model_dump(by_alias=True, exclude_none=True))
+    return result
+
+
+def cache_volume() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Weights are downloaded into an emptyDir: the root filesystem stays untouched."""
+    return {"name": "models", "emptyDir": {}}, {"name": "models", "mountPath": CACHE_DIR}
+
+
+def shm_volume(size: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A memory-backed /dev/shm: the container default (64 MiB) is too small for PyTorch and NCCL."""
+    return {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": size}}, {"name": "dshm", "mountPath": SHM_DIR}
+
+
+def container(name: str, image: str, command: list[str], args: list[str], env_vars: list[dict[str, Any]],
+              resources: dict[str, Any], mounts: list[dict[str, Any]], plan: Plan) -> dict[str, Any]:  # fmt: skip
+    return {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": command,
+        "args": args,
+        "env": env_vars,
+        "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
+        "resources": resources,
+        "volumeMounts": mounts,
+        **probes(plan),
+    }

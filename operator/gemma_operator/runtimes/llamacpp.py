@@ -1,0 +1,63 @@
+"""Plan -> llama.cpp's `llama-server` on a GGUF file, on CPUs or (offloading every layer) a CUDA GPU."""
+
+from __future__ import annotations
+
+import math
+
+from ..api.v1alpha1 import GemmaDeploymentSpec
+from ..planner import Plan
+from . import CACHE_DIR, PORT, Server, cache_volume, container, env, gib, shm_volume
+
+COMMAND = ["/app/llama-server"]
+ALL_LAYERS = "999"
+# Memory beyond the estimate: tokenizer, HTTP slots, page cache churn while mmapping the file.
+MEMORY_HEADROOM_GIB = 1.0
+
+
+def threads(plan: Plan) -> int:
+    # Leave one core to the kubelet and the HTTP threads.
+    return max(1, math.floor(plan.pool.node_cpu) - 1)
+
+
+def args(plan: Plan) -> list[str]:
+    if plan.model_file:
+        source = ["--hf-repo", plan.model_id, "--hf-file", plan.model_file]
+    else:
+        source = ["--hf-repo", f"{plan.model_id}:{plan.quantization.upper()}"]
+    result = source + [
+        "--alias", plan.served_model_name,
+        "--host", "0.0.0.0",
+        "--port", str(PORT),
+        "--ctx-size", str(plan.max_model_len),
+        "--metrics",
+    ]  # fmt: skip
+    if plan.chat_template:
+        result.append("--jinja")  # apply the chat template shipped inside the GGUF
+    if plan.pool.kind == "cpu":
+        result += ["--threads", str(threads(plan))]
+    else:
+        result += ["--n-gpu-layers", ALL_LAYERS]
+    return result
+
+
+def resources(plan: Plan) -> dict:
+    pool = plan.pool
+    if pool.kind == "cpu":
+        memory = gib(plan.estimated_memory_gib + MEMORY_HEADROOM_GIB)
+        return {"requests": {"cpu": str(threads(plan)), "memory": memory}, "limits": {"memory": memory}}
+    memory = gib(plan.weights_gib + 2)
+    device = {pool.resource_name: "1"}
+    return {"requests": {"cpu": "2", "memory": memory, **device}, "limits": {"memory": memory, **device}}
+
+
+def server(plan: Plan, spec: GemmaDeploymentSpec, image: str) -> Server:
+    models, models_mount = cache_volume()
+    shm, shm_mount = shm_volume("1Gi")
+    own_env = [{"name": "LLAMA_CACHE", "value": CACHE_DIR}]
+    return Server(
+        container=container(
+            "llama-server", image, COMMAND, args(plan) + list(spec.extra_args), env(spec, own_env),
+            resources(plan), [models_mount, shm_mount], plan,
+        ),
+        volumes=[models, shm],
+    )  # fmt: skip

@@ -1,0 +1,58 @@
+"""Plan -> vLLM's OpenAI-compatible server (`vllm serve`), on NVIDIA GPUs or Cloud TPUs."""
+
+from __future__ import annotations
+
+import math
+
+from ..api.v1alpha1 import GemmaDeploymentSpec
+from ..planner import Plan
+from ..sizing import GPU_MEMORY_UTILIZATION
+from . import CACHE_DIR, PORT, Server, cache_volume, container, env, gib, shm_volume
+
+COMMAND = ["vllm", "serve"]
+# Host RAM beyond the weights: safetensors are staged through page cache while loading.
+HOST_MEMORY_HEADROOM_GIB = 4
+HOST_MEMORY_SHARE = 0.9
+
+
+def args(plan: Plan) -> list[str]:
+    result = [
+        plan.model_id,
+        "--served-model-name", plan.served_model_name,
+        "--host", "0.0.0.0",
+        "--port", str(PORT),
+        "--dtype", plan.dtype,
+        "--max-model-len", str(plan.max_model_len),
+        "--tensor-parallel-size", str(plan.tensor_parallel_size),
+        "--gpu-memory-utilization", f"{GPU_MEMORY_UTILIZATION:.2f}",
+    ]  # fmt: skip
+    if plan.vllm_quantization:
+        result += ["--quantization", plan.vllm_quantization]
+    return result
+
+
+def resources(plan: Plan) -> dict:
+    pool = plan.pool
+    memory = min(plan.weights_gib + HOST_MEMORY_HEADROOM_GIB, pool.node_memory_gib * HOST_MEMORY_SHARE)
+    cpu = max(1, min(4 * plan.tensor_parallel_size, math.floor(pool.node_cpu) - 1))
+    device = {pool.resource_name: str(plan.accelerator_count)} if pool.resource_name else {}
+    return {
+        "requests": {"cpu": str(cpu), "memory": gib(memory), **device},
+        "limits": {"memory": gib(memory), **device},
+    }
+
+
+def server(plan: Plan, spec: GemmaDeploymentSpec, image: str) -> Server:
+    models, models_mount = cache_volume()
+    shm, shm_mount = shm_volume(gib(2 * plan.tensor_parallel_size))
+    own_env = [
+        {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
+        {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
+    ]
+    return Server(
+        container=container(
+            "vllm", image, COMMAND, args(plan) + list(spec.extra_args), env(spec, own_env), resources(plan),
+            [models_mount, shm_mount], plan,
+        ),
+        volumes=[models, shm],
+    )  # fmt: skip
