@@ -124,16 +124,15 @@ def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan)
     tolerations = _tolerations(plan, spec)
     if tolerations:
         pod_spec["tolerations"] = tolerations
-    all_labels = labels(name, plan)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": all_labels},
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(name, plan)},
         "spec": {
             "replicas": spec.replicas,
             "selector": {"matchLabels": selector_labels(name)},
             "strategy": strategy,
-            "template": {"metadata": {"labels": all_labels}, "spec": pod_spec},
+            "template": {"metadata": {"labels": labels(name, plan)}, "spec": pod_spec},
         },
     }
 

@@ -1,0 +1,198 @@
+"""Rendered children: golden files, real Kubernetes schemas (strict), and the properties every pod must keep."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
+from gemma_operator.inventory import pools
+from gemma_operator.planner import InvalidSpec, plan
+from gemma_operator.render import endpoint, render
+from tests.conftest import node_list
+
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+# GKE's regular channel runs 1.33 (the fixtures' kubelets); validate against it.
+KUBE_VERSION = "1.33.0"
+OWNER = {"metadata": {"name": "chat", "namespace": "team-a", "uid": "3f1c2a9e-0000-4000-8000-000000000001"}}
+
+CASES = {
+    "cpu-default": ("gke-cpu-only", {}),
+    "l4-default": ("gke-l4", {}),
+    "t4-gemma3-llamacpp-cuda": ("gke-t4", {"model": {"family": "gemma3"}}),
+    "h100-largest-tp2": ("gke-h100x8", {"model": {"sizePolicy": "largest"}}),
+    "tpu-v5e-default": ("gke-tpu-v5e-2x2", {}),
+    "a10g-gfd-fp8": ("gfd-a10g", {"quantization": "fp8"}),
+    "l4-everything-set": (
+        "gke-l4",
+        {
+            "model": {"family": "gemma3", "size": "4b"},
+            "replicas": 2,
+            "maxModelLen": 16384,
+            "hfTokenSecretRef": {"name": "hf", "key": "token"},
+            "extraArgs": ["--enable-prefix-caching"],
+            "env": [{"name": "VLLM_LOGGING_LEVEL", "value": "DEBUG"}],
+            "resources": {"requests": {"cpu": "6", "ephemeral-storage": "50Gi"}},
+            "nodeSelector": {"cloud.google.com/gke-nodepool": "l4-pool"},
+            "tolerations": [{"key": "team", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
+            "service": {"type": "LoadBalancer", "port": 80},
+        },
+    ),
+}
+
+
+def rendered(catalog, fixture: str, spec: dict, owner=OWNER) -> list[dict]:
+    parsed = GemmaDeploymentSpec.model_validate(spec)
+    result = plan(parsed, pools(node_list(fixture), catalog, parsed.node_selector), catalog)
+    return render(result, "chat", "team-a", parsed, owner)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden(catalog, case):
+    fixture, spec = CASES[case]
+    text = yaml.safe_dump_all(rendered(catalog, fixture, spec), sort_keys=False)
+    path = GOLDEN / f"{case}.yaml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.exists(), f"missing {path}; run UPDATE_GOLDEN=1 pytest {__file__}"
+    assert text == path.read_text(), f"{case} drifted from {path}; review, then UPDATE_GOLDEN=1 to accept"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_valid_against_kubernetes_schemas_strict(catalog, case):
+    for obj in rendered(catalog, *CASES[case]):
+        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+
+
+def test_strict_validation_does_catch_unknown_fields(catalog):
+    deployment, _ = rendered(catalog, *CASES["l4-default"])
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePulPolicy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+
+
+def _pod(objs: list[dict]) -> dict:
+    return objs[0]["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_pod_keeps_the_invariants(catalog, case):
+    deployment, service = rendered(catalog, *CASES[case])
+    pod = _pod([deployment])
+    (container,) = pod["containers"]
+    assert all(isinstance(a, str) for a in container["args"])
+    assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert {"startupProbe", "readinessProbe", "livenessProbe"} <= container.keys()
+    assert pod["automountServiceAccountToken"] is False
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": pod["volumes"][1]["emptyDir"]["sizeLimit"]}} in pod["volumes"]
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+    for obj in (deployment, service):
+        (ref,) = obj["metadata"]["ownerReferences"]
+        assert ref["controller"] is True and ref["uid"] == OWNER["metadata"]["uid"] and ref["kind"] == "GemmaDeployment"
+    assert not any("sh" == c or c.endswith("/sh") for c in container["command"])
+
+
+def test_accelerator_requests_and_scheduling(catalog):
+    pod = _pod(rendered(catalog, *CASES["tpu-v5e-default"]))
+    (container,) = pod["containers"]
+    assert container["resources"]["limits"]["google.com/tpu"] == "4"
+    assert pod["nodeSelector"] == {
+        "cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
+        "cloud.google.com/gke-tpu-topology": "2x2",
+    }
+    assert {"key": "google.com/tpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"} in pod["tolerations"]
+    deployment = rendered(catalog, *CASES["h100-largest-tp2"])[0]
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--tensor-parallel-size") + 1] == "2"
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+
+
+def test_llamacpp_cuda_offloads_every_layer_and_cpu_sets_threads(catalog):
+    cuda = _pod(rendered(catalog, *CASES["t4-gemma3-llamacpp-cuda"]))["containers"][0]
+    assert cuda["image"].startswith("ghcr.io/ggml-org/llama.cpp:server-cuda-")
+    assert cuda["args"][cuda["args"].index("--n-gpu-layers") + 1] == "999"
+    assert "--jinja" in cuda["args"]
+    cpu = _pod(rendered(catalog, *CASES["cpu-default"]))["containers"][0]
+    assert "--threads" in cpu["args"] and "--n-gpu-layers" not in cpu["args"]
+    assert cpu["args"][:4] == ["--hf-repo", "google/gemma-4-E2B-it-qat-q4_0-gguf", "--hf-file", "gemma-4-E2B_q4_0-it.gguf"]
+
+
+def test_hf_token_comes_from_the_secret_never_a_literal(catalog):
+    (container,) = _pod(rendered(catalog, *CASES["l4-everything-set"]))["containers"]
+    token = [e for e in container["env"] if e["name"] == "HF_TOKEN"]
+    assert token == [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}]
+
+
+def test_user_extras_are_merged(catalog):
+    deployment, service = rendered(catalog, *CASES["l4-everything-set"])
+    pod = _pod([deployment])
+    (container,) = pod["containers"]
+    assert container["args"][-1] == "--enable-prefix-caching"
+    assert container["resources"]["requests"]["cpu"] == "6"
+    assert container["resources"]["requests"]["ephemeral-storage"] == "50Gi"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4", "cloud.google.com/gke-nodepool": "l4-pool"}
+    assert len(pod["tolerations"]) == 2
+    assert deployment["spec"]["replicas"] == 2
+    assert service["spec"]["type"] == "LoadBalancer" and service["spec"]["ports"][0]["port"] == 80
+
+
+def test_endpoint(catalog):
+    spec = GemmaDeploymentSpec.model_validate({"service": {"port": 80}})
+    assert endpoint("chat", "team-a", spec) == "http://chat.team-a.svc.cluster.local:80/v1"
+
+
+HOSTILE = [
+    "x\nkind: Secret",
+    "{{ .Values }}",
+    '"; rm -rf / #',
+    "a: [b, {c: d}]",
+    "$(cat /etc/passwd)",
+    "--port=1",
+    "\u2028\u0000",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_strings_stay_in_their_field(catalog, value):
+    spec = {"env": [{"name": "NOTE", "value": value}], "nodeSelector": {"team": "x"}}
+    baseline = rendered(catalog, "gke-l4", {"env": [{"name": "NOTE", "value": "plain"}]})
+    parsed = GemmaDeploymentSpec.model_validate(spec)
+    objs = render(plan(parsed, pools(node_list("gke-l4"), catalog), catalog), "chat", "team-a", parsed, OWNER)
+    env = objs[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "NOTE", "value": value} in env
+    # Round-tripping through YAML gives back exactly the same objects: nothing was spliced into text.
+    assert list(yaml.safe_load_all(yaml.safe_dump_all(objs))) == objs
+    assert [o["kind"] for o in objs] == [o["kind"] for o in baseline]
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"extraArgs": ["--max-model-len=999999"]}, "spec.extraArgs"),
+        ({"extraArgs": ["--port", "9000"]}, "spec.extraArgs"),
+        ({"extraArgs": ["--served-model-name=evil"]}, "spec.extraArgs"),
+        ({"runtime": "llamacpp", "extraArgs": ["-c", "100"]}, "spec.extraArgs"),
+        ({"resources": {"limits": {"nvidia.com/gpu": "4"}}}, "spec.resources"),
+    ],
+)
+def test_overrides_of_what_the_plan_owns_are_refused(catalog, spec, field):
+    with pytest.raises(InvalidSpec) as info:
+        rendered(catalog, "gke-l4", spec)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize("name", ["Chat", "1chat", "chat.v2", "a" * 64])
+def test_names_that_cannot_name_a_service_are_refused(catalog, name):
+    parsed = GemmaDeploymentSpec.model_validate({})
+    result = plan(parsed, pools(node_list("gke-l4"), catalog), catalog)
+    with pytest.raises(InvalidSpec) as info:
+        render(result, name, "default", parsed)
+    assert info.value.field == "metadata.name"
