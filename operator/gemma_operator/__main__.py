@@ -1,4 +1,4 @@
-"""gemma-operator CLI: `plan` (no cluster needed) and `crds`."""
+"""gemma-operator CLI: `plan` (no cluster needed), `crds`, and `run` (the operator)."""
 
 from __future__ import annotations
 
@@ -125,6 +125,22 @@ def cmd_crds(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """kopf's own `run`, on this operator's handlers; kopf's options pass through."""
+    from kopf.cli import main as kopf_main
+
+    options = [o for o in args.kopf_options if o != "--"]
+    scoped = any(o in ("-A", "--all-namespaces") or o.startswith(("-n", "--namespace")) for o in options)
+    defaults = [] if scoped else ["--all-namespaces"]
+    if not any(o.startswith("--log-format") for o in options):
+        defaults.append("--log-format=json")  # structured logs unless asked otherwise
+    try:
+        kopf_main(["run", "--module", "gemma_operator.handlers", *defaults, *options], standalone_mode=True)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gemma-operator", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -136,6 +152,14 @@ def parser() -> argparse.ArgumentParser:
     plan_p.set_defaults(func=cmd_plan)
     crds_p = sub.add_parser("crds", help="print the CRD generated from the API models")
     crds_p.set_defaults(func=cmd_crds)
+    run_p = sub.add_parser(
+        "run",
+        help="run the operator against the current kubeconfig or in-cluster account",
+        description="Options are kopf's (`kopf run --help`): -A, --namespace, --standalone, --liveness, ...; "
+        "defaults: --all-namespaces and --log-format=json.",
+    )
+    run_p.add_argument("kopf_options", nargs=argparse.REMAINDER)
+    run_p.set_defaults(func=cmd_run)
     return p
 
 

@@ -22,6 +22,7 @@ GFD_MEMORY = "nvidia.com/gpu.memory"  # MiB
 GFD_CC_MAJOR = "nvidia.com/gpu.compute.major"
 GFD_CC_MINOR = "nvidia.com/gpu.compute.minor"
 ARCH = "kubernetes.io/arch"
+INSTANCE_TYPE = "node.kubernetes.io/instance-type"
 GPU_RESOURCE = "nvidia.com/gpu"
 TPU_RESOURCE = "google.com/tpu"
 
@@ -193,9 +194,25 @@ def _device(labels: Mapping[str, str], index: dict, catalog: Catalog) -> _Device
             bf16=major >= 8, fp8=(major, minor) >= (8, 9), compute_capability=f"{major}.{minor}",
             selector=tuple(sorted(selector.items())), resource_name=GPU_RESOURCE,
         )  # fmt: skip
-    cpu = catalog.accelerators["cpu"]
-    arch = labels.get(ARCH, "amd64")
-    return _known("cpu", cpu, {ARCH: arch}, None)
+    # CPU pools are told apart by machine type, so a plan sized for one shape stays on it.
+    selector = {ARCH: labels.get(ARCH, "amd64")}
+    if INSTANCE_TYPE in labels:
+        selector[INSTANCE_TYPE] = labels[INSTANCE_TYPE]
+    return _known("cpu", catalog.accelerators["cpu"], selector, None)
+
+
+def essentials(node: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a Node that `pools` reads: what an index keeps, so that other changes
+    (heartbeats, images, addresses) are not mistaken for a change in capacity."""
+    meta = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    status = node.get("status") or {}
+    ready = [{"type": c.get("type"), "status": c.get("status")} for c in status.get("conditions") or [] if c.get("type") == "Ready"]
+    return {
+        "metadata": {"name": meta.get("name"), "labels": dict(meta.get("labels") or {})},
+        "spec": {"unschedulable": bool(spec.get("unschedulable")), "taints": list(spec.get("taints") or [])},
+        "status": {"allocatable": dict(status.get("allocatable") or {}), "conditions": ready},
+    }
 
 
 def pools(
@@ -256,7 +273,8 @@ def pools(
         elif device.kind == "gpu":
             name = f"{device.accelerator}-x{devices}"
         else:
-            name = f"cpu-{dict(device.selector)[ARCH]}"
+            selector = dict(device.selector)
+            name = f"cpu-{_slug(selector.get(INSTANCE_TYPE, selector[ARCH]))}"
         inventory.pools.append(
             Pool(
                 name=name, kind=device.kind, accelerator=device.accelerator, display_name=device.display_name,

@@ -470,8 +470,23 @@ def _pools_for(spec: GemmaDeploymentSpec, inventory: Inventory) -> tuple[list[Po
     return chosen, spec.accelerator
 
 
-def plan(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog) -> Plan | NoFit:
-    """Choose model, quantization, runtime, pool, parallelism and context; raise InvalidSpec for bad specs."""
+def plan(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog,
+         previous: dict | None = None) -> Plan | NoFit:  # fmt: skip
+    """Choose model, quantization, runtime, pool, parallelism and context; raise InvalidSpec for bad specs.
+
+    `previous` is the selection already serving this same spec. While its pool exists the plan
+    stays on it: nodes coming or going elsewhere never move (and so restart) a running model.
+    The first fitting size on that pool is the one chosen before, so an unchanged pool gives an
+    unchanged plan, and its explanation is kept as it was.
+    """
+    if previous and inventory.by_name(previous.get("pool", "")):
+        pinned = Inventory([inventory.by_name(previous["pool"])], inventory.skipped)  # type: ignore[list-item]
+        result = plan(spec, pinned, catalog)
+        if isinstance(result, Plan):
+            same = {k: v for k, v in result.selection().items() if k != "reasons"}
+            if same == {k: v for k, v in previous.items() if k != "reasons"}:
+                return replace(result, reasons=tuple(previous.get("reasons", ())))
+            return result
     models, reasons = resolve_models(spec, catalog)
     _check_static(spec, catalog, models)
     pools, wanted = _pools_for(spec, inventory)

@@ -13,13 +13,13 @@ from tests.conftest import node_list
 @pytest.mark.parametrize(
     ("fixture", "expected"),
     [
-        ("gke-cpu-only", {"cpu-amd64": ("cpu", 0, 0)}),
-        ("gke-l4", {"cpu-amd64": ("cpu", 0, 0), "nvidia-l4-x1": ("nvidia-l4", 1, 22.5)}),
-        ("gke-t4", {"cpu-amd64": ("cpu", 0, 0), "nvidia-tesla-t4-x1": ("nvidia-tesla-t4", 1, 15.0)}),
-        ("gke-a100-80gb", {"cpu-amd64": ("cpu", 0, 0), "nvidia-a100-80gb-x1": ("nvidia-a100-80gb", 1, 80.0)}),
-        ("gke-h100x8", {"cpu-amd64": ("cpu", 0, 0), "nvidia-h100-80gb-x8": ("nvidia-h100-80gb", 8, 79.6)}),
-        ("gke-tpu-v5e-2x2", {"cpu-amd64": ("cpu", 0, 0), "tpu-v5e-2x2": ("tpu-v5e", 4, 16)}),
-        ("gke-tpu-v6e-2x4", {"cpu-amd64": ("cpu", 0, 0), "tpu-v6e-2x4": ("tpu-v6e", 8, 32)}),
+        ("gke-cpu-only", {"cpu-e2-standard-8": ("cpu", 0, 0)}),
+        ("gke-l4", {"cpu-e2-standard-4": ("cpu", 0, 0), "nvidia-l4-x1": ("nvidia-l4", 1, 22.5)}),
+        ("gke-t4", {"cpu-e2-standard-4": ("cpu", 0, 0), "nvidia-tesla-t4-x1": ("nvidia-tesla-t4", 1, 15.0)}),
+        ("gke-a100-80gb", {"cpu-e2-standard-4": ("cpu", 0, 0), "nvidia-a100-80gb-x1": ("nvidia-a100-80gb", 1, 80.0)}),
+        ("gke-h100x8", {"cpu-e2-standard-4": ("cpu", 0, 0), "nvidia-h100-80gb-x8": ("nvidia-h100-80gb", 8, 79.6)}),
+        ("gke-tpu-v5e-2x2", {"cpu-e2-standard-4": ("cpu", 0, 0), "tpu-v5e-2x2": ("tpu-v5e", 4, 16)}),
+        ("gke-tpu-v6e-2x4", {"cpu-e2-standard-4": ("cpu", 0, 0), "tpu-v6e-2x4": ("tpu-v6e", 8, 32)}),
         ("gfd-a10g", {"nvidia-a10g-x1": ("nvidia-a10g", 1, 22.5)}),
     ],
 )

@@ -150,3 +150,23 @@ def test_no_fit_gives_memory_figures(catalog):
     result = decide(catalog, {"model": {"family": "gemma3", "size": "27b"}, "quantization": "bf16"}, "gke-l4")
     assert "needs 5" in result.message and "GiB per GPU" in result.message and "has 20.2" in result.message
     assert "nvidia-l4-x1: 1 node(s) x 1 NVIDIA L4" in result.message
+
+
+def test_a_serving_plan_stays_when_unrelated_nodes_come_and_go(catalog):
+    spec = GemmaDeploymentSpec.model_validate({})
+    before = plan(spec, pools(node_list("gke-cpu-only"), catalog), catalog)
+    assert before.pool.kind == "cpu"
+    # An L4 pool appears: a fresh plan would move to it, the serving one stays where it is.
+    bigger = node_list("gke-cpu-only") + node_list("gke-l4")
+    assert plan(spec, pools(bigger, catalog), catalog).pool.kind == "gpu"
+    after = plan(spec, pools(bigger, catalog), catalog, previous=before.selection())
+    assert after.selection() == before.selection()
+
+
+def test_a_plan_moves_when_its_pool_disappears(catalog):
+    spec = GemmaDeploymentSpec.model_validate({})
+    both = node_list("gke-cpu-only") + node_list("gke-l4")
+    serving = plan(spec, pools(both, catalog), catalog)
+    assert serving.pool.name == "nvidia-l4-x1"
+    moved = plan(spec, pools(node_list("gke-cpu-only"), catalog), catalog, previous=serving.selection())
+    assert moved.pool.name == "cpu-e2-standard-8"

@@ -1,0 +1,370 @@
+"""kopf wiring. Handlers only wire: parse -> plan -> render -> apply -> status.
+
+Spec changes arrive through kopf's create/update/resume handlers (with kopf's retries and
+error semantics). Everything else that can change the outcome (a child edited or deleted, a
+Deployment becoming ready, node pools appearing or disappearing) wakes the owner through a
+small keyed work queue. Nodes, children and GemmaDeployments are kopf indices, which kopf
+fills completely before any handler runs: a restart re-plans from the whole cluster, finds the
+children already as desired, and writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from . import catalog as catalog_mod
+from . import inventory, kube, metrics, planner, render, status
+from .api.v1alpha1 import GROUP, PLURAL, VERSION, GemmaDeploymentSpec
+
+GD = {"group": GROUP, "version": VERSION, "plural": PLURAL}
+MANAGED = {"app.kubernetes.io/managed-by": render.MANAGER}
+EVENT_REPEAT_S = 60.0  # the same Event reason at most once a minute per resource
+NODES_SETTLE_S = 1.0  # node changes come in bursts (a pool scaling): plan once they settle
+RETRY_S = (1, 2, 5, 10, 30, 60)  # back-off for API errors that clear by themselves
+SECRET_RECHECK_S = 30.0
+
+
+# ----------------------------------------------------------------------------- start-up
+@kopf.on.login()
+def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo | None:
+    """One set of credentials for kopf and for `kube`: in-cluster, else the kubeconfig."""
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    if info is not None and getattr(memo, "kube", None) is None:
+        memo.kube = kube.Kube.connect(info, timeout=settings.networking.request_timeout or 30)
+    return info
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:
+    # The CRD's status is typed (no unknown fields), so kopf keeps its bookkeeping in annotations.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # kopf's own Events only for trouble; ours say what happened
+    settings.networking.request_timeout = settings.networking.request_timeout or 60
+    settings.networking.connect_timeout = settings.networking.connect_timeout or 10
+    settings.watching.server_timeout = settings.watching.server_timeout or 300
+    memo.catalog = catalog_mod.load()
+    memo.kube = getattr(memo, "kube", None)
+    memo.inventories = {}  # nodeSelector -> Inventory, dropped whenever a node changes
+    memo.locks = {}
+    memo.events = {}  # (uid, reason) -> monotonic time of the last Event
+    memo.queue = WorkQueue()
+    memo.node_index = kwargs["gemma_nodes"]
+    memo.resource_index = kwargs["gemma_resources"]
+    memo.children = {"Deployment": kwargs["gemma_deployments"], "Service": kwargs["gemma_services"]}
+    memo.nodes_changed = asyncio.Event()
+    memo.tasks = [
+        asyncio.create_task(_worker(memo, logger)),
+        asyncio.create_task(_worker(memo, logger)),
+        asyncio.create_task(_watch_pools(memo, logger)),
+    ]
+    memo.metrics_port = metrics.serve()
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    for task in getattr(memo, "tasks", []):
+        task.cancel()
+    await asyncio.gather(*getattr(memo, "tasks", []), return_exceptions=True)
+    if getattr(memo, "kube", None) is not None:
+        await memo.kube.close()
+
+
+@kopf.on.probe(id="catalog")
+def probe_catalog(memo: kopf.Memo, **_: Any) -> int:
+    return len(memo.catalog.families)
+
+
+# ------------------------------------------------------------------------------ indices
+@kopf.index("", "v1", "nodes")
+def gemma_nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
+    return {name: inventory.essentials(body)}
+
+
+@kopf.index(**GD)
+def gemma_resources(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec", "status")}}
+
+
+def _child(namespace: str, name: str, body: kopf.Body) -> dict[Any, Any]:
+    return {(namespace, name): {k: body.get(k) for k in ("metadata", "spec", "status")}}
+
+
+@kopf.index("apps", "v1", "deployments", labels=MANAGED)
+def gemma_deployments(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return _child(namespace, name, body)
+
+
+@kopf.index("", "v1", "services", labels=MANAGED)
+def gemma_services(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return _child(namespace, name, body)
+
+
+def _one(index: kopf.Index, key: Any) -> Any:
+    values = index.get(key)
+    return next(iter(values)) if values else None
+
+
+# --------------------------------------------------------------------- change triggers
+@kopf.on.create(**GD)
+@kopf.on.update(**GD, field="spec")
+async def spec_changed(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    await reconcile(_snapshot(body), memo, logger, trigger="spec", raise_for_kopf=True)
+
+
+@kopf.on.resume(**GD)
+async def resumed(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    await reconcile(_snapshot(body), memo, logger, trigger="resume", raise_for_kopf=True)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+@kopf.on.event("", "v1", "services", labels=MANAGED)
+def child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A child changed (readiness, a hand edit) or vanished: its owner re-checks."""
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == "GemmaDeployment" and ref.get("controller"):
+            memo.queue.add((body["metadata"]["namespace"], ref["name"]), "child")
+
+
+@kopf.on.event("", "v1", "nodes")
+def node_event(memo: kopf.Memo, **_: Any) -> None:
+    memo.nodes_changed.set()
+
+
+# ------------------------------------------------------------------------- reconcile
+def _snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec", "status")}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _inventory(memo: kopf.Memo, node_selector: Mapping[str, str]) -> inventory.Inventory:
+    key = tuple(sorted(node_selector.items()))
+    if key not in memo.inventories:
+        nodes = [node for values in memo.node_index.values() for node in values]
+        memo.inventories[key] = inventory.pools(nodes, memo.catalog, node_selector)
+    return memo.inventories[key]
+
+
+def _matches(desired: Any, live: Any) -> bool:
+    """Every field the operator sets has that value in the live object (the server may add more)."""
+    if isinstance(desired, Mapping):
+        return isinstance(live, Mapping) and all(_matches(v, live.get(k)) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(desired) == len(live) and all(map(_matches, desired, live))
+    return desired == live or (desired is not None and str(desired) == str(live))
+
+
+def _previous_selection(cr: Mapping[str, Any], trigger: str) -> dict[str, Any] | None:
+    """The selection already serving this very spec, which the plan should keep (sticky)."""
+    st = cr.get("status") or {}
+    fresh = st.get("observedGeneration") == (cr.get("metadata") or {}).get("generation")
+    if trigger == "spec" or not fresh or st.get("phase") in ("NoFit", "Invalid"):
+        return None
+    return st.get("selection")
+
+
+async def _emit(memo: kopf.Memo, cr: Mapping[str, Any], type_: str, reason: str, message: str,
+                logger: logging.Logger) -> None:  # fmt: skip
+    key = (cr["metadata"].get("uid"), reason)
+    last = memo.events.get(key)
+    if last is not None and time.monotonic() - last < EVENT_REPEAT_S:
+        return
+    memo.events[key] = time.monotonic()
+    try:
+        await memo.kube.event(cr, type_, reason, message)
+    except kube.ApiError as exc:  # an Event is never worth failing a reconcile
+        logger.warning(f"Could not post Event {reason}: {exc}")
+
+
+async def _apply_children(memo: kopf.Memo, objects: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Apply what differs from the live children; return the live Deployment."""
+    deployment = None
+    for obj in objects:
+        meta = obj["metadata"]
+        live = _one(memo.children[obj["kind"]], (meta["namespace"], meta["name"]))
+        if live is None or not _matches(obj["metadata"], live.get("metadata")) or not _matches(obj["spec"], live.get("spec")):
+            live = await memo.kube.apply(obj)
+            metrics.APPLIES.labels(obj["kind"]).inc()
+        if obj["kind"] == "Deployment":
+            deployment = live
+    return deployment
+
+
+async def reconcile(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger, *, trigger: str,
+                    raise_for_kopf: bool = False) -> float | None:  # fmt: skip
+    """Bring one GemmaDeployment's children and status in line. Returns a retry delay, or None.
+
+    With `raise_for_kopf`, errors are raised as kopf expects (PermanentError for an invalid
+    spec, TemporaryError to retry); otherwise the delay is returned for the work queue.
+    """
+    meta = cr["metadata"]
+    key = (meta["namespace"], meta["name"])
+    lock = memo.locks.setdefault(key, asyncio.Lock())
+    async with lock:
+        with metrics.DURATION.time():
+            try:
+                outcome, retry = await _converge(cr, memo, logger, trigger)
+            except kube.ApiError as exc:
+                metrics.ERRORS.labels("api").inc()
+                metrics.RECONCILES.labels(trigger, "retry").inc()
+                if not exc.retryable:
+                    await _write_status(memo, cr, status.Outcome("ApplyFailed", str(exc)), None, logger)
+                delay = RETRY_S[min(len(RETRY_S) - 1, 2)] if exc.retryable else 60.0
+                if raise_for_kopf:
+                    raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=delay) from exc
+                return delay
+    metrics.RECONCILES.labels(trigger, outcome.kind).inc()
+    if outcome.kind == "Invalid" and raise_for_kopf:
+        raise kopf.PermanentError(outcome.message)
+    if retry is not None and raise_for_kopf:
+        raise kopf.TemporaryError(outcome.message, delay=retry)
+    return retry
+
+
+async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
+                    trigger: str) -> tuple[status.Outcome, float | None]:  # fmt: skip
+    meta = cr["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    try:
+        spec = GemmaDeploymentSpec.model_validate(cr.get("spec") or {})
+    except ValidationError as exc:
+        # The CRD schema refuses most of this first; this catches what it cannot express.
+        where = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        outcome = status.Outcome("Invalid", f"Invalid spec: {where}.")
+        await _write_status(memo, cr, outcome, None, logger, wanted=0)
+        await _emit(memo, cr, "Warning", "InvalidSpec", outcome.message, logger)
+        return outcome, None
+
+    try:
+        result = planner.plan(spec, _inventory(memo, spec.node_selector), memo.catalog,
+                              previous=_previous_selection(cr, trigger))  # fmt: skip
+        objects = render.render(result, name, namespace, spec, owner=cr) if isinstance(result, planner.Plan) else []
+    except planner.InvalidSpec as exc:
+        outcome = status.Outcome("Invalid", f"Invalid spec: {exc}.")
+        await _write_status(memo, cr, outcome, None, logger, wanted=spec.replicas)
+        await _emit(memo, cr, "Warning", "InvalidSpec", outcome.message, logger)
+        return outcome, None
+
+    if isinstance(result, planner.NoFit):
+        outcome = status.Outcome("NoFit", result.message)
+        await _write_status(memo, cr, outcome, None, logger, wanted=spec.replicas)
+        await _emit(memo, cr, "Warning", "NoFit", result.message, logger)
+        return outcome, None
+
+    selection = result.selection()
+    endpoint = render.endpoint(name, namespace, spec)
+    ref = spec.hf_token_secret_ref
+    if ref and not await memo.kube.secret_exists(namespace, ref.name):
+        message = (
+            f"Secret {ref.name!r} (spec.hfTokenSecretRef) does not exist in namespace {namespace}: create it with "
+            f"the Hugging Face token under key {ref.key!r}. Nothing is deployed until it exists."
+        )
+        outcome = status.Outcome("ApplyFailed", message, selection, endpoint)
+        await _write_status(memo, cr, outcome, None, logger, wanted=spec.replicas)
+        await _emit(memo, cr, "Warning", "SecretNotFound", message, logger)
+        return outcome, SECRET_RECHECK_S
+
+    old = (cr.get("status") or {}).get("selection") or {}
+    deployment = await _apply_children(memo, objects)
+    outcome = status.Outcome("Applied", selection=selection, endpoint=endpoint)
+    if {k: v for k, v in old.items() if k != "reasons"} != {k: v for k, v in selection.items() if k != "reasons"}:
+        metrics.PLANS.labels(result.runtime, result.pool.accelerator, result.quantization).inc()
+        summary = (
+            f"Serving {result.model_id} ({result.quantization}) with {result.runtime} on {result.pool.accelerator}"
+            f" x{result.accelerator_count}, context {result.max_model_len}."
+        )
+        logger.info(summary)
+        await _emit(memo, cr, "Normal", "Planned", summary, logger)
+    new_status = await _write_status(memo, cr, outcome, deployment, logger, wanted=spec.replicas)
+    if new_status.get("phase") == "Ready" and (cr.get("status") or {}).get("phase") != "Ready":
+        await _emit(memo, cr, "Normal", "Ready", f"{spec.replicas} replica(s) ready at {endpoint}.", logger)
+    return outcome, None
+
+
+async def _write_status(memo: kopf.Memo, cr: Mapping[str, Any], outcome: status.Outcome,
+                        deployment: Mapping[str, Any] | None, logger: logging.Logger, *,
+                        wanted: int | None = None) -> dict[str, Any]:  # fmt: skip
+    current = cr.get("status") or {}
+    desired = status.compute(
+        outcome,
+        generation=cr["metadata"].get("generation"),
+        wanted_replicas=wanted if wanted is not None else (cr.get("spec") or {}).get("replicas", 1),
+        deployment=deployment,
+        previous=current,
+        now=_now(),
+    )
+    patch = status.patch_for(current, desired)
+    if patch:
+        await memo.kube.patch_status(cr["metadata"]["namespace"], cr["metadata"]["name"], patch)
+        logger.debug(f"Status patched: {sorted(patch)}")
+    return {**current, **desired}
+
+
+# -------------------------------------------------------------------- background work
+class WorkQueue:
+    """Keys to reconcile, each at most once in the queue; delayed re-adds for retries."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[tuple[Any, str]] = asyncio.Queue()
+        self._pending: set[Any] = set()
+
+    def add(self, key: Any, trigger: str) -> None:
+        if key not in self._pending:
+            self._pending.add(key)
+            self._queue.put_nowait((key, trigger))
+
+    def add_after(self, key: Any, trigger: str, delay: float) -> None:
+        asyncio.get_running_loop().call_later(delay, self.add, key, trigger)
+
+    async def get(self) -> tuple[Any, str]:
+        key, trigger = await self._queue.get()
+        self._pending.discard(key)
+        return key, trigger
+
+
+async def _worker(memo: kopf.Memo, logger: logging.Logger) -> None:
+    while True:
+        key, trigger = await memo.queue.get()
+        cr = _one(memo.resource_index, key)
+        if cr is None or (cr.get("metadata") or {}).get("deletionTimestamp"):
+            continue  # gone: its children are garbage-collected through their ownerReferences
+        try:
+            delay = await reconcile(cr, memo, logger, trigger=trigger)
+        except Exception:  # a bug must not stop the queue; log it and retry later
+            metrics.ERRORS.labels("unexpected").inc()
+            logger.exception(f"Reconcile of {key[0]}/{key[1]} failed")
+            delay = RETRY_S[-1]
+        if delay is not None:
+            memo.queue.add_after(key, trigger, delay)
+
+
+async def _watch_pools(memo: kopf.Memo, logger: logging.Logger) -> None:
+    """After node changes settle: wake resources that could not be placed, or whose pool went away."""
+    while True:
+        await memo.nodes_changed.wait()
+        await asyncio.sleep(NODES_SETTLE_S)
+        memo.nodes_changed.clear()
+        memo.inventories = {}
+        for values in list(memo.resource_index.values()):
+            for cr in values:
+                st = cr.get("status") or {}
+                spec = cr.get("spec") or {}
+                pool = (st.get("selection") or {}).get("pool")
+                pools = _inventory(memo, spec.get("nodeSelector") or {})
+                if st.get("phase") == "NoFit" or (pool and pools.by_name(pool) is None):
+                    meta = cr["metadata"]
+                    logger.info(f"Node pools changed: re-planning {meta['namespace']}/{meta['name']}")
+                    memo.queue.add((meta["namespace"], meta["name"]), "nodes")

@@ -1,0 +1,179 @@
+"""The only module that talks to the Kubernetes API.
+
+A thin asyncio client on aiohttp (already kopf's own transport): server-side apply with one
+field manager, reads of children, status patches, Events, and a by-name Secret check.
+Credentials come from kopf's own login functions, so the operator and kopf see the same
+cluster. Objects are plain dicts throughout.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import secrets
+import ssl
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import kopf
+
+from .api.v1alpha1 import GROUP, PLURAL, VERSION
+
+MANAGER = "gemma-operator"
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+
+# Namespaced kinds the operator reads or writes: (apiVersion, kind) -> URL plural.
+PLURALS = {
+    ("apps/v1", "Deployment"): "deployments",
+    ("v1", "Service"): "services",
+    ("v1", "Secret"): "secrets",
+    ("v1", "Event"): "events",
+    (f"{GROUP}/{VERSION}", "GemmaDeployment"): PLURAL,
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        """Conflicts, throttling and server trouble clear by themselves; a 4xx otherwise means a bad request."""
+        return self.status in (409, 429) or self.status >= 500
+
+
+def path(api_version: str, kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    url = f"{base}/namespaces/{namespace}/{PLURALS[(api_version, kind)]}"
+    if name:
+        url += f"/{name}"
+    if subresource:
+        url += f"/{subresource}"
+    return url
+
+
+def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
+    if not info.server.startswith("https"):
+        return False
+    context = ssl.create_default_context()
+    if info.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if info.ca_path:
+        context.load_verify_locations(cafile=str(info.ca_path))
+    if info.ca_data:
+        data = info.ca_data if isinstance(info.ca_data, str) else info.ca_data.decode()
+        if "BEGIN CERTIFICATE" not in data:
+            data = base64.b64decode(data).decode()
+        context.load_verify_locations(cadata=data)
+    if info.certificate_path and info.private_key_path:
+        context.load_cert_chain(str(info.certificate_path), str(info.private_key_path))
+    elif info.certificate_data and info.private_key_data:
+        # ssl can only load a key pair from files; kopf's kubeconfig login hands over data.
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("wb", suffix=".pem") as pem:
+            for blob in (info.certificate_data, info.private_key_data):
+                raw = blob.encode() if isinstance(blob, str) else blob
+                pem.write(raw if b"-----BEGIN" in raw else base64.b64decode(raw))
+                pem.write(b"\n")
+            pem.flush()
+            context.load_cert_chain(pem.name)
+    return context
+
+
+class Kube:
+    """An API session. One per operator process, kept in kopf's `memo`."""
+
+    def __init__(self, session: aiohttp.ClientSession, server: str):
+        self.session = session
+        self.server = server.rstrip("/")
+
+    @classmethod
+    def connect(cls, info: kopf.ConnectionInfo, timeout: float = 30.0) -> Kube:
+        headers = {"Accept": "application/json", "User-Agent": MANAGER}
+        if info.token:
+            headers["Authorization"] = f"Bearer {info.token}"
+        auth = aiohttp.BasicAuth(info.username, info.password or "") if info.username else None
+        session = aiohttp.ClientSession(
+            headers=headers,
+            auth=auth,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            connector=aiohttp.TCPConnector(ssl=_ssl_context(info), limit=64),
+        )
+        return cls(session, info.server)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def request(self, method: str, url: str, *, params: Mapping[str, str] | None = None,
+                      body: Any = None, content_type: str = "application/json") -> dict[str, Any] | None:  # fmt: skip
+        """One call; None for a 404 on GET; ApiError for any other failure."""
+        data = json.dumps(body) if body is not None else None
+        headers = {"Content-Type": content_type} if data is not None else {}
+        try:
+            async with self.session.request(method, self.server + url, params=params, data=data, headers=headers) as resp:
+                text = await resp.text()
+                if resp.status == 404 and method == "GET":
+                    return None
+                if resp.status >= 400:
+                    try:
+                        message = json.loads(text).get("message", text)
+                    except ValueError:
+                        message = text
+                    raise ApiError(resp.status, message[:2000])
+                return json.loads(text) if text else {}
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ApiError(599, f"{type(exc).__name__}: {exc}") from exc
+
+    async def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply as `gemma-operator`; force, because every field it sends is its own."""
+        meta = obj["metadata"]
+        url = path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        result = await self.request("PATCH", url, params={"fieldManager": MANAGER, "force": "true"}, body=obj,
+                                    content_type=APPLY)  # fmt: skip
+        assert result is not None
+        return result
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.request("GET", path(api_version, kind, namespace, name))
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any] | None:
+        url = path(f"{GROUP}/{VERSION}", "GemmaDeployment", namespace, name, "status")
+        return await self.request("PATCH", url, body={"status": status}, content_type=MERGE)
+
+    async def secret_exists(self, namespace: str, name: str) -> bool:
+        """By name only: the operator never lists or watches Secrets, and never reads their data out."""
+        return await self.get("v1", "Secret", namespace, name) is not None
+
+    async def event(self, owner: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event about the GemmaDeployment (what `kubectl describe` shows)."""
+        meta = owner["metadata"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "GemmaDeployment",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": MANAGER},
+            "reportingComponent": MANAGER,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self.request("POST", path("v1", "Event", meta["namespace"]), body=event)

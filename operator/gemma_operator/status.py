@@ -1,0 +1,126 @@
+"""Observed state -> status: phase, kstatus conditions (Ready, Progressing, Stalled), endpoint. Pure.
+
+Conditions keep their lastTransitionTime while their status stays the same, so an unchanged
+world computes an identical status and the operator has nothing to write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+READY, PROGRESSING, STALLED = "Ready", "Progressing", "Stalled"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the reconcile concluded: a plan applied, or why not."""
+
+    kind: str  # "Applied" | "NoFit" | "Invalid" | "ApplyFailed"
+    message: str = ""
+    selection: Mapping[str, Any] | None = None
+    endpoint: str | None = None
+
+
+def _deployment_state(deployment: Mapping[str, Any] | None, wanted: int) -> tuple[str, str, int, int]:
+    """(phase, reason, replicas, readyReplicas) from the child Deployment."""
+    if deployment is None:
+        return "Deploying", "Creating", 0, 0
+    status = deployment.get("status") or {}
+    ready = int(status.get("readyReplicas") or 0)
+    replicas = int(status.get("replicas") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    generation = (deployment.get("metadata") or {}).get("generation")
+    observed = status.get("observedGeneration")
+    current = generation is None or (observed is not None and observed >= generation)
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return "Degraded", "ProgressDeadlineExceeded", replicas, ready
+    if current and ready >= wanted and updated >= wanted and replicas <= wanted:
+        return "Ready", "ScaledToZero" if wanted == 0 else "ReplicasReady", replicas, ready
+    if 0 < ready < wanted and updated >= wanted:
+        return "Degraded", "ReplicasUnavailable", replicas, ready
+    return "Deploying", "RollingOut", replicas, ready
+
+
+def _condition(previous: Mapping[str, Mapping[str, Any]], type_: str, status: str, reason: str, message: str,
+               generation: int | None, now: str) -> dict[str, Any]:  # fmt: skip
+    before = previous.get(type_) or {}
+    changed = before.get("status") != status
+    return {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now if changed or not before.get("lastTransitionTime") else before["lastTransitionTime"],
+        "observedGeneration": generation,
+    }
+
+
+def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int,
+            deployment: Mapping[str, Any] | None, previous: Mapping[str, Any] | None, now: str) -> dict[str, Any]:  # fmt: skip
+    """The whole status for a GemmaDeployment."""
+    old = previous or {}
+    prior = {c.get("type"): c for c in old.get("conditions") or [] if isinstance(c, Mapping)}
+    status: dict[str, Any] = {"observedGeneration": generation}
+
+    if outcome.kind in ("Invalid", "NoFit"):
+        phase = outcome.kind
+        reason = "InvalidSpec" if phase == "Invalid" else "NoFit"
+        ready = ("False", reason, outcome.message)
+        progressing = ("False", reason, "Nothing is deployed until the spec or the cluster's nodes change.")
+        stalled = ("True", reason, outcome.message)
+        # Nothing is applied: a model already serving keeps running, and its selection, endpoint and
+        # replica counts stay in status (they are left out of this patch) to say what still serves.
+        status["phase"] = phase
+    elif outcome.kind == "ApplyFailed":
+        phase = "Degraded"
+        ready = ("False", "ApplyFailed", outcome.message)
+        progressing = ("True", "Retrying", "The operator retries applying the children with backoff.")
+        stalled = ("False", "ApplyFailed", outcome.message)
+        status.update(phase=phase, selection=dict(outcome.selection or {}), endpoint=outcome.endpoint)
+    else:
+        phase, reason, replicas, ready_count = _deployment_state(deployment, wanted_replicas)
+        selection = outcome.selection or {}
+        serving = f"{selection.get('modelId')} on {selection.get('accelerator')} via {selection.get('runtime')}"
+        if phase == "Ready":
+            ready = ("True", reason, f"{ready_count}/{wanted_replicas} replicas ready, serving {serving}.")
+            progressing = ("False", reason, "The Deployment is up to date.")
+            stalled = ("False", reason, "")
+        elif phase == "Degraded" and reason == "ProgressDeadlineExceeded":
+            message = (
+                f"The Deployment made no progress ({ready_count}/{wanted_replicas} ready): check the pods' "
+                "events for scheduling, image pull or start-up failures."
+            )
+            ready = ("False", reason, message)
+            progressing = ("False", reason, message)
+            stalled = ("True", reason, message)
+        else:
+            message = f"{ready_count}/{wanted_replicas} replicas ready; waiting for {serving} to start."
+            ready = ("False", reason, message)
+            progressing = ("True", reason, message)
+            stalled = ("False", reason, "")
+        status.update(
+            phase=phase,
+            selection=dict(selection),
+            endpoint=outcome.endpoint,
+            replicas=replicas,
+            readyReplicas=ready_count,
+        )
+    status["conditions"] = [
+        _condition(prior, READY, *ready, generation, now),
+        _condition(prior, PROGRESSING, *progressing, generation, now),
+        _condition(prior, STALLED, *stalled, generation, now),
+    ]
+    return status
+
+
+def patch_for(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The merge patch from the current status to the desired one; None when they already agree.
+
+    Keys desired as None are deleted (merge-patch semantics); keys not mentioned stay.
+    """
+    current = current or {}
+    patch = {k: v for k, v in desired.items() if current.get(k) != v and not (v is None and k not in current)}
+    return patch or None
