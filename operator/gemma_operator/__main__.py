@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 from typing import Any, TextIO
 
@@ -134,6 +135,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     defaults = [] if scoped else ["--all-namespaces"]
     if not any(o.startswith("--log-format") for o in options):
         defaults.append("--log-format=json")  # structured logs unless asked otherwise
+    peering = any(o.startswith(("-P", "--peering")) for o in options)
+    if peering and not any(o.startswith(("-p", "--priority")) for o in options):
+        # Peers of equal priority all pause; a random one makes exactly one of them the leader.
+        defaults.append(f"--priority={secrets.randbelow(10**6) + 1}")
     try:
         kopf_main(["run", "--module", "gemma_operator.handlers", *defaults, *options], standalone_mode=True)
     except SystemExit as exc:
@@ -170,6 +175,8 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
     except UsageError as exc:
         err.write(f"{exc}\n")
         return EXIT_INVALID
+    except BrokenPipeError:  # `plan ... | head`: the reader left; not an error of ours
+        return 0
 
 
 if __name__ == "__main__":
