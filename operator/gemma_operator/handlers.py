@@ -34,7 +34,7 @@ SECRET_RECHECK_S = 30.0
 
 # ----------------------------------------------------------------------------- start-up
 @kopf.on.login()
-def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo | None:
+async def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo | None:
     """One set of credentials for kopf and for `kube`: in-cluster, else the kubeconfig."""
     info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
     if info is not None and getattr(memo, "kube", None) is None:

@@ -1,0 +1,280 @@
+"""The operator loop: kopf + the real handlers against an API server (emulator; envtest when available)."""
+
+from __future__ import annotations
+
+import time
+
+import kubernetes
+import pytest
+import yaml
+
+from gemma_operator import metrics
+from tests.conftest import NODES
+
+GROUP_PATH = "/apis/gemma.dev/v1alpha1"
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+@pytest.fixture
+def operator(run_operator, kube_api, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig))
+    monkeypatch.setenv(metrics.PORT_ENV, "0")
+
+    def start():
+        return run_operator("gemma_operator.handlers")
+
+    return start
+
+
+class Cluster:
+    """Small verbs over the fixture's raw API access, named for what the tests do."""
+
+    def __init__(self, api, namespace):
+        self.api, self.ns = api, namespace
+
+    def gd_path(self, name=""):
+        return f"{GROUP_PATH}/namespaces/{self.ns}/gemmadeployments" + (f"/{name}" if name else "")
+
+    def create(self, name, spec):
+        body = {"apiVersion": "gemma.dev/v1alpha1", "kind": "GemmaDeployment",
+                "metadata": {"name": name, "namespace": self.ns}, "spec": spec}  # fmt: skip
+        return self.api.request("POST", self.gd_path(), body)
+
+    def gd(self, name):
+        return self.api.request("GET", self.gd_path(name))
+
+    def patch_spec(self, name, spec):
+        return self.api.request("PATCH", self.gd_path(name), {"spec": spec}, content_type="application/merge-patch+json")
+
+    def deployment(self, name):
+        return self.get(f"/apis/apps/v1/namespaces/{self.ns}/deployments/{name}")
+
+    def service(self, name):
+        return self.get(f"/api/v1/namespaces/{self.ns}/services/{name}")
+
+    def get(self, path):
+        try:
+            return self.api.request("GET", path)
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def events(self, name):
+        items = self.api.request("GET", f"/api/v1/namespaces/{self.ns}/events")["items"]
+        return [e for e in items if e.get("involvedObject", {}).get("name") == name]
+
+    def phase(self, name):
+        return (self.gd(name).get("status") or {}).get("phase")
+
+    def wait(self, predicate, message, timeout=15.0):
+        return self.api.wait_for(predicate, timeout=timeout, message=message)
+
+    def set_ready(self, name, ready):
+        """What the Deployment controller reports once pods pass readiness (no kubelet here)."""
+        status = {"replicas": 1, "updatedReplicas": 1, "readyReplicas": ready, "availableReplicas": ready,
+                  "observedGeneration": self.deployment(name)["metadata"].get("generation", 1)}  # fmt: skip
+        self.api.request("PATCH", f"/apis/apps/v1/namespaces/{self.ns}/deployments/{name}/status",
+                         {"status": status}, content_type="application/merge-patch+json")  # fmt: skip
+
+
+@pytest.fixture
+def cluster(kube_api, namespace):
+    return Cluster(kube_api, namespace)
+
+
+def gpu_nodes(fixture):
+    """Only the accelerator nodes of a fixture (its CPU node shares a name with other fixtures')."""
+    items = yaml.safe_load((NODES / f"{fixture}.yaml").read_text())["items"]
+    return [n for n in items if "cloud.google.com/gke-accelerator" in n["metadata"]["labels"]]
+
+
+def args_of(deployment):
+    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def condition(gd, type_):
+    return next((c for c in (gd.get("status") or {}).get("conditions") or [] if c["type"] == type_), {})
+
+
+def test_create_gives_an_owned_deployment_a_service_and_an_explained_status(operator, cluster, create_nodes, capsys):
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    start = time.monotonic()
+    created = cluster.create("chat", {})
+    deployment = cluster.wait(lambda: cluster.deployment("chat"), "the Deployment")
+    latency = time.monotonic() - start
+    service = cluster.wait(lambda: cluster.service("chat"), "the Service")
+    for child in (deployment, service):
+        (ref,) = child["metadata"]["ownerReferences"]
+        assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == (
+            "GemmaDeployment", "chat", created["metadata"]["uid"], True)
+        managers = {m["manager"] for m in child["metadata"].get("managedFields") or []}
+        assert "gemma-operator" in managers
+    assert "google/gemma-4-E2B-it" in args_of(deployment)
+    assert deployment["spec"]["template"]["spec"]["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+
+    gd = cluster.wait(lambda: (g := cluster.gd("chat")).get("status", {}).get("selection") and g, "status")
+    st = gd["status"]
+    assert st["phase"] == "Deploying"
+    assert st["observedGeneration"] == gd["metadata"]["generation"]
+    assert st["selection"]["accelerator"] == "nvidia-l4" and st["selection"]["runtime"] == "vllm"
+    assert any(r.startswith("Quantization bf16") for r in st["selection"]["reasons"])
+    assert st["endpoint"] == f"http://chat.{cluster.ns}.svc.cluster.local:8000/v1"
+    assert condition(gd, "Ready")["status"] == "False" and condition(gd, "Progressing")["status"] == "True"
+    assert condition(gd, "Stalled")["status"] == "False"
+    assert any(e["reason"] == "Planned" for e in cluster.events("chat"))
+    with capsys.disabled():
+        print(f"\n[{cluster.api.kind}] CR create -> Deployment exists: {latency * 1000:.0f} ms")
+
+
+def test_ready_follows_the_deployment(operator, cluster, create_nodes, kube_api):
+    if kube_api.controller_manager:
+        pytest.skip("the Deployment controller owns readiness here; pods never become ready without a kubelet")
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {})
+    cluster.wait(lambda: cluster.deployment("chat"), "the Deployment")
+    cluster.set_ready("chat", 1)
+    cluster.wait(lambda: condition(cluster.gd("chat"), "Ready").get("status") == "True", "Ready=True")
+    gd = cluster.gd("chat")
+    assert gd["status"]["phase"] == "Ready" and gd["status"]["readyReplicas"] == 1
+    cluster.wait(lambda: any(e["reason"] == "Ready" for e in cluster.events("chat")), "a Ready Event")
+    cluster.set_ready("chat", 0)
+    cluster.wait(lambda: condition(cluster.gd("chat"), "Ready").get("status") == "False", "Ready=False again")
+
+
+def test_spec_change_rolls_out_the_new_plan(operator, cluster, create_nodes):
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {})
+    cluster.wait(lambda: cluster.deployment("chat"), "the Deployment")
+    cluster.patch_spec("chat", {"maxModelLen": 8192})
+    cluster.wait(lambda: "8192" in args_of(cluster.deployment("chat")), "--max-model-len 8192")
+    gd = cluster.wait(
+        lambda: (g := cluster.gd("chat"))["status"].get("observedGeneration") == g["metadata"]["generation"] and g,
+        "observedGeneration to catch up",
+    )
+    assert gd["status"]["selection"]["maxModelLen"] == 8192
+
+
+def test_hand_edits_of_children_are_reverted(operator, cluster, create_nodes):
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {})
+    original = cluster.wait(lambda: cluster.deployment("chat"), "the Deployment")
+    image = original["spec"]["template"]["spec"]["containers"][0]["image"]
+    path = f"/apis/apps/v1/namespaces/{cluster.ns}/deployments/chat"
+    edit = {"spec": {"replicas": 5, "template": {"spec": {"containers": [{"name": "vllm", "image": "evil:latest"}]}}}}
+    cluster.api.request("PATCH", path, edit, content_type="application/strategic-merge-patch+json")
+    cluster.wait(
+        lambda: (d := cluster.deployment("chat"))["spec"]["replicas"] == 1
+        and d["spec"]["template"]["spec"]["containers"][0]["image"] == image,
+        "the hand edit to be reverted",
+    )
+    cluster.api.request("DELETE", f"/api/v1/namespaces/{cluster.ns}/services/chat")
+    cluster.wait(lambda: cluster.service("chat"), "the deleted Service to come back")
+
+
+def test_no_fit_stalls_with_figures_and_plans_when_a_pool_appears(operator, cluster, create_nodes):
+    create_nodes.from_fixture("gke-cpu-only")
+    operator()
+    cluster.create("chat", {"accelerator": "nvidia-l4"})
+    cluster.wait(lambda: cluster.phase("chat") == "NoFit", "phase NoFit")
+    gd = cluster.gd("chat")
+    stalled = condition(gd, "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "NoFit"
+    assert "No nvidia-l4 nodes" in stalled["message"] and "The cluster has:" in stalled["message"]
+    assert any(e["reason"] == "NoFit" and e["type"] == "Warning" for e in cluster.events("chat"))
+    assert cluster.deployment("chat") is None
+    create_nodes(gpu_nodes("gke-l4"))
+    cluster.wait(lambda: cluster.deployment("chat"), "a Deployment once an L4 pool appears")
+    cluster.wait(lambda: cluster.phase("chat") == "Deploying", "phase Deploying")
+
+
+def test_invalid_spec_is_refused_without_applying_anything(operator, cluster, create_nodes):
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {"model": {"family": "gemma99"}})
+    cluster.wait(lambda: cluster.phase("chat") == "Invalid", "phase Invalid")
+    stalled = condition(cluster.gd("chat"), "Stalled")
+    assert stalled["status"] == "True" and "spec.model.family: unknown family 'gemma99'" in stalled["message"]
+    assert any(e["reason"] == "InvalidSpec" for e in cluster.events("chat"))
+    assert cluster.deployment("chat") is None
+    cluster.patch_spec("chat", {"model": {"family": "gemma3"}})
+    cluster.wait(lambda: cluster.deployment("chat"), "a Deployment once the spec is fixed")
+
+
+def test_schema_refuses_bad_specs_at_the_api(operator, cluster, kube_api):
+    if kube_api.kind == "emulator":
+        pytest.skip("the emulator has no schema validation; the CRD's schema is tested in tests/unit/test_crd.py")
+    with pytest.raises(kubernetes.client.ApiException) as info:
+        cluster.create("bad", {"replicas": -1, "runtime": "tensorrt"})
+    assert info.value.status == 422
+
+
+def test_deleting_the_resource_leaves_no_orphans(operator, cluster, create_nodes, kube_api):
+    if kube_api.kind == "envtest" and not kube_api.controller_manager:
+        pytest.skip("garbage collection needs kube-controller-manager")
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {})
+    cluster.wait(lambda: cluster.service("chat") and cluster.deployment("chat"), "the children")
+    cluster.api.request("DELETE", cluster.gd_path("chat"))
+    cluster.wait(lambda: cluster.deployment("chat") is None and cluster.service("chat") is None, "garbage collection")
+
+
+def test_unrelated_nodes_do_not_move_a_serving_model(operator, cluster, create_nodes):
+    create_nodes.from_fixture("gke-cpu-only")
+    operator()
+    cluster.create("chat", {})
+    before = cluster.wait(lambda: cluster.deployment("chat"), "the Deployment")
+    cluster.wait(lambda: cluster.phase("chat") == "Deploying", "phase Deploying")
+    create_nodes(gpu_nodes("gke-l4"))  # a better pool appears; the running model stays
+    time.sleep(2.5)
+    after = cluster.deployment("chat")
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert cluster.gd("chat")["status"]["selection"]["accelerator"] == "cpu"
+
+
+def test_losing_the_chosen_pool_replans(operator, cluster, create_nodes):
+    create_nodes.from_fixture("gke-cpu-only")
+    l4 = create_nodes(gpu_nodes("gke-l4"))
+    operator()
+    cluster.create("chat", {})
+    cluster.wait(lambda: cluster.gd("chat").get("status", {}).get("selection", {}).get("accelerator") == "nvidia-l4",
+                 "the L4 plan")  # fmt: skip
+    for name in l4:
+        create_nodes.delete(name)
+    cluster.wait(lambda: "/app/llama-server" in cluster.deployment("chat")["spec"]["template"]["spec"]["containers"][0].get("command", ()),
+                 "a move to llama.cpp on CPU")  # fmt: skip
+
+
+def test_a_restart_with_nothing_changed_writes_nothing(operator, cluster, create_nodes, kube_api, capsys):
+    create_nodes.from_fixture("gke-l4")
+    first = operator()
+    cluster.create("chat", {})
+    cluster.wait(lambda: cluster.deployment("chat") and cluster.service("chat"), "the children")
+    cluster.wait(lambda: cluster.phase("chat") == "Deploying", "a settled status")
+    time.sleep(1.0)  # let the echoes of our own writes come back and settle
+    versions = lambda: (  # noqa: E731
+        cluster.gd("chat")["metadata"]["resourceVersion"],
+        cluster.deployment("chat")["metadata"]["resourceVersion"],
+        cluster.service("chat")["metadata"]["resourceVersion"],
+    )
+    settled = versions()
+    time.sleep(1.5)
+    assert versions() == settled, "an idle operator wrote something"
+    first.stop()
+    before = kube_api.requests.copy() if kube_api.requests is not None else None
+    resumes = metrics.RECONCILES.labels("resume", "Applied")._value.get()
+    operator()
+    cluster.wait(lambda: metrics.RECONCILES.labels("resume", "Applied")._value.get() > resumes, "the resume")
+    time.sleep(1.0)
+    assert versions() == settled, "the restart wrote to the resource or its children"
+    if before is not None:
+        writes = {k: v - before.get(k, 0) for k, v in kube_api.requests.items()
+                  if k[0] in WRITES and v - before.get(k, 0) > 0}  # fmt: skip
+        with capsys.disabled():
+            print(f"\n[{kube_api.kind}] write requests during a restart with nothing changed: {writes or 0}")
+        assert not writes
