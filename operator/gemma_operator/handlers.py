@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -26,6 +28,7 @@ from .api.v1alpha1 import GROUP, PLURAL, VERSION, GemmaDeploymentSpec
 
 GD = {"group": GROUP, "version": VERSION, "plural": PLURAL}
 MANAGED = {"app.kubernetes.io/managed-by": render.MANAGER}
+DIGEST = f"{GROUP}/applied-digest"
 EVENT_REPEAT_S = 60.0  # the same Event reason at most once a minute per resource
 NODES_SETTLE_S = 1.0  # node changes come in bursts (a pool scaling): plan once they settle
 RETRY_S = (1, 2, 5, 10, 30, 60)  # back-off for API errors that clear by themselves
@@ -189,11 +192,20 @@ async def _emit(memo: kopf.Memo, cr: Mapping[str, Any], type_: str, reason: str,
         logger.warning(f"Could not post Event {reason}: {exc}")
 
 
+def _digest(obj: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
+
+
 async def _apply_children(memo: kopf.Memo, objects: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Apply what differs from the live children; return the live Deployment."""
+    """Apply what differs from the live children; return the live Deployment.
+
+    A child is current when it carries the digest of exactly this desired object (so fields the
+    plan dropped are noticed) and still has every value the operator sets (so hand edits are).
+    """
     deployment = None
     for obj in objects:
         meta = obj["metadata"]
+        meta.setdefault("annotations", {})[DIGEST] = _digest(obj)
         live = _one(memo.children[obj["kind"]], (meta["namespace"], meta["name"]))
         if live is None or not _matches(obj["metadata"], live.get("metadata")) or not _matches(obj["spec"], live.get("spec")):
             live = await memo.kube.apply(obj)

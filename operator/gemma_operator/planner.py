@@ -27,6 +27,7 @@ PRECISION = {"bf16": 16, "fp16": 16, "fp8": 8, "int8": 8, "q8_0": 8, "int4": 4, 
 VLLM_QUANTS = ("bf16", "fp16", "fp8", "int8", "int4")
 GGUF_QUANTS = ("bf16", "fp16", "q8_0", "q4_0")
 VLLM_DTYPE = {"bf16": "bfloat16", "fp16": "float16"}
+RUNTIME_NAMES = {"vllm": "vLLM", "llamacpp": "llama.cpp"}
 
 
 class InvalidSpec(ValueError):
@@ -240,21 +241,19 @@ def _check_static(spec: GemmaDeploymentSpec, catalog: Catalog, models: list[_Mod
         raise InvalidSpec("quantization", f"{q} contradicts model.id {pinned.repo}, a {pinned.quantization} checkpoint")
 
 
-def _gguf(model: _Model, quant: str) -> Checkpoint | None:
+def _checkpoint(model: _Model, fmt: str, quant: str) -> Checkpoint | None:
+    """A published checkpoint of this model in a format and quantization, if the catalog has one."""
     for checkpoint in model.size.checkpoints:
-        if checkpoint.format == "gguf" and checkpoint.quantization == quant and checkpoint.tuning == model.tuning:
+        if (checkpoint.format, checkpoint.quantization, checkpoint.tuning) == (fmt, quant, model.tuning):
             return checkpoint
     return None
 
 
-def _safetensors(model: _Model, quant: str) -> Checkpoint | None:
-    for checkpoint in model.size.checkpoints:
-        if checkpoint.format == "safetensors" and checkpoint.quantization == quant and checkpoint.tuning == model.tuning:
-            return checkpoint
-    return None
-
-
-def _image_runs_on(catalog: Catalog, image_key: str, pool: Pool, why_not: list[str]) -> bool:
+def _can_run(model: _Model, runtime: str, image_key: str, pool: Pool, catalog: Catalog, why_not: list[str]) -> bool:
+    """The runtime supports the family, and its image runs on the pool's GPUs."""
+    if not model.family.runtimes[runtime].supported:
+        why_not.append(f"{RUNTIME_NAMES[runtime]} does not support {model.family_key}")
+        return False
     image = catalog.images[image_key]
     if pool.kind == "gpu" and pool.cc < image.min_cc:
         why_not.append(
@@ -268,10 +267,7 @@ def _image_runs_on(catalog: Catalog, image_key: str, pool: Pool, why_not: list[s
 def _vllm_options(model: _Model, pool: Pool, asked: str, why_not: list[str], catalog: Catalog) -> list[_Option]:
     """vLLM ways to serve `model` on a GPU/TPU pool, best first."""
     support = model.family.runtimes["vllm"]
-    if not support.supported:
-        why_not.append(f"vLLM does not support {model.family_key}")
-        return []
-    if not _image_runs_on(catalog, "vllm-gpu", pool, why_not):
+    if not _can_run(model, "vllm", "vllm-gpu", pool, catalog, why_not):
         return []
     if pool.kind == "tpu" and not support.tpu:
         why_not.append(f"vLLM on TPU does not support {model.family_key}")
@@ -306,13 +302,13 @@ def _vllm_options(model: _Model, pool: Pool, asked: str, why_not: list[str], cat
             else:
                 why_not.append(f"{pool.display_name} (compute capability {pool.compute_capability}) has no FP8 path")
         elif quant == "int8":
-            checkpoint = _safetensors(model, "int8")
+            checkpoint = _checkpoint(model, "safetensors", "int8")
             if checkpoint:
                 options.append(_Option("vllm", "int8", checkpoint.repo))
             elif asked != "auto":
                 why_not.append(f"no int8 checkpoint of {model.family_key} {model.size_key} in the catalog")
         elif quant == "int4":
-            checkpoint = _safetensors(model, "int4")
+            checkpoint = _checkpoint(model, "safetensors", "int4")
             if checkpoint:
                 options.append(_Option("vllm", "int4", checkpoint.repo))
             else:
@@ -325,11 +321,7 @@ def _vllm_options(model: _Model, pool: Pool, asked: str, why_not: list[str], cat
 
 
 def _gguf_options(model: _Model, pool: Pool, asked: str, why_not: list[str], catalog: Catalog) -> list[_Option]:
-    support = model.family.runtimes["llamacpp"]
-    if not support.supported:
-        why_not.append(f"llama.cpp does not support {model.family_key}")
-        return []
-    if not _image_runs_on(catalog, "llamacpp-cuda", pool, why_not):
+    if not _can_run(model, "llamacpp", "llamacpp-cuda", pool, catalog, why_not):
         return []
     if model.pinned:
         if model.pinned.format != "gguf":
@@ -344,7 +336,7 @@ def _gguf_options(model: _Model, pool: Pool, asked: str, why_not: list[str], cat
         ladder = GGUF_QUANTS
     options = []
     for quant in ladder:
-        checkpoint = _gguf(model, quant)
+        checkpoint = _checkpoint(model, "gguf", quant)
         if checkpoint:
             options.append(_Option("llamacpp", quant, checkpoint.repo, checkpoint.file))
         elif model.model_id != model.size.ids.get(model.tuning):
