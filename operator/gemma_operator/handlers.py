@@ -196,7 +196,19 @@ def _digest(obj: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
 
 
-async def _apply_children(memo: kopf.Memo, objects: list[dict[str, Any]]) -> dict[str, Any] | None:
+class OwnerGone(Exception):
+    """The GemmaDeployment was deleted while it was being reconciled: nothing left to do."""
+
+
+async def _owner_gone(memo: kopf.Memo, cr: Mapping[str, Any]) -> bool:
+    """Whether the resource was deleted meanwhile (its index entry can lag its children's events)."""
+    meta = cr["metadata"]
+    live = await memo.kube.get(cr["apiVersion"], "GemmaDeployment", meta["namespace"], meta["name"])
+    return live is None or live["metadata"].get("uid") != meta.get("uid") or bool(live["metadata"].get("deletionTimestamp"))
+
+
+async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[dict[str, Any]],
+                          trigger: str) -> dict[str, Any] | None:  # fmt: skip
     """Apply what differs from the live children; return the live Deployment.
 
     A child is current when it carries the digest of exactly this desired object (so fields the
@@ -207,6 +219,8 @@ async def _apply_children(memo: kopf.Memo, objects: list[dict[str, Any]]) -> dic
         meta = obj["metadata"]
         meta.setdefault("annotations", {})[DIGEST] = _digest(obj)
         live = _one(memo.children[obj["kind"]], (meta["namespace"], meta["name"]))
+        if live is None and trigger != "spec" and await _owner_gone(memo, cr):
+            raise OwnerGone  # a child vanished because its owner did: garbage collection, not drift
         if live is None or not _matches(obj["metadata"], live.get("metadata")) or not _matches(obj["spec"], live.get("spec")):
             live = await memo.kube.apply(obj)
             metrics.APPLIES.labels(obj["kind"]).inc()
@@ -229,7 +243,12 @@ async def reconcile(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
         with metrics.DURATION.time():
             try:
                 outcome, retry = await _converge(cr, memo, logger, trigger)
+            except OwnerGone:
+                metrics.RECONCILES.labels(trigger, "OwnerGone").inc()
+                return None
             except kube.ApiError as exc:
+                if exc.status == 404 and await _owner_gone(memo, cr):
+                    return None
                 metrics.ERRORS.labels("api").inc()
                 metrics.RECONCILES.labels(trigger, "retry").inc()
                 if not exc.retryable:
@@ -290,7 +309,7 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
         return outcome, SECRET_RECHECK_S
 
     old = (cr.get("status") or {}).get("selection") or {}
-    deployment = await _apply_children(memo, objects)
+    deployment = await _apply_children(memo, cr, objects, trigger)
     outcome = status.Outcome("Applied", selection=selection, endpoint=endpoint)
     if {k: v for k, v in old.items() if k != "reasons"} != {k: v for k, v in selection.items() if k != "reasons"}:
         metrics.PLANS.labels(result.runtime, result.pool.accelerator, result.quantization).inc()

@@ -308,12 +308,13 @@ def _vllm_options(model: _Model, pool: Pool, asked: str, why_not: list[str], cat
             elif asked != "auto":
                 why_not.append(f"no int8 checkpoint of {model.family_key} {model.size_key} in the catalog")
         elif quant == "int4":
+            # vLLM 0.32 has no in-flight 4-bit path (bitsandbytes is gone): a published checkpoint only.
+            # Without one, llama.cpp's 4-bit GGUF is the GPU's next option.
             checkpoint = _checkpoint(model, "safetensors", "int4")
             if checkpoint:
                 options.append(_Option("vllm", "int4", checkpoint.repo))
-            else:
-                # In-flight 4-bit quantization of the bf16 checkpoint (bitsandbytes, CUDA only).
-                options.append(_Option("vllm", "int4", model.model_id, vllm_quantization="bitsandbytes"))
+            elif asked != "auto":
+                why_not.append(f"no int4 checkpoint of {model.family_key} {model.size_key} for vLLM in the catalog")
     if not pool.bf16 and not support.float16:
         # Every vLLM path computes in float16 on this device, which vLLM refuses for the family.
         return []
@@ -549,8 +550,6 @@ def _explain(best: Plan, model: _Model, spec: GemmaDeploymentSpec, reasons: list
             f"Quantization {best.quantization}: higher precisions do not fit {pool.display_name} "
             f"({per_device:.1f} GiB per {unit} at {best.quantization})."
         )
-    if best.vllm_quantization == "bitsandbytes":
-        out.append("int4 is quantized in flight by vLLM (bitsandbytes) from the bf16 checkpoint; no 4-bit checkpoint is published.")
     if best.vllm_quantization == "fp8":
         native = pool.cc >= (8, 9)
         out.append(f"fp8 is quantized in flight by vLLM ({'native FP8' if native else 'weight-only FP8 via Marlin'} on compute capability {pool.compute_capability}).")

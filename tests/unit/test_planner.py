@@ -43,9 +43,10 @@ DECISIONS = [
      ("google/gemma-4-31B-it", "vllm", "bf16", "tpu-v6e", 8, 8, 262144)),
     ("gke-cpu-only", {"model": {"sizePolicy": "largest"}},
      ("google/gemma-4-31B-it-qat-q4_0-gguf", "llamacpp", "q4_0", "cpu", 1, 0, 74240)),
-    # 27B at 16 bits needs more than one L4: with one, vLLM quantizes in flight to 4 bits.
+    # 27B needs more than one L4 at 16 or 8 bits, and vLLM has no 4-bit checkpoint of it:
+    # llama.cpp on CUDA serves Google's QAT Q4_0 GGUF instead.
     ("gke-l4", {"model": {"family": "gemma3", "size": "27b"}},
-     ("google/gemma-3-27b-it", "vllm", "int4", "nvidia-l4", 1, 1, 54272)),
+     ("google/gemma-3-27b-it-qat-q4_0-gguf", "llamacpp", "q4_0", "nvidia-l4", 1, 1, 76288)),
     ("gke-l4", {"model": {"family": "gemma3", "size": "12b"}},
      ("google/gemma-3-12b-it", "vllm", "fp8", "nvidia-l4", 1, 1, 106496)),
     # Overrides are honoured.
@@ -115,7 +116,7 @@ INVALID = [
      "vLLM refuses float16 for gemma3"),
     ({"accelerator": "tpu-v9000"}, "spec.accelerator", "unknown accelerator"),
     ({"accelerator": "cpu", "runtime": "vllm"}, "spec.runtime", "vLLM on GPUs and TPUs only"),
-    ({"model": {"id": "google/gemma-3-27b-it-qat-q4_0-gguf"}, "quantization": "int4"}, "spec.quantization",
+    ({"model": {"id": "google/gemma-3-27b-it-qat-q4_0-gguf"}, "quantization": "q8_0"}, "spec.quantization",
      "contradicts model.id"),
 ]  # fmt: skip
 
@@ -133,7 +134,7 @@ NOFIT = [
     ("gke-t4", {"model": {"family": "gemma4", "size": "31b"}}, "Nothing fits gemma-4-31b-it"),
     ("gke-l4", {"model": {"family": "gemma3", "size": "27b"}, "quantization": "bf16"}, "Nothing fits gemma-3-27b-it"),
     ("gke-tpu-v5e-2x2", {"model": {"family": "gemma4", "size": "31b"}, "accelerator": "tpu-v5e"}, "Nothing fits"),
-    ("gke-l4", {"maxModelLen": 131072, "model": {"family": "gemma3", "size": "27b"}, "quantization": "int4"},
+    ("gke-l4", {"maxModelLen": 131072, "model": {"family": "gemma3", "size": "27b"}, "quantization": "q4_0"},
      "Nothing fits"),
 ]  # fmt: skip
 

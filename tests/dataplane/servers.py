@@ -1,0 +1,259 @@
+"""What the data-plane tests and bench/dataplane.py share.
+
+- `rendered_container`: the model-server container gemma-operator renders for a spec on a
+  node fixture, through the real inventory -> planner -> render path.
+- `llama_server_binary` / `vllm_python`: the cached llama-server build and vLLM venv, made by
+  scripts/llama_server.sh and scripts/vllm_venv.sh when the cache is cold (never skipped).
+- `local_llama_args`: the rendered llama-server args with only the model source swapped for a
+  local GGUF and the address swapped for loopback.
+- `LlamaServer`: runs llama-server on loopback, waits (bounded) until healthy, always kills it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import yaml
+
+from gemma_operator import catalog as catalog_mod
+from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
+from gemma_operator.inventory import pools
+from gemma_operator.planner import NoFit, Plan, plan
+from gemma_operator.render import render
+from gemma_operator.runtimes import CACHE_DIR
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+NODES = ROOT / "tests" / "fixtures" / "nodes"
+SCRIPTS = ROOT / "scripts"
+LOOPBACK = "127.0.0.1"
+# A cold llama-server build takes 8-14 min on 2 cores; a cold vLLM venv a few minutes.
+BUILD_TIMEOUT_S = 45 * 60
+
+
+def node_fixtures() -> list[str]:
+    return sorted(p.stem for p in NODES.glob("*.yaml"))
+
+
+def nodes(fixture: str) -> list[dict[str, Any]]:
+    return yaml.safe_load((NODES / f"{fixture}.yaml").read_text())["items"]
+
+
+def planned(fixture: str, spec: dict[str, Any]) -> tuple[GemmaDeploymentSpec, Plan | NoFit]:
+    cat = catalog_mod.load()
+    parsed = GemmaDeploymentSpec.model_validate(spec)
+    return parsed, plan(parsed, pools(nodes(fixture), cat, parsed.node_selector), cat)
+
+
+def rendered_container(fixture: str, spec: dict[str, Any], name: str = "chat") -> dict[str, Any]:
+    """The server container of the Deployment rendered for `spec` on the node fixture."""
+    parsed, result = planned(fixture, spec)
+    assert not isinstance(result, NoFit), f"{fixture} {spec}: no fit: {result.message}"
+    objects = render(result, name, "default", parsed)
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def _cached(script: str, env: dict[str, str] | None = None) -> str:
+    """Run a cache script (build on a cold cache) and return the path it prints last."""
+    proc = subprocess.run(
+        ["bash", str(SCRIPTS / script)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_S,
+        env={**os.environ, **(env or {})},
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def llama_server_binary() -> pathlib.Path:
+    return pathlib.Path(_cached("llama_server.sh"))
+
+
+def vllm_python() -> pathlib.Path:
+    return pathlib.Path(_cached("vllm_venv.sh"))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def local_llama_args(args: list[str], model: pathlib.Path, port: int) -> list[str]:
+    """The rendered args with the model source replaced by `-m MODEL` and the address by loopback.
+
+    Everything else is kept exactly, in order. Fails if the rendered args lack what is swapped.
+    """
+    out: list[str] = []
+    seen: set[str] = set()
+    i = 0
+    while i < len(args):
+        flag = args[i]
+        if flag in ("--hf-repo", "--hf-file", "--host", "--port"):
+            assert i + 1 < len(args), f"{flag} has no value in {args}"
+            seen.add(flag)
+            if flag == "--hf-repo":
+                out += ["-m", str(model)]
+            elif flag == "--host":
+                out += ["--host", LOOPBACK]
+            elif flag == "--port":
+                out += ["--port", str(port)]
+            i += 2
+            continue
+        out.append(flag)
+        i += 1
+    assert {"--hf-repo", "--host", "--port"} <= seen, f"rendered args lack a model source or address: {args}"
+    return out
+
+
+def local_env(container: dict[str, Any], scratch: pathlib.Path) -> dict[str, str]:
+    """The container's literal env vars, with the in-pod cache dir moved under `scratch`."""
+    result = {}
+    for var in container.get("env", []):
+        if "value" in var:
+            result[var["name"]] = var["value"].replace(CACHE_DIR, str(scratch), 1)
+    return result
+
+
+class Client:
+    """A tiny HTTP client for one loopback server; every call has a timeout."""
+
+    def __init__(self, port: int, timeout: float = 60.0) -> None:
+        self.port = port
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=self.timeout)
+        try:
+            payload = None if body is None else json.dumps(body)
+            conn.request(method, path, body=payload, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            raw = resp.read()
+            try:
+                return resp.status, json.loads(raw) if raw else None
+            except ValueError:
+                return resp.status, raw.decode(errors="replace")
+        finally:
+            conn.close()
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return self.request("GET", path)
+
+    def post(self, path: str, body: Any) -> tuple[int, Any]:
+        return self.request("POST", path, body)
+
+    def stream(self, path: str, body: Any, max_events: int = 1000) -> list[Any]:
+        """POST and read server-sent events until [DONE] (bounded by count and the timeout)."""
+        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=self.timeout)
+        events: list[Any] = []
+        try:
+            conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            assert resp.status == 200, (resp.status, resp.read()[:2000])
+            for _ in range(max_events * 4):
+                line = resp.readline()
+                if not line:
+                    break
+                line = line.strip()
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[len(b"data:"):].strip()
+                if data == b"[DONE]":
+                    events.append("[DONE]")
+                    break
+                events.append(json.loads(data))
+                if len(events) >= max_events:
+                    break
+            return events
+        finally:
+            conn.close()
+
+
+class ServerExited(RuntimeError):
+    pass
+
+
+class LlamaServer:
+    """llama-server on loopback. `start()` waits until /health is 200; `stop()` always kills it."""
+
+    def __init__(self, binary: pathlib.Path, args: list[str], port: int, log: pathlib.Path,
+                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+        self.argv = [str(binary), *args]
+        self.port = port
+        self.log_path = log
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.client = Client(port)
+
+    def start(self, timeout_s: float = 120.0) -> float:
+        """Start and wait until healthy; returns the seconds it took."""
+        t0 = time.monotonic()
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            env=self.env, start_new_session=True,
+        )  # fmt: skip
+        deadline = t0 + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerExited(f"llama-server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                status, _ = Client(self.port, timeout=2.0).get("/health")
+                if status == 200:
+                    return time.monotonic() - t0
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"llama-server not healthy after {timeout_s}s:\n{self.log()}")
+
+    def log(self, tail: int = 6000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-tail:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def __enter__(self) -> LlamaServer:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def running(binary: pathlib.Path, args: list[str], port: int, log: pathlib.Path,
+            env: dict[str, str] | None = None) -> Iterator[LlamaServer]:  # fmt: skip
+    with LlamaServer(binary, args, port, log, env) as server:
+        yield server

