@@ -59,7 +59,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.catalog = catalog_mod.load()
     memo.kube = getattr(memo, "kube", None)
     memo.inventories = {}  # nodeSelector -> Inventory, dropped whenever a node changes
-    memo.locks = {}
+    memo.locks = {}  # (namespace, name) -> asyncio.Lock: one reconcile at a time per resource
+    memo.failures = {}  # (namespace, name) -> consecutive API failures, for back-off
     memo.events = {}  # (uid, reason) -> monotonic time of the last Event
     memo.queue = WorkQueue()
     memo.node_index = kwargs["gemma_nodes"]
@@ -182,10 +183,13 @@ def _previous_selection(cr: Mapping[str, Any], trigger: str) -> dict[str, Any] |
 async def _emit(memo: kopf.Memo, cr: Mapping[str, Any], type_: str, reason: str, message: str,
                 logger: logging.Logger) -> None:  # fmt: skip
     key = (cr["metadata"].get("uid"), reason)
+    now = time.monotonic()
     last = memo.events.get(key)
-    if last is not None and time.monotonic() - last < EVENT_REPEAT_S:
+    if last is not None and now - last < EVENT_REPEAT_S:
         return
-    memo.events[key] = time.monotonic()
+    if len(memo.events) > 10_000:  # forget what can no longer suppress anything
+        memo.events = {k: t for k, t in memo.events.items() if now - t < EVENT_REPEAT_S}
+    memo.events[key] = now
     try:
         await memo.kube.event(cr, type_, reason, message)
     except kube.ApiError as exc:  # an Event is never worth failing a reconcile
@@ -253,10 +257,12 @@ async def reconcile(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
                 metrics.RECONCILES.labels(trigger, "retry").inc()
                 if not exc.retryable:
                     await _write_status(memo, cr, status.Outcome("ApplyFailed", str(exc)), None, logger)
-                delay = RETRY_S[min(len(RETRY_S) - 1, 2)] if exc.retryable else 60.0
+                failures = memo.failures[key] = memo.failures.get(key, 0) + 1
+                delay = RETRY_S[min(failures, len(RETRY_S)) - 1] if exc.retryable else RETRY_S[-1]
                 if raise_for_kopf:
                     raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=delay) from exc
                 return delay
+    memo.failures.pop(key, None)
     metrics.RECONCILES.labels(trigger, outcome.kind).inc()
     if outcome.kind == "Invalid" and raise_for_kopf:
         raise kopf.PermanentError(outcome.message)
@@ -371,7 +377,10 @@ async def _worker(memo: kopf.Memo, logger: logging.Logger) -> None:
         key, trigger = await memo.queue.get()
         cr = _one(memo.resource_index, key)
         if cr is None or (cr.get("metadata") or {}).get("deletionTimestamp"):
-            continue  # gone: its children are garbage-collected through their ownerReferences
+            # Gone: its children are garbage-collected through their ownerReferences.
+            memo.locks.pop(key, None)
+            memo.failures.pop(key, None)
+            continue
         try:
             delay = await reconcile(cr, memo, logger, trigger=trigger)
         except Exception:  # a bug must not stop the queue; log it and retry later

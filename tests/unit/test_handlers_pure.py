@@ -1,0 +1,61 @@
+"""The pure helpers inside handlers.py: drift detection, stickiness, and the work queue."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gemma_operator.handlers import WorkQueue, _matches, _previous_selection
+
+
+@pytest.mark.parametrize(
+    ("desired", "live", "same"),
+    [
+        ({"a": 1}, {"a": 1, "defaulted": "x"}, True),  # the server may add fields
+        ({"a": 1}, {"a": 2}, False),
+        ({"a": {"b": [1, 2]}}, {"a": {"b": [1, 2], "c": 3}}, True),
+        ({"a": [1, 2]}, {"a": [1, 2, 3]}, False),  # lists are owned whole
+        ({"ports": [{"port": 80}]}, {"ports": [{"port": 80, "protocol": "TCP"}]}, True),
+        ({"cpu": "6"}, {"cpu": 6}, True),
+        ({"a": 1}, None, False),
+        ({"image": "vllm:v1"}, {"image": "evil:latest"}, False),
+    ],
+)
+def test_matches(desired, live, same):
+    assert _matches(desired, live) is same
+
+
+SELECTION = {"pool": "nvidia-l4-x1", "modelId": "google/gemma-4-E2B-it"}
+
+
+@pytest.mark.parametrize(
+    ("trigger", "generation", "observed", "phase", "sticky"),
+    [
+        ("resume", 2, 2, "Ready", True),
+        ("child", 2, 2, "Deploying", True),
+        ("spec", 2, 2, "Ready", False),  # a spec change always plans afresh
+        ("resume", 3, 2, "Ready", False),  # the selection answers an older spec
+        ("nodes", 2, 2, "NoFit", False),  # left over from an older, serving spec
+        ("nodes", 2, 2, "Invalid", False),
+    ],
+)
+def test_previous_selection_is_kept_only_for_the_same_spec(trigger, generation, observed, phase, sticky):
+    cr = {"metadata": {"generation": generation},
+          "status": {"observedGeneration": observed, "phase": phase, "selection": SELECTION}}  # fmt: skip
+    assert (_previous_selection(cr, trigger) == SELECTION) is sticky
+
+
+def test_work_queue_holds_a_key_once_until_taken():
+    async def scenario():
+        queue = WorkQueue()
+        queue.add(("ns", "a"), "child")
+        queue.add(("ns", "a"), "nodes")  # already waiting: not added twice
+        queue.add(("ns", "b"), "child")
+        first = await queue.get()
+        second = await queue.get()
+        queue.add(("ns", "a"), "child")  # taken, so it can come back
+        third = await queue.get()
+        return [first, second, third]
+
+    assert asyncio.run(scenario()) == [(("ns", "a"), "child"), (("ns", "b"), "child"), (("ns", "a"), "child")]
