@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pathlib
+import re
+import uuid
 
 import pytest
 import yaml
@@ -20,3 +22,20 @@ def node_list(name: str) -> list[dict]:
 @pytest.fixture(scope="session")
 def catalog() -> catalog_mod.Catalog:
     return catalog_mod.load()
+
+
+# The cluster tiers (tests/integration, tests/e2e) each define `kube_api`; these build on it.
+@pytest.fixture
+def kube(kube_api):
+    """The official client's ApiClient for the tier's server, e.g. AppsV1Api(kube)."""
+    return kube_api.client
+
+
+@pytest.fixture
+def namespace(kube_api, request: pytest.FixtureRequest):
+    """A fresh namespace per test, named after it, deleted afterwards."""
+    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{base}-{uuid.uuid4().hex[:6]}"
+    kube_api.create_namespace(name)
+    yield name
+    kube_api.delete_namespace(name)

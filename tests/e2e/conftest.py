@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import os
 import pathlib
-import re
 import shutil
 import subprocess
 import sys
-import uuid
 
 import pytest
 
@@ -94,20 +92,6 @@ def kube_api(tmp_path_factory: pytest.TempPathFactory):
         api.close()
         if created and os.environ.get("GEMMA_E2E_KEEP") != "1":
             subprocess.run(["kind", "delete", "cluster", "--name", name], check=False)
-
-
-@pytest.fixture
-def kube(kube_api: KubeAPI):
-    return kube_api.client
-
-
-@pytest.fixture
-def namespace(kube_api: KubeAPI, request: pytest.FixtureRequest):
-    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"e2e-{base}-{uuid.uuid4().hex[:6]}"
-    kube_api.create_namespace(name)
-    yield name
-    kube_api.delete_namespace(name)
 
 
 @pytest.fixture

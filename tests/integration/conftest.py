@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-import re
 import sys
-import uuid
 
 import pytest
 import yaml
@@ -80,20 +78,6 @@ def kube_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         yield api
     finally:
         envtest.stop()
-
-
-@pytest.fixture
-def kube(kube_api: KubeAPI):
-    return kube_api.client
-
-
-@pytest.fixture
-def namespace(kube_api: KubeAPI, request: pytest.FixtureRequest):
-    base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"{base}-{uuid.uuid4().hex[:6]}"
-    kube_api.create_namespace(name)
-    yield name
-    kube_api.delete_namespace(name)
 
 
 class NodeFactory:

@@ -224,19 +224,27 @@ def strategic_merge_patch(target: Any, patch: Any, list_keys: ListKeys, path: Pa
                 result[k] = strategic_merge_patch(result.get(k), v, list_keys, path + (k,))
         return result
     if isinstance(patch, list) and isinstance(target, list):
-        keys = list_keys(path)
-        if keys and all(isinstance(item, dict) for item in patch + target):
-            result_list = copy.deepcopy(target)
-            for item in patch:
-                key = make_key(item, keys)
-                for index, live in enumerate(result_list):
-                    if key.matches(live):
-                        result_list[index] = strategic_merge_patch(live, item, list_keys, path + (key,))
-                        break
-                else:
-                    result_list.append(copy.deepcopy(item))
-            return result_list
+        merged = _merge_keyed_list(target, patch, list_keys, path, strategic_merge_patch)
+        if merged is not None:
+            return merged
     return copy.deepcopy(patch)
+
+
+def _merge_keyed_list(live: list, incoming: list, list_keys: ListKeys, path: Path, merge) -> list | None:
+    """Merge a list whose items have merge keys item by item (None for an atomic list)."""
+    keys = list_keys(path)
+    if not keys or not all(isinstance(item, dict) for item in incoming + live):
+        return None
+    result_list = copy.deepcopy(live)
+    for item in incoming:
+        key = make_key(item, keys)
+        for index, existing in enumerate(result_list):
+            if key.matches(existing):
+                result_list[index] = merge(existing, item, list_keys, path + (key,))
+                break
+        else:
+            result_list.append(copy.deepcopy(item))
+    return result_list
 
 
 def apply_merge(live: Any, applied: Any, list_keys: ListKeys, path: Path = ()) -> Any:
@@ -249,18 +257,9 @@ def apply_merge(live: Any, applied: Any, list_keys: ListKeys, path: Path = ()) -
             result[k] = apply_merge(live.get(k), v, list_keys, path + (k,))
         return result
     if isinstance(applied, list) and isinstance(live, list):
-        keys = list_keys(path)
-        if keys and all(isinstance(item, dict) for item in applied + live):
-            result_list = copy.deepcopy(live)
-            for item in applied:
-                key = make_key(item, keys)
-                for index, existing in enumerate(result_list):
-                    if key.matches(existing):
-                        result_list[index] = apply_merge(existing, item, list_keys, path + (key,))
-                        break
-                else:
-                    result_list.append(copy.deepcopy(item))
-            return result_list
+        merged = _merge_keyed_list(live, applied, list_keys, path, apply_merge)
+        if merged is not None:
+            return merged
     return copy.deepcopy(applied)
 
 
