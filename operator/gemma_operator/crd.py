@@ -65,6 +65,7 @@ _VALUE_KEYWORDS = (
     "maxItems",
     "minProperties",
     "maxProperties",
+    "x-kubernetes-validations",  # CEL rules, for what the schema alone cannot say
 )
 # Keywords consumed by the rewrite, or dropped on purpose.
 _HANDLED_KEYWORDS = {

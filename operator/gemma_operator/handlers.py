@@ -62,6 +62,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.locks = {}  # (namespace, name) -> asyncio.Lock: one reconcile at a time per resource
     memo.failures = {}  # (namespace, name) -> consecutive API failures, for back-off
     memo.events = {}  # (uid, reason) -> monotonic time of the last Event
+    # The index's copy of a resource lags our own status patch: (namespace, name) -> (the
+    # resourceVersion that patch replaced, the status it left), to compare against instead.
+    memo.status_written = {}
+    # (kind, namespace, name) -> resourceVersion of our last apply of a child: its watch event is
+    # only the echo of that apply, with nothing new to react to.
+    memo.applied = {}
     memo.queue = WorkQueue()
     memo.node_index = kwargs["gemma_nodes"]
     memo.resource_index = kwargs["gemma_resources"]
@@ -90,27 +96,33 @@ def probe_catalog(memo: kopf.Memo, **_: Any) -> int:
 
 
 # ------------------------------------------------------------------------------ indices
+# Indexers and event handlers are coroutines: kopf runs plain functions in its thread pool, one
+# hop per watch event. Index entries leave out managedFields, which nothing here reads.
 @kopf.index("", "v1", "nodes")
-def gemma_nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
+async def gemma_nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
     return {name: inventory.essentials(body)}
 
 
 @kopf.index(**GD)
-def gemma_resources(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, name): {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec", "status")}}
+async def gemma_resources(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): _snapshot(body)}
 
 
 def _child(namespace: str, name: str, body: kopf.Body) -> dict[Any, Any]:
-    return {(namespace, name): {k: body.get(k) for k in ("metadata", "spec", "status")}}
+    return {(namespace, name): {"metadata": _metadata(body), "spec": body.get("spec"), "status": body.get("status")}}
+
+
+def _metadata(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
-def gemma_deployments(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def gemma_deployments(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return _child(namespace, name, body)
 
 
 @kopf.index("", "v1", "services", labels=MANAGED)
-def gemma_services(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def gemma_services(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return _child(namespace, name, body)
 
 
@@ -133,21 +145,31 @@ async def resumed(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_:
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 @kopf.on.event("", "v1", "services", labels=MANAGED)
-def child_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A child changed (readiness, a hand edit) or vanished: its owner re-checks."""
-    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+async def child_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A child changed (readiness, a hand edit) or vanished: its owner re-checks.
+
+    Not the echo of the operator's own apply: that version is the one the reconcile that applied
+    it already saw (resourceVersions are unique across the store, so the kind need not match).
+    """
+    meta = body.get("metadata", {})
+    if kwargs.get("type") != "DELETED" and meta.get("resourceVersion") is not None:
+        key = (meta.get("namespace"), meta.get("name"))
+        if meta["resourceVersion"] in (memo.applied.get(("Deployment", *key)), memo.applied.get(("Service", *key))):
+            return
+    for ref in meta.get("ownerReferences") or []:
         if ref.get("kind") == "GemmaDeployment" and ref.get("controller"):
             memo.queue.add((body["metadata"]["namespace"], ref["name"]), "child")
 
 
 @kopf.on.event("", "v1", "nodes")
-def node_event(memo: kopf.Memo, **_: Any) -> None:
+async def node_event(memo: kopf.Memo, **_: Any) -> None:
     memo.nodes_changed.set()
 
 
 # ------------------------------------------------------------------------- reconcile
 def _snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec", "status")}
+    return {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": _metadata(body),
+            "spec": body.get("spec"), "status": body.get("status")}
 
 
 def _now() -> str:
@@ -228,6 +250,7 @@ async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[
         if live is None or not _matches(obj["metadata"], live.get("metadata")) or not _matches(obj["spec"], live.get("spec")):
             live = await memo.kube.apply(obj)
             metrics.APPLIES.labels(obj["kind"]).inc()
+            memo.applied[(obj["kind"], meta["namespace"], meta["name"])] = live["metadata"].get("resourceVersion")
         if obj["kind"] == "Deployment":
             deployment = live
     return deployment
@@ -244,6 +267,9 @@ async def reconcile(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
     key = (meta["namespace"], meta["name"])
     lock = memo.locks.setdefault(key, asyncio.Lock())
     async with lock:
+        written = memo.status_written.get(key)
+        if written is not None and written[0] == meta.get("resourceVersion"):
+            cr = {**cr, "status": written[1]}  # this copy predates our own last status patch
         with metrics.DURATION.time():
             try:
                 outcome, retry = await _converge(cr, memo, logger, trigger)
@@ -345,7 +371,10 @@ async def _write_status(memo: kopf.Memo, cr: Mapping[str, Any], outcome: status.
     )
     patch = status.patch_for(current, desired)
     if patch:
-        await memo.kube.patch_status(cr["metadata"]["namespace"], cr["metadata"]["name"], patch)
+        meta = cr["metadata"]
+        result = await memo.kube.patch_status(meta["namespace"], meta["name"], patch)
+        if result and "status" in result:
+            memo.status_written[(meta["namespace"], meta["name"])] = (meta.get("resourceVersion"), result["status"])
         logger.debug(f"Status patched: {sorted(patch)}")
     return {**current, **desired}
 
@@ -380,6 +409,9 @@ async def _worker(memo: kopf.Memo, logger: logging.Logger) -> None:
             # Gone: its children are garbage-collected through their ownerReferences.
             memo.locks.pop(key, None)
             memo.failures.pop(key, None)
+            memo.status_written.pop(key, None)
+            for kind in ("Deployment", "Service"):
+                memo.applied.pop((kind, *key), None)
             continue
         try:
             delay = await reconcile(cr, memo, logger, trigger=trigger)

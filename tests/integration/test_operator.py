@@ -195,10 +195,34 @@ def test_invalid_spec_is_refused_without_applying_anything(operator, cluster, cr
     cluster.wait(lambda: cluster.deployment("chat"), "a Deployment once the spec is fixed")
 
 
-def test_schema_refuses_bad_specs_at_the_api(cluster):
+@pytest.mark.parametrize(
+    ("spec", "cel"),
+    [
+        ({"replicas": -1}, False),
+        ({"runtime": "tensorrt"}, False),
+        ({"model": {"id": "not a repo"}}, False),
+        ({"extraArgs": ["y" * 100_000]}, False),
+        ({"env": [{"name": "HF_TOKEN", "value": "hf_literal"}]}, True),
+        ({"extraArgs": ["--trust-remote-code"]}, True),
+    ],
+)
+def test_schema_refuses_bad_specs_at_the_api(cluster, kube_api, spec, cel):
+    if cel and kube_api.kind == "emulator":
+        pytest.skip("the emulator does not evaluate CEL rules (x-kubernetes-validations)")
     with pytest.raises(kubernetes.client.ApiException) as info:
-        cluster.create("bad", {"replicas": -1, "runtime": "tensorrt"})
+        cluster.create("bad", spec)
     assert info.value.status == 422
+
+
+def test_what_the_schema_lets_through_ends_invalid(operator, cluster, create_nodes, kube_api):
+    if kube_api.kind != "emulator":
+        pytest.skip("a real API server refuses this spec itself (CEL)")
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {"env": [{"name": "HF_TOKEN", "value": "hf_literal"}]})
+    cluster.wait(lambda: cluster.phase("chat") == "Invalid", "phase Invalid")
+    assert "never a literal" in condition(cluster.gd("chat"), "Stalled")["message"]
+    assert cluster.deployment("chat") is None
 
 
 def test_deleting_the_resource_leaves_no_orphans(operator, cluster, create_nodes, kube_api):

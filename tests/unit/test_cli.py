@@ -68,6 +68,12 @@ def test_yaml_output_and_table_manifests(tmp_path):
         ({"model": {"family": "gemma3", "size": "1b"}, "maxModelLen": 65536}, "spec.maxModelLen"),
         ({"extraArgs": ["--port=1"]}, "spec.extraArgs"),
         ({"image": "x" * 100_000}, "spec.image"),
+        ({"extraArgs": ["y" * 100_000]}, "spec.extraArgs.0"),
+        ({"nodeSelector": {"pool": "z" * 100_000}}, "spec.nodeSelector.pool"),
+        ({"env": [{"name": "HF_TOKEN", "value": "hf_secret"}]}, "never a literal"),
+        ({"extraArgs": ["--trust-remote-code"]}, "may not carry --trust-remote-code"),
+        ({"extraArgs": ["--hf-token=abc"]}, "may not carry --hf-token"),
+        ({"extraArgs": ["--model", "evil/model"]}, "spec.extraArgs: --model is set by the plan"),
     ],
 )
 def test_invalid_input_exits_2_naming_the_field(tmp_path, spec, words):

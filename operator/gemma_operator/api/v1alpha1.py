@@ -6,9 +6,9 @@ descriptions become `kubectl explain` text, constraints become schema validation
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "gemma.dev"
@@ -26,6 +26,14 @@ HF_REPO_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$
 CATALOG_NAME = r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+# A token belongs in a Secret: these names may only come from valueFrom (hfTokenSecretRef sets HF_TOKEN).
+TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+# Server flags that run code or reach files the operator can't vouch for; refused in extraArgs.
+REFUSED_FLAGS = ("--trust-remote-code", "--allowed-local-media-path", "--hf-token", "-hft")
+
+Arg = Annotated[str, StringConstraints(max_length=MAX_ARG)]
+LabelValue = Annotated[str, StringConstraints(max_length=63)]
+Quantity = int | str
 
 Quantization = Literal["auto", "bf16", "fp16", "fp8", "int8", "int4", "q4_0", "q8_0"]
 Runtime = Literal["auto", "vllm", "llamacpp"]
@@ -75,17 +83,39 @@ class SecretKeyRef(Model):
     )
 
 
+_TOKEN_RULE = " || ".join(f"self.name == '{n}'" for n in TOKEN_ENV)
+
+
 class EnvVar(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"!(({_TOKEN_RULE}) && has(self.value))",
+                    "message": "a Hugging Face token is never a literal: use spec.hfTokenSecretRef",
+                }
+            ]
+        }
+    )
+
     name: str = Field(max_length=MAX_NAME, pattern=ENV_NAME)
     value: str | None = Field(default=None, max_length=32768)
     value_from: dict[str, Any] | None = Field(
         default=None, description="As in a container's env[].valueFrom (secretKeyRef, configMapKeyRef, ...)."
     )
 
+    @model_validator(mode="after")
+    def _no_literal_token(self) -> EnvVar:
+        if self.name in TOKEN_ENV and self.value is not None:
+            raise ValueError(f"{self.name} is never a literal: use spec.hfTokenSecretRef")
+        return self
+
 
 class Resources(Model):
-    requests: dict[str, int | str] | None = Field(default=None, description="Added to the planned requests.")
-    limits: dict[str, int | str] | None = Field(default=None, description="Added to the planned limits.")
+    requests: dict[str, Quantity] | None = Field(
+        default=None, max_length=16, description="Added to the planned requests."
+    )
+    limits: dict[str, Quantity] | None = Field(default=None, max_length=16, description="Added to the planned limits.")
 
 
 class Toleration(Model):
@@ -131,18 +161,38 @@ class GemmaDeploymentSpec(Model):
     image: str | None = Field(
         default=None, max_length=512, pattern=r"^[^\s]+$", description="Overrides the catalog's runtime image."
     )
-    extra_args: list[str] = Field(
-        default_factory=list, max_length=64, description="Extra server arguments, appended after the planned ones."
+    extra_args: list[Arg] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Extra server arguments, appended after the planned ones. Flags the plan sets, and "
+        f"{', '.join(REFUSED_FLAGS)}, are refused.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.all(a, " + " && ".join(f"!a.startsWith('{f}')" for f in REFUSED_FLAGS) + ")",
+                    "message": f"extraArgs may not carry {', '.join(REFUSED_FLAGS)}",
+                }
+            ]
+        },
     )
     env: list[EnvVar] = Field(default_factory=list, max_length=64, description="Extra environment variables.")
     resources: Resources | None = Field(default=None, description="Extra container resources.")
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Restricts the nodes considered; merged into the pod's nodeSelector."
+    node_selector: dict[str, LabelValue] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Restricts the nodes considered; merged into the pod's nodeSelector.",
     )
     tolerations: list[Toleration] = Field(
         default_factory=list, max_length=32, description="Added to the tolerations the plan needs."
     )
     service: ServiceSpec = Field(default_factory=ServiceSpec)
+
+    @model_validator(mode="after")
+    def _no_refused_flags(self) -> GemmaDeploymentSpec:
+        for arg in self.extra_args:
+            if arg.startswith(REFUSED_FLAGS):
+                raise ValueError(f"extraArgs may not carry {arg.split('=', 1)[0]} (refused: {', '.join(REFUSED_FLAGS)})")
+        return self
 
 
 class Condition(Model):
