@@ -24,6 +24,7 @@ from .api.v1alpha1 import GROUP, PLURAL, VERSION
 MANAGER = "gemma-operator"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 
 # Namespaced kinds the operator reads or writes: (apiVersion, kind) -> URL plural.
 PLURALS = {
@@ -112,10 +113,13 @@ class Kube:
         await self.session.close()
 
     async def request(self, method: str, url: str, *, params: Mapping[str, str] | None = None,
-                      body: Any = None, content_type: str = "application/json") -> dict[str, Any] | None:  # fmt: skip
+                      body: Any = None, content_type: str = "application/json",
+                      accept: str | None = None) -> dict[str, Any] | None:  # fmt: skip
         """One call; None for a 404 on GET; ApiError for any other failure."""
         data = json.dumps(body) if body is not None else None
         headers = {"Content-Type": content_type} if data is not None else {}
+        if accept:
+            headers["Accept"] = accept
         try:
             async with self.session.request(method, self.server + url, params=params, data=data, headers=headers) as resp:
                 text = await resp.text()
@@ -148,8 +152,10 @@ class Kube:
         return await self.request("PATCH", url, body={"status": status}, content_type=MERGE)
 
     async def secret_exists(self, namespace: str, name: str) -> bool:
-        """By name only: the operator never lists or watches Secrets, and never reads their data out."""
-        return await self.get("v1", "Secret", namespace, name) is not None
+        """By name only, and metadata only: the operator never lists or watches Secrets, and asks the
+        server for no data (PartialObjectMetadata), so no token ever reaches its memory."""
+        found = await self.request("GET", path("v1", "Secret", namespace, name), accept=METADATA_ONLY)
+        return found is not None
 
     async def event(self, owner: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """A core/v1 Event about the GemmaDeployment (what `kubectl describe` shows)."""
