@@ -163,13 +163,17 @@ def parser() -> argparse.ArgumentParser:
         description="Options are kopf's (`kopf run --help`): -A, --namespace, --standalone, --liveness, ...; "
         "defaults: --all-namespaces and --log-format=json.",
     )
-    run_p.add_argument("kopf_options", nargs=argparse.REMAINDER)
     run_p.set_defaults(func=cmd_run)
     return p
 
 
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    args = parser().parse_args(argv)
+    # `run` hands every option it does not know to kopf (argparse's REMAINDER misses leading options).
+    args, unknown = parser().parse_known_args(argv)
+    if args.command == "run":
+        args.kopf_options = unknown
+    elif unknown:
+        parser().parse_args(argv)  # reports the unknown arguments and exits 2
     try:
         return args.func(args, out, err)
     except UsageError as exc:

@@ -128,3 +128,26 @@ def test_module_entry_point_runs():
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["selection"]["accelerator"] == "tpu-v5e"
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ([], ["--all-namespaces", "--log-format=json"]),
+        (["--standalone"], ["--all-namespaces", "--log-format=json", "--standalone"]),
+        (["-n", "team-a", "--log-format=plain"], ["-n", "team-a", "--log-format=plain"]),
+        (["--liveness=http://0.0.0.0:8080/healthz", "-A"], ["--log-format=json", "--liveness=http://0.0.0.0:8080/healthz", "-A"]),
+    ],
+)
+def test_run_passes_kopf_options_through(monkeypatch, options, expected):
+    seen = []
+    monkeypatch.setattr("kopf.cli.main", lambda args, standalone_mode: seen.append(args))
+    assert main(["run", *options], io.StringIO(), io.StringIO()) == 0
+    assert seen == [["run", "--module", "gemma_operator.handlers", *expected]]
+
+
+def test_run_with_peering_gets_a_priority(monkeypatch):
+    seen = []
+    monkeypatch.setattr("kopf.cli.main", lambda args, standalone_mode: seen.append(args))
+    main(["run", "--peering=gemma"], io.StringIO(), io.StringIO())
+    assert any(a.startswith("--priority=") for a in seen[0])
