@@ -11,6 +11,7 @@ import time
 import pytest
 
 from gemma_operator import metrics
+from tests.conftest import ROOT
 from tests.integration.test_operator import Cluster, condition
 
 
@@ -125,3 +126,42 @@ def test_events_are_not_repeated_within_a_minute(emulator, operator, cluster, cr
         time.sleep(1.3)
     reasons = [e["reason"] for e in cluster.events("chat")]
     assert reasons.count("NoFit") == 1, reasons
+
+
+def _start(env: dict, log, *options: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "gemma_operator", "run", "--log-format=plain", *options],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def test_two_replicas_with_peering_only_one_acts(emulator, cluster, create_nodes, tmp_path):
+    crds = tmp_path / "crds"
+    crds.mkdir()
+    (crds / "kopf.yaml").write_text((ROOT / "charts/gemma-operator/files/kopf-peering-crds.yaml").read_text())
+    emulator.apply_crds(crds)
+    peering = "/apis/kopf.dev/v1/clusterkopfpeerings"
+    if not cluster.get(f"{peering}/gemma"):
+        emulator.request("POST", peering, {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
+                                           "metadata": {"name": "gemma"}})  # fmt: skip
+    create_nodes.from_fixture("gke-l4")
+    env = {**os.environ, "KUBECONFIG": str(emulator.kubeconfig), metrics.PORT_ENV: "0"}
+    logs = {p: (tmp_path / f"priority-{p}.log") for p in (100, 50)}
+    handles = {p: path.open("w") for p, path in logs.items()}
+    procs = [_start(env, handles[p], "--peering=gemma", f"--priority={p}") for p in (100, 50)]
+    try:
+        emulator.wait_for(lambda: len((cluster.get(f"{peering}/gemma") or {}).get("status") or {}) >= 2,
+                          timeout=30, message="both replicas to announce themselves")  # fmt: skip
+        time.sleep(1.0)
+        cluster.create("chat", {})
+        cluster.wait(lambda: settled(cluster, "chat"), "the resource served", timeout=30)
+        time.sleep(1.0)
+        assert all(p.poll() is None for p in procs)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(10)
+        for handle in handles.values():
+            handle.close()
+    leader, follower = logs[100].read_text(), logs[50].read_text()
+    assert "Serving google/gemma-4-E2B-it" in leader
+    assert "Pausing operations in favour of" in follower
+    assert "Serving" not in follower and "spec_changed" not in follower, follower[-2000:]
