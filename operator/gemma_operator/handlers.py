@@ -56,6 +56,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.networking.request_timeout = settings.networking.request_timeout or 60
     settings.networking.connect_timeout = settings.networking.connect_timeout or 10
     settings.watching.server_timeout = settings.watching.server_timeout or 300
+    settings.queueing.idle_timeout = 0.5  # EXPERIMENT
     memo.catalog = catalog_mod.load()
     memo.kube = getattr(memo, "kube", None)
     memo.inventories = {}  # nodeSelector -> Inventory, dropped whenever a node changes
