@@ -15,6 +15,17 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 NODES = ROOT / "tests" / "fixtures" / "nodes"
 
 
+# Each cluster tier is marked by its folder, so `-m "not integration"` and friends work.
+TIER_MARKS = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = pathlib.Path(item.fspath).relative_to(ROOT / "tests").parts[0]
+        if folder in TIER_MARKS:
+            item.add_marker(TIER_MARKS[folder])
+
+
 def node_list(name: str) -> list[dict]:
     return yaml.safe_load((NODES / f"{name}.yaml").read_text())["items"]
 

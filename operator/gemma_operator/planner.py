@@ -301,20 +301,14 @@ def _vllm_options(model: _Model, pool: Pool, asked: str, why_not: list[str], cat
                 options.append(_Option("vllm", "fp8", model.model_id, vllm_quantization="fp8"))
             else:
                 why_not.append(f"{pool.display_name} (compute capability {pool.compute_capability}) has no FP8 path")
-        elif quant == "int8":
-            checkpoint = _checkpoint(model, "safetensors", "int8")
+        elif quant in ("int8", "int4"):
+            # Only published checkpoints: vLLM 0.32 has no in-flight 8- or 4-bit path (bitsandbytes is
+            # gone). Without one, llama.cpp's GGUF is the GPU's next option.
+            checkpoint = _checkpoint(model, "safetensors", quant)
             if checkpoint:
-                options.append(_Option("vllm", "int8", checkpoint.repo))
+                options.append(_Option("vllm", quant, checkpoint.repo))
             elif asked != "auto":
-                why_not.append(f"no int8 checkpoint of {model.family_key} {model.size_key} in the catalog")
-        elif quant == "int4":
-            # vLLM 0.32 has no in-flight 4-bit path (bitsandbytes is gone): a published checkpoint only.
-            # Without one, llama.cpp's 4-bit GGUF is the GPU's next option.
-            checkpoint = _checkpoint(model, "safetensors", "int4")
-            if checkpoint:
-                options.append(_Option("vllm", "int4", checkpoint.repo))
-            elif asked != "auto":
-                why_not.append(f"no int4 checkpoint of {model.family_key} {model.size_key} for vLLM in the catalog")
+                why_not.append(f"no {quant} checkpoint of {model.family_key} {model.size_key} for vLLM in the catalog")
     if not pool.bf16 and not support.float16:
         # Every vLLM path computes in float16 on this device, which vLLM refuses for the family.
         return []

@@ -28,13 +28,6 @@ from kubeapi.cluster import KubeAPI  # noqa: E402
 from kubeapi.operator import OperatorThread  # noqa: E402
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = pathlib.Path(__file__).parent
-    for item in items:
-        if here in pathlib.Path(item.fspath).parents:
-            item.add_marker(pytest.mark.e2e)
-
-
 def _docker_reachable() -> bool:
     try:
         return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0

@@ -42,13 +42,6 @@ NODES = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "nodes"
 TIERS = ("emulator", "envtest")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = pathlib.Path(__file__).parent
-    for item in items:
-        if here in pathlib.Path(item.fspath).parents:
-            item.add_marker(pytest.mark.integration)
-
-
 def _tiers() -> list:
     only = os.environ.get("GEMMA_KUBE_API")
     return [pytest.param(t, id=t) for t in TIERS if not only or t == only]
