@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 DEMO_CR ?= examples/01-quickstart/gemmadeployment.yaml
 DEMO_NODES ?= tests/fixtures/nodes/gke-l4.yaml
 
-.PHONY: venv demo test crds bench lock clean helm llama-server vllm-venv bench-dataplane
+.PHONY: venv demo test crds bench bench-profile lock clean helm llama-server vllm-venv bench-dataplane
 
 venv: $(STAMP)
 
@@ -48,6 +48,12 @@ helm: venv
 
 bench: venv
 	$(BIN)/python bench/planner.py
+	$(BIN)/python bench/reconcile.py $(BENCH_ARGS)
+
+# The same with py-spy (the `bench` extra) on each operator's load phase; profiles are summarised.
+bench-profile: venv
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
+	$(BIN)/python bench/reconcile.py --profile $(BENCH_ARGS)
 
 # Re-pin every transitive dependency after changing pyproject.toml.
 lock: venv

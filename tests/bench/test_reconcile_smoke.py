@@ -1,0 +1,30 @@
+"""bench/reconcile.py still runs end to end (N=20). Nothing here looks at a timing."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_reconcile_benchmark_runs_both_operators(tmp_path: pathlib.Path) -> None:
+    figures = tmp_path / "figures.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "reconcile.py"), "--n", "20", "--threads", "4", "--probe", "2",
+         "--idle", "1", "--restart-wait", "1", "--quiet", "1", "--timeout", "120",
+         "--workdir", str(tmp_path / "work"), "--json", str(figures)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("baseline ") for line in lines), result.stdout
+    assert any(line.startswith("gemma ") for line in lines), result.stdout
+    assert any(line.startswith("ratio ") for line in lines), result.stdout
+    rows = {row["name"]: row for row in json.loads(figures.read_text())}
+    assert set(rows) == {"baseline", "gemma"}
+    for row in rows.values():
+        assert row["deployments"] == 20  # every resource got its Deployment: the run measured something
+        assert row["load_requests"]  # the server counted the operator's requests
