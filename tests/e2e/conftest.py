@@ -25,7 +25,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "integration"))
 
 from kubeapi.cluster import KubeAPI  # noqa: E402
-from kubeapi.operator import OperatorThread  # noqa: E402
+from kubeapi.operator import operators  # noqa: E402
 
 
 def _docker_reachable() -> bool:
@@ -89,13 +89,5 @@ def kube_api(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def run_operator(kube_api: KubeAPI, namespace: str):  # stops before the namespace is deleted
-    started: list[OperatorThread] = []
-
-    def start(handlers, **kwargs) -> OperatorThread:
-        operator = OperatorThread(kube_api, handlers, **kwargs).start()
-        started.append(operator)
-        return operator
-
-    yield start
-    for operator in reversed(started):
-        operator.stop()
+    with operators(kube_api) as start:
+        yield start

@@ -36,7 +36,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 from kubeapi.cluster import EmulatorThread, KubeAPI, write_kubeconfig  # noqa: E402
 from kubeapi.envtest import EnvTest, find_assets  # noqa: E402
-from kubeapi.operator import OperatorThread  # noqa: E402
+from kubeapi.operator import operators  # noqa: E402
 
 NODES = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "nodes"
 TIERS = ("emulator", "envtest")
@@ -112,19 +112,5 @@ def run_operator(kube_api: KubeAPI, namespace: str, create_nodes: NodeFactory):
     It depends on ``namespace`` and ``create_nodes`` so that the operator stops before the
     test's namespace and nodes are deleted (teardown runs in reverse order of setup).
     """
-    started: list[OperatorThread] = []
-
-    def start(handlers, **kwargs) -> OperatorThread:
-        operator = OperatorThread(kube_api, handlers, **kwargs).start()
-        started.append(operator)
-        return operator
-
-    yield start
-    errors = []
-    for operator in reversed(started):
-        try:
-            operator.stop()
-        except BaseException as e:  # report every failure, stop every operator
-            errors.append(e)
-    if errors:
-        raise errors[0]
+    with operators(kube_api) as start:
+        yield start

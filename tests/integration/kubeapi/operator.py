@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import sys
 import threading
@@ -103,3 +104,25 @@ class OperatorThread:
             ))
         except BaseException as e:  # re-raised by start()/stop() in the test's thread
             self.error = e
+
+
+@contextlib.contextmanager
+def operators(api: KubeAPI):
+    """A `start(handlers, **kwargs)` for tests; every operator it started is stopped on exit,
+    and the first failure to stop is raised after all were stopped."""
+    started: list[OperatorThread] = []
+
+    def start(handlers: Handlers, **kwargs: Any) -> OperatorThread:
+        operator = OperatorThread(api, handlers, **kwargs).start()
+        started.append(operator)
+        return operator
+
+    yield start
+    errors = []
+    for operator in reversed(started):
+        try:
+            operator.stop()
+        except BaseException as e:  # report every failure, stop every operator
+            errors.append(e)
+    if errors:
+        raise errors[0]
