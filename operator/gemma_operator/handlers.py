@@ -207,6 +207,8 @@ def _previous_selection(cr: Mapping[str, Any], trigger: str) -> dict[str, Any] |
 
 async def _emit(memo: kopf.Memo, cr: Mapping[str, Any], type_: str, reason: str, message: str,
                 logger: logging.Logger) -> None:  # fmt: skip
+    """Post an Event. Called before the status it explains is written, so a reader who sees the
+    status finds the Event too."""
     key = (cr["metadata"].get("uid"), reason)
     now = time.monotonic()
     last = memo.events.get(key)
@@ -310,8 +312,8 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
         # The CRD schema refuses most of this first; this catches what it cannot express.
         where = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         outcome = status.Outcome("Invalid", f"Invalid spec: {where}.")
-        await _write_status(memo, cr, outcome, None, logger, wanted=0)
         await _emit(memo, cr, "Warning", "InvalidSpec", outcome.message, logger)
+        await _write_status(memo, cr, outcome, None, logger, wanted=0)
         return outcome, None
 
     try:
@@ -320,14 +322,14 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
         objects = render.render(result, name, namespace, spec, owner=cr) if isinstance(result, planner.Plan) else []
     except planner.InvalidSpec as exc:
         outcome = status.Outcome("Invalid", f"Invalid spec: {exc}.")
-        await _write_status(memo, cr, outcome, None, logger, wanted=spec.replicas)
         await _emit(memo, cr, "Warning", "InvalidSpec", outcome.message, logger)
+        await _write_status(memo, cr, outcome, None, logger, wanted=spec.replicas)
         return outcome, None
 
     if isinstance(result, planner.NoFit):
         outcome = status.Outcome("NoFit", result.message)
-        await _write_status(memo, cr, outcome, None, logger, wanted=spec.replicas)
         await _emit(memo, cr, "Warning", "NoFit", result.message, logger)
+        await _write_status(memo, cr, outcome, None, logger, wanted=spec.replicas)
         return outcome, None
 
     selection = result.selection()
@@ -339,8 +341,8 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
             f"the Hugging Face token under key {ref.key!r}. Nothing is deployed until it exists."
         )
         outcome = status.Outcome("ApplyFailed", message, selection, endpoint)
-        await _write_status(memo, cr, outcome, None, logger, wanted=spec.replicas)
         await _emit(memo, cr, "Warning", "SecretNotFound", message, logger)
+        await _write_status(memo, cr, outcome, None, logger, wanted=spec.replicas)
         return outcome, SECRET_RECHECK_S
 
     old = (cr.get("status") or {}).get("selection") or {}
