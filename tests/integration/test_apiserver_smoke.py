@@ -275,3 +275,16 @@ def test_apply_replacing_a_list_item_leaves_no_residue(kube_api, namespace):
     containers = result["spec"]["template"]["spec"]["containers"]
     assert [c["name"] for c in containers] == ["llama"]
     assert containers[0]["command"] == ["/app/llama-server"]
+
+
+def test_emulator_collects_a_dependent_created_after_its_owner_is_gone(kube_api, namespace):
+    if kube_api.emulator is None:
+        pytest.skip("on a real server kube-controller-manager's garbage collector does this")
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "gone", "uid": "00000000-0000-4000-8000-00000000dead",
+           "controller": True}  # fmt: skip
+    body = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "orphan", "ownerReferences": [ref]},
+            "spec": {"ports": [{"port": 80}]}}  # fmt: skip
+    kube_api.request("POST", f"/api/v1/namespaces/{namespace}/services", body)
+    with pytest.raises(kubernetes.client.ApiException) as info:
+        kube_api.request("GET", f"/api/v1/namespaces/{namespace}/services/orphan")
+    assert info.value.status == 404

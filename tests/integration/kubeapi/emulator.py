@@ -805,6 +805,10 @@ class GemmaEmulator(kmock.KubernetesEmulator):
         self._emit(kind, type_ or ("ADDED" if old is None else "MODIFIED"), copy.deepcopy(frozen))
         if kind.group == "apiextensions.k8s.io":
             self._register_crd(frozen)
+        refs = frozen["metadata"].get("ownerReferences") or []
+        if old is None and refs and self.gc and not self._in_gc and not any(self._uid_exists(r.get("uid")) for r in refs):
+            # Real garbage collection also removes a dependent created after its owners were gone.
+            self._remove(kind, frozen, "Background")
         return copy.deepcopy(frozen)
 
     def _store_new(self, kind: Kind, ns: str | None, obj: dict) -> dict:
