@@ -215,12 +215,12 @@ class EnvTest:
                 tail = log.read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
 
-    def _wait_http(self, url: str, timeout: float, what: str) -> None:
+    def _wait_http(self, url: str, timeout: float, what: str, context: ssl.SSLContext | None = None) -> None:
         deadline = time.monotonic() + timeout
         while True:
             self._check_alive()
             try:
-                with urllib.request.urlopen(url, timeout=2) as response:
+                with urllib.request.urlopen(url, timeout=2, context=context) as response:
                     if response.status == 200:
                         return
             except OSError:
@@ -232,15 +232,4 @@ class EnvTest:
     def _wait_https(self, url: str, pki: dict, timeout: float) -> None:
         context = ssl.create_default_context(cafile=str(pki["ca"]))
         context.load_cert_chain(str(pki["admin_cert"]), str(pki["admin_key"]))
-        deadline = time.monotonic() + timeout
-        while True:
-            self._check_alive()
-            try:
-                with urllib.request.urlopen(url, timeout=2, context=context) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"kube-apiserver did not become ready in {timeout}s")
-            time.sleep(0.25)
+        self._wait_http(url, timeout, "kube-apiserver", context)
