@@ -53,27 +53,27 @@ RBAC rules for the namespaced objects the operator reconciles. Used by the Clust
 (cluster-wide watch) or by one Role per watched namespace.
 */}}
 {{- define "gemma-operator.namespacedRules" -}}
-# The custom resource: watched, patched (kopf's finalizer and annotations), status reported.
+# Exactly the requests the operator sends (tests/integration/test_rbac.py derives them).
+# The custom resource: listed and watched, read by name before re-creating a child, patched
+# (kopf's annotations), and its status reported with merge patches.
 - apiGroups: ["gemma.dev"]
   resources: ["gemmadeployments"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["gemma.dev"]
   resources: ["gemmadeployments/status"]
-  verbs: ["get", "patch", "update"]
-# Children, server-side applied with owner references (garbage collection deletes them).
+  verbs: ["patch"]
+# Children: watched (indices), server-side applied with owner references. An apply that creates
+# the object needs create too; garbage collection deletes them, so no delete.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "update"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch", "update"]
-# Events explaining decisions, on the GemmaDeployment (kopf posts core/v1 events).
+  verbs: ["list", "watch", "create", "patch"]
+# Events explaining decisions, on the GemmaDeployment (core/v1, always new ones).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 # Only to check that spec.hfTokenSecretRef names an existing Secret: get by name, never list or watch.
 - apiGroups: [""]
   resources: ["secrets"]

@@ -1,0 +1,197 @@
+"""The chart's RBAC is exactly what the operator uses: derived from the requests it really sends.
+
+For each chart scenario (charts/gemma-operator/ci/*-values.yaml) the test renders the chart,
+starts `gemma-operator run` with the rendered container's arguments against the emulator, drives
+a whole lifecycle (plan, serve, scale, Ready, a missing Secret, NoFit, delete), and records every
+request the operator sent (by its User-Agent: kopf's own, and the operator's client). Then:
+
+* every request is allowed by the rendered Roles/ClusterRoles bound to the operator's account;
+* every (apiGroup, resource, verb) the chart grants was used by some request.
+
+The request log is the emulator's; on a real API server the same check would read the audit log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from gemma_operator import metrics
+from tests.chart.chart_files import CI_VALUES, NAMESPACE
+from tests.chart.conftest import helm, render  # noqa: F401  (fixtures)
+from tests.conftest import ROOT
+from tests.integration.test_operator import Cluster
+
+pytestmark = pytest.mark.integration
+
+OPERATOR_AGENTS = ("kopf/", "gemma-operator")
+Grant = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
+
+
+@pytest.fixture
+def emulator(kube_api):
+    if kube_api.emulator is None:
+        pytest.skip("the request log is the emulator's (a real server would need its audit log)")
+    return kube_api
+
+
+def rbac_verbs(request: Any) -> set[str]:
+    """The RBAC verbs the API server checks for one request."""
+    method = request.method.value.upper()
+    if method == "GET":
+        if request.params.get("watch") in ("true", "1"):
+            return {"watch"}
+        return {"get"} if request.name else {"list"}
+    if method == "PATCH":
+        content_type = (request.headers.get("Content-Type") or request.headers.get("content-type") or "")
+        # Server-side apply of an object that does not exist yet is a create: the server checks
+        # both verbs. The operator applies children it has not created before in every scenario.
+        return {"patch", "create"} if content_type.startswith("application/apply-patch") else {"patch"}
+    return {{"POST": "create", "PUT": "update"}.get(method, "delete" if request.name else "deletecollection")}
+
+
+def operator_requests(emulator, since: int) -> list[tuple[Grant, str | None]]:
+    """(grant, namespace) for each API request the operator sent after request number `since`."""
+    used = []
+    for request in list(emulator.emulator._requests)[since:]:
+        agent = request.headers.get("User-Agent") or request.headers.get("user-agent") or ""
+        if not agent.startswith(OPERATOR_AGENTS) or request.resource is None or request.resource.plural is None:
+            continue  # other clients, and discovery (allowed to every authenticated user)
+        resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
+        for verb in rbac_verbs(request):
+            used.append(((request.resource.group or "", resource, verb), request.namespace))
+    return used
+
+
+def grants_of(role: dict) -> set[Grant]:
+    return {
+        (group, resource, verb)
+        for rule in role.get("rules") or []
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def bound_grants(objects: list[dict], account: str) -> tuple[set[Grant], dict[str, set[Grant]]]:
+    """What the account may do: cluster-wide (ClusterRoles through ClusterRoleBindings), and per
+    namespace (Roles through RoleBindings)."""
+    def bound(binding: dict) -> bool:
+        return {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE} in binding["subjects"]
+
+    roles = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
+             for o in objects if o["kind"] in ("ClusterRole", "Role")}  # fmt: skip
+    cluster: set[Grant] = set()
+    namespaced: dict[str, set[Grant]] = {}
+    for binding in objects:
+        if binding["kind"] == "ClusterRoleBinding" and bound(binding):
+            cluster |= grants_of(roles[("ClusterRole", None, binding["roleRef"]["name"])])
+        elif binding["kind"] == "RoleBinding" and bound(binding):
+            ns = binding["metadata"]["namespace"]
+            namespaced.setdefault(ns, set()).update(grants_of(roles[("Role", ns, binding["roleRef"]["name"])]))
+    return cluster, namespaced
+
+
+def operator_command(deployment: dict) -> tuple[list[str], dict[str, str]]:
+    """The chart's container, run as a local process: its args and its literal env."""
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    # The liveness endpoint is not an API request; leave it out so parallel runs don't share a port.
+    args = [a for a in container.get("args") or [] if not a.startswith("--liveness=")]
+    env = {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
+    return [sys.executable, "-m", "gemma_operator", "run", *args], env
+
+
+def drive_lifecycle(cluster: Cluster, emulator) -> None:
+    """Everything the operator does in normal life, so every permission it needs is exercised."""
+    cluster.api.request("POST", f"/api/v1/namespaces/{cluster.ns}/secrets", {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf"}, "stringData": {"token": "x"}})
+    cluster.create("chat", {"hfTokenSecretRef": {"name": "hf"}})
+    cluster.wait(lambda: cluster.phase("chat") == "Deploying" and cluster.service("chat"), "chat deployed", 30)
+    emulator.set_deployment_ready(cluster.ns, "chat")
+    cluster.wait(lambda: cluster.phase("chat") == "Ready", "chat Ready", 30)
+    # A child deleted by hand: the operator reads its owner by name, then applies it again.
+    cluster.api.request("DELETE", f"/api/v1/namespaces/{cluster.ns}/services/chat")
+    cluster.wait(lambda: cluster.service("chat"), "the Service re-created", 30)
+    cluster.patch_spec("chat", {"maxModelLen": 8192})
+    cluster.wait(lambda: (cluster.gd("chat").get("status") or {}).get("observedGeneration") == 2, "the update", 30)
+    cluster.create("gated", {"hfTokenSecretRef": {"name": "missing"}})
+    cluster.create("huge", {"accelerator": "nvidia-h100-80gb"})
+    cluster.wait(lambda: {e["reason"] for e in cluster.events("gated") + cluster.events("huge")}
+                 >= {"SecretNotFound", "NoFit"}, "the warning Events", 30)  # fmt: skip
+    for name in ("chat", "gated", "huge"):
+        cluster.api.request("DELETE", cluster.gd_path(name))
+    cluster.wait(lambda: not cluster.get(cluster.gd_path())["items"], "everything deleted", 30)
+    time.sleep(1.0)  # let the operator see the children go
+
+
+def start_peering(emulator, objects: list[dict]) -> None:
+    """The peering CRDs and objects the chart ships, as Helm would install them."""
+    peerings = [o for o in objects if o["kind"] in ("KopfPeering", "ClusterKopfPeering")]
+    if not peerings:
+        return
+    crds = ROOT / "charts/gemma-operator/files"
+    emulator.apply_crds(crds)
+    for obj in peerings:
+        ns = obj["metadata"].get("namespace")
+        plural = obj["kind"].lower() + "s"
+        base = f"/apis/kopf.dev/v1/namespaces/{ns}/{plural}" if ns else f"/apis/kopf.dev/v1/{plural}"
+        try:
+            emulator.request("GET", f"{base}/{obj['metadata']['name']}")
+        except Exception:
+            emulator.request("POST", base, obj)
+
+
+def ensure_namespace(emulator, name: str) -> None:
+    try:
+        emulator.request("GET", f"/api/v1/namespaces/{name}")
+    except Exception:
+        emulator.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                       "metadata": {"name": name}})  # fmt: skip
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=[p.name.removesuffix("-values.yaml") for p in CI_VALUES])
+def test_chart_rbac_is_exactly_what_the_operator_uses(emulator, render, values, namespace,  # noqa: F811
+                                                      create_nodes, tmp_path):  # fmt: skip
+    objects = render(values)
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    cluster_grants, namespace_grants = bound_grants(objects, account)
+    command, chart_env = operator_command(deployment)
+    watched = [a.split("=", 1)[1] for a in command if a.startswith("--namespace=")]
+    ns = watched[0] if watched else namespace
+    for name in watched:
+        ensure_namespace(emulator, name)
+    start_peering(emulator, objects)
+    create_nodes.from_fixture("gke-l4")
+
+    env = {**os.environ, **chart_env, "KUBECONFIG": str(emulator.kubeconfig), metrics.PORT_ENV: "0",
+           "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    since = len(emulator.emulator._requests)
+    log_path = tmp_path / "operator.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            drive_lifecycle(Cluster(emulator, ns), emulator)
+        finally:
+            proc.send_signal(signal.SIGTERM)  # a graceful exit: peering says goodbye, too
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+    used = operator_requests(emulator, since)
+    assert used, f"no operator requests recorded:\n{log_path.read_text()[-3000:]}"
+
+    denied = sorted({(grant, req_ns) for grant, req_ns in used
+                     if grant not in cluster_grants and grant not in namespace_grants.get(req_ns or "", set())},
+                    key=str)  # fmt: skip
+    assert not denied, f"the chart does not allow what the operator sends: {denied}"
+    granted = cluster_grants.union(*namespace_grants.values())
+    unused = sorted(granted - {grant for grant, _ in used})
+    assert not unused, f"the chart grants what the operator never uses: {unused}"
