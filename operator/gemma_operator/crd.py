@@ -110,8 +110,11 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         members = [m for m in members if m.get("type") != "null"]
         if len(members) == 1:
             return _resolve({**members[0], **node}, defs)
-        if sorted(m.get("type") for m in members) == ["integer", "string"] and all(len(m) == 1 for m in members):
-            return {**node, "x-kubernetes-int-or-string": True}
+        types = sorted(m.get("type") for m in members)
+        if types == ["integer", "string"] and all(len(m) == 1 for m in members if m.get("type") == "integer"):
+            # int-or-string; the string's own bounds (maxLength, pattern) stay on the node.
+            string = next(m for m in members if m.get("type") == "string")
+            return {**{k: v for k, v in string.items() if k != "type"}, **node, "x-kubernetes-int-or-string": True}
         raise SchemaError(f"anyOf {members!r} is not structural (only X | None and int | str are)")
     return node
 
@@ -179,7 +182,12 @@ def model_schema(model: type, where: str) -> dict[str, Any]:
 
 
 def _spec_schema() -> dict[str, Any]:
-    return {"description": SPEC_DESCRIPTION, **model_schema(GemmaDeploymentSpec, "spec")}
+    schema = {"description": SPEC_DESCRIPTION, **model_schema(GemmaDeploymentSpec, "spec")}
+    # Environment variables are keyed by name, as in a container: the server refuses duplicates.
+    env = schema["properties"]["env"]
+    env["x-kubernetes-list-type"] = "map"
+    env["x-kubernetes-list-map-keys"] = ["name"]
+    return schema
 
 
 def _status_schema() -> dict[str, Any]:

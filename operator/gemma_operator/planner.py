@@ -60,6 +60,7 @@ class Plan:
     weights_gib: float
     vllm_quantization: str | None = None
     chat_template: bool = True
+    run_as: tuple[int, int] | None = None  # (uid, gid) the server runs as; None keeps the image's root
     reasons: tuple[str, ...] = ()
 
     def selection(self) -> dict:
@@ -441,6 +442,7 @@ def _plan(model: _Model, pool: Pool, option: _Option, tp: int, got: sizing.Fit, 
         accelerator_count=count, tensor_parallel_size=tp, max_model_len=got.max_model_len,
         estimated_memory_gib=got.total_gib * devices, weights_gib=got.weights_gib * devices,
         vllm_quantization=option.vllm_quantization, chat_template=model.family.chat_template and model.tuning == "it",
+        run_as=(image.run_as.user, image.run_as.group) if image.run_as else None,
     )  # fmt: skip
 
 
@@ -583,6 +585,7 @@ def _explain(best: Plan, model: _Model, spec: GemmaDeploymentSpec, reasons: list
         out.append(f"Context {best.max_model_len} tokens: the model's maximum, and its KV cache fits{window}.")
     else:
         out.append(f"Context {best.max_model_len} tokens: the largest whose KV cache fits (the model allows {size.max_context}){window}.")
-    image = best.image
-    out.append(f"Image {image}: pinned in the catalog for {best.image_key}.")
+    user = (f"runs as non-root user {best.run_as[0]}, group {best.run_as[1]}" if best.run_as
+            else "keeps the image's root user (no non-root user is known to work with it), without privilege escalation or capabilities")  # fmt: skip
+    out.append(f"Image {best.image}: pinned in the catalog for {best.image_key}; {user}.")
     return replace(best, reasons=tuple(out))

@@ -11,7 +11,7 @@ from typing import Any
 
 from .api.v1alpha1 import API_VERSION, KIND, GemmaDeploymentSpec
 from .planner import InvalidSpec, Plan
-from .runtimes import PORT_NAME, Server, llamacpp, vllm
+from .runtimes import HOME_DIR, PORT_NAME, Server, home_volume, llamacpp, vllm
 
 MANAGER = "gemma-operator"
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -98,6 +98,16 @@ def server(plan: Plan, spec: GemmaDeploymentSpec) -> Server:
     return runtime.server(plan, spec, image)
 
 
+def pod_security_context(plan: Plan) -> dict[str, Any]:
+    """Pod Security "restricted" where the image has a non-root user that works (catalog
+    `run_as`); otherwise the image's root user, still with seccomp, no escalation, no capabilities."""
+    context: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
+    if plan.run_as:
+        user, group = plan.run_as
+        context.update(runAsNonRoot=True, runAsUser=user, runAsGroup=group)
+    return context
+
+
 def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan) -> dict[str, Any]:
     srv = server(plan, spec)
     srv.container["resources"] = _merge_resources(srv.container["resources"], spec)
@@ -105,6 +115,16 @@ def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan)
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
     }
+    if plan.run_as:
+        home, home_mount = home_volume()
+        srv.volumes.append(home)
+        srv.container["volumeMounts"].append(home_mount)
+        srv.container["env"].insert(0, {"name": "HOME", "value": HOME_DIR})
+    owned = [var["name"] for var in srv.container["env"]][: len(srv.container["env"]) - len(spec.env)]
+    for var in spec.env:
+        if var.name in owned:
+            # Two entries with one name: a real API server refuses the apply (env is keyed by name).
+            raise InvalidSpec("env", f"{var.name} is set by the operator for this plan ({', '.join(owned)})")
     # Accelerators can't be shared between an old and a new pod: replace, don't surge.
     strategy = (
         {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
@@ -119,7 +139,7 @@ def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan)
         # Service links inject *_PORT variables; one named like the runtime's own settings breaks it.
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 60,
-        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": pod_security_context(plan),
     }
     tolerations = _tolerations(plan, spec)
     if tolerations:

@@ -54,13 +54,18 @@ def planned(fixture: str, spec: dict[str, Any]) -> tuple[GemmaDeploymentSpec, Pl
     return parsed, plan(parsed, pools(nodes(fixture), cat, parsed.node_selector), cat)
 
 
-def rendered_container(fixture: str, spec: dict[str, Any], name: str = "chat") -> dict[str, Any]:
-    """The server container of the Deployment rendered for `spec` on the node fixture."""
+def rendered_pod(fixture: str, spec: dict[str, Any], name: str = "chat") -> dict[str, Any]:
+    """The pod spec of the Deployment rendered for `spec` on the node fixture."""
     parsed, result = planned(fixture, spec)
     assert not isinstance(result, NoFit), f"{fixture} {spec}: no fit: {result.message}"
     objects = render(result, name, "default", parsed)
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return deployment["spec"]["template"]["spec"]
+
+
+def rendered_container(fixture: str, spec: dict[str, Any], name: str = "chat") -> dict[str, Any]:
+    """The server container of the Deployment rendered for `spec` on the node fixture."""
+    (container,) = rendered_pod(fixture, spec, name)["containers"]
     return container
 
 
@@ -121,11 +126,27 @@ def local_llama_args(args: list[str], model: pathlib.Path, port: int) -> list[st
 
 
 def local_env(container: dict[str, Any], scratch: pathlib.Path) -> dict[str, str]:
-    """The container's literal env vars, with the in-pod cache dir moved under `scratch`."""
+    """The container's literal env vars, with each mounted volume's path moved to `scratch/<volume>`.
+
+    The directories are made as the kubelet makes an emptyDir: mode 0777, so a non-root server
+    can write there.
+    """
+    mounts = {}
+    for mount in container.get("volumeMounts", []):
+        local = scratch / mount["name"]
+        local.mkdir(exist_ok=True)
+        local.chmod(0o777)
+        mounts[mount["mountPath"]] = str(local)
+    assert CACHE_DIR in mounts, f"the weights cache {CACHE_DIR} is not a volume: {container.get('volumeMounts')}"
     result = {}
     for var in container.get("env", []):
         if "value" in var:
-            result[var["name"]] = var["value"].replace(CACHE_DIR, str(scratch), 1)
+            value = var["value"]
+            for path in sorted(mounts, key=len, reverse=True):
+                if value == path or value.startswith(path + "/"):
+                    value = mounts[path] + value[len(path):]
+                    break
+            result[var["name"]] = value
     return result
 
 
@@ -191,8 +212,9 @@ class LlamaServer:
     """llama-server on loopback. `start()` waits until /health is 200; `stop()` always kills it."""
 
     def __init__(self, binary: pathlib.Path, args: list[str], port: int, log: pathlib.Path,
-                 env: dict[str, str] | None = None) -> None:  # fmt: skip
+                 env: dict[str, str] | None = None, user: tuple[int, int] | None = None) -> None:  # fmt: skip
         self.argv = [str(binary), *args]
+        self.user = user  # (uid, gid) to run as, as a pod's runAsUser / runAsGroup
         self.port = port
         self.log_path = log
         self.env = {**os.environ, **(env or {})}
@@ -206,6 +228,7 @@ class LlamaServer:
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             env=self.env, start_new_session=True,
+            **({"user": self.user[0], "group": self.user[1], "extra_groups": []} if self.user else {}),
         )  # fmt: skip
         deadline = t0 + timeout_s
         while time.monotonic() < deadline:

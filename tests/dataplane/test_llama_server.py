@@ -9,8 +9,11 @@ is always killed.
 
 from __future__ import annotations
 
+import os
 import pathlib
+import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -203,3 +206,43 @@ def test_the_tiny_model_is_gemma3_with_gemma_tokens(tiny_gguf: pathlib.Path):
     assert piece[105:107] == ["<start_of_turn>", "<end_of_turn>"]
     assert [f"<0x{b:02X}>" for b in range(256)] == piece[tinygemma.FIRST_BYTE : tinygemma.FIRST_BYTE + 256]
     assert int(fields["gemma3.block_count"].parts[-1][0]) == 2
+
+
+def test_serves_as_the_rendered_non_root_user(llama_server_bin, tiny_gguf, tmp_path_factory):
+    """The pod's runAsUser/runAsGroup, env and emptyDirs, for real: no root needed to serve."""
+    pod = servers.rendered_pod("gke-cpu-only", {})
+    (container,) = pod["containers"]
+    context = pod["securityContext"]
+    assert context["runAsNonRoot"] is True
+    uid, gid = context["runAsUser"], context["runAsGroup"]
+    if os.geteuid() != 0:
+        pytest.skip(f"running the server as {uid}:{gid} needs root to switch users")
+    # The image's layout: root-owned, world-readable /app; emptyDirs as the kubelet makes them (0777).
+    root = pathlib.Path(tempfile.mkdtemp(prefix="gemma-nonroot-"))
+    try:
+        root.chmod(0o755)
+        app = root / "app"
+        app.mkdir(mode=0o755)
+        binary = pathlib.Path(shutil.copy2(llama_server_bin, app / "llama-server"))
+        binary.chmod(0o755)
+        env = servers.local_env(container, root)
+        models = pathlib.Path(env["LLAMA_CACHE"])
+        model = pathlib.Path(shutil.copy2(tiny_gguf, models / "model.gguf"))
+        os.chown(model, uid, gid)  # the server downloads it itself in a pod, so it owns it
+        port = servers.free_port()
+        args = servers.local_llama_args(container["args"], model, port)
+        srv = servers.LlamaServer(binary, args, port, root / "server.log", env, user=(uid, gid))
+        with srv:
+            status = pathlib.Path(f"/proc/{srv.proc.pid}/status").read_text()
+            uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+            gids = next(line for line in status.splitlines() if line.startswith("Gid:")).split()[1:]
+            assert set(uids) == {str(uid)} and set(gids) == {str(gid)}, status
+            home = pathlib.Path(env["HOME"])
+            probe = home / ".write-test"
+            assert subprocess.run(["touch", str(probe)], user=uid, group=gid, extra_groups=[]).returncode == 0
+            body = {"model": container["args"][container["args"].index("--alias") + 1],
+                    "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}  # fmt: skip
+            code, answer = srv.client.post("/v1/chat/completions", body)
+            assert code == 200 and answer["choices"][0]["message"]["role"] == "assistant", answer
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from gemma_operator.api.v1alpha1 import (
+    QUANTITY,
     PRINTER_COLUMNS,
     GemmaDeploymentSpec,
     GemmaDeploymentStatus,
@@ -76,10 +77,19 @@ def nodes(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str,
         yield from nodes(node["additionalProperties"], f"{path}.*")
 
 
+def _walk(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in (node.get("properties") or {}).values():
+        yield from _walk(child)
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            yield from _walk(node[key])
+
+
 def at(path: str) -> dict[str, Any]:
     node = schema()
     for name in path.split("."):
-        node = node["properties"][name]
+        node = node["items"] if name == "items" else node["properties"][name]
     return node
 
 
@@ -248,7 +258,10 @@ def test_enums(path, literal):
         ("spec.hfTokenSecretRef", {"type": "object", "required": ["name"]}),
         ("spec.env", {"type": "array", "maxItems": 64}),
         ("spec.nodeSelector", {"type": "object", "maxProperties": 32, "additionalProperties": {"type": "string", "maxLength": 63}}),
-        ("spec.resources.requests", {"type": "object", "additionalProperties": {"x-kubernetes-int-or-string": True}}),
+        ("spec.resources.requests", {"type": "object", "additionalProperties": {
+                "x-kubernetes-int-or-string": True, "maxLength": 64, "pattern": QUANTITY}}),
+            ("spec.env", {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}),
+            ("spec.env.items.valueFrom.secretKeyRef.key", {"type": "string", "maxLength": 253}),
         ("status.selection.estimatedMemoryGiB", {"type": "number"}),
     ],
 )
@@ -257,9 +270,12 @@ def test_field(path, expected):
     assert {key: node.get(key) for key in expected} == expected
 
 
-def test_env_value_from_keeps_unknown_fields():
-    value_from = at("spec.env")["items"]["properties"]["valueFrom"]
-    assert value_from == {**value_from, "type": "object", "x-kubernetes-preserve-unknown-fields": True}
+def test_env_value_from_is_typed_and_bounded():
+    value_from = at("spec.env.items.valueFrom")
+    assert "x-kubernetes-preserve-unknown-fields" not in value_from, "unknown fields would be unbounded"
+    assert sorted(value_from["properties"]) == ["configMapKeyRef", "fieldRef", "resourceFieldRef", "secretKeyRef"]
+    strings = [n for n in _walk(value_from) if n.get("type") == "string"]
+    assert strings and all("maxLength" in n for n in strings)
 
 
 @pytest.mark.parametrize("path", ["spec.model", "spec.service", "spec.env", "spec.nodeSelector", "status.conditions"])
@@ -326,7 +342,30 @@ SPECS = [
     ("service-port-zero", {"service": {"port": 0}}, "spec.service.port"),
     ("service-bad-type", {"service": {"type": "Ingress"}}, "spec.service.type"),
     ("image-with-space", {"image": "vllm openai"}, "spec.image"),
+    ("huge-quantity", {"resources": {"requests": {"memory": "1" * 100_000}}}, "spec.resources.requests.memory"),
+    ("not-a-quantity", {"resources": {"limits": {"memory": "lots"}}}, "spec.resources.limits.memory"),
+    ("huge-value-from", {"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k" * 100_000}}}]},
+     "spec.env.0.valueFrom.secretKeyRef.key"),
+    ("huge-field-path", {"env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "m" * 100_000}}}]},
+     "spec.env.0.valueFrom.fieldRef.fieldPath"),
+    ("value-from-unknown-source", {"env": [{"name": "X", "valueFrom": {"hostFileRef": {"path": "/etc/shadow"}}}]},
+     "spec.env.0.valueFrom"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        # The CRD declares env a list-map keyed by name: the API server refuses these as well.
+        ({"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "env names must be unique; repeated: A"),
+        ({"env": [{"name": "X", "valueFrom": {}}]}, "valueFrom needs exactly one"),
+        ({"env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"},
+                                              "secretKeyRef": {"name": "s", "key": "k"}}}]}, "valueFrom needs exactly one"),
+    ],
+)
+def test_model_refuses_what_the_schema_alone_cannot(spec, message):
+    with pytest.raises(ValidationError, match=message):
+        GemmaDeploymentSpec.model_validate(spec)
 
 SELECTION = {
     "modelId": "google/gemma-3-4b-it",

@@ -11,9 +11,9 @@ import yaml
 
 from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
 from gemma_operator.inventory import pools
-from gemma_operator.planner import InvalidSpec, plan
+from gemma_operator.planner import InvalidSpec, Plan, plan
 from gemma_operator.render import endpoint, render
-from tests.conftest import node_list
+from tests.conftest import NODES, node_list
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
 # GKE's regular channel runs 1.33 (the fixtures' kubelets); validate against it.
@@ -181,6 +181,12 @@ def test_hostile_strings_stay_in_their_field(catalog, value):
         ({"extraArgs": ["--served-model-name=evil"]}, "spec.extraArgs"),
         ({"runtime": "llamacpp", "extraArgs": ["-c", "100"]}, "spec.extraArgs"),
         ({"resources": {"limits": {"nvidia.com/gpu": "4"}}}, "spec.resources"),
+        # env is keyed by name: a second HF_HOME (or HOME) would make the apply itself fail.
+        ({"env": [{"name": "HF_HOME", "value": "/tmp"}]}, "spec.env"),
+        ({"env": [{"name": "HOME", "value": "/root"}]}, "spec.env"),
+        ({"runtime": "llamacpp", "env": [{"name": "LLAMA_CACHE", "value": "/x"}]}, "spec.env"),
+        ({"hfTokenSecretRef": {"name": "hf"}, "env": [{"name": "HF_TOKEN", "valueFrom": {
+            "secretKeyRef": {"name": "other", "key": "token"}}}]}, "spec.env"),
     ],
 )
 def test_overrides_of_what_the_plan_owns_are_refused(catalog, spec, field):
@@ -196,3 +202,70 @@ def test_names_that_cannot_name_a_service_are_refused(catalog, name):
     with pytest.raises(InvalidSpec) as info:
         render(result, name, "default", parsed)
     assert info.value.field == "metadata.name"
+
+
+# Pod Security Standards, the checks that apply to what the operator renders
+# (https://kubernetes.io/docs/concepts/security/pod-security-standards/).
+def baseline_violations(pod: dict) -> list[str]:
+    out = []
+    if any(pod.get(k) for k in ("hostNetwork", "hostPID", "hostIPC")):
+        out.append("host namespaces")
+    if any("hostPath" in v for v in pod.get("volumes", [])):
+        out.append("hostPath volume")
+    for c in pod["containers"]:
+        context = c.get("securityContext") or {}
+        if context.get("privileged"):
+            out.append("privileged")
+        if set((context.get("capabilities") or {}).get("add") or []) - {"NET_BIND_SERVICE"}:
+            out.append("added capabilities")
+        if any("hostPort" in p for p in c.get("ports", [])):
+            out.append("hostPort")
+    return out
+
+
+def restricted_violations(pod: dict) -> list[str]:
+    out = baseline_violations(pod)
+    pod_context = pod.get("securityContext") or {}
+    for c in pod["containers"]:
+        context = c.get("securityContext") or {}
+        if context.get("allowPrivilegeEscalation") is not False:
+            out.append("allowPrivilegeEscalation")
+        if "ALL" not in ((context.get("capabilities") or {}).get("drop") or []):
+            out.append("capabilities not dropped")
+        if not context.get("runAsNonRoot", pod_context.get("runAsNonRoot")):
+            out.append("runAsNonRoot")
+        if context.get("runAsUser", pod_context.get("runAsUser")) == 0:
+            out.append("runAsUser 0")
+        seccomp = context.get("seccompProfile", pod_context.get("seccompProfile")) or {}
+        if seccomp.get("type") not in ("RuntimeDefault", "Localhost"):
+            out.append("seccomp")
+    allowed = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+    out += [f"volume {v['name']}" for v in pod.get("volumes", []) if not set(v) - {"name"} <= allowed]
+    return out
+
+
+@pytest.mark.parametrize("fixture", sorted(p.stem for p in NODES.glob("*.yaml")))
+def test_model_server_pods_are_restricted_where_the_image_allows(catalog, fixture):
+    parsed = GemmaDeploymentSpec.model_validate({})
+    result = plan(parsed, pools(node_list(fixture), catalog), catalog)
+    assert isinstance(result, Plan), result
+    pod = _pod(render(result, "chat", "team-a", parsed, OWNER))
+    (container,) = pod["containers"]
+    image = catalog.images[result.image_key]
+    assert not baseline_violations(pod)
+    if image.run_as is None:
+        # The documented exception (catalog root_reason): the image's root user, Pod Security baseline.
+        assert image.root_reason
+        assert {"runAsNonRoot", "runAsUser"}.isdisjoint(pod["securityContext"])
+        assert restricted_violations(pod) == ["runAsNonRoot"]
+        return
+    assert restricted_violations(pod) == []
+    assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (image.run_as.user, image.run_as.group)
+    assert {"name": "HOME", "value": "/home/gemma"} in container["env"]
+    assert {"name": "home", "mountPath": "/home/gemma"} in container["volumeMounts"]
+    assert {"name": "home", "emptyDir": {}} in pod["volumes"]
+
+
+def test_tpu_pods_are_the_only_root_exception(catalog):
+    roots = {key for key, image in catalog.images.items() if image.run_as is None}
+    assert roots == {"vllm-tpu"}

@@ -33,7 +33,10 @@ REFUSED_FLAGS = ("--trust-remote-code", "--allowed-local-media-path", "--hf-toke
 
 Arg = Annotated[str, StringConstraints(max_length=MAX_ARG)]
 LabelValue = Annotated[str, StringConstraints(max_length=63)]
-Quantity = int | str
+# Kubernetes' resource.Quantity as a CRD declares it: an integer, or a bounded decimal string
+# with an optional binary/decimal suffix or exponent.
+QUANTITY = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+Quantity = int | Annotated[str, StringConstraints(max_length=64, pattern=QUANTITY)]
 
 Quantization = Literal["auto", "bf16", "fp16", "fp8", "int8", "int4", "q4_0", "q8_0"]
 Runtime = Literal["auto", "vllm", "llamacpp"]
@@ -86,6 +89,39 @@ class SecretKeyRef(Model):
 _TOKEN_RULE = " || ".join(f"self.name == '{n}'" for n in TOKEN_ENV)
 
 
+class KeyRef(Model):
+    name: str = Field(max_length=MAX_NAME, pattern=DNS_SUBDOMAIN)
+    key: str = Field(max_length=MAX_NAME, pattern=r"^[-._a-zA-Z0-9]+$")
+    optional: bool | None = None
+
+
+class FieldRef(Model):
+    api_version: str | None = Field(default=None, max_length=64)
+    field_path: str = Field(max_length=256)
+
+
+class ResourceFieldRef(Model):
+    container_name: str | None = Field(default=None, max_length=63)
+    resource: str = Field(max_length=MAX_NAME)
+    divisor: Quantity | None = None
+
+
+class EnvVarSource(Model):
+    """A container's env[].valueFrom: exactly one source."""
+
+    secret_key_ref: KeyRef | None = None
+    config_map_key_ref: KeyRef | None = None
+    field_ref: FieldRef | None = None
+    resource_field_ref: ResourceFieldRef | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVarSource:
+        given = [f for f in type(self).model_fields if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise ValueError("valueFrom needs exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef")
+        return self
+
+
 class EnvVar(Model):
     model_config = ConfigDict(
         json_schema_extra={
@@ -100,9 +136,7 @@ class EnvVar(Model):
 
     name: str = Field(max_length=MAX_NAME, pattern=ENV_NAME)
     value: str | None = Field(default=None, max_length=32768)
-    value_from: dict[str, Any] | None = Field(
-        default=None, description="As in a container's env[].valueFrom (secretKeyRef, configMapKeyRef, ...)."
-    )
+    value_from: EnvVarSource | None = Field(default=None, description="As in a container's env[].valueFrom.")
 
     @model_validator(mode="after")
     def _no_literal_token(self) -> EnvVar:
@@ -186,6 +220,14 @@ class GemmaDeploymentSpec(Model):
         default_factory=list, max_length=32, description="Added to the tolerations the plan needs."
     )
     service: ServiceSpec = Field(default_factory=ServiceSpec)
+
+    @model_validator(mode="after")
+    def _env_names_unique(self) -> GemmaDeploymentSpec:
+        names = [var.name for var in self.env]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"env names must be unique; repeated: {', '.join(repeated)}")
+        return self
 
     @model_validator(mode="after")
     def _no_refused_flags(self) -> GemmaDeploymentSpec:

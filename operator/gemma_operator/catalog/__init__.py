@@ -145,6 +145,13 @@ class Accelerator(Strict):
         return self
 
 
+class RunAs(Strict):
+    """A non-root identity the image works under (Kubernetes runAsUser / runAsGroup)."""
+
+    user: int = Field(gt=0)
+    group: int = Field(ge=0)
+
+
 class Image(Strict):
     repository: str
     tag: str = Field(pattern=r"^[\w][\w.\-]{0,127}$")
@@ -153,6 +160,14 @@ class Image(Strict):
         default=None, pattern=r"^\d+\.\d+$", description="oldest NVIDIA GPU generation the image runs on"
     )
     source: HttpUrl
+    run_as: RunAs | None = Field(default=None, description="non-root identity the server runs under")
+    root_reason: str | None = Field(default=None, description="why the server keeps the image's root user")
+
+    @model_validator(mode="after")
+    def _user_decided(self) -> Image:
+        if (self.run_as is None) == (self.root_reason is None):
+            raise ValueError("an image needs exactly one of run_as (non-root) or root_reason")
+        return self
 
     @property
     def min_cc(self) -> tuple[int, int]:

@@ -13,6 +13,7 @@ PORT = 8000
 PORT_NAME = "http"
 CACHE_DIR = "/models"
 SHM_DIR = "/dev/shm"
+HOME_DIR = "/home/gemma"
 
 # Start-up budget: a pull of the weights at >= ~50 MiB/s (20 s per GiB) plus a fixed floor for
 # the image pull, engine start and warm-up; TPUs add XLA compilation.
@@ -73,6 +74,12 @@ def env(spec: GemmaDeploymentSpec, own: list[dict[str, Any]]) -> list[dict[str, 
 def cache_volume() -> tuple[dict[str, Any], dict[str, Any]]:
     """Weights are downloaded into an emptyDir: the root filesystem stays untouched."""
     return {"name": "models", "emptyDir": {}}, {"name": "models", "mountPath": CACHE_DIR}
+
+
+def home_volume() -> tuple[dict[str, Any], dict[str, Any]]:
+    """A writable HOME for a non-root server: whatever the image's home holds, the caches under
+    $HOME (Hugging Face, vLLM, Triton, Inductor) land in an emptyDir."""
+    return {"name": "home", "emptyDir": {}}, {"name": "home", "mountPath": HOME_DIR}
 
 
 def shm_volume(size: str) -> tuple[dict[str, Any], dict[str, Any]]:
