@@ -17,6 +17,8 @@ Decisions:
 
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
 import yaml
@@ -82,6 +84,8 @@ _HANDLED_KEYWORDS = {
     "required",
     "items",
     "additionalProperties",
+    "propertyNames",  # with patternProperties, becomes a CEL rule: structural schemas can't constrain keys
+    "patternProperties",
 }
 _SCALARS = (str, int, float, bool)
 
@@ -119,6 +123,19 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
+def _key_rule(names: dict[str, Any], where: str) -> dict[str, str]:
+    """A map's key constraints (pydantic's propertyNames) as a CEL rule over the keys."""
+    unknown = set(names) - {"type", "maxLength", "pattern"}
+    if unknown or "maxLength" not in names:
+        raise SchemaError(f"{where}: map keys need a maxLength (and only maxLength/pattern), got {names}")
+    checks = [f"size(k) <= {names['maxLength']}"]
+    message = f"keys are at most {names['maxLength']} characters"
+    if "pattern" in names:
+        checks.append(f"k.matches({json.dumps(names['pattern'])})")
+        message += " and qualified names (an optional DNS-subdomain prefix and '/', then a name)"
+    return {"rule": f"self.all(k, {' && '.join(checks)})", "message": message}
+
+
 def _structural(node: dict[str, Any], defs: dict[str, Any], where: str) -> dict[str, Any]:
     """One pydantic JSON-schema node -> one structural OpenAPI v3 node."""
     node = _resolve(node, defs)
@@ -154,6 +171,12 @@ def _structural(node: dict[str, Any], defs: dict[str, Any], where: str) -> dict[
     if kind == "object":
         properties = node.get("properties")
         extra = node.get("additionalProperties", True)
+        names = dict(node.get("propertyNames") or {})
+        if "patternProperties" in node:  # pydantic's dict[ConstrainedKey, V]: one pattern, no other keys
+            (pattern, extra), *more = node["patternProperties"].items()
+            if more or "additionalProperties" in node or properties is not None:
+                raise SchemaError(f"{where}: patternProperties is only supported as a map's key pattern")
+            names["pattern"] = pattern
         if properties is not None:
             if node.get("required"):
                 out["required"] = list(node["required"])
@@ -166,6 +189,8 @@ def _structural(node: dict[str, Any], defs: dict[str, Any], where: str) -> dict[
                 out["x-kubernetes-preserve-unknown-fields"] = True
         elif isinstance(extra, dict):
             out["additionalProperties"] = _structural(extra, defs, f"{where}.*")
+            if names:
+                out.setdefault("x-kubernetes-validations", []).append(_key_rule(names, where))
         elif extra is True:
             out["x-kubernetes-preserve-unknown-fields"] = True
     elif kind == "array":

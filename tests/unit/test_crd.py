@@ -361,6 +361,9 @@ SPECS = [
         ({"env": [{"name": "X", "valueFrom": {}}]}, "valueFrom needs exactly one"),
         ({"env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"},
                                               "secretKeyRef": {"name": "s", "key": "k"}}}]}, "valueFrom needs exactly one"),
+        # Map keys: a CEL rule in the CRD (tests/unit/test_crd_cel.py), a key constraint here.
+        ({"nodeSelector": {"k" * 100_000: "v"}}, "at most 317 characters"),
+        ({"resources": {"requests": {"not a resource": "1"}}}, "should match pattern"),
     ],
 )
 def test_model_refuses_what_the_schema_alone_cannot(spec, message):

@@ -33,6 +33,9 @@ REFUSED_FLAGS = ("--trust-remote-code", "--allowed-local-media-path", "--hf-toke
 
 Arg = Annotated[str, StringConstraints(max_length=MAX_ARG)]
 LabelValue = Annotated[str, StringConstraints(max_length=63)]
+# Label keys and resource names: an optional DNS-subdomain prefix and '/', then a name of at most 63.
+QUALIFIED_NAME = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+QualifiedName = Annotated[str, StringConstraints(max_length=317, pattern=QUALIFIED_NAME)]
 # Kubernetes' resource.Quantity as a CRD declares it: an integer, or a bounded decimal string
 # with an optional binary/decimal suffix or exponent.
 QUANTITY = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
@@ -146,10 +149,10 @@ class EnvVar(Model):
 
 
 class Resources(Model):
-    requests: dict[str, Quantity] | None = Field(
+    requests: dict[QualifiedName, Quantity] | None = Field(
         default=None, max_length=16, description="Added to the planned requests."
     )
-    limits: dict[str, Quantity] | None = Field(default=None, max_length=16, description="Added to the planned limits.")
+    limits: dict[QualifiedName, Quantity] | None = Field(default=None, max_length=16, description="Added to the planned limits.")
 
 
 class Toleration(Model):
@@ -211,7 +214,7 @@ class GemmaDeploymentSpec(Model):
     )
     env: list[EnvVar] = Field(default_factory=list, max_length=64, description="Extra environment variables.")
     resources: Resources | None = Field(default=None, description="Extra container resources.")
-    node_selector: dict[str, LabelValue] = Field(
+    node_selector: dict[QualifiedName, LabelValue] = Field(
         default_factory=dict,
         max_length=32,
         description="Restricts the nodes considered; merged into the pod's nodeSelector.",
