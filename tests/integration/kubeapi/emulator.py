@@ -26,13 +26,14 @@ request handling with real API semantics:
 * finalizers and ``deletionTimestamp``; garbage collection of dependents by ``ownerReferences``
   when the owner goes away (background; ``propagationPolicy=Orphan`` removes the references);
 * custom resources are pruned, defaulted and validated against the CRD's structural schema
-  (422 Invalid with causes; CEL rules and formats are not checked);
+  and its CEL rules (``x-kubernetes-validations``, with cel-python; 422 Invalid with causes;
+  formats are not checked, see kubeapi/schema.py for what of CEL is left out);
 * the defaults that the real server fills in for Deployments, pod templates, Services
   (including a cluster IP) and Namespaces, so "compare before writing" logic meets them here too;
 * a per-request counter by (verb, resource) and fault injection for hardening tests.
 
 Deliberately not emulated: admission, authentication/authorization, validation of built-in
-types, CEL validation rules, the ``scale`` subresource (405), controllers (no
+types, CEL transition rules (``oldSelf``) and ratcheting, the ``scale`` subresource (405), controllers (no
 ReplicaSets, Pods or Deployment status: tests write status themselves), ``$patch`` directives
 and set-type lists in strategic merge / apply, foreground deletion (treated as background),
 consistent snapshots for paginated lists, and watch bookmarks other than the initial one.
