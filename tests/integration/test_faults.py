@@ -6,13 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from gemma_operator import metrics
 from tests.conftest import ROOT
-from tests.integration.test_operator import Cluster, condition
+from tests.integration.test_operator import Cluster, args_of, condition, gpu_nodes
 
 
 @pytest.fixture
@@ -50,6 +51,11 @@ def settled(cluster: Cluster, name: str) -> bool:
 def deployments_in(cluster: Cluster) -> list[str]:
     items = cluster.api.request("GET", f"/apis/apps/v1/namespaces/{cluster.ns}/deployments")["items"]
     return [d["metadata"]["name"] for d in items]
+
+
+def services_in(cluster: Cluster) -> list[str]:
+    items = cluster.api.request("GET", f"/api/v1/namespaces/{cluster.ns}/services")["items"]
+    return [s["metadata"]["name"] for s in items]
 
 
 @pytest.mark.parametrize(
@@ -166,3 +172,137 @@ def test_two_replicas_with_peering_only_one_acts(emulator, cluster, create_nodes
     leader, follower = logs[100].read_text(), logs[50].read_text()
     assert "Serving google/gemma-4-E2B-it" in leader
     assert "Serving" not in follower and "spec_changed" not in follower, follower[-2000:]
+
+
+# --- dropped watches ---------------------------------------------------------------------------
+# kopf resumes a broken watch at once from the last resourceVersion it saw (no re-list); a failed
+# reconnect (5xx, 429) is retried inside the request with networking.error_backoffs (1, 1, 2, ... s);
+# a 410 ERROR event ends the stream and kopf re-lists after watching.reconnect_backoff.
+
+
+def drop_watch(emulator, resource: str, *faults: dict) -> list:
+    """Cut the operator's watch of ``resource``; its reconnects meet ``faults`` in order.
+
+    Returns once the first reconnect met the first fault: the watch is down from then on, for as
+    long as the faults last.
+    """
+    emulator.wait_for(lambda: emulator.open_watches(resource) >= 1, message=f"the {resource} watch")
+    injected = [emulator.inject(verb="watch", resource=resource, **fault) for fault in faults]
+    assert emulator.drop_watches(resource) >= 1
+    if injected:
+        emulator.wait_for(lambda: injected[0].hits >= 1, timeout=10, message=f"a {resource} reconnect")
+    return injected
+
+
+def test_the_emulator_cuts_and_expires_watches_as_a_real_server_does(emulator, namespace):
+    url = f"/api/v1/namespaces/{namespace}/configmaps"
+    outcome: dict = {}
+
+    def watch() -> None:
+        try:
+            outcome["events"] = emulator.watch(url, timeout_seconds=10)
+        except Exception as e:  # noqa: BLE001 - what the client makes of a cut stream
+            outcome["error"] = e
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    emulator.wait_for(lambda: emulator.open_watches("configmaps") == 1, message="the watch")
+    assert emulator.drop_watches("configmaps") == 1
+    thread.join(5)
+    assert "error" in outcome, f"a cut watch ended cleanly: {outcome}"
+    assert emulator.open_watches("configmaps") == 0 and emulator.drop_watches("configmaps") == 0
+    # An expired resourceVersion is not an HTTP error on a watch: 200, then one ERROR event.
+    emulator.inject(verb="watch", resource="configmaps", status=410)
+    (event,) = emulator.watch(url, query={"resourceVersion": "1"})
+    assert (event["type"], event["object"]["code"], event["object"]["reason"]) == ("ERROR", 410, "Expired")
+
+
+def uids(cluster: Cluster, name: str) -> tuple[str, str]:
+    return cluster.deployment(name)["metadata"]["uid"], cluster.service(name)["metadata"]["uid"]
+
+
+HOLDS = {  # ways a broken watch stays down: its reconnects fail, or hang
+    "503": [{"status": 503, "times": 2}],
+    "500": [{"status": 500, "times": 2}],
+    "429": [{"status": 429, "times": 2}],
+    "slow": [{"delay": 2.0}],
+    "flapping": [{"drop_after_events": 0, "times": 3}, {"status": 503}],
+    "410": [{"status": 503}, {"status": 410}],  # expired on reconnect: kopf re-lists
+}
+
+
+@pytest.mark.parametrize("hold", HOLDS.values(), ids=HOLDS.keys())
+def test_a_spec_change_while_the_resource_watch_is_down_is_applied_once_it_is_back(emulator, operator, cluster,
+                                                                                    create_nodes, hold):  # fmt: skip
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {})
+    cluster.wait(lambda: settled(cluster, "chat"), "a settled resource")
+    before, lists = uids(cluster, "chat"), emulator.requests[("list", "gemmadeployments")]
+    faults = drop_watch(emulator, "gemmadeployments", *hold)
+    cluster.patch_spec("chat", {"replicas": 2, "maxModelLen": 8192})
+    cluster.wait(
+        lambda: settled(cluster, "chat") and (d := cluster.deployment("chat"))["spec"]["replicas"] == 2
+        and "8192" in args_of(d),
+        "the change applied once the watch is back", timeout=30,
+    )  # fmt: skip
+    assert [f.hits for f in faults] == [f.times for f in faults], "the watch was not held down as meant"
+    assert deployments_in(cluster) == ["chat"] and services_in(cluster) == ["chat"]
+    assert uids(cluster, "chat") == before, "a child was re-created instead of updated"
+    assert cluster.gd("chat")["status"]["selection"]["maxModelLen"] == 8192
+    relisted = emulator.requests[("list", "gemmadeployments")] - lists
+    assert relisted == (1 if faults[-1].status == 410 else 0)
+
+
+def test_a_child_changed_while_its_watch_is_down_is_repaired_once_it_is_back(emulator, operator, cluster, create_nodes):
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {})
+    cluster.wait(lambda: settled(cluster, "chat"), "a settled resource")
+    deployment_uid, _ = uids(cluster, "chat")
+    # Both child watches down for 1 + 1 + 2 s of reconnects.
+    held = drop_watch(emulator, "deployments", {"status": 503, "times": 3})
+    held += drop_watch(emulator, "services", {"status": 500, "times": 3})
+    cluster.patch_spec("chat", {"maxModelLen": 8192})  # applied while the operator is blind to its children
+    cluster.wait(lambda: "8192" in args_of(cluster.deployment("chat")), "the new spec applied")
+    path = f"/apis/apps/v1/namespaces/{cluster.ns}/deployments/chat"
+    cluster.api.request("PATCH", path, {"spec": {"replicas": 5}}, content_type="application/strategic-merge-patch+json")
+    cluster.api.request("DELETE", f"/api/v1/namespaces/{cluster.ns}/services/chat")
+    cluster.wait(
+        lambda: all(f.hits == f.times for f in held) and cluster.service("chat") is not None
+        and cluster.deployment("chat")["spec"]["replicas"] == 1 and settled(cluster, "chat"),
+        "the hand edit reverted and the Service back once the watches are", timeout=30,
+    )  # fmt: skip
+    assert deployments_in(cluster) == ["chat"] and services_in(cluster) == ["chat"]
+    assert cluster.deployment("chat")["metadata"]["uid"] == deployment_uid
+    assert "8192" in args_of(cluster.deployment("chat"))
+
+
+@pytest.mark.parametrize("hold", [HOLDS["503"], HOLDS["410"]], ids=["503", "410"])
+def test_a_node_pool_added_while_the_node_watch_is_down_is_seen_once_it_is_back(emulator, operator, cluster,
+                                                                                 create_nodes, hold):  # fmt: skip
+    create_nodes.from_fixture("gke-cpu-only")
+    operator()
+    cluster.create("chat", {"accelerator": "nvidia-l4"})
+    cluster.wait(lambda: cluster.phase("chat") == "NoFit", "phase NoFit")
+    faults = drop_watch(emulator, "nodes", *hold)
+    create_nodes(gpu_nodes("gke-l4"))
+    cluster.wait(lambda: settled(cluster, "chat"), "a plan on the new L4 pool once the node watch is back", timeout=30)
+    assert [f.hits for f in faults] == [f.times for f in faults]
+    assert cluster.gd("chat")["status"]["selection"]["accelerator"] == "nvidia-l4"
+    assert deployments_in(cluster) == ["chat"] and services_in(cluster) == ["chat"]
+
+
+@pytest.mark.xfail(strict=True, reason="kopf re-lists after a 410 without reporting what vanished meanwhile: the "
+                   "children index keeps the deleted Service and nothing wakes its owner")  # fmt: skip
+def test_a_child_deleted_while_its_watch_is_down_and_expired_is_re_created(emulator, operator, cluster,
+                                                                           create_nodes):  # fmt: skip
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {})
+    cluster.wait(lambda: settled(cluster, "chat"), "a settled resource")
+    faults = drop_watch(emulator, "services", *HOLDS["410"])
+    cluster.api.request("DELETE", f"/api/v1/namespaces/{cluster.ns}/services/chat")
+    cluster.wait(lambda: faults[-1].hits == 1, "the expired reconnect")
+    cluster.wait(lambda: cluster.service("chat") is not None, "the Service re-created", timeout=8)
+

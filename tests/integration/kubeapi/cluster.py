@@ -140,6 +140,21 @@ class KubeAPI:
             raise RuntimeError("fault injection needs the emulator")
         return self.emulator.inject(**kwargs)
 
+    def drop_watches(self, resource: str | None = None) -> int:
+        """Cut the open watch connections of a plural, or all (emulator only); returns how many.
+
+        Safe from the test's thread: the emulator cuts them on its own event loop.
+        """
+        if self.emulator is None:
+            raise RuntimeError("dropping watches needs the emulator")
+        return self.emulator.drop_watches(resource)
+
+    def open_watches(self, resource: str | None = None) -> int:
+        """How many watch streams of a plural (or all) the emulator is serving now."""
+        if self.emulator is None:
+            raise RuntimeError("counting watches needs the emulator")
+        return self.emulator.open_watches(resource)
+
     # --- helpers -----------------------------------------------------------------------------------
 
     def apply_crds(self, directory: pathlib.Path = CRDS, timeout: float = 30) -> list[str]:

@@ -19,8 +19,9 @@ request handling with real API semantics:
   a write that changes nothing is not written (no new resourceVersion, no watch event);
 * lists with ``kind``/``apiVersion``, ``labelSelector``, ``fieldSelector`` (metadata.name and
   metadata.namespace, plus the Event fields), ``limit``/``continue``;
-* watches from a ``resourceVersion`` (410 Gone when it is too old), ``sendInitialEvents`` with the
-  initial-events-end bookmark, ``timeoutSeconds``;
+* watches from a ``resourceVersion`` (when it is too old: 200 and a 410 Gone ``ERROR`` event, as
+  a real server answers), ``sendInitialEvents`` with the initial-events-end bookmark,
+  ``timeoutSeconds``;
 * namespaces must exist (and not be terminating) for namespaced writes; deleting a namespace
   deletes its contents;
 * finalizers and ``deletionTimestamp``; garbage collection of dependents by ``ownerReferences``
@@ -30,7 +31,9 @@ request handling with real API semantics:
   formats are not checked, see kubeapi/schema.py for what of CEL is left out);
 * the defaults that the real server fills in for Deployments, pod templates, Services
   (including a cluster IP) and Namespaces, so "compare before writing" logic meets them here too;
-* a per-request counter by (verb, resource) and fault injection for hardening tests.
+* a per-request counter by (verb, resource) and fault injection for hardening tests: errors and
+  delays (``inject``), watch connections cut mid-stream (``drop_watches``, or a fault's
+  ``drop_after_events`` / ``drop_after_seconds``).
 
 Deliberately not emulated: admission, authentication/authorization, validation of built-in
 types, CEL transition rules (``oldSelf``) and ratcheting, the ``scale`` subresource (405), controllers (no
@@ -90,6 +93,10 @@ class ApiError(Exception):
         if self.details:
             body["details"] = self.details
         return body
+
+
+class _DropWatch(Exception):
+    """Raised inside a watch stream that a fault cuts."""
 
 
 def not_found(kind: "Kind", name: str) -> ApiError:
@@ -333,16 +340,25 @@ def apply_defaults(kind: Kind, obj: dict, old: dict | None, emulator: "GemmaEmul
 
 @dataclasses.dataclass
 class Fault:
-    """Answer matching requests with an error and/or a delay. ``times=None`` means forever."""
+    """Answer matching requests with an error and/or a delay. ``times=None`` means forever.
+
+    On a watch, ``status=410`` is answered as a real server answers an expired resourceVersion:
+    200 and one ``ERROR`` event carrying the 410 Status (clients re-list); other statuses are
+    plain HTTP errors. ``drop_after_events`` / ``drop_after_seconds`` serve the watch, then cut
+    its connection without a final event once that many events were sent (0: right after the
+    headers) or that much time passed, as a lost connection does.
+    """
 
     verb: str | None = None  # get, list, watch, create, update, patch, apply, delete, ...
     resource: str | None = None  # "deployments", "gemmadeployments/status", ...
     namespace: str | None = None
     name: str | None = None
-    status: int | None = None  # 409, 429, 500, 503, ...
+    status: int | None = None  # 409, 429, 500, 503, ... (410 on a watch: an ERROR event)
     delay: float = 0.0
     times: int | None = 1
     retry_after: int | None = None  # seconds, sent as Retry-After (clients may retry by themselves)
+    drop_after_events: int | None = None  # watch only: cut the connection after this many events
+    drop_after_seconds: float | None = None  # watch only: cut the connection after this long
     hits: int = 0
 
     def matches(self, verb: str, resource: str, namespace: str | None, name: str | None) -> bool:
@@ -375,6 +391,15 @@ class Event:
     obj: dict
 
 
+@dataclasses.dataclass(eq=False)
+class OpenWatch:
+    """A watch stream being served: what ``drop_watches`` cuts."""
+
+    resource: str  # the plural, as in Fault.resource
+    transport: asyncio.Transport
+    dropped: bool = False
+
+
 @attrs.define(kw_only=True)
 class GemmaEmulator(kmock.KubernetesEmulator):
     gc: bool = True  # delete dependents when their owner goes away
@@ -393,6 +418,8 @@ class GemmaEmulator(kmock.KubernetesEmulator):
     _ips: set = attrs.field(factory=set, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     _in_gc: bool = attrs.field(default=False, init=False)
+    _watches: set = attrs.field(factory=set, init=False)  # OpenWatch; touched on the loop only
+    _loop: asyncio.AbstractEventLoop | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -437,6 +464,46 @@ class GemmaEmulator(kmock.KubernetesEmulator):
         with self._sync:
             self._faults.clear()
 
+    def drop_watches(self, resource: str | None = None, timeout: float = 10) -> int:
+        """Cut every open watch stream of ``resource`` (a plural; None: all), as a lost connection
+        does: the connection closes mid-stream, without a final event. Returns how many were cut.
+
+        Callable from any thread: the cut happens on the emulator's event loop, and is done when
+        this returns. Clients reconnect at once; to hold a watch down, inject watch faults first.
+        """
+        loop = self._loop
+        if loop is None:
+            return 0  # no request served yet, so no watch open
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            return self._drop_watches(resource)
+
+        async def drop() -> int:
+            return self._drop_watches(resource)
+
+        return asyncio.run_coroutine_threadsafe(drop(), loop).result(timeout)
+
+    def open_watches(self, resource: str | None = None) -> int:
+        """How many watch streams of ``resource`` (a plural; None: all) are being served now."""
+        return sum(1 for watch in list(self._watches)
+                   if resource in (None, watch.resource) and not watch.transport.is_closing())
+
+    def _drop_watches(self, resource: str | None) -> int:
+        dropped = 0
+        for watch in list(self._watches):
+            if resource in (None, watch.resource):
+                dropped += not watch.transport.is_closing()  # one whose client left is not counted
+                self._cut(watch)
+        return dropped
+
+    def _cut(self, watch: OpenWatch) -> None:
+        watch.dropped = True
+        self._watches.discard(watch)
+        watch.transport.abort()  # no chunked-encoding terminator: the client sees a broken stream
+
     def close(self) -> None:
         self._closing = True
 
@@ -459,6 +526,8 @@ class GemmaEmulator(kmock.KubernetesEmulator):
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         if self._tick is None:
             self._tick = asyncio.Event()
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         path = request.url.path.rstrip("/") or "/"
         if request.resource is None or request.resource.plural is None:
             return await self._serve_static(request, path)
@@ -481,10 +550,12 @@ class GemmaEmulator(kmock.KubernetesEmulator):
                     error = ApiError(fault.status, FAULT_REASONS.get(fault.status, "InternalError"),
                                      f"injected fault for {verb} {label}",
                                      {"retryAfterSeconds": fault.retry_after} if fault.retry_after is not None else None)
+                    if verb == "watch" and fault.status == 410:
+                        return await self._watch_error(request, error)
                     return aiohttp.web.json_response(error.status(), status=fault.status, headers=headers)
             if kind is None:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
-            return await self._serve_resource(request, kind, verb)
+            return await self._serve_resource(request, kind, verb, fault)
         except ApiError as e:
             return aiohttp.web.json_response(e.status(), status=e.code)
 
@@ -564,7 +635,8 @@ class GemmaEmulator(kmock.KubernetesEmulator):
 
     # --- resource requests ---------------------------------------------------------------------
 
-    async def _serve_resource(self, request: rendering.Request, kind: Kind, verb: str):
+    async def _serve_resource(self, request: rendering.Request, kind: Kind, verb: str,
+                              fault: Fault | None = None):
         ns, name, sub = request.namespace, request.name, request.subresource
         if kind.namespaced is False and ns is not None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -576,7 +648,7 @@ class GemmaEmulator(kmock.KubernetesEmulator):
         dry_run = params.get("dryRun") == "All"
 
         if verb == "watch":
-            return await self._serve_watch_stream(request, kind)
+            return await self._serve_watch_stream(request, kind, fault)
         if verb == "list":
             return aiohttp.web.json_response(await self._list(kind, ns, params))
         if verb == "get":
@@ -667,7 +739,8 @@ class GemmaEmulator(kmock.KubernetesEmulator):
             meta["continue"] = base64.b64encode(token.encode()).decode()
         return self._list_doc(kind, items, meta)
 
-    async def _serve_watch_stream(self, request: rendering.Request, kind: Kind) -> aiohttp.web.StreamResponse:
+    async def _serve_watch_stream(self, request: rendering.Request, kind: Kind,
+                                  fault: Fault | None = None) -> aiohttp.web.StreamResponse:
         params = request.params
         ns = request.namespace
         labels = label_matcher(params.get("labelSelector"))
@@ -678,6 +751,7 @@ class GemmaEmulator(kmock.KubernetesEmulator):
             fields = lambda o: o["metadata"]["name"] == only_name and fields_base(o)  # noqa: E731
         since_raw = params.get("resourceVersion") or ""
         initial: list[dict] = []
+        expired: ApiError | None = None
         async with self._lock:
             if since_raw in ("", "0") or params.get("sendInitialEvents") == "true":
                 since = self._rv
@@ -686,7 +760,9 @@ class GemmaEmulator(kmock.KubernetesEmulator):
                 since = int(since_raw)
                 oldest = self._events[0].rv if self._events else self._rv + 1
                 if since < self._rv and since < oldest - 1:
-                    raise ApiError(410, "Expired", f"too old resource version: {since} ({oldest - 1})")
+                    expired = ApiError(410, "Expired", f"too old resource version: {since} ({oldest - 1})")
+        if expired is not None:
+            return await self._watch_error(request, expired)
         initial = [e for e in initial if labels(e["object"]["metadata"].get("labels") or {}) and fields(e["object"])]
         timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
 
@@ -694,9 +770,26 @@ class GemmaEmulator(kmock.KubernetesEmulator):
         await response.prepare(request._raw_request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout else None
+        transport = request._raw_request.transport
+        watch = OpenWatch(kind.plural, transport) if transport is not None else None
+        if watch is not None:
+            self._watches.add(watch)
+        drop_events = fault.drop_after_events if fault is not None else None
+        drop_at = (loop.time() + fault.drop_after_seconds
+                   if fault is not None and fault.drop_after_seconds is not None else None)
+        sent = 0
+
+        def drop_due() -> bool:
+            return ((drop_events is not None and sent >= drop_events)
+                    or (drop_at is not None and loop.time() >= drop_at))
 
         async def send(event: dict) -> None:
+            nonlocal sent
+            if drop_due():
+                raise _DropWatch
             await response.write(json.dumps(event).encode() + b"\n")
+            if event["type"] != "BOOKMARK":
+                sent += 1
 
         try:
             for event in initial:
@@ -706,8 +799,10 @@ class GemmaEmulator(kmock.KubernetesEmulator):
                     "kind": kind.kind, "apiVersion": kind.api_version,
                     "metadata": {"resourceVersion": str(since),
                                  "annotations": {"k8s.io/initial-events-end": "true"}}}})
-            transport = request._raw_request.transport
-            while not self._closing and transport is not None and not transport.is_closing():
+            while (not self._closing and watch is not None and not watch.dropped
+                   and not transport.is_closing()):
+                if drop_due():
+                    raise _DropWatch
                 if deadline is not None and loop.time() >= deadline:
                     break
                 tick = self._tick
@@ -722,13 +817,36 @@ class GemmaEmulator(kmock.KubernetesEmulator):
                         await send({"type": e.type, "object": e.obj})
                 if pending:
                     continue
+                wait = 0.5
+                if drop_at is not None:
+                    wait = max(0.0, min(wait, drop_at - loop.time()))
                 try:
-                    await asyncio.wait_for(tick.wait(), timeout=0.5)
+                    await asyncio.wait_for(tick.wait(), timeout=wait)
                 except TimeoutError:
                     pass
-            await response.write_eof()
+            if watch is None or not watch.dropped:
+                await response.write_eof()
+        except _DropWatch:
+            if watch is not None:
+                self._cut(watch)
         except (ConnectionError, RuntimeError):
             pass  # the client went away
+        finally:
+            if watch is not None:
+                self._watches.discard(watch)
+        return response
+
+    @staticmethod
+    async def _watch_error(request: rendering.Request, error: ApiError) -> aiohttp.web.StreamResponse:
+        """A watch that cannot start, as a real server answers it past admission (e.g. an expired
+        resourceVersion): 200, then one ERROR event with the Status, then the end of the stream."""
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request._raw_request)
+        try:
+            await response.write(json.dumps({"type": "ERROR", "object": error.status()}).encode() + b"\n")
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass
         return response
 
     # --- writing: helpers ----------------------------------------------------------------------
