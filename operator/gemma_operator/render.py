@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from . import flags
 from .api.v1alpha1 import API_VERSION, KIND, GemmaDeploymentSpec
 from .planner import InvalidSpec, Plan
 from .runtimes import HOME_DIR, PORT_NAME, Server, home_volume, llamacpp, vllm
@@ -63,11 +64,14 @@ def check(name: str, spec: GemmaDeploymentSpec, plan: Plan) -> None:
             "metadata.name",
             f"{name!r} must be a DNS-1035 label (lowercase letters, digits, '-', at most 63) because it names the Service",
         )
-    owned = OWNED_FLAGS[plan.runtime]
+    # vLLM's argparse also reads `--max_model_len`, `--max-model` and `-qfp8` as flags it owns.
+    reads_as = flags.argparse_names if plan.runtime == "vllm" else flags.exact_names
     for arg in spec.extra_args:
-        flag = arg.split("=", 1)[0]
-        if flag in owned:
-            raise InvalidSpec("extraArgs", f"{flag} is set by the plan; use the matching spec field instead")
+        flag = next((f for f in OWNED_FLAGS[plan.runtime] if reads_as(arg, f)), None)
+        if flag:
+            written = arg.split("=", 1)[0]
+            spelled = "" if written == flag else f" (as {written})"
+            raise InvalidSpec("extraArgs", f"{flag}{spelled} is set by the plan; use the matching spec field instead")
     for res in (spec.resources.requests or {}, spec.resources.limits or {}) if spec.resources else ():
         if plan.pool.resource_name and plan.pool.resource_name in res:
             raise InvalidSpec("resources", f"{plan.pool.resource_name} is set by the plan (accelerator and parallelism)")

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import pytest
 from pydantic import ValidationError
 
-from gemma_operator.api.v1alpha1 import REFUSED_FLAGS, GemmaDeploymentSpec
+from gemma_operator.api.v1alpha1 import REFUSED_FLAGS, REFUSED_SPELLINGS, GemmaDeploymentSpec
 from gemma_operator.crd import crd
 from tests.integration.kubeapi import schema as kube_schema
 
@@ -38,7 +38,7 @@ def rules(node: dict[str, Any], path: str = "", ancestors: tuple = ()) -> Iterat
 RULES = list(rules(open_api_schema()))
 RULE_IDS = [path for path, *_ in RULES]
 
-EXTRA_ARGS_MESSAGE = f"extraArgs may not carry {', '.join(REFUSED_FLAGS)}"
+EXTRA_ARGS_MESSAGE = f"extraArgs may not carry {', '.join(REFUSED_FLAGS)}, in any spelling a server reads as them"
 TOKEN_MESSAGE = "a Hugging Face token is never a literal: use spec.hfTokenSecretRef"
 KEY_MESSAGE = "keys are at most 317 characters and qualified names (an optional DNS-subdomain prefix and '/', then a name)"
 
@@ -76,6 +76,7 @@ def test_a_rule_that_does_not_parse_fails_loudly():
 # --- the CEL verdict is the models' verdict ---------------------------------------------------
 
 REFUSED, ALLOWED, AGREE = "refused", "allowed", "agree"
+OPERATOR = "operator"  # the API server lets it through; the model (the operator) refuses it
 
 # (case, spec, expected verdict, where the cause is). AGREE: only the agreement is required;
 # these are holes both share (prefix match on the exact spelling), kept visible on purpose.
@@ -87,7 +88,7 @@ CASES = [
     ("llamacpp-hf-repo-flag", {"extraArgs": ["-hf", "ggml-org/gemma-3-1b-it-GGUF"]}, ALLOWED, None),
     ("flag-name-without-dashes", {"extraArgs": ["trust-remote-code"]}, ALLOWED, None),
     ("value-mentions-a-flag", {"extraArgs": ["--served-model-name=--trust-remote-code"]}, ALLOWED, None),
-    ("shorter-than-a-flag", {"extraArgs": ["--hf-toke"]}, ALLOWED, None),
+    ("shorter-than-a-flag", {"extraArgs": ["--hf-toke"]}, OPERATOR, None),  # argparse: an abbreviation
     *[(f"refused{flag}", {"extraArgs": [flag]}, REFUSED, "spec.extraArgs") for flag in REFUSED_FLAGS],
     *[(f"refused{flag}=value", {"extraArgs": [f"{flag}=x"]}, REFUSED, "spec.extraArgs") for flag in REFUSED_FLAGS],
     ("refused-flag-then-value", {"extraArgs": ["--hf-token", "hf_abc"]}, REFUSED, "spec.extraArgs"),
@@ -97,10 +98,18 @@ CASES = [
     ("near-miss-codex", {"extraArgs": ["--trust-remote-codex"]}, REFUSED, "spec.extraArgs"),
     ("near-miss-hftx", {"extraArgs": ["-hftx"]}, REFUSED, "spec.extraArgs"),
     ("near-miss-hf-token-path", {"extraArgs": ["--hf-token-path=/t"]}, REFUSED, "spec.extraArgs"),
-    # Spellings a server may still read as a refused flag: vLLM's parser turns _ into - and
-    # argparse takes unambiguous abbreviations; case differs. Both let them through today.
-    ("underscores", {"extraArgs": ["--trust_remote_code"]}, AGREE, None),
-    ("abbreviation", {"extraArgs": ["--trust-remote"]}, AGREE, None),
+    # Spellings vLLM's parser reads as a refused flag (checked with vLLM 0.32.0's parser):
+    # `_` for `-` (the CEL rule lists them), and argparse's unambiguous abbreviations (only the
+    # operator: a rule for them would cost too much in kube-apiserver's CEL estimate).
+    ("underscores", {"extraArgs": ["--trust_remote_code"]}, REFUSED, "spec.extraArgs"),
+    ("underscores-mixed", {"extraArgs": ["--allowed-local_media-path=/"]}, REFUSED, "spec.extraArgs"),
+    ("underscores-value", {"extraArgs": ["--hf_token=hf_abc"]}, REFUSED, "spec.extraArgs"),
+    ("abbreviation", {"extraArgs": ["--trust-remote"]}, OPERATOR, None),
+    ("abbreviation-mixed", {"extraArgs": ["--allowed_local-med=/"]}, OPERATOR, None),
+    ("abbreviation-value", {"extraArgs": ["--hf-tok=hf_abc"]}, OPERATOR, None),
+    ("other-flag-sharing-a-prefix", {"extraArgs": ["--allowed-origins=[]"]}, ALLOWED, None),
+    ("help-is-not-hft", {"extraArgs": ["--help-x"]}, ALLOWED, None),
+    # Spellings no parser reads as a flag (argparse: unknown option or a positional): both allow.
     ("upper-case", {"extraArgs": ["--TRUST-REMOTE-CODE"]}, AGREE, None),
     ("leading-space", {"extraArgs": [" --trust-remote-code"]}, AGREE, None),
     # map keys (nodeSelector, resources.requests, resources.limits): qualified names of at most 317
@@ -168,6 +177,9 @@ def server_causes(spec: dict[str, Any]) -> list[dict[str, str]]:
 def test_cel_verdict_is_the_models_verdict(name, spec, expected, field):
     causes = server_causes(spec)
     cel = REFUSED if causes else ALLOWED
+    if expected == OPERATOR:
+        assert (cel, model_verdict(spec)) == (ALLOWED, REFUSED), causes
+        return
     assert cel == model_verdict(spec), causes
     if expected != AGREE:
         assert cel == expected, causes
@@ -340,7 +352,8 @@ def test_rule_reads_only_bounded_data(path, node, rule, ancestors):
 @pytest.mark.parametrize("path, node, rule, ancestors", RULES, ids=RULE_IDS)
 def test_rule_cost_is_far_below_the_limits(path, node, rule, ancestors):
     cost = estimated_cost(node, rule["rule"])
-    assert cost * 5 <= PER_CALL_LIMIT, f"{path}: one evaluation may cost {cost}"
+    # Even an object at every bound (64 arguments of 4096 characters) stays under the runtime limit.
+    assert cost * 2 <= PER_CALL_LIMIT, f"{path}: one evaluation may cost {cost}"
     assert cost * cardinality(ancestors) * 10 <= STATIC_ESTIMATED_COST_LIMIT, (
         f"{path}: {cost} x {cardinality(ancestors)} evaluations")
 
@@ -352,11 +365,11 @@ def test_extra_args_rule_bound():
     assert (max_items, max_length) == (64, 4096)
     # Every character of every argument read once: 262,144.
     assert max_items * max_length * 3 < PER_CALL_LIMIT
-    # In cel-go's units, one startsWith per refused flag over each argument: about 106,000.
+    # In cel-go's units, one startsWith per refused spelling (15) over each argument: about 395,000.
     (rule,) = [r for p, _, r, _ in RULES if p == ".spec.extraArgs"]
     cost = estimated_cost(extra_args, rule["rule"])
-    assert cost == max_items * (len(REFUSED_FLAGS) * (1 + math.ceil(max_length / 10)) + OVERHEAD) + 1
-    assert cost * 9 < PER_CALL_LIMIT
+    assert cost == max_items * (len(REFUSED_SPELLINGS) * (1 + math.ceil(max_length / 10)) + OVERHEAD) + 1
+    assert cost * 2 < PER_CALL_LIMIT and cost * 25 < STATIC_ESTIMATED_COST_LIMIT
 
 
 def test_the_estimate_notices_unbounded_data():

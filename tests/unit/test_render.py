@@ -180,6 +180,12 @@ def test_hostile_strings_stay_in_their_field(catalog, value):
         ({"extraArgs": ["--port", "9000"]}, "spec.extraArgs"),
         ({"extraArgs": ["--served-model-name=evil"]}, "spec.extraArgs"),
         ({"runtime": "llamacpp", "extraArgs": ["-c", "100"]}, "spec.extraArgs"),
+        # What vLLM's argparse reads as a flag the plan owns (checked with vLLM 0.32.0's parser).
+        ({"extraArgs": ["--max_model_len=5"]}, "spec.extraArgs"),
+        ({"extraArgs": ["--max-model", "5"]}, "spec.extraArgs"),
+        ({"extraArgs": ["--served", "evil"]}, "spec.extraArgs"),
+        ({"extraArgs": ["-qfp8"]}, "spec.extraArgs"),
+        ({"extraArgs": ["-t", "2"]}, "spec.extraArgs"),
         ({"resources": {"limits": {"nvidia.com/gpu": "4"}}}, "spec.resources"),
         # env is keyed by name: a second HF_HOME (or HOME) would make the apply itself fail.
         ({"env": [{"name": "HF_HOME", "value": "/tmp"}]}, "spec.env"),
@@ -269,3 +275,11 @@ def test_model_server_pods_are_restricted_where_the_image_allows(catalog, fixtur
 def test_tpu_pods_are_the_only_root_exception(catalog):
     roots = {key for key, image in catalog.images.items() if image.run_as is None}
     assert roots == {"vllm-tpu"}
+
+
+def test_the_refusal_names_the_flag_as_the_server_reads_it(catalog):
+    with pytest.raises(InvalidSpec, match=r"--max-model-len \(as --max_model_len\) is set by the plan"):
+        rendered(catalog, "gke-l4", {"extraArgs": ["--max_model_len=5"]})
+    # Flags the plan does not own pass, in any spelling.
+    objs = rendered(catalog, "gke-l4", {"extraArgs": ["--max_num_seqs=8", "--enable-prefix-caching", "-O3"]})
+    assert _pod(objs)["containers"][0]["args"][-3:] == ["--max_num_seqs=8", "--enable-prefix-caching", "-O3"]

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
+from .. import flags
+
 GROUP = "gemma.dev"
 VERSION = "v1alpha1"
 KIND = "GemmaDeployment"
@@ -30,6 +32,18 @@ ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 TOKEN_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 # Server flags that run code or reach files the operator can't vouch for; refused in extraArgs.
 REFUSED_FLAGS = ("--trust-remote-code", "--allowed-local-media-path", "--hf-token", "-hft")
+# ...in every spelling vLLM reads as them: `--trust_remote_code` (the CRD's CEL rule refuses these
+# too), and argparse abbreviations such as `--trust-remote` (the operator refuses those: a regex for
+# them would cost more than kube-apiserver's CEL estimate should be asked to allow).
+REFUSED_SPELLINGS = tuple(s for flag in REFUSED_FLAGS for s in flags.spellings(flag))
+
+
+def refused_flag(arg: str) -> bool:
+    """An extraArg that is, or that a server would read as, one of REFUSED_FLAGS."""
+    if arg.startswith(REFUSED_SPELLINGS):
+        return True
+    return any(flags.argparse_names(arg, flag) for flag in REFUSED_FLAGS if flag.startswith("--"))
+
 
 Arg = Annotated[str, StringConstraints(max_length=MAX_ARG)]
 LabelValue = Annotated[str, StringConstraints(max_length=63)]
@@ -206,8 +220,8 @@ class GemmaDeploymentSpec(Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": "self.all(a, " + " && ".join(f"!a.startsWith('{f}')" for f in REFUSED_FLAGS) + ")",
-                    "message": f"extraArgs may not carry {', '.join(REFUSED_FLAGS)}",
+                    "rule": "self.all(a, " + " && ".join(f"!a.startsWith('{f}')" for f in REFUSED_SPELLINGS) + ")",
+                    "message": f"extraArgs may not carry {', '.join(REFUSED_FLAGS)}, in any spelling a server reads as them",
                 }
             ]
         },
@@ -235,7 +249,7 @@ class GemmaDeploymentSpec(Model):
     @model_validator(mode="after")
     def _no_refused_flags(self) -> GemmaDeploymentSpec:
         for arg in self.extra_args:
-            if arg.startswith(REFUSED_FLAGS):
+            if refused_flag(arg):
                 raise ValueError(f"extraArgs may not carry {arg.split('=', 1)[0]} (refused: {', '.join(REFUSED_FLAGS)})")
         return self
 
