@@ -15,6 +15,7 @@ import datetime
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -33,6 +34,10 @@ EVENT_REPEAT_S = 60.0  # the same Event reason at most once a minute per resourc
 NODES_SETTLE_S = 1.0  # node changes come in bursts (a pool scaling): plan once they settle
 RETRY_S = (1, 2, 5, 10, 30, 60)  # back-off for API errors that clear by themselves
 SECRET_RECHECK_S = 30.0
+# How often the indices are checked against a fresh list, for deletions a watch missed: after
+# an expired watch (410), kopf re-lists but never reports what vanished in the gap.
+RESYNC_ENV = "GEMMA_OPERATOR_RESYNC_S"
+RESYNC_S = 300.0
 
 
 # ----------------------------------------------------------------------------- start-up
@@ -76,10 +81,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.resource_index = kwargs["gemma_resources"]
     memo.children = {"Deployment": kwargs["gemma_deployments"], "Service": kwargs["gemma_services"]}
     memo.nodes_changed = asyncio.Event()
+    memo.gone_nodes = set()  # node names still in the index that a fresh list no longer has
+    memo.gone_children = set()  # (kind, namespace, name) likewise
     memo.tasks = [
         asyncio.create_task(_worker(memo, logger)),
         asyncio.create_task(_worker(memo, logger)),
         asyncio.create_task(_watch_pools(memo, logger)),
+        asyncio.create_task(_resync_every(float(os.environ.get(RESYNC_ENV, RESYNC_S)), memo, logger)),
     ]
     memo.metrics_port = metrics.serve()
 
@@ -165,7 +173,8 @@ async def child_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
 
 
 @kopf.on.event("", "v1", "nodes")
-async def node_event(memo: kopf.Memo, **_: Any) -> None:
+async def node_event(name: str, memo: kopf.Memo, **_: Any) -> None:
+    memo.gone_nodes.discard(name)  # an event is fresher than the last resync
     memo.nodes_changed.set()
 
 
@@ -182,7 +191,7 @@ def _now() -> str:
 def _inventory(memo: kopf.Memo, node_selector: Mapping[str, str]) -> inventory.Inventory:
     key = tuple(sorted(node_selector.items()))
     if key not in memo.inventories:
-        nodes = [node for values in memo.node_index.values() for node in values]
+        nodes = [node for name, values in memo.node_index.items() if name not in memo.gone_nodes for node in values]
         memo.inventories[key] = inventory.pools(nodes, memo.catalog, node_selector)
     return memo.inventories[key]
 
@@ -249,13 +258,15 @@ async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[
     for obj in objects:
         meta = obj["metadata"]
         meta.setdefault("annotations", {})[DIGEST] = _digest(obj)
-        live = _one(memo.children[obj["kind"]], (meta["namespace"], meta["name"]))
+        child = (obj["kind"], meta["namespace"], meta["name"])
+        live = None if child in memo.gone_children else _one(memo.children[obj["kind"]], child[1:])
         if live is None and trigger != "spec" and await _owner_gone(memo, cr):
             raise OwnerGone  # a child vanished because its owner did: garbage collection, not drift
         if live is None or not _matches(obj["metadata"], live.get("metadata")) or not _matches(obj["spec"], live.get("spec")):
             live = await memo.kube.apply(obj)
             metrics.APPLIES.labels(obj["kind"]).inc()
-            memo.applied[(obj["kind"], meta["namespace"], meta["name"])] = live["metadata"].get("resourceVersion")
+            memo.applied[child] = live["metadata"].get("resourceVersion")
+            memo.gone_children.discard(child)
         if obj["kind"] == "Deployment":
             deployment = live
     return deployment
@@ -417,6 +428,7 @@ async def _worker(memo: kopf.Memo, logger: logging.Logger) -> None:
             memo.status_written.pop(key, None)
             for kind in ("Deployment", "Service"):
                 memo.applied.pop((kind, *key), None)
+                memo.gone_children.discard((kind, *key))
             continue
         try:
             delay = await reconcile(cr, memo, logger, trigger=trigger)
@@ -426,6 +438,41 @@ async def _worker(memo: kopf.Memo, logger: logging.Logger) -> None:
             delay = RETRY_S[-1]
         if delay is not None:
             memo.queue.add_after(key, trigger, delay)
+
+
+async def _resync_every(period: float, memo: kopf.Memo, logger: logging.Logger) -> None:
+    while True:
+        await asyncio.sleep(period)
+        try:
+            await resync(memo, logger)
+        except kube.ApiError as exc:  # the next round tries again
+            logger.warning(f"Resync failed: {exc}")
+
+
+async def resync(memo: kopf.Memo, logger: logging.Logger) -> None:
+    """Compare the indices with fresh lists (names only) and act on what vanished unseen.
+
+    A vanished child wakes its owner, which applies it again; a vanished node leaves the
+    inventory. Lists are per namespace that has GemmaDeployments, so namespaced RBAC suffices.
+    """
+    gone_nodes = set(memo.node_index.keys()) - await memo.kube.names("v1", "Node")
+    if gone_nodes != memo.gone_nodes:
+        logger.info(f"Resync: nodes gone unseen: {sorted(gone_nodes)}")
+        memo.gone_nodes = gone_nodes
+        memo.nodes_changed.set()
+    selector = ",".join(f"{k}={v}" for k, v in MANAGED.items())
+    namespaces = {ns for ns, _ in memo.resource_index.keys()}
+    for kind, api_version in (("Deployment", "apps/v1"), ("Service", "v1")):
+        for ns in sorted(namespaces):
+            listed = await memo.kube.names(api_version, kind, ns, selector)
+            for key in [k for k in memo.children[kind].keys() if k[0] == ns and k[1] not in listed]:
+                if (kind, *key) in memo.gone_children:
+                    continue
+                memo.gone_children.add((kind, *key))
+                for ref in (_one(memo.children[kind], key) or {}).get("metadata", {}).get("ownerReferences") or []:
+                    if ref.get("kind") == "GemmaDeployment" and ref.get("controller"):
+                        logger.info(f"Resync: {kind} {ns}/{key[1]} gone unseen; re-checking its owner")
+                        memo.queue.add((ns, ref["name"]), "resync")
 
 
 async def _watch_pools(memo: kopf.Memo, logger: logging.Logger) -> None:

@@ -25,6 +25,8 @@ MANAGER = "gemma-operator"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+LIST_PAGE = 500
 
 # Namespaced kinds the operator reads or writes: (apiVersion, kind) -> URL plural.
 PLURALS = {
@@ -146,6 +148,22 @@ class Kube:
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.request("GET", path(api_version, kind, namespace, name))
+
+    async def names(self, api_version: str, kind: str, namespace: str | None = None,
+                    label_selector: str | None = None) -> set[str]:  # fmt: skip
+        """The names of the objects of a kind (metadata only, paged): what exists right now."""
+        url = "/api/v1/nodes" if (api_version, kind) == ("v1", "Node") else path(api_version, kind, namespace or "")
+        params = {"limit": str(LIST_PAGE), **({"labelSelector": label_selector} if label_selector else {})}
+        found: set[str] = set()
+        while True:
+            page = await self.request("GET", url, params=params, accept=METADATA_LIST)
+            if page is None:
+                return found
+            found.update(item["metadata"]["name"] for item in page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return found
+            params = {**params, "continue": token}
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any] | None:
         url = path(f"{GROUP}/{VERSION}", "GemmaDeployment", namespace, name, "status")

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from gemma_operator import metrics
+from gemma_operator import handlers, metrics
 from tests.chart.chart_files import CI_VALUES, NAMESPACE
 from tests.chart.conftest import helm, render  # noqa: F401  (fixtures)
 from tests.conftest import ROOT
@@ -171,6 +171,7 @@ def test_chart_rbac_is_exactly_what_the_operator_uses(emulator, render, values, 
     create_nodes.from_fixture("gke-l4")
 
     env = {**os.environ, **chart_env, "KUBECONFIG": str(emulator.kubeconfig), metrics.PORT_ENV: "0",
+           handlers.RESYNC_ENV: "1",  # the periodic resync is part of what the RBAC must allow
            "PYTHONUNBUFFERED": "1"}  # fmt: skip
     since = len(emulator.emulator._requests)
     log_path = tmp_path / "operator.log"
