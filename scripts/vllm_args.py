@@ -16,7 +16,12 @@ the parser leaves to start-up are made here too, with vLLM's own tables and word
 is in vLLM's model registry. Nothing
 is downloaded and no engine starts: this checks flags, values and choices, not the model.
 
-Writes JSON on stdout: {"vllm": VERSION, "results": [{"id", "ok", "error", "parsed"}, ...]}.
+Optionally also {"spellings": [{"id", "argv": [...], "dest", "expect"}, ...], "prefixes_of": [FLAG, ...]}:
+for each spelling, whether `vllm serve MODEL ARGV` sets `dest` to `expect` (vLLM reads the
+spelling as that flag), and every vLLM option string that is a strict prefix of a FLAG.
+
+Writes JSON on stdout: {"vllm": VERSION, "results": [{"id", "ok", "error", "parsed"}, ...],
+"spellings": [{"id", "reads"}, ...], "prefixes": [[OPTION, FLAG], ...]}.
 Exit code 0 whenever every case was checked (the caller asserts on "ok").
 """
 
@@ -48,8 +53,20 @@ def build_parser():
     parser = FlexibleArgumentParser(description="vLLM CLI")
     subparsers = parser.add_subparsers(required=False, dest="subparser")
     serve = ServeSubcommand()
-    serve.subparser_init(subparsers).set_defaults(dispatch_function=serve.cmd)
+    serve.serve_parser = serve.subparser_init(subparsers)
+    serve.serve_parser.set_defaults(dispatch_function=serve.cmd)
     return parser, serve
+
+
+def reads(parser, argv: list[str], dest: str, expect) -> bool:
+    """Whether `vllm serve MODEL ARGV` sets `dest` to `expect`."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            ns = parser.parse_args(["serve", "google/gemma-3-1b-it", *argv])
+    except (SystemExit, Exception):
+        return False
+    value = getattr(ns, dest, None)
+    return value == expect or value == [expect] or str(value) == str(expect)
 
 
 def check(parser, serve, command: list[str], args: list[str], architecture: str | None = None) -> dict:
@@ -112,7 +129,12 @@ def main() -> int:
     for case in request["cases"]:
         result = check(parser, serve, case.get("command", ["vllm", "serve"]), case["args"], case.get("architecture"))
         results.append({"id": case["id"], **result})
-    json.dump({"vllm": vllm.__version__, "results": results}, sys.stdout, indent=1)
+    spellings = [{"id": c["id"], "reads": reads(parser, c["argv"], c["dest"], c["expect"])}
+                 for c in request.get("spellings", [])]  # fmt: skip
+    options = serve.serve_parser._option_string_actions
+    prefixes = sorted([o, f] for o in options for f in request.get("prefixes_of", []) if o != f and f.startswith(o))
+    json.dump({"vllm": vllm.__version__, "results": results, "spellings": spellings, "prefixes": prefixes},
+              sys.stdout, indent=1)  # fmt: skip
     sys.stdout.write("\n")
     return 0
 

@@ -15,7 +15,10 @@ import subprocess
 import pytest
 
 from gemma_operator import catalog as catalog_mod
+from gemma_operator import flags
+from gemma_operator.api.v1alpha1 import REFUSED_FLAGS, refused_flag
 from gemma_operator.planner import InvalidSpec, NoFit
+from gemma_operator.render import OWNED_FLAGS
 from tests.dataplane import servers
 
 pytestmark = pytest.mark.dataplane
@@ -77,6 +80,34 @@ def _cases() -> dict[str, dict]:
 
 CASES = _cases()
 
+# Every flag the operator owns or refuses on vLLM, with a value vLLM would parse for it.
+SAMPLES = {
+    "--model": ("model", "x/y"), "--served-model-name": ("served_model_name", "x"), "--host": ("host", "1.2.3.4"),
+    "--port": ("port", 1234), "--dtype": ("dtype", "half"), "--max-model-len": ("max_model_len", 1234),
+    "--tensor-parallel-size": ("tensor_parallel_size", 3), "-tp": ("tensor_parallel_size", 3),
+    "--quantization": ("quantization", "fp8"), "-q": ("quantization", "fp8"),
+    "--gpu-memory-utilization": ("gpu_memory_utilization", 0.5), "--hf-token": ("hf_token", "hf_x"),
+    "--allowed-local-media-path": ("allowed_local_media_path", "/tmp"), "--trust-remote-code": ("trust_remote_code", True),
+}  # fmt: skip
+
+
+def _spellings() -> dict[str, dict]:
+    """Ways to write each flag: every prefix, with `_` for `-`, with the value after `=`, as the
+    next argument, or attached (`-qfp8`)."""
+    out = {}
+    for flag, (dest, value) in SAMPLES.items():
+        text = str(value)
+        stems = {flag[:k] for k in range(2, len(flag) + 1)} if not flag.startswith("--") else {
+            v for k in range(3, len(flag) + 1) for v in (flag[:k], "--" + flag[2:k].replace("-", "_"))}
+        for stem in sorted(stems):
+            forms = [[stem]] if value is True else [[stem, text], [f"{stem}={text}"], [stem + text]]
+            for argv in forms:
+                out[f"{flag}:{' '.join(argv)}"] = {"argv": argv, "dest": dest, "expect": value, "flag": flag}
+    return out
+
+
+SPELLINGS = _spellings()
+
 
 @pytest.fixture(scope="module")
 def results(vllm_python) -> dict[str, dict]:
@@ -85,6 +116,8 @@ def results(vllm_python) -> dict[str, dict]:
     request["cases"].append({"id": "negative/not-vllm-serve", "command": ["python3", "-m", "vllm"], "args": ["m"]})
     request["cases"].append({"id": "negative/unknown-architecture", "command": ["vllm", "serve"],
                              "args": ["google/gemma-3-1b-it"], "architecture": "NoSuchGemmaForCausalLM"})  # fmt: skip
+    request["spellings"] = [{"id": sid, **{k: c[k] for k in ("argv", "dest", "expect")}} for sid, c in SPELLINGS.items()]
+    request["prefixes_of"] = sorted(set(OWNED_FLAGS["vllm"]) | set(REFUSED_FLAGS))
     proc = subprocess.run(
         [str(vllm_python), str(servers.SCRIPTS / "vllm_args.py")],
         input=json.dumps(request), capture_output=True, text=True, timeout=600,
@@ -92,7 +125,25 @@ def results(vllm_python) -> dict[str, dict]:
     assert proc.returncode == 0, proc.stderr[-6000:]
     out = json.loads(proc.stdout)
     assert out["vllm"] == "0.32.0", out["vllm"]
-    return {r["id"]: r for r in out["results"]}
+    return {**{r["id"]: r for r in out["results"]}, "spellings": {r["id"]: r["reads"] for r in out["spellings"]},
+            "prefixes": out["prefixes"]}  # fmt: skip
+
+
+def test_every_spelling_vllm_reads_as_an_owned_or_refused_flag_is_caught(results):
+    """flags.argparse_names against vLLM's own parser: what vLLM reads as the flag, the operator
+    recognises (so render refuses owned flags and the model refuses REFUSED_FLAGS)."""
+    read = [sid for sid, hit in results["spellings"].items() if hit]
+    assert len(read) > 100, read  # underscores, abbreviations and `=` forms really are read
+    missed = [sid for sid in read if not flags.argparse_names(SPELLINGS[sid]["argv"][0], SPELLINGS[sid]["flag"])]
+    assert not missed, missed
+    refused = [sid for sid in read if SPELLINGS[sid]["flag"] in REFUSED_FLAGS]
+    assert refused and all(refused_flag(SPELLINGS[sid]["argv"][0]) for sid in refused)
+
+
+def test_no_vllm_flag_is_mistaken_for_an_owned_or_refused_one(results):
+    """The abbreviation rule refuses prefixes: no real vLLM option may be one (`-h` is help; `-hft`
+    is llama.cpp's, and the refusal of `-hft` is an exact prefix match, not an abbreviation)."""
+    assert results["prefixes"] == [["-h", "-hft"]]
 
 
 def test_the_venv_is_the_catalogs_vllm_release(results):
