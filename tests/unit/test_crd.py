@@ -470,3 +470,32 @@ def test_model_agrees_on_status(name, status, error_at):
 )
 def test_crd_validates_resource(obj, valid):
     assert (not errors(obj)) == valid
+
+
+def test_every_spec_field_is_bounded():
+    """A 100 KB string (or a million items) fits nowhere in a spec: every string has a maxLength
+    (or an enum), every list a maxItems, every map a maxProperties and a rule bounding its keys."""
+    unbounded = []
+
+    def walk(node: dict[str, Any], where: str) -> None:
+        kind = node.get("type")
+        if kind == "string" and "maxLength" not in node and "enum" not in node:
+            unbounded.append(f"{where}: string without maxLength")
+        if node.get("x-kubernetes-int-or-string") and "maxLength" not in node:
+            unbounded.append(f"{where}: int-or-string without maxLength")
+        if kind == "array":
+            if "maxItems" not in node:
+                unbounded.append(f"{where}: list without maxItems")
+            walk(node["items"], f"{where}[]")
+        if node.get("x-kubernetes-preserve-unknown-fields"):
+            unbounded.append(f"{where}: unknown fields kept")
+        if isinstance(node.get("additionalProperties"), dict):
+            rules = [r["rule"] for r in node.get("x-kubernetes-validations", [])]
+            if "maxProperties" not in node or not any(r.startswith("self.all(k, size(k) <= ") for r in rules):
+                unbounded.append(f"{where}: map without maxProperties or a key-length rule")
+            walk(node["additionalProperties"], f"{where}.*")
+        for name, child in (node.get("properties") or {}).items():
+            walk(child, f"{where}.{name}")
+
+    walk(at("spec"), "spec")
+    assert not unbounded, unbounded

@@ -26,7 +26,8 @@ POOLS = pools(node_list("gke-l4"), CATALOG)
 
 def spec_with(value: str) -> dict:
     return {
-        "env": [{"name": "NOTE", "value": value}],
+        "env": [{"name": "NOTE", "value": value},
+                {"name": "FROM_FIELD", "valueFrom": {"fieldRef": {"fieldPath": value[:256]}}}],
         "extraArgs": ["--override-generation-config", value],
         "nodeSelector": {"team": value[:63]},
         "tolerations": [{"key": "team", "operator": "Equal", "value": value[:63], "effect": "NoSchedule"}],
@@ -47,8 +48,9 @@ def swap_back(objects: list[dict], value: str) -> list[dict]:
             return {k: walk(v) for k, v in node.items()}
         if isinstance(node, list):
             return [walk(v) for v in node]
-        if node == value or node == value[:63]:
-            return PLACEHOLDER if node == value else PLACEHOLDER[:63]
+        for cut in (None, 256, 63):
+            if node == value[:cut]:
+                return PLACEHOLDER[:cut]
         return node
 
     return walk(objects)
@@ -70,7 +72,7 @@ TAKEN = _strings(BASELINE)
 
 # Anything but a flag-looking first character (flags are checked on their own) and the empty string.
 values = st.text(min_size=1, max_size=300).filter(
-    lambda v: not v.startswith("-") and v not in TAKEN and v[:63] not in TAKEN
+    lambda v: not v.startswith("-") and not {v, v[:256], v[:63]} & TAKEN
 )
 
 
@@ -89,3 +91,15 @@ def test_extra_args_stay_one_argv_entry_each(value):
     (container,) = rendered({"extraArgs": [value]})[0]["spec"]["template"]["spec"]["containers"]
     assert container["args"][-1] == value
     assert "sh" not in container["command"] and "-c" not in container["command"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(min_size=1, max_size=512).filter(lambda v: not any(c.isspace() for c in v) and v not in TAKEN))
+def test_an_image_override_is_only_the_image(value):
+    """spec.image takes any non-blank reference (the runtime pulls it, or fails to): it becomes
+    the container's image and touches nothing else."""
+    objects = rendered({"image": value})
+    (container,) = objects[0]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == value
+    container["image"] = rendered({})[0]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert objects == rendered({})
