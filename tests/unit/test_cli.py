@@ -74,6 +74,14 @@ def test_yaml_output_and_table_manifests(tmp_path):
         ({"extraArgs": ["--trust-remote-code"]}, "may not carry --trust-remote-code"),
         ({"extraArgs": ["--hf-token=abc"]}, "may not carry --hf-token"),
         ({"extraArgs": ["--model", "evil/model"]}, "spec.extraArgs: --model is set by the plan"),
+        ({"extraArgs": ["--trust_remote_code"]}, "may not carry --trust_remote_code"),
+        ({"extraArgs": ["--trust-remote"]}, "may not carry --trust-remote"),
+        ({"extraArgs": ["--max_model_len=5"]}, "spec.extraArgs: --max-model-len (as --max_model_len) is set by the plan"),
+        ({"env": [{"name": "HF_HOME", "value": "/x"}]}, "spec.env: HF_HOME is set by the operator"),
+        ({"env": [{"name": "A", "value": "1"}, {"name": "A"}]}, "env names must be unique"),
+        ({"nodeSelector": {"k" * 100_000: "v"}}, "spec.nodeSelector"),
+        ({"resources": {"limits": {"memory": "lots"}}}, "spec.resources.limits.memory"),
+        ({"env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "f" * 100_000}}}]}, "spec.env.0.valueFrom"),
     ],
 )
 def test_invalid_input_exits_2_naming_the_field(tmp_path, spec, words):
