@@ -210,7 +210,8 @@ class GemmaDeploymentSpec(Model):
         default=None, description="Secret with a Hugging Face token, for gated models."
     )
     image: str | None = Field(
-        default=None, max_length=512, pattern=r"^[^\s]+$", description="Overrides the catalog's runtime image."
+        default=None, max_length=512, pattern=r"^[^\s]+$", description="Overrides the catalog's runtime image. It runs as the catalog's image for that runtime "
+        "would: as the catalog's non-root user (root on TPUs), with HOME on an emptyDir."
     )
     extra_args: list[Arg] = Field(
         default_factory=list,
