@@ -38,6 +38,11 @@ SECRET_RECHECK_S = 30.0
 # an expired watch (410), kopf re-lists but never reports what vanished in the gap.
 RESYNC_ENV = "GEMMA_OPERATOR_RESYNC_S"
 RESYNC_S = 300.0
+# kopf retries a failed API request (5xx, 403, a lost connection) with these pauses, then gives
+# up; a watch that gives up stops the whole operator. kopf's default (1 to 21 s, 54 s in all)
+# is shorter than a control-plane upgrade can keep the API away: this rides out about 10 minutes
+# and then resumes where it was, instead of exiting into a crash-loop back-off.
+API_ERROR_BACKOFFS_S = (1, 1, 2, 3, 5, 8, 13, 21, 30, 60, 60, 60, 60, 60, 60, 60, 60, 60)
 
 
 # ----------------------------------------------------------------------------- start-up
@@ -61,6 +66,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.networking.request_timeout = settings.networking.request_timeout or 60
     settings.networking.connect_timeout = settings.networking.connect_timeout or 10
     settings.watching.server_timeout = settings.watching.server_timeout or 300
+    settings.networking.error_backoffs = API_ERROR_BACKOFFS_S
     # A per-object kopf worker lingers this long after its last event (default 5 s): with 1,000
     # resources and 2,000 children, 3,000 idle workers held ~30 MB of RSS (bench/README.md).
     settings.queueing.idle_timeout = 0.5

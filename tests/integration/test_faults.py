@@ -338,3 +338,30 @@ def test_resync_with_nothing_gone_writes_nothing(emulator, fast_resync, operator
     before = emulator.writes
     time.sleep(2.0)  # four resync rounds
     assert emulator.writes - before == collections.Counter()
+
+
+def test_an_api_outage_longer_than_kopfs_default_retries_does_not_stop_the_operator(emulator, run_operator, cluster,
+                                                                                    create_nodes, monkeypatch):  # fmt: skip
+    """kopf gives up on a watch after its error back-offs and the whole operator stops; the
+    operator's longer schedule (about 10 minutes) rides an outage out. Here the schedule is kept
+    at its length with short pauses, and the watch fails more often than kopf's default allows."""
+    seen = []
+
+    def shorter(settings):
+        seen.append(tuple(settings.networking.error_backoffs))
+        settings.networking.error_backoffs = [0.05] * len(seen[0])
+
+    monkeypatch.setenv("KUBECONFIG", str(emulator.kubeconfig))
+    monkeypatch.setenv(metrics.PORT_ENV, "0")
+    create_nodes.from_fixture("gke-l4")
+    running = run_operator("gemma_operator.handlers", configure=shorter)
+    assert seen == [handlers.API_ERROR_BACKOFFS_S] and sum(seen[0]) >= 600
+    cluster.create("chat", {})
+    cluster.wait(lambda: settled(cluster, "chat"), "a settled resource")
+    kopf_default = 8  # kopf's NetworkingSettings.error_backoffs: 1, 1, 2, 3, 5, 8, 13, 21
+    faults = drop_watch(emulator, "gemmadeployments", {"status": 503, "times": kopf_default + 4})
+    cluster.patch_spec("chat", {"replicas": 2})
+    cluster.wait(lambda: faults[0].hits == faults[0].times, "the outage to pass", timeout=20)
+    cluster.wait(lambda: settled(cluster, "chat") and cluster.deployment("chat")["spec"]["replicas"] == 2,
+                 "the change applied after the outage", timeout=20)  # fmt: skip
+    assert running.error is None and running._thread.is_alive()
