@@ -4,8 +4,8 @@ vLLM parses with argparse (FlexibleArgumentParser): `--max_model_len` is `--max-
 (underscores become dashes), an unambiguous prefix is the whole flag (`--served` is
 `--served-model-name`, `-t` is `-tp`), and a two-character flag takes its value attached
 (`-qfp8` is `-q fp8`). Checked against vLLM 0.32.0's own parser: none of its 430 option strings
-is a strict prefix of a flag the operator owns or refuses, except `-h` of llama.cpp's `-hft`.
-llama.cpp's parser matches whole flags only.
+is a strict prefix of a flag the operator owns or refuses, except `-h` of llama.cpp's `-hft`
+(tests/dataplane/test_vllm_args.py asks that parser). llama.cpp's parser matches whole flags only.
 """
 
 from __future__ import annotations
@@ -39,4 +39,7 @@ def spellings(flag: str) -> list[str]:
     if not flag.startswith("--"):
         return [flag]
     words = flag[2:].split("-")
-    return ["--" + "".join(w + sep for w, sep in zip(words, (*seps, ""))) for seps in itertools.product("-_", repeat=len(words) - 1)]
+    return [
+        "--" + "".join(word + sep for word, sep in zip(words, (*seps, "")))
+        for seps in itertools.product("-_", repeat=len(words) - 1)
+    ]
