@@ -20,6 +20,7 @@ import sys
 import time
 from typing import Any
 
+import kubernetes
 import pytest
 
 from gemma_operator import handlers, metrics
@@ -140,19 +141,17 @@ def start_peering(emulator, objects: list[dict]) -> None:
     for obj in peerings:
         ns = obj["metadata"].get("namespace")
         plural = obj["kind"].lower() + "s"
-        base = f"/apis/kopf.dev/v1/namespaces/{ns}/{plural}" if ns else f"/apis/kopf.dev/v1/{plural}"
-        try:
-            emulator.request("GET", f"{base}/{obj['metadata']['name']}")
-        except Exception:
-            emulator.request("POST", base, obj)
+        create_unless_present(emulator, f"/apis/kopf.dev/v1/namespaces/{ns}/{plural}" if ns
+                              else f"/apis/kopf.dev/v1/{plural}", obj)  # fmt: skip
 
 
-def ensure_namespace(emulator, name: str) -> None:
+def create_unless_present(api, collection: str, obj: dict) -> None:
+    """Create; an object already there from an earlier scenario (409 AlreadyExists) will do."""
     try:
-        emulator.request("GET", f"/api/v1/namespaces/{name}")
-    except Exception:
-        emulator.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                                       "metadata": {"name": name}})  # fmt: skip
+        api.request("POST", collection, obj)
+    except kubernetes.client.ApiException as e:
+        if e.status != 409:
+            raise
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=[p.name.removesuffix("-values.yaml") for p in CI_VALUES])
@@ -166,7 +165,8 @@ def test_chart_rbac_is_exactly_what_the_operator_uses(emulator, render, values, 
     watched = [a.split("=", 1)[1] for a in command if a.startswith("--namespace=")]
     ns = watched[0] if watched else namespace
     for name in watched:
-        ensure_namespace(emulator, name)
+        create_unless_present(emulator, "/api/v1/namespaces",
+                              {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     start_peering(emulator, objects)
     create_nodes.from_fixture("gke-l4")
 

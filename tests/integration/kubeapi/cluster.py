@@ -196,8 +196,11 @@ class KubeAPI:
                                                      "metadata": {"name": name}})
 
     def delete_namespace(self, name: str) -> None:
+        self._delete_if_present(f"/api/v1/namespaces/{name}")
+
+    def _delete_if_present(self, path: str) -> None:
         try:
-            self.request("DELETE", f"/api/v1/namespaces/{name}")
+            self.request("DELETE", path)
         except kubernetes.client.ApiException as e:
             if e.status != 404:
                 raise
@@ -250,11 +253,7 @@ class KubeAPI:
             timeout=timeout, message=f"{name} to report {want} ready replicas")
 
     def delete_node(self, name: str) -> None:
-        try:
-            self.request("DELETE", f"/api/v1/nodes/{name}")
-        except kubernetes.client.ApiException as e:
-            if e.status != 404:
-                raise
+        self._delete_if_present(f"/api/v1/nodes/{name}")
 
 
 def _deployment_status(dep: dict, ready: int) -> dict:
