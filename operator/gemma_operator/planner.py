@@ -681,8 +681,7 @@ def _suggestions(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catal
     (its precision, runtime, context, accelerator), and only then a smaller size."""
 
     def fits(**changes) -> Plan | None:
-        model = changes.pop("model", None)
-        relaxed = spec.model_copy(update={**changes, **({"model": model} if model else {})})
+        relaxed = spec.model_copy(update=changes)
         try:
             result = _plan_fresh(relaxed, inventory, catalog, None)
         except InvalidSpec:

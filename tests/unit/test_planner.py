@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
+from gemma_operator.crd import crd
 from gemma_operator.inventory import pools
 from gemma_operator.planner import InvalidSpec, NoFit, Plan, plan
 from tests.conftest import node_list
@@ -227,7 +230,8 @@ RANKING = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("nodes", "spec", "expected"), RANKING, ids=lambda v: str(v))
+@pytest.mark.parametrize(("nodes", "spec", "expected"), RANKING,
+                         ids=["bf16-over-fp16", "compute-capability", "memory-bandwidth", "fewest-devices"])  # fmt: skip
 def test_the_best_pool_wins_and_the_reasons_say_why_the_others_lost(catalog, nodes, spec, expected):
     winner, loser, words = expected
     result = decide(catalog, spec, nodes())
@@ -266,6 +270,7 @@ def test_sizes_whose_context_is_too_short_are_named(catalog):
          + [renamed(node_list("gke-tpu-v5e-2x2")[1], "v5e-4x4", {"cloud.google.com/gke-tpu-topology": "4x4"})],
          "v5e-4x4", "spans several hosts"),
     ],
+    ids=["cordoned", "multi-host-tpu"],
 )  # fmt: skip
 def test_a_plan_names_the_nodes_it_skipped_and_why(catalog, nodes, skipped, words):
     result = decide(catalog, {}, nodes())
@@ -305,8 +310,12 @@ def test_memory_still_explains_a_lower_precision(catalog):
 
 
 def test_every_gke_label_value_names_its_accelerator(catalog):
+    (version,) = crd()["spec"]["versions"]
+    field = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["accelerator"]
     for name, accelerator in catalog.accelerators.items():
         for alias in (*accelerator.match.gke_accelerator, *accelerator.match.gke_tpu_accelerator):
+            # The CRD admits it, as the API server would check it.
+            assert re.fullmatch(field["pattern"], alias) and len(alias) <= field["maxLength"], alias
             spec = GemmaDeploymentSpec.model_validate({"accelerator": alias})
             result = plan(spec, pools(node_list("gke-cpu-only"), catalog), catalog)
             if name != "cpu":
@@ -386,8 +395,8 @@ def test_no_fit_suggests_the_nearest_change_that_fits(catalog, fixture, spec, ex
     assert result.suggestions, result.message
     first = result.suggestions[0]
     assert (first.field, first.value) == expected
-    # The suggestion is real: applying it plans.
-    assert "\n" not in result.message and str(expected[1]) in result.message
+    # The one-line message (status, events, JSON) carries it too.
+    assert "\n" not in result.message and f"Would fit: {first.field}: {first.value} (" in result.message
 
 
 def test_a_suggestion_applied_plans(catalog):
