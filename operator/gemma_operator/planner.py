@@ -213,14 +213,9 @@ def _find_id(catalog: Catalog, repo: str) -> tuple[str, str, str, Checkpoint | N
     return None
 
 
-def resolve_models(spec: GemmaDeploymentSpec, catalog: Catalog) -> tuple[list[_Model], list[str]]:
-    """The candidate models in preference order, with the reasons for the family/size/tuning choice."""
-    models, reasons, _ = _resolve_models(spec, catalog)
-    return models, reasons
-
-
-def _resolve_models(spec: GemmaDeploymentSpec, catalog: Catalog) -> tuple[list[_Model], list[str], dict[str, int]]:
-    """As resolve_models, and the sizes left out because their context is shorter than maxModelLen."""
+def resolve_models(spec: GemmaDeploymentSpec, catalog: Catalog) -> tuple[list[_Model], list[str], dict[str, int]]:
+    """The candidate models in preference order, the reasons for the family/size/tuning choice, and
+    the sizes left out because their context stops short of maxModelLen (size -> its context)."""
     m = spec.model
     reasons: list[str] = []
     if m.id:
@@ -420,7 +415,8 @@ def _gguf_options(model: _Model, pool: Pool, asked: str, attempt: _Attempt, cata
         return
     if model.pinned:
         if model.pinned.format != "gguf":
-            attempt.reject(options, "llamacpp", "*", "device", f"{model.pinned.repo} is safetensors, which llama.cpp does not serve")
+            attempt.reject(options, "llamacpp", "*", "device",
+                           f"{model.pinned.repo} is safetensors, which llama.cpp does not serve")  # fmt: skip
             return
         options.append(_Option("llamacpp", model.pinned.quantization, model.model_id, model.pinned.file))
         return
@@ -559,13 +555,17 @@ def _bandwidth(pool: Pool, catalog: Catalog) -> float:
     return (accelerator.memory_bandwidth_gbps or 0.0) if accelerator else 0.0  # uncatalogued GPUs rank last
 
 
+def _precision(quantization: str) -> tuple[int, bool]:
+    """Sort key: more bits first; fp16 after bf16 (the same bits, with less range)."""
+    return -PRECISION[quantization], quantization == "fp16"
+
+
 def _rank(plan: Plan, catalog: Catalog) -> tuple:
     """Sort key among pools serving the same model: smaller is better."""
     pool = plan.pool
     return (
         pool.kind == "cpu",
-        -PRECISION[plan.quantization],
-        plan.quantization == "fp16",  # the same bits as bf16, with less range
+        _precision(plan.quantization),
         pool.kind == "tpu",
         tuple(-part for part in pool.cc),
         -_bandwidth(pool, catalog),
@@ -579,7 +579,7 @@ def _lost(best: Plan, other: Plan, catalog: Catalog) -> str:
     b, o = best.pool, other.pool
     if o.kind == "cpu" and b.kind != "cpu":
         return "a CPU pool; accelerators come first"
-    if (PRECISION[other.quantization], other.quantization != "fp16") != (PRECISION[best.quantization], best.quantization != "fp16"):
+    if _precision(other.quantization) != _precision(best.quantization):
         if other.quantization == "fp16" and not o.bf16:
             return f"{o.display_name} has no bf16, so fp16, not {best.quantization}"
         return f"{other.quantization} at best, not {best.quantization}"
@@ -632,7 +632,7 @@ def plan(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog,
 
 
 def _plan_fresh(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog, alias: str | None) -> Plan | NoFit:
-    models, reasons, too_short = _resolve_models(spec, catalog)
+    models, reasons, too_short = resolve_models(spec, catalog)
     _check_static(spec, catalog, models)
     pools, wanted = _pools_for(spec, inventory)
     available = tuple(p.describe() for p in inventory.pools)
