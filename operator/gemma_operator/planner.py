@@ -639,6 +639,7 @@ def _plan_fresh(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalo
     skipped = tuple(inventory.skipped)
     if not pools:
         what = "schedulable nodes" if wanted == "auto" else f"{wanted} nodes"
+        what += f" (GKE label value {alias})" if alias else ""
         return NoFit(f"No {what} to serve {models[0].served_name} on.", available, skipped=skipped)
 
     skipped_sizes: list[str] = []
