@@ -96,9 +96,10 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"invalid: {exc}\n")
         return EXIT_INVALID
     if isinstance(result, NoFit):
-        err.write(f"no fit: {result.message}\n")
+        err.write(result.report() if args.output == "table" else f"no fit: {result.message}\n")
         if args.output in ("json", "yaml"):
-            _dump({"selection": None, "noFit": {"message": result.message}, "manifests": []}, args.output, out)
+            no_fit = {"message": result.message, "suggestions": [s.as_dict() for s in result.suggestions]}
+            _dump({"selection": None, "noFit": no_fit, "manifests": []}, args.output, out)
         return EXIT_NOFIT
     selection = result.selection()
     if args.output == "table":
