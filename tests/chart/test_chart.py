@@ -203,6 +203,9 @@ MANAGER = {
 CLUSTER_READ = {("", "nodes", verb) for verb in ("list", "watch")} | {
     ("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in ("list", "watch")
 }
+# Granted though never sent: admission (OwnerReferencesPermissionEnforcement) checks it when a
+# child names its GemmaDeployment with blockOwnerDeletion: true (see test_rbac.py, ADMISSION_ONLY).
+OWNER_FINALIZERS = {("gemma.dev", "gemmadeployments/finalizers", "update")}
 NAMESPACES_READ = {("", "namespaces", verb) for verb in ("list", "watch")}  # kopf, when given namespaces
 PEERING = lambda plural: {("kopf.dev", plural, verb) for verb in ("list", "watch", "patch")}  # noqa: E731
 
@@ -222,7 +225,7 @@ def test_rbac_has_no_wildcards_or_dangerous_verbs(render, values):
 
 def test_rbac_cluster_wide(render):
     objects = render(CI["default"])
-    assert grants(objects) == MANAGER | CLUSTER_READ
+    assert grants(objects) == MANAGER | OWNER_FINALIZERS | CLUSTER_READ
     assert not of_kind(objects, "Role") and not of_kind(objects, "RoleBinding")
     assert {b["roleRef"]["name"] for b in of_kind(objects, "ClusterRoleBinding")} == {
         r["metadata"]["name"] for r in of_kind(objects, "ClusterRole")
@@ -233,7 +236,7 @@ def test_rbac_namespaced(render):
     objects = render(CI["namespaced"])
     assert grants(objects) == CLUSTER_READ | NAMESPACES_READ, "only reads are cluster-wide"
     for namespace in ("team-a", "team-b"):
-        assert grants(objects, namespace) == MANAGER
+        assert grants(objects, namespace) == MANAGER | OWNER_FINALIZERS
     assert sorted(r["metadata"]["namespace"] for r in of_kind(objects, "Role")) == ["team-a", "team-b"]
     for binding in of_kind(objects, "RoleBinding"):
         assert binding["roleRef"] == {
@@ -244,10 +247,10 @@ def test_rbac_namespaced(render):
 
 def test_rbac_peering(render):
     gke = render(CI["gke"])  # cluster-wide, peering on
-    assert grants(gke) == MANAGER | CLUSTER_READ | PEERING("clusterkopfpeerings")
+    assert grants(gke) == MANAGER | OWNER_FINALIZERS | CLUSTER_READ | PEERING("clusterkopfpeerings")
     assert only(gke, "ClusterKopfPeering")["metadata"]["name"] == SA  # the release's full name
     lint = render(CI["lint"])  # one namespace, peering on
-    assert grants(lint, "models") == MANAGER | PEERING("kopfpeerings")
+    assert grants(lint, "models") == MANAGER | OWNER_FINALIZERS | PEERING("kopfpeerings")
     assert only(lint, "KopfPeering")["metadata"] == {**only(lint, "KopfPeering")["metadata"], "namespace": "models"}
 
 

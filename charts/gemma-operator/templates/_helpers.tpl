@@ -68,7 +68,8 @@ RBAC rules for the namespaced objects the operator reconciles. Used by the Clust
 (cluster-wide watch) or by one Role per watched namespace.
 */}}
 {{- define "gemma-operator.namespacedRules" -}}
-# Exactly the requests the operator sends (tests/integration/test_rbac.py derives them).
+# Exactly the requests the operator sends (tests/integration/test_rbac.py derives them), plus
+# one grant that admission checks (gemmadeployments/finalizers, at the end).
 # The custom resource: listed and watched, read by name before re-creating a child, patched
 # (kopf's annotations), and its status reported with merge patches.
 - apiGroups: ["gemma.dev"]
@@ -93,4 +94,10 @@ RBAC rules for the namespaced objects the operator reconciles. Used by the Clust
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+# Never requested: the OwnerReferencesPermissionEnforcement admission plugin (OpenShift, some
+# hardened clusters) refuses a child whose owner reference sets blockOwnerDeletion unless its
+# sender may update the owner's finalizers.
+- apiGroups: ["gemma.dev"]
+  resources: ["gemmadeployments/finalizers"]
+  verbs: ["update"]
 {{- end -}}
