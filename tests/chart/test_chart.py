@@ -384,8 +384,11 @@ def release(helm, name: str, *sets: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(helm(*args).stdout) if doc]
 
 
-@pytest.mark.parametrize("kind, sets", [("ClusterKopfPeering", ()), ("KopfPeering", ("watchNamespaces={models}",))],
-                         ids=["cluster-wide", "namespaced"])
+@pytest.mark.parametrize(
+    "kind, sets",
+    [("ClusterKopfPeering", ()), ("KopfPeering", ("watchNamespaces={models}",))],
+    ids=["cluster-wide", "namespaced"],
+)
 def test_each_release_has_its_own_peering_object_and_joins_it(helm, kind, sets):
     """Two releases in one cluster must not meet in one peering object: the pods of both would
     elect one leader among them, and uninstalling one would delete the other's object."""

@@ -210,9 +210,10 @@ def test_chart_rbac_is_exactly_what_the_operator_uses(emulator, render, values, 
     assert not unused, f"the chart grants what the operator never uses: {unused}"
     # Wherever the operator may write GemmaDeployments, it must also hold the admission-only grants.
     scopes = {"cluster-wide": cluster_grants, **namespace_grants}
-    writes = {scope for scope, grants in scopes.items() if ("gemma.dev", "gemmadeployments", "patch") in grants}
-    assert writes, scopes
+    writable = {scope for scope, grants in scopes.items()
+                if ("gemma.dev", "gemmadeployments", "patch") in grants}  # fmt: skip
+    assert writable, scopes
     for grant, reason in ADMISSION_ONLY.items():
         assert grant not in {g for g, _ in used}, f"{grant} is sent after all: it is no exception"
-        missing = sorted(scope for scope in writes if grant not in scopes[scope])
+        missing = sorted(scope for scope in writable if grant not in scopes[scope])
         assert not missing, f"the chart does not grant {grant} in {missing}; admission checks it ({reason})"

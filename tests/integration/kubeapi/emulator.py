@@ -174,7 +174,7 @@ BUILTIN_KINDS = [
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 ROOT_CA_CONFIGMAP = "kube-root-ca.crt"  # published in every namespace by kube-controller-manager
 ROOT_CA_DELAY_S = 0.1  # after the namespace, as the controller reacts to its watch event
-ROOT_CA_PLACEHOLDER = "-----BEGIN CERTIFICATE-----\n(the emulator serves plain HTTP: no CA)\n-----END CERTIFICATE-----\n"
+ROOT_CA_PLACEHOLDER = "-----BEGIN CERTIFICATE-----\n(plain HTTP: no CA)\n-----END CERTIFICATE-----\n"
 
 # Field selectors that the real server supports beyond metadata.name/metadata.namespace.
 EVENT_FIELDS = {
