@@ -404,9 +404,12 @@ def _fit(model: _Model, pool: Pool, option: _Option, wanted_len: int | None, cat
         budget = pool.device_memory_gib * sizing.GPU_MEMORY_UTILIZATION
     # The fewest devices that hold the full context; failing that, the longest context any count gives.
     floor = wanted_len or min(MIN_USEFUL_CONTEXT, size.max_context)
+    # The catalogued file this option serves, if any: its size is the floor of the weights.
+    served = (option.model_id.lower(), option.model_file, option.quantization)
+    checkpoint = next((c for c in size.checkpoints if (c.repo.lower(), c.file, c.quantization) == served), None)
     best: tuple[int, sizing.Fit] | None = None
     for tp in tps:
-        got = sizing.fit(size, option.quantization, option.runtime, budget, tp, wanted_len)
+        got = sizing.fit(size, option.quantization, option.runtime, budget, tp, wanted_len, checkpoint)
         if got is None or got.max_model_len < floor:
             continue
         if best is None or got.max_model_len > best[1].max_model_len:
@@ -415,7 +418,7 @@ def _fit(model: _Model, pool: Pool, option: _Option, wanted_len: int | None, cat
             break
     if best:
         return _plan(model, pool, option, best[0], best[1], catalog)
-    need = sizing.needed_gib(size, option.quantization, option.runtime, floor, tps[-1] if tps else 1)
+    need = sizing.needed_gib(size, option.quantization, option.runtime, floor, tps[-1] if tps else 1, checkpoint)
     unit = "node" if pool.kind == "cpu" else ("chip" if pool.kind == "tpu" else "GPU")
     why.append(
         f"{option.runtime} {option.quantization} needs {need:.1f} GiB per {unit} for {floor} tokens"

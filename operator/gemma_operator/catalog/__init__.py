@@ -62,6 +62,9 @@ class Checkpoint(Strict):
     file: str | None = Field(default=None, description="GGUF file inside the repo")
     official: bool = Field(description="published by Google")
     source: HttpUrl
+    # Weights in memory are at least the file: Google's QAT GGUFs keep some tensors above 4 bits.
+    bytes: int = Field(gt=0, description="size of the weights file(s) in bytes; the floor of planned weights")
+    bytes_source: HttpUrl = Field(description="where the size is listed")
 
     @model_validator(mode="after")
     def _gguf_has_file(self) -> Checkpoint:
