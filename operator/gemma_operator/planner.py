@@ -563,6 +563,8 @@ def _explain(best: Plan, model: _Model, spec: GemmaDeploymentSpec, reasons: list
             why = "as asked"
         elif not pool.bf16 and not model.family.runtimes["vllm"].float16:
             why = f"{pool.display_name} has no bf16 and vLLM refuses float16 for {best.family}"
+        elif too_old := [w for a in attempts if a.pool == pool for w in a.why_not if "needs compute capability" in w]:
+            why = too_old[0]  # vLLM's image is built for newer GPUs than this one
         else:
             why = "vLLM has no plan that fits this GPU"
         out.append(f"Runtime llamacpp on CUDA: {why}; every layer is offloaded to the GPU.")
