@@ -62,6 +62,12 @@ class Plan:
     chat_template: bool = True
     run_as: tuple[int, int] | None = None  # (uid, gid) the server runs as; None keeps the image's root
     reasons: tuple[str, ...] = ()
+    spec_node_selector: dict[str, str] = field(default_factory=dict)  # spec.nodeSelector, on top of the pool's
+
+    @property
+    def node_selector(self) -> dict[str, str]:
+        """The pod's nodeSelector: the pool's labels, and the spec's on top."""
+        return {**self.pool.node_selector, **self.spec_node_selector}
 
     def selection(self) -> dict:
         """The plan as `status.selection` (camelCase, JSON-ready)."""
@@ -82,7 +88,7 @@ class Plan:
             "maxModelLen": self.max_model_len,
             "estimatedMemoryGiB": round(self.estimated_memory_gib, 1),
             "pool": self.pool.name,
-            "nodeSelector": dict(self.pool.node_selector),
+            "nodeSelector": self.node_selector,
             "reasons": list(self.reasons),
         }
 
@@ -592,5 +598,10 @@ def _explain(best: Plan, model: _Model, spec: GemmaDeploymentSpec, reasons: list
         out.append(f"Context {best.max_model_len} tokens: the largest whose KV cache fits (the model allows {size.max_context}){window}.")
     user = (f"runs as non-root user {best.run_as[0]}, group {best.run_as[1]}" if best.run_as
             else "keeps the image's root user (no non-root user is known to work with it), without privilege escalation or capabilities")  # fmt: skip
-    out.append(f"Image {best.image}: pinned in the catalog for {best.image_key}; {user}.")
-    return replace(best, reasons=tuple(out))
+    if spec.image:
+        out.append(f"Image {spec.image}: set by spec.image, in place of {best.image} (pinned in the catalog for "
+                   f"{best.image_key}); it {user}, as that image would.")  # fmt: skip
+    else:
+        out.append(f"Image {best.image}: pinned in the catalog for {best.image_key}; {user}.")
+    # The selection describes what runs: the user's image and nodeSelector, not only the plan's.
+    return replace(best, image=spec.image or best.image, spec_node_selector=dict(spec.node_selector), reasons=tuple(out))
