@@ -304,7 +304,8 @@ def pools(
             name = f"{device.accelerator}-{device.topology}"
         elif device.kind == "gpu":
             # A shared pool is another pool than the whole GPUs of the same model (another selector).
-            shared = {None: "", "mps": f"-mps{dict(device.selector).get(GFD_REPLICAS, '')}"}.get(device.sharing, "-shared")
+            replicas = dict(device.selector).get(GFD_REPLICAS, "")
+            shared = {None: "", "mps": f"-mps{replicas}"}.get(device.sharing, "-shared")
             name = f"{device.accelerator}{shared}-x{devices}"
         else:
             selector = dict(device.selector)

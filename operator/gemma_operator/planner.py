@@ -604,4 +604,5 @@ def _explain(best: Plan, model: _Model, spec: GemmaDeploymentSpec, reasons: list
     else:
         out.append(f"Image {best.image}: pinned in the catalog for {best.image_key}; {user}.")
     # The selection describes what runs: the user's image and nodeSelector, not only the plan's.
-    return replace(best, image=spec.image or best.image, spec_node_selector=dict(spec.node_selector), reasons=tuple(out))
+    return replace(best, image=spec.image or best.image, spec_node_selector=dict(spec.node_selector),
+                   reasons=tuple(out))
