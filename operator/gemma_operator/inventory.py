@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from .catalog import Accelerator, Catalog
@@ -21,6 +21,11 @@ GFD_PRODUCT = "nvidia.com/gpu.product"
 GFD_MEMORY = "nvidia.com/gpu.memory"  # MiB
 GFD_CC_MAJOR = "nvidia.com/gpu.compute.major"
 GFD_CC_MINOR = "nvidia.com/gpu.compute.minor"
+# NVIDIA's device plugin, sharing a GPU by time-slicing or MPS, appends -SHARED to the product
+# label and writes these two (k8s-device-plugin README, "Shared Access to GPUs").
+GFD_SHARED_SUFFIX = "-SHARED"
+GFD_SHARING = "nvidia.com/gpu.sharing-strategy"
+GFD_REPLICAS = "nvidia.com/gpu.replicas"
 ARCH = "kubernetes.io/arch"
 INSTANCE_TYPE = "node.kubernetes.io/instance-type"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -52,6 +57,7 @@ class Pool:
     nodes: tuple[str, ...]
     tpu_topology: str | None = None
     resource_name: str | None = None
+    sharing: str | None = None  # GPUs shared with other pods: "time-slicing", "mps" or "shared"
 
     @property
     def cc(self) -> tuple[int, int]:
@@ -62,9 +68,13 @@ class Pool:
         if self.kind == "cpu":
             return f"{self.name}: {len(self.nodes)} CPU node(s), {self.node_cpu:g} CPUs and {self.node_memory_gib:.1f} GiB each"
         unit = "chip" if self.kind == "tpu" else "GPU"
+        shared = {
+            None: "",
+            "mps": ", an MPS share of a GPU other pods also use",
+        }.get(self.sharing, ", time-sliced with other pods (device memory not isolated)")
         return (
             f"{self.name}: {len(self.nodes)} node(s) x {self.devices_per_node} {self.display_name} {unit}(s) "
-            f"of {self.device_memory_gib:g} GiB"
+            f"of {self.device_memory_gib:g} GiB{shared}"
         )
 
 
@@ -127,6 +137,7 @@ class _Device:
     resource_name: str | None
     topology: str | None = None
     chips: int = 0
+    sharing: str | None = None
 
 
 def _by_label(catalog: Catalog) -> dict[tuple[str, str], tuple[str, Accelerator]]:
@@ -177,12 +188,29 @@ def _device(labels: Mapping[str, str], index: dict, catalog: Catalog) -> _Device
         product = labels[GFD_PRODUCT]
         if "-MIG-" in product:
             raise ValueError(f"{product}: MIG partitions are not planned")
-        # GPU time-slicing appends -SHARED to the product; the device underneath is the same.
-        product = product.removesuffix("-SHARED")
+        # Time-slicing and MPS append -SHARED to the product; the device underneath is the same, so
+        # the catalog is asked without it. The selector keeps the label as the nodes carry it.
         selector = {GFD_PRODUCT: product}
+        sharing = None
+        if product.endswith(GFD_SHARED_SUFFIX):
+            product = product.removesuffix(GFD_SHARED_SUFFIX)
+            sharing = labels.get(GFD_SHARING, "shared")
+            if GFD_SHARING in labels:
+                selector[GFD_SHARING] = labels[GFD_SHARING]
+        replicas = 1
+        if sharing == "mps":
+            # MPS gives each client an equal fraction of the device memory: the replica count sizes it.
+            try:
+                replicas = int(labels[GFD_REPLICAS])
+            except (KeyError, ValueError):
+                raise ValueError(f"MPS-shared GPU without a numeric {GFD_REPLICAS} label") from None
+            if replicas < 1:
+                raise ValueError(f"{GFD_REPLICAS}={replicas} is not a replica count")
+            selector[GFD_REPLICAS] = labels[GFD_REPLICAS]
         if (GFD_PRODUCT, product) in index:
             name, acc = index[(GFD_PRODUCT, product)]
-            return _known(name, acc, selector, GPU_RESOURCE)
+            device = _known(name, acc, selector, GPU_RESOURCE, sharing=sharing)
+            return replace(device, memory_gib=round(acc.memory_gib / replicas, 1))
         # A GPU the catalog doesn't know: trust GFD's own memory and compute capability labels.
         try:
             memory_mib = int(labels[GFD_MEMORY])
@@ -190,9 +218,10 @@ def _device(labels: Mapping[str, str], index: dict, catalog: Catalog) -> _Device
         except (KeyError, ValueError) as exc:
             raise ValueError(f"unknown GPU {product!r} with missing or non-numeric GFD labels ({exc})") from None
         return _Device(
-            kind="gpu", accelerator=_slug(product), display_name=product, memory_gib=round(memory_mib / 1024, 1),
-            bf16=major >= 8, fp8=(major, minor) >= (8, 9), compute_capability=f"{major}.{minor}",
-            selector=tuple(sorted(selector.items())), resource_name=GPU_RESOURCE,
+            kind="gpu", accelerator=_slug(product), display_name=product,
+            memory_gib=round(memory_mib / 1024 / replicas, 1), bf16=major >= 8, fp8=(major, minor) >= (8, 9),
+            compute_capability=f"{major}.{minor}", selector=tuple(sorted(selector.items())),
+            resource_name=GPU_RESOURCE, sharing=sharing,
         )  # fmt: skip
     # CPU pools are told apart by machine type, so a plan sized for one shape stays on it.
     selector = {ARCH: labels.get(ARCH, "amd64")}
@@ -249,6 +278,9 @@ def pools(
         if device.kind == "gpu" and devices < 1:
             inventory.skipped.append(f"{name}: no allocatable {GPU_RESOURCE} (is the GPU driver installed?)")
             continue
+        if device.sharing:
+            # Allocatable counts replicas, and two replicas may be one GPU: a pod uses one, never more.
+            devices = 1
         if device.kind == "tpu" and devices != device.chips:
             inventory.skipped.append(
                 f"{name}: allocatable {TPU_RESOURCE}={devices} does not match topology {device.topology} "
@@ -271,7 +303,10 @@ def pools(
         if device.kind == "tpu":
             name = f"{device.accelerator}-{device.topology}"
         elif device.kind == "gpu":
-            name = f"{device.accelerator}-x{devices}"
+            # A shared pool is another pool than the whole GPUs of the same model (another selector).
+            replicas = dict(device.selector).get(GFD_REPLICAS, "")
+            shared = {None: "", "mps": f"-mps{replicas}"}.get(device.sharing, "-shared")
+            name = f"{device.accelerator}{shared}-x{devices}"
         else:
             selector = dict(device.selector)
             name = f"cpu-{_slug(selector.get(INSTANCE_TYPE, selector[ARCH]))}"
@@ -283,6 +318,7 @@ def pools(
                 node_memory_gib=round(group["memory"], 2), node_selector=dict(device.selector),
                 tolerations=tuple(sorted(group["tolerations"], key=lambda t: sorted(t.items()))),
                 nodes=tuple(sorted(group["nodes"])), tpu_topology=device.topology, resource_name=device.resource_name,
+                sharing=device.sharing,
             )
         )  # fmt: skip
     inventory.pools.sort(key=lambda p: p.name)

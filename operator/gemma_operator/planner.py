@@ -63,6 +63,12 @@ class Plan:
     chat_template: bool = True
     run_as: tuple[int, int] | None = None  # (uid, gid) the server runs as; None keeps the image's root
     reasons: tuple[str, ...] = ()
+    spec_node_selector: dict[str, str] = field(default_factory=dict)  # spec.nodeSelector, on top of the pool's
+
+    @property
+    def node_selector(self) -> dict[str, str]:
+        """The pod's nodeSelector: the pool's labels, and the spec's on top."""
+        return {**self.pool.node_selector, **self.spec_node_selector}
 
     def selection(self) -> dict:
         """The plan as `status.selection` (camelCase, JSON-ready)."""
@@ -83,7 +89,7 @@ class Plan:
             "maxModelLen": self.max_model_len,
             "estimatedMemoryGiB": round(self.estimated_memory_gib, 1),
             "pool": self.pool.name,
-            "nodeSelector": dict(self.pool.node_selector),
+            "nodeSelector": self.node_selector,
             "reasons": list(self.reasons),
         }
 
@@ -502,9 +508,12 @@ def _fit(model: _Model, pool: Pool, option: _Option, wanted_len: int | None, cat
         budget = pool.device_memory_gib * sizing.GPU_MEMORY_UTILIZATION
     # The fewest devices that hold the full context; failing that, the longest context any count gives.
     floor = wanted_len or min(MIN_USEFUL_CONTEXT, size.max_context)
+    # The catalogued file this option serves, if any: its size is the floor of the weights.
+    served = (option.model_id.lower(), option.model_file, option.quantization)
+    checkpoint = next((c for c in size.checkpoints if (c.repo.lower(), c.file, c.quantization) == served), None)
     best: tuple[int, sizing.Fit] | None = None
     for tp in tps:
-        got = sizing.fit(size, option.quantization, option.runtime, budget, tp, wanted_len)
+        got = sizing.fit(size, option.quantization, option.runtime, budget, tp, wanted_len, checkpoint)
         if got is None or got.max_model_len < floor:
             continue
         if best is None or got.max_model_len > best[1].max_model_len:
@@ -513,7 +522,7 @@ def _fit(model: _Model, pool: Pool, option: _Option, wanted_len: int | None, cat
             break
     if best:
         return _plan(model, pool, option, best[0], best[1], catalog)
-    need = sizing.needed_gib(size, option.quantization, option.runtime, floor, tps[-1] if tps else 1)
+    need = sizing.needed_gib(size, option.quantization, option.runtime, floor, tps[-1] if tps else 1, checkpoint)
     unit = "node" if pool.kind == "cpu" else ("chip" if pool.kind == "tpu" else "GPU")
     why.append(
         f"{option.runtime} {option.quantization} needs {need:.1f} GiB per {unit} for {floor} tokens"
@@ -822,6 +831,9 @@ def _explain(best: Plan, model: _Model, spec: GemmaDeploymentSpec, context: _Con
             why = "as asked"
         elif not pool.bf16 and not model.family.runtimes["vllm"].float16:
             why = f"{pool.display_name} has no bf16 and vLLM refuses float16 for {best.family}"
+        elif vllm_refused := [r.text for a in attempts if a.pool == pool for r in a.rejected
+                              if (r.runtime, r.quantization, r.kind) == ("vllm", "*", "device")]:  # fmt: skip
+            why = vllm_refused[0]  # e.g. vLLM's image is built for newer GPUs than this one
         else:
             why = "vLLM has no plan that fits this GPU"
         out.append(f"Runtime llamacpp on CUDA: {why}; every layer is offloaded to the GPU.")
@@ -849,5 +861,11 @@ def _explain(best: Plan, model: _Model, spec: GemmaDeploymentSpec, context: _Con
         out.append(f"Context {best.max_model_len} tokens: the largest whose KV cache fits (the model allows {size.max_context}){window}.")
     user = (f"runs as non-root user {best.run_as[0]}, group {best.run_as[1]}" if best.run_as
             else "keeps the image's root user (no non-root user is known to work with it), without privilege escalation or capabilities")  # fmt: skip
-    out.append(f"Image {best.image}: pinned in the catalog for {best.image_key}; {user}.")
-    return replace(best, reasons=tuple(out))
+    if spec.image:
+        out.append(f"Image {spec.image}: set by spec.image, in place of {best.image} (pinned in the catalog for "
+                   f"{best.image_key}); it {user}, as that image would.")  # fmt: skip
+    else:
+        out.append(f"Image {best.image}: pinned in the catalog for {best.image_key}; {user}.")
+    # The selection describes what runs: the user's image and nodeSelector, not only the plan's.
+    return replace(best, image=spec.image or best.image, spec_node_selector=dict(spec.node_selector),
+                   reasons=tuple(out))

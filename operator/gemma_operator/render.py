@@ -97,9 +97,8 @@ def _tolerations(plan: Plan, spec: GemmaDeploymentSpec) -> list[dict[str, Any]]:
 
 
 def server(plan: Plan, spec: GemmaDeploymentSpec) -> Server:
-    image = spec.image or plan.image
     runtime = vllm if plan.runtime == "vllm" else llamacpp
-    return runtime.server(plan, spec, image)
+    return runtime.server(plan, spec, plan.image)  # spec.image, when set, is already the plan's
 
 
 def pod_security_context(plan: Plan) -> dict[str, Any]:
@@ -138,7 +137,7 @@ def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan)
     pod_spec: dict[str, Any] = {
         "containers": [srv.container],
         "volumes": srv.volumes,
-        "nodeSelector": {**plan.pool.node_selector, **spec.node_selector},
+        "nodeSelector": plan.node_selector,  # the pool's and spec.nodeSelector, as status.selection says
         "automountServiceAccountToken": False,
         # Service links inject *_PORT variables; one named like the runtime's own settings breaks it.
         "enableServiceLinks": False,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .catalog import Architecture, ModelSize
+from .catalog import Architecture, Checkpoint, ModelSize
 
 GIB = 2**30
 
@@ -44,14 +44,19 @@ def params_weights_gib(size: ModelSize, quantization: str) -> float:
     return size.params_b * 1e9 * BYTES_PER_WEIGHT[quantization] / GIB
 
 
-def weights_gib(size: ModelSize, quantization: str) -> float:
-    """Weights in device memory: the larger of the parameter-count estimate and Google's published
-    figure (GB as printed, taken as 10**9 bytes). Google's Gemma 4 figures run ~11% above the
-    model-card parameter counts (they include the vision and audio encoders), so never plan below them.
+def weights_gib(size: ModelSize, quantization: str, checkpoint: Checkpoint | None = None) -> float:
+    """Weights in device memory: the largest of the parameter-count estimate, Google's published
+    figure (GB as printed, taken as 10**9 bytes) and the checkpoint's file size. Google's Gemma 4
+    figures run ~11% above the model-card parameter counts (they include the vision and audio
+    encoders), and its QAT Q4_0 GGUFs keep the embeddings above 4 bits (Gemma 3 27B: 16.05 GiB
+    against 14.35 from params x 18/32), so never plan below either.
     """
-    published = size.published_memory_gb.get(quantization)
-    estimate = params_weights_gib(size, quantization)
-    return max(estimate, published * 1e9 / GIB) if published else estimate
+    floors = [params_weights_gib(size, quantization)]
+    if quantization in size.published_memory_gb:
+        floors.append(size.published_memory_gb[quantization] * 1e9 / GIB)
+    if checkpoint is not None and checkpoint.quantization == quantization:
+        floors.append(checkpoint.bytes / GIB)
+    return max(floors)
 
 
 def layer_kinds(arch: Architecture) -> list[str]:
@@ -140,13 +145,14 @@ def fit(
     budget_gib: float,
     tensor_parallel: int = 1,
     max_model_len: int | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> Fit | None:
     """Whether weights/tp + overhead + one full-length sequence's KV cache fit `budget_gib` per device.
 
     With `max_model_len` None, the context is the largest that fits (capped by the model).
-    Returns None when even the smallest context does not fit.
+    Returns None when even the smallest context does not fit. `checkpoint`: the file served, if any.
     """
-    weights = weights_gib(size, quantization) / tensor_parallel
+    weights = weights_gib(size, quantization, checkpoint) / tensor_parallel
     overhead = overhead_gib(runtime, weights)
     free = budget_gib - weights - overhead
     cap = size.max_context if max_model_len is None else max_model_len
@@ -157,7 +163,8 @@ def fit(
     return Fit(weights, kv, overhead, budget_gib, context)
 
 
-def needed_gib(size: ModelSize, quantization: str, runtime: str, tokens: int, tensor_parallel: int = 1) -> float:
+def needed_gib(size: ModelSize, quantization: str, runtime: str, tokens: int, tensor_parallel: int = 1,
+               checkpoint: Checkpoint | None = None) -> float:  # fmt: skip
     """Memory per device for a context of `tokens`: what a no-fit message reports."""
-    weights = weights_gib(size, quantization) / tensor_parallel
+    weights = weights_gib(size, quantization, checkpoint) / tensor_parallel
     return weights + overhead_gib(runtime, weights) + kv_cache_gib(size.architecture, tokens, tensor_parallel)

@@ -125,7 +125,7 @@ def test_no_fit_json_keeps_one_line_and_lists_suggestions(tmp_path):
     assert "\n" not in no_fit["message"] and "Nothing fits gemma-3-27b-it" in no_fit["message"]
     assert no_fit["suggestions"][0] == {
         "field": "spec.quantization", "value": "q4_0",
-        "fits": "google/gemma-3-27b-it-qat-q4_0-gguf, llamacpp q4_0 on nvidia-l4-x1, 76288 tokens",
+        "fits": "google/gemma-3-27b-it-qat-q4_0-gguf, llamacpp q4_0 on nvidia-l4-x1, 53504 tokens",
     }  # fmt: skip
 
 

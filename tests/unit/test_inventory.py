@@ -21,6 +21,9 @@ from tests.conftest import node_list
         ("gke-tpu-v5e-2x2", {"cpu-e2-standard-4": ("cpu", 0, 0), "tpu-v5e-2x2": ("tpu-v5e", 4, 16)}),
         ("gke-tpu-v6e-2x4", {"cpu-e2-standard-4": ("cpu", 0, 0), "tpu-v6e-2x4": ("tpu-v6e", 8, 32)}),
         ("gfd-a10g", {"nvidia-a10g-x1": ("nvidia-a10g", 1, 22.5)}),
+        # Four time-slicing replicas of one L4 per node: one GPU a pod can use, not four.
+        ("gfd-l4-shared", {"nvidia-l4-shared-x1": ("nvidia-l4", 1, 22.5)}),
+        ("gke-v100", {"cpu-e2-standard-4": ("cpu", 0, 0), "nvidia-tesla-v100-x1": ("nvidia-tesla-v100", 1, 15.8)}),
     ],
 )
 def test_fixture_pools(catalog, fixture, expected):
@@ -79,6 +82,56 @@ def test_unknown_gfd_gpu_is_sized_from_its_labels(catalog):
 def test_time_sliced_gpu_is_the_same_device(catalog):
     (gpu,) = pools([_gpu_node(**{"nvidia.com/gpu.product": "NVIDIA-L4-SHARED"})], catalog).pools
     assert gpu.accelerator == "nvidia-l4"
+
+
+def _selects(selector: dict, node: dict) -> bool:
+    labels = node["metadata"]["labels"]
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_time_sliced_pool_selects_the_label_value_its_nodes_carry(catalog):
+    nodes = node_list("gfd-l4-shared")
+    (gpu,) = pools(nodes, catalog).pools
+    # The scheduler matches the label as written (NVIDIA-L4-SHARED); the catalog entry sizes it.
+    assert gpu.node_selector == {
+        "nvidia.com/gpu.product": "NVIDIA-L4-SHARED",
+        "nvidia.com/gpu.sharing-strategy": "time-slicing",
+    }
+    assert all(_selects(gpu.node_selector, node) for node in nodes)
+    assert (gpu.name, gpu.accelerator, gpu.sharing) == ("nvidia-l4-shared-x1", "nvidia-l4", "time-slicing")
+    # 4 allocatable replicas are one GPU: two of them may be the same device, so never tensor-parallel.
+    assert gpu.devices_per_node == 1
+    assert "time-sliced" in gpu.describe()
+
+
+def test_shared_and_whole_gpus_of_one_model_are_different_pools(catalog):
+    shared = node_list("gfd-l4-shared")
+    whole = _gpu_node("whole-l4", **{"nvidia.com/gpu.product": "NVIDIA-L4"})
+    inventory = pools([*shared, whole], catalog)
+    by_name = {p.name: p for p in inventory.pools}
+    assert set(by_name) == {"nvidia-l4-shared-x1", "nvidia-l4-x1"}
+    for pool in inventory.pools:
+        picked = {n["metadata"]["name"] for n in [*shared, whole] if _selects(pool.node_selector, n)}
+        assert picked == set(pool.nodes)
+    assert by_name["nvidia-l4-x1"].nodes == ("whole-l4",)
+    assert by_name["nvidia-l4-x1"].sharing is None
+
+
+def test_mps_client_gets_its_share_of_device_memory(catalog):
+    node = _gpu_node(**{
+        "nvidia.com/gpu.product": "NVIDIA-L4-SHARED",
+        "nvidia.com/gpu.sharing-strategy": "mps",
+        "nvidia.com/gpu.replicas": "4",
+    })  # fmt: skip
+    node["status"]["allocatable"]["nvidia.com/gpu"] = "4"
+    (gpu,) = pools([node], catalog).pools
+    # The MPS control daemon limits each client to an equal fraction of the device memory.
+    assert (gpu.name, gpu.devices_per_node, gpu.device_memory_gib) == ("nvidia-l4-mps4-x1", 1, 5.6)
+    assert gpu.node_selector == {
+        "nvidia.com/gpu.product": "NVIDIA-L4-SHARED",
+        "nvidia.com/gpu.sharing-strategy": "mps",
+        "nvidia.com/gpu.replicas": "4",
+    }
 
 
 @pytest.mark.parametrize(

@@ -50,8 +50,9 @@ DECISIONS = [
      ("google/gemma-3-1b-it-qat-q4_0-gguf", "llamacpp", "q4_0", "nvidia-tesla-t4", 1, 1, 32768)),
     ("gke-l4", {"model": {"family": "gemma3"}}, ("google/gemma-3-270m-it", "vllm", "bf16", "nvidia-l4", 1, 1, 32768)),
     # sizePolicy largest: the biggest Gemma 4 each cluster can hold.
+    # The W4A16 checkpoint's files (~21.7 GiB) leave an L4 no room; the QAT GGUF (16.4 GiB) fits.
     ("gke-l4", {"model": {"sizePolicy": "largest"}},
-     ("google/gemma-4-31B-it-qat-w4a16-ct", "vllm", "int4", "nvidia-l4", 1, 1, 26880)),
+     ("google/gemma-4-31B-it-qat-q4_0-gguf", "llamacpp", "q4_0", "nvidia-l4", 1, 1, 43520)),
     ("gke-h100x8", {"model": {"sizePolicy": "largest"}},
      ("google/gemma-4-31B-it", "vllm", "bf16", "nvidia-h100-80gb", 2, 2, 262144)),
     ("gke-a100-80gb", {"model": {"sizePolicy": "largest"}},
@@ -61,11 +62,11 @@ DECISIONS = [
     ("gke-tpu-v6e-2x4", {"model": {"sizePolicy": "largest"}},
      ("google/gemma-4-31B-it", "vllm", "bf16", "tpu-v6e", 8, 8, 262144)),
     ("gke-cpu-only", {"model": {"sizePolicy": "largest"}},
-     ("google/gemma-4-31B-it-qat-q4_0-gguf", "llamacpp", "q4_0", "cpu", 1, 0, 74240)),
+     ("google/gemma-4-31B-it-qat-q4_0-gguf", "llamacpp", "q4_0", "cpu", 1, 0, 72448)),
     # 27B needs more than one L4 at 16 or 8 bits, and vLLM has no 4-bit checkpoint of it:
     # llama.cpp on CUDA serves Google's QAT Q4_0 GGUF instead.
     ("gke-l4", {"model": {"family": "gemma3", "size": "27b"}},
-     ("google/gemma-3-27b-it-qat-q4_0-gguf", "llamacpp", "q4_0", "nvidia-l4", 1, 1, 76288)),
+     ("google/gemma-3-27b-it-qat-q4_0-gguf", "llamacpp", "q4_0", "nvidia-l4", 1, 1, 53504)),
     ("gke-l4", {"model": {"family": "gemma3", "size": "12b"}},
      ("google/gemma-3-12b-it", "vllm", "fp8", "nvidia-l4", 1, 1, 106496)),
     # Overrides are honoured.
@@ -78,7 +79,7 @@ DECISIONS = [
     ("gke-l4", {"model": {"id": "google/gemma-3-4b-it"}},
      ("google/gemma-3-4b-it", "vllm", "bf16", "nvidia-l4", 1, 1, 131072)),
     ("gke-cpu-only", {"model": {"id": "google/gemma-3-27b-it-qat-q4_0-gguf"}},
-     ("google/gemma-3-27b-it-qat-q4_0-gguf", "llamacpp", "q4_0", "cpu", 1, 0, 105216)),
+     ("google/gemma-3-27b-it-qat-q4_0-gguf", "llamacpp", "q4_0", "cpu", 1, 0, 82688)),
     # A fine-tune outside the catalog, sized as its base model.
     ("gke-l4", {"model": {"id": "acme/gemma-3-4b-support-bot", "family": "gemma3", "size": "4b"}},
      ("acme/gemma-3-4b-support-bot", "vllm", "bf16", "nvidia-l4", 1, 1, 131072)),
@@ -383,7 +384,7 @@ SUGGESTIONS = [
     ("gke-l4", {"model": {"family": "gemma3", "size": "27b"}, "quantization": "bf16"}, ("spec.quantization", "q4_0")),
     ("gke-cpu-only", {"accelerator": "nvidia-l4"}, ("spec.accelerator", "cpu")),
     ("gke-l4", {"maxModelLen": 131072, "model": {"family": "gemma3", "size": "27b"}, "quantization": "q4_0"},
-     ("spec.maxModelLen", 76288)),
+     ("spec.maxModelLen", 53504)),
     ("gke-t4", {"model": {"family": "gemma4", "size": "31b"}}, ("spec.model.size", "12b")),
 ]  # fmt: skip
 

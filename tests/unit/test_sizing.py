@@ -22,17 +22,48 @@ def test_there_are_published_figures_to_check():
     assert {f for f, *_ in PUBLISHED} >= {"gemma4"}
 
 
+CHECKPOINTS = [
+    (f, s, checkpoint)
+    for f, fam in CATALOG.families.items()
+    for s, size in fam.sizes.items()
+    for checkpoint in size.checkpoints
+]
+
+
 @pytest.mark.parametrize(("family", "size", "quant", "gb"), PUBLISHED, ids=lambda v: str(v))
-def test_weights_within_10_percent_of_published(family, size, quant, gb):
-    estimate = sizing.weights_gib(CATALOG.families[family].sizes[size], quant)
-    published = gb * 1e9 / GIB
-    assert estimate == pytest.approx(published, rel=0.10)
-    assert estimate >= published * 0.999  # never plan below Google's own figure
+def test_weights_follow_a_published_figure_above_the_parameter_estimate(family, size, quant, gb):
+    model = CATALOG.families[family].sizes[size]
+    above = sizing.params_weights_gib(model, quant) * 1.25  # past any rounding of the real figures
+    raised = model.model_copy(update={"published_memory_gb": {**model.published_memory_gb, quant: above * GIB / 1e9}})
+    assert sizing.weights_gib(raised, quant) == pytest.approx(above)
+
+
+@pytest.mark.parametrize(("family", "size", "checkpoint"), CHECKPOINTS, ids=lambda v: getattr(v, "repo", str(v)))
+def test_weights_are_never_planned_below_the_checkpoint_file(family, size, checkpoint):
+    model = CATALOG.families[family].sizes[size]
+    assert sizing.weights_gib(model, checkpoint.quantization, checkpoint) >= checkpoint.bytes / GIB
+    # The file is the floor even where it is far above both the parameter count and Google's figure.
+    bigger = checkpoint.model_copy(update={"bytes": checkpoint.bytes * 2})
+    assert sizing.weights_gib(model, checkpoint.quantization, bigger) == pytest.approx(bigger.bytes / GIB)
+
+
+@pytest.mark.parametrize(
+    ("family", "size", "file_gib"),
+    # Google's QAT Q4_0 GGUFs keep some tensors above 4 bits (the embeddings): params x 18/32 falls short.
+    [("gemma3", "27b", 16.05), ("gemma4", "e4b", 4.80), ("gemma4", "e2b", 3.12)],
+)
+def test_qat_gguf_files_are_bigger_than_the_parameter_estimate(family, size, file_gib):
+    model = CATALOG.families[family].sizes[size]
+    (checkpoint,) = [c for c in model.checkpoints if (c.quantization, c.format) == ("q4_0", "gguf")]
+    assert checkpoint.bytes / GIB == pytest.approx(file_gib, abs=0.01)
+    assert sizing.params_weights_gib(model, "q4_0") < file_gib * 0.9
+    assert sizing.weights_gib(model, "q4_0", checkpoint) == pytest.approx(file_gib, abs=0.01)
 
 
 @pytest.mark.parametrize(("family", "size", "quant", "gb"), PUBLISHED, ids=lambda v: str(v))
 def test_parameter_count_model_is_close_to_published(family, size, quant, gb):
-    # Model-card parameter counts leave out the encoders Google's table includes: within 15%.
+    # Model-card parameter counts leave out the encoders Google's table includes: within 15%
+    # (measured: Google's figures are 0.3% below to 14.5% above params x bytes per weight).
     estimate = sizing.params_weights_gib(CATALOG.families[family].sizes[size], quant)
     assert estimate == pytest.approx(gb * 1e9 / GIB, rel=0.15)
 

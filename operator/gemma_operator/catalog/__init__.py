@@ -62,6 +62,9 @@ class Checkpoint(Strict):
     file: str | None = Field(default=None, description="GGUF file inside the repo")
     official: bool = Field(description="published by Google")
     source: HttpUrl
+    # Weights in memory are at least the file: Google's QAT GGUFs keep some tensors above 4 bits.
+    bytes: int = Field(gt=0, description="size of the weights file(s) in bytes; the floor of planned weights")
+    bytes_source: HttpUrl = Field(description="where the size is listed")
 
     @model_validator(mode="after")
     def _gguf_has_file(self) -> Checkpoint:
@@ -164,6 +167,7 @@ class Image(Strict):
     min_compute_capability: str | None = Field(
         default=None, pattern=r"^\d+\.\d+$", description="oldest NVIDIA GPU generation the image runs on"
     )
+    min_compute_capability_sources: list[HttpUrl] = Field(default_factory=list, description="why that floor")
     source: HttpUrl
     run_as: RunAs | None = Field(default=None, description="non-root identity the server runs under")
     root_reason: str | None = Field(default=None, description="why the server keeps the image's root user")
@@ -172,6 +176,8 @@ class Image(Strict):
     def _user_decided(self) -> Image:
         if (self.run_as is None) == (self.root_reason is None):
             raise ValueError("an image needs exactly one of run_as (non-root) or root_reason")
+        if self.min_compute_capability and not self.min_compute_capability_sources:
+            raise ValueError("min_compute_capability needs min_compute_capability_sources")
         return self
 
     @property
