@@ -1,0 +1,73 @@
+"""`gemma-operator plan` without --nodes reads the nodes through a kubeconfig, and says which cluster it read."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import yaml
+
+from gemma_operator.__main__ import main
+
+
+@pytest.fixture
+def resource(tmp_path):
+    path = tmp_path / "gemma.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "gemma.dev/v1alpha1", "kind": "GemmaDeployment",
+                                    "metadata": {"name": "chat", "namespace": "team"}, "spec": {}}))
+    return path
+
+
+def plan(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["plan", *argv], out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_plan_reads_the_nodes_of_the_kubeconfig_cluster(kube_api, create_nodes, resource):
+    names = create_nodes.from_fixture("gke-l4")
+    code, out, err = plan("-f", str(resource), "--kubeconfig", str(kube_api.kubeconfig), "-o", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["selection"]["accelerator"] == "nvidia-l4"
+    assert doc["nodes"]["count"] == len(names)
+    assert doc["nodes"]["server"].rstrip("/") == kube_api.server.rstrip("/")
+    assert doc["nodes"]["context"]
+
+
+def test_plan_uses_KUBECONFIG_and_names_the_cluster_in_the_table(kube_api, create_nodes, resource, monkeypatch):
+    create_nodes.from_fixture("gke-cpu-only")
+    monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig))
+    code, out, err = plan("-f", str(resource))
+    assert code == 0, err
+    assert "llamacpp" in out
+    context = yaml.safe_load(kube_api.kubeconfig.read_text())["current-context"]
+    assert f"context {context}" in out and kube_api.server.rstrip("/") in out
+
+
+def test_plan_with_a_named_context(kube_api, create_nodes, resource, tmp_path):
+    create_nodes.from_fixture("gke-l4")
+    config = yaml.safe_load(kube_api.kubeconfig.read_text())
+    # A second context named as kubectl users name them; the current one points nowhere.
+    config["contexts"].append({"name": "emulated", "context": dict(config["contexts"][0]["context"])})
+    config["clusters"].append({"name": "nowhere", "cluster": {"server": "https://127.0.0.1:1"}})
+    config["contexts"][0]["context"]["cluster"] = "nowhere"
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    code, out, err = plan("-f", str(resource), "--kubeconfig", str(path), "--context", "emulated", "-o", "json")
+    assert code == 0, err
+    assert json.loads(out)["nodes"]["context"] == "emulated"
+
+
+def test_a_cluster_that_cannot_be_reached_exits_1_naming_it(resource, tmp_path):
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "gone",
+        "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {}}],
+        "contexts": [{"name": "gone", "context": {"cluster": "c", "user": "u"}}],
+    }))
+    code, out, err = plan("-f", str(resource), "--kubeconfig", str(path))
+    assert code == 1 and out == ""
+    assert "context gone" in err and "127.0.0.1:1" in err and "--nodes" in err
