@@ -298,10 +298,14 @@ class GemmaDeploymentStatus(Model):
 
 
 PRINTER_COLUMNS = [
+    # Phase first: NoFit and Invalid have no model to show.
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Model", "type": "string", "jsonPath": ".status.selection.modelId"},
     {"name": "Runtime", "type": "string", "jsonPath": ".status.selection.runtime"},
     {"name": "Accelerator", "type": "string", "jsonPath": ".status.selection.accelerator"},
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    # `kubectl get -o wide`: the Ready condition's reason is what keeps the model from serving.
+    {"name": "Reason", "type": "string", "priority": 1, "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
     {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
