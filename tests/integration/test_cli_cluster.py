@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import pathlib
 
 import pytest
 import yaml
 
 from gemma_operator.__main__ import main
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -36,10 +39,11 @@ def test_plan_reads_the_nodes_of_the_kubeconfig_cluster(kube_api, create_nodes, 
     assert doc["nodes"]["context"]
 
 
-def test_plan_uses_KUBECONFIG_and_names_the_cluster_in_the_table(kube_api, create_nodes, resource, monkeypatch):
+def test_the_quickstart_plans_through_KUBECONFIG_and_names_the_cluster(kube_api, create_nodes, monkeypatch):
+    """The README's path: `gemma-operator plan -f examples/01-quickstart/gemmadeployment.yaml`, no --nodes."""
     create_nodes.from_fixture("gke-cpu-only")
     monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig))
-    code, out, err = plan("-f", str(resource))
+    code, out, err = plan("-f", str(ROOT / "examples" / "01-quickstart" / "gemmadeployment.yaml"))
     assert code == 0, err
     assert "llamacpp" in out
     context = yaml.safe_load(kube_api.kubeconfig.read_text())["current-context"]
