@@ -1,4 +1,4 @@
-"""gemma-operator CLI: `plan` (no cluster needed), `crds`, and `run` (the operator)."""
+"""gemma-operator CLI: `plan` (from a node list, or the nodes of the kubeconfig's cluster), `crds`, and `run` (the operator)."""
 
 from __future__ import annotations
 
@@ -330,14 +330,15 @@ def parser() -> argparse.ArgumentParser:
         "1 the cluster could not be read, 2 invalid input, 3 nothing fits; with several "
         "GemmaDeployments the worst wins (2, then 3).",
     )
-    plan_p.add_argument("-f", "--file", required=True, help="GemmaDeployment YAML; - reads standard input")
+    plan_p.add_argument("-f", "--file", required=True, metavar="FILE", help="GemmaDeployment YAML; - reads standard input")
     plan_p.add_argument(
         "--nodes",
+        metavar="FILE",
         help="`kubectl get nodes -o yaml` output; - reads standard input. "
         "Without it, the nodes are read from the cluster of the current kubeconfig context",
     )
-    plan_p.add_argument("--kubeconfig", help="kubeconfig to read the nodes through (default: $KUBECONFIG, then ~/.kube/config)")
-    plan_p.add_argument("--context", help="kubeconfig context to use (default: the current context)")
+    plan_p.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig to read the nodes through (default: $KUBECONFIG, then ~/.kube/config)")
+    plan_p.add_argument("--context", metavar="NAME", help="kubeconfig context to use (default: the current context)")
     plan_p.add_argument("-o", "--output", choices=("json", "yaml", "table"), default="table",
                         help="output format (default: %(default)s)")
     plan_p.add_argument("--manifests", action="store_true", help="also print the objects that would be applied")

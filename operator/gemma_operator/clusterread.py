@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # Where kopf's login functions (and kubectl) look, in this order.
@@ -31,7 +31,6 @@ class ClusterNodes:
     context: str
     server: str
     kubeconfig: str
-    pages: int = field(default=1, compare=False)
 
     def describe(self) -> str:
         return f"context {self.context} (server {self.server})"
@@ -110,7 +109,6 @@ def read_nodes(kubeconfig: str | None = None, context: str | None = None,
         raise ClusterReadError(f"{paths}: cannot use this kubeconfig: {exc}") from None
     server = api_client.configuration.host
     nodes: list[dict[str, Any]] = []
-    pages = 0
     try:
         core = client.CoreV1Api(api_client)
         token: str | None = None
@@ -118,7 +116,6 @@ def read_nodes(kubeconfig: str | None = None, context: str | None = None,
             response = core.list_node(limit=PAGE_SIZE, _continue=token, _preload_content=False,
                                       _request_timeout=30)
             page = json.loads(response.data)
-            pages += 1
             nodes += page.get("items") or []
             token = (page.get("metadata") or {}).get("continue")
             if not token:
@@ -137,4 +134,4 @@ def read_nodes(kubeconfig: str | None = None, context: str | None = None,
         ) from None
     finally:
         api_client.close()
-    return ClusterNodes(nodes=nodes, context=name or "", server=server, kubeconfig=paths, pages=pages)
+    return ClusterNodes(nodes=nodes, context=name or "", server=server, kubeconfig=paths)

@@ -75,3 +75,16 @@ def test_a_cluster_that_cannot_be_reached_exits_1_naming_it(resource, tmp_path):
     code, out, err = plan("-f", str(resource), "--kubeconfig", str(path))
     assert code == 1 and out == ""
     assert "context gone" in err and "127.0.0.1:1" in err and "--nodes" in err
+
+
+def test_large_clusters_are_read_in_pages(kube_api, create_nodes, resource, monkeypatch):
+    names = create_nodes.from_fixture("gke-l4")
+    assert len(names) > 1
+    monkeypatch.setattr("gemma_operator.clusterread.PAGE_SIZE", 1)
+    before = kube_api.requests
+    code, out, err = plan("-f", str(resource), "--kubeconfig", str(kube_api.kubeconfig), "-o", "json")
+    assert code == 0, err
+    assert json.loads(out)["nodes"]["count"] == len(names)
+    if before is not None:  # the emulator counts requests: one list per page, and nothing else
+        delta = kube_api.requests - before
+        assert delta == {("list", "nodes"): len(names)}
