@@ -210,6 +210,7 @@ def _print_one(outcome: Outcome, args: argparse.Namespace, source: dict[str, Any
     if outcome.invalid:
         return EXIT_INVALID
     if outcome.no_fit:
+        err.write(f"nodes: {source_words}\n")
         if args.output in ("json", "yaml"):
             document = {"selection": None, "noFit": no_fit_document(outcome.no_fit), "manifests": [], "nodes": source}
             _dump(document, args.output, out)

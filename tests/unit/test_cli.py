@@ -422,3 +422,9 @@ def test_one_document_keeps_the_contract_shape(tmp_path):
     cr = _several(tmp_path, {})
     code, out, _ = plan_file(cr, "gke-l4", "-o", "json")
     assert code == 0 and "items" not in json.loads(out) and json.loads(out)["selection"]
+
+
+def test_no_fit_names_the_nodes_it_was_judged_on(tmp_path):
+    code, out, err = run(tmp_path, {"model": {"family": "gemma4", "size": "31b"}}, "gke-t4")
+    assert code == 3 and out == ""
+    assert "Nothing fits" in err and "gke-t4.yaml" in err
