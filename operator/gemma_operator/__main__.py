@@ -161,11 +161,12 @@ def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: ca
 
 # The NoFit output, in one place: the JSON/YAML object and the text a person reads.
 def no_fit_document(no_fit: NoFit) -> dict[str, Any]:
-    return {"message": no_fit.message}
+    return {"message": no_fit.message, "suggestions": [s.as_dict() for s in no_fit.suggestions]}
 
 
-def print_no_fit(no_fit: NoFit, stream: TextIO) -> None:
-    stream.write(f"no fit: {no_fit.message}\n")
+def print_no_fit(no_fit: NoFit, stream: TextIO, output: str) -> None:
+    # The table output gives the NoFit structure; JSON and YAML keep one line (and the document).
+    stream.write(no_fit.report() if output == "table" else f"no fit: {no_fit.message}\n")
 
 
 def read_nodes(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
@@ -196,21 +197,21 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return _print_several(outcomes, args, source, source_words, out, err)
 
 
-def _print_problem(outcome: Outcome, err: TextIO) -> None:
+def _print_problem(outcome: Outcome, output: str, err: TextIO) -> None:
     if outcome.invalid:
         err.write(f"{outcome.invalid}\n")
     elif outcome.no_fit:
-        print_no_fit(outcome.no_fit, err)
+        print_no_fit(outcome.no_fit, err, output)
 
 
 def _print_one(outcome: Outcome, args: argparse.Namespace, source: dict[str, Any], source_words: str,
                out: TextIO, err: TextIO) -> int:
     """One GemmaDeployment: the contract's shape, `{"selection": ..., "manifests": [...]}`."""
-    _print_problem(outcome, err)
+    _print_problem(outcome, args.output, err)
     if outcome.invalid:
         return EXIT_INVALID
     if outcome.no_fit:
-        err.write(f"nodes: {source_words}\n")
+        err.write(f"(nodes: {source_words})\n")
         if args.output in ("json", "yaml"):
             document = {"selection": None, "noFit": no_fit_document(outcome.no_fit), "manifests": [], "nodes": source}
             _dump(document, args.output, out)
@@ -234,7 +235,7 @@ def _print_several(outcomes: list[Outcome], args: argparse.Namespace, source: di
     for outcome in outcomes:
         if outcome.exit_code:
             err.write(f"{outcome.namespace}/{outcome.name}: ")
-            _print_problem(outcome, err)
+            _print_problem(outcome, args.output, err)
     if args.output in ("json", "yaml"):
         _dump({"items": [o.document(args.manifests) for o in outcomes], "nodes": source}, args.output, out)
     else:

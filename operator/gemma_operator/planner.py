@@ -7,6 +7,7 @@ on CPUs); vLLM on GPUs and TPUs, llama.cpp on CPUs and on GPUs vLLM cannot use.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -88,20 +89,55 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class Suggestion:
+    """One change to the spec that would plan, and what it plans."""
+
+    field: str  # the spec path, as a user writes it
+    value: str | int
+    fits: str
+
+    def text(self) -> str:
+        return f"{self.field}: {self.value} ({self.fits})"
+
+    def as_dict(self) -> dict:
+        return {"field": self.field, "value": self.value, "fits": self.fits}
+
+
+@dataclass(frozen=True)
 class NoFit:
-    """Nothing in the cluster can serve the request: what was needed, and what there is."""
+    """Nothing in the cluster can serve the request: what was needed, what there is, and what would fit."""
 
     needed: str
     available: tuple[str, ...]
-    details: tuple[str, ...] = ()
+    details: tuple[str, ...] = ()  # each blocker, per size and pool
+    skipped: tuple[str, ...] = ()  # nodes not used, each with why
+    suggestions: tuple[Suggestion, ...] = ()
 
     @property
     def message(self) -> str:
+        """One line, for status and events."""
         has = "; ".join(self.available) if self.available else "no schedulable nodes"
         text = f"{self.needed} The cluster has: {has}."
         if self.details:
             text += " " + " ".join(self.details)
+        if self.skipped:
+            text += f" Nodes not used: {'; '.join(self.skipped)}."
+        if self.suggestions:
+            text += f" Would fit: {'; '.join(s.text() for s in self.suggestions)}."
         return text
+
+    def report(self) -> str:
+        """The same, in sections: what was needed, what the cluster has, what would fit."""
+        lines = [f"no fit: {self.needed}", "", "needed:"]
+        lines += [f"  - {d}" for d in self.details] or ["  - (no pool to try)"]
+        lines += ["", "the cluster has:"]
+        lines += [f"  - {a}" for a in self.available] or ["  - no schedulable nodes"]
+        lines += [f"  - not used: {s}" for s in self.skipped]
+        lines += ["", "would fit:"]
+        lines += [f"  - {s.text()}" for s in self.suggestions] or [
+            "  - no single change to the spec; the cluster needs larger or more devices"
+        ]
+        return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)
@@ -125,13 +161,35 @@ class _Option:
     vllm_quantization: str | None = None
 
 
+@dataclass(frozen=True)
+class _Rejected:
+    """An option a pool could not take, and where it stood in the pool's order of preference."""
+
+    runtime: str
+    quantization: str
+    kind: Literal["memory", "missing", "device"]
+    text: str
+    position: int  # options before it in the pool's list: it was preferred over option[position]
+
+
 @dataclass
 class _Attempt:
     """The best a pool can do for one model, or why it can't."""
 
     pool: Pool
     plan: Plan | None = None
+    chosen: int = -1
     why_not: list[str] = field(default_factory=list)
+    rejected: list[_Rejected] = field(default_factory=list)
+
+    def reject(self, options: list[_Option], runtime: str, quant: str, kind: str, text: str, *, say: bool = True) -> None:
+        self.rejected.append(_Rejected(runtime, quant, kind, text, len(options)))  # type: ignore[arg-type]
+        if say:
+            self.why_not.append(text)
+
+    def preferred_rejections(self) -> list[_Rejected]:
+        """What the pool would rather have served than the chosen option."""
+        return [r for r in self.rejected if r.position <= self.chosen]
 
 
 def _basename(repo: str) -> str:
@@ -155,8 +213,9 @@ def _find_id(catalog: Catalog, repo: str) -> tuple[str, str, str, Checkpoint | N
     return None
 
 
-def resolve_models(spec: GemmaDeploymentSpec, catalog: Catalog) -> tuple[list[_Model], list[str]]:
-    """The candidate models in preference order, with the reasons for the family/size/tuning choice."""
+def resolve_models(spec: GemmaDeploymentSpec, catalog: Catalog) -> tuple[list[_Model], list[str], dict[str, int]]:
+    """The candidate models in preference order, the reasons for the family/size/tuning choice, and
+    the sizes left out because their context stops short of maxModelLen (size -> its context)."""
     m = spec.model
     reasons: list[str] = []
     if m.id:
@@ -170,7 +229,7 @@ def resolve_models(spec: GemmaDeploymentSpec, catalog: Catalog) -> tuple[list[_M
             size = family.sizes[skey]
             reasons.append(f"Model {m.id}: named by spec.model.id; the catalog knows it as {fkey} {skey} {tuning}.")
             served = _basename(size.ids.get(tuning, m.id))
-            return [_Model(fkey, family, skey, size, tuning, m.id, served, pinned)], reasons
+            return [_Model(fkey, family, skey, size, tuning, m.id, served, pinned)], reasons, {}
         if m.family == "auto" or m.size == "auto":
             raise InvalidSpec(
                 "model.id",
@@ -208,12 +267,14 @@ def resolve_models(spec: GemmaDeploymentSpec, catalog: Catalog) -> tuple[list[_M
                 "maxModelLen", f"{spec.max_model_len} tokens is beyond {fkey}'s context ({longest} tokens at most)"
             )
         sizes = [s for s in sizes if s not in too_long]
+    else:
+        too_long = []
     models = []
     for skey in sizes:
         size = family.sizes[skey]
         base = m.id or size.ids[m.tuning]
         models.append(_Model(fkey, family, skey, size, m.tuning, base, _basename(base)))
-    return models, reasons
+    return models, reasons, {s: family.sizes[s].max_context for s in too_long}
 
 
 def _check_static(spec: GemmaDeploymentSpec, catalog: Catalog, models: list[_Model]) -> None:
@@ -229,17 +290,43 @@ def _check_static(spec: GemmaDeploymentSpec, catalog: Catalog, models: list[_Mod
             raise InvalidSpec("runtime", f"{runtime} does not support {family_key}: {family.runtimes[runtime].notes}")
     if q == "fp16" and rt == "vllm" and not family.runtimes["vllm"].float16:
         raise InvalidSpec("quantization", f"vLLM refuses float16 for {family_key} (numerical instability); use bf16")
-    if spec.accelerator not in ("auto",) and spec.accelerator not in catalog.accelerators:
-        # An uncatalogued GPU found through feature discovery is named by its product slug.
-        if not spec.accelerator.startswith("nvidia-"):
-            raise InvalidSpec(
-                "accelerator", f"unknown accelerator {spec.accelerator!r}; known: {', '.join(sorted(catalog.accelerators))}"
-            )
     if spec.accelerator == "cpu" and rt == "vllm":
         raise InvalidSpec("runtime", "gemma-operator runs vLLM on GPUs and TPUs only; use llamacpp on CPU")
     pinned = models[0].pinned
     if pinned and q != "auto" and q != pinned.quantization:
         raise InvalidSpec("quantization", f"{q} contradicts model.id {pinned.repo}, a {pinned.quantization} checkpoint")
+
+
+def _or(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def _and(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def gke_aliases(catalog: Catalog) -> dict[str, str]:
+    """GKE node label values -> the catalog accelerator they name."""
+    return {value: name for name, acc in catalog.accelerators.items()
+            for value in (*acc.match.gke_accelerator, *acc.match.gke_tpu_accelerator)}  # fmt: skip
+
+
+def _resolve_accelerator(asked: str, catalog: Catalog, inventory: Inventory) -> tuple[str, str | None]:
+    """spec.accelerator as a catalog name, and the GKE label value it was written as (if it was)."""
+    if asked == "auto" or asked in catalog.accelerators:
+        return asked, None
+    aliases = gke_aliases(catalog)
+    if asked in aliases:
+        return aliases[asked], asked
+    if any(p.accelerator == asked for p in inventory.pools):
+        return asked, None  # a GPU the catalog doesn't know, named by its feature-discovery product slug
+    names = sorted({*catalog.accelerators, *aliases})
+    near = [n for n in names if n.startswith(asked)] or difflib.get_close_matches(asked, names, n=3, cutoff=0.75)
+    if near:
+        raise InvalidSpec("accelerator", f"unknown accelerator {asked!r}; did you mean {_or(near)}?")
+    if asked.startswith("nvidia-"):
+        return asked, None  # maybe an uncatalogued GPU whose nodes are not there yet: a NoFit, not an error
+    raise InvalidSpec("accelerator", f"unknown accelerator {asked!r}; known: {', '.join(sorted(catalog.accelerators))}")
 
 
 def _checkpoint(model: _Model, fmt: str, quant: str) -> Checkpoint | None:
@@ -250,50 +337,52 @@ def _checkpoint(model: _Model, fmt: str, quant: str) -> Checkpoint | None:
     return None
 
 
-def _can_run(model: _Model, runtime: str, image_key: str, pool: Pool, catalog: Catalog, why_not: list[str]) -> bool:
+def _can_run(model: _Model, runtime: str, image_key: str, pool: Pool, catalog: Catalog, attempt: _Attempt,
+             options: list[_Option]) -> bool:  # fmt: skip
     """The runtime supports the family, and its image runs on the pool's GPUs."""
     if not model.family.runtimes[runtime].supported:
-        why_not.append(f"{RUNTIME_NAMES[runtime]} does not support {model.family_key}")
+        attempt.reject(options, runtime, "*", "device", f"{RUNTIME_NAMES[runtime]} does not support {model.family_key}")
         return False
     image = catalog.images[image_key]
     if pool.kind == "gpu" and pool.cc < image.min_cc:
-        why_not.append(
-            f"{image.ref} needs compute capability {image.min_compute_capability}+, "
-            f"{pool.display_name} has {pool.compute_capability}"
-        )
+        attempt.reject(options, runtime, "*", "device",
+                       f"{image.ref} needs compute capability {image.min_compute_capability}+, "
+                       f"{pool.display_name} has {pool.compute_capability}")  # fmt: skip
         return False
     return True
 
 
-def _vllm_options(model: _Model, pool: Pool, asked: str, why_not: list[str], catalog: Catalog) -> list[_Option]:
-    """vLLM ways to serve `model` on a GPU/TPU pool, best first."""
+def _vllm_options(model: _Model, pool: Pool, asked: str, attempt: _Attempt, catalog: Catalog,
+                  options: list[_Option]) -> None:  # fmt: skip
+    """Add the vLLM ways to serve `model` on a GPU/TPU pool to `options`, best first."""
     support = model.family.runtimes["vllm"]
-    if not _can_run(model, "vllm", "vllm-gpu", pool, catalog, why_not):
-        return []
+    if not _can_run(model, "vllm", "vllm-gpu", pool, catalog, attempt, options):
+        return
     if pool.kind == "tpu" and not support.tpu:
-        why_not.append(f"vLLM on TPU does not support {model.family_key}")
-        return []
+        attempt.reject(options, "vllm", "*", "device", f"vLLM on TPU does not support {model.family_key}")
+        return
     if model.pinned:
         if model.pinned.format != "safetensors":
-            why_not.append(f"{model.pinned.repo} is GGUF, which vLLM does not serve here")
-            return []
-        return [_Option("vllm", model.pinned.quantization, model.model_id)]
-    options = []
+            attempt.reject(options, "vllm", "*", "device", f"{model.pinned.repo} is GGUF, which vLLM does not serve here")
+            return
+        options.append(_Option("vllm", model.pinned.quantization, model.model_id))
+        return
+    first = len(options)
     for quant in VLLM_QUANTS if asked == "auto" else (asked,):
         if pool.kind == "tpu" and quant != "bf16":
             if asked != "auto":
-                why_not.append(f"vLLM on TPU serves bf16 only, not {quant}")
+                attempt.reject(options, "vllm", quant, "device", f"vLLM on TPU serves bf16 only, not {quant}")
             continue
         if quant == "bf16":
             if pool.bf16:
                 options.append(_Option("vllm", "bf16", model.model_id))
             else:
-                why_not.append(f"{pool.display_name} has no bf16")
+                attempt.reject(options, "vllm", "bf16", "device", f"{pool.display_name} has no bf16")
         elif quant == "fp16":
-            if not support.float16:
-                why_not.append(f"vLLM refuses float16 for {model.family_key}")
-            elif pool.bf16 and asked == "auto":
+            if pool.bf16 and asked == "auto":
                 continue  # bf16 already offered; same size, better range
+            if not support.float16:
+                attempt.reject(options, "vllm", "fp16", "device", f"vLLM refuses float16 for {model.family_key}")
             else:
                 options.append(_Option("vllm", "fp16", model.model_id))
         elif quant == "fp8":
@@ -301,36 +390,43 @@ def _vllm_options(model: _Model, pool: Pool, asked: str, why_not: list[str], cat
             if pool.cc >= (8, 0):
                 options.append(_Option("vllm", "fp8", model.model_id, vllm_quantization="fp8"))
             else:
-                why_not.append(f"{pool.display_name} (compute capability {pool.compute_capability}) has no FP8 path")
+                attempt.reject(options, "vllm", "fp8", "device",
+                               f"{pool.display_name} (compute capability {pool.compute_capability}) has no FP8 path")  # fmt: skip
         elif quant in ("int8", "int4"):
             # Only published checkpoints: vLLM 0.32 has no in-flight 8- or 4-bit path (bitsandbytes is
             # gone). Without one, llama.cpp's GGUF is the GPU's next option.
             checkpoint = _checkpoint(model, "safetensors", quant)
             if checkpoint:
                 options.append(_Option("vllm", quant, checkpoint.repo))
-            elif asked != "auto":
-                why_not.append(f"no {quant} checkpoint of {model.family_key} {model.size_key} for vLLM in the catalog")
-    if not pool.bf16 and not support.float16:
+            else:
+                attempt.reject(options, "vllm", quant, "missing",
+                               f"no {quant} checkpoint of {model.family_key} {model.size_key} for vLLM in the catalog",
+                               say=asked != "auto")  # fmt: skip
+    if not pool.bf16 and not support.float16 and len(options) > first:
         # Every vLLM path computes in float16 on this device, which vLLM refuses for the family.
-        return []
-    return options
+        del options[first:]
+        attempt.reject(options, "vllm", "*", "device",
+                       f"vLLM computes in float16 on {pool.display_name} and refuses float16 for {model.family_key}")  # fmt: skip
 
 
-def _gguf_options(model: _Model, pool: Pool, asked: str, why_not: list[str], catalog: Catalog) -> list[_Option]:
-    if not _can_run(model, "llamacpp", "llamacpp-cuda", pool, catalog, why_not):
-        return []
+def _gguf_options(model: _Model, pool: Pool, asked: str, attempt: _Attempt, catalog: Catalog,
+                  options: list[_Option]) -> None:  # fmt: skip
+    if not _can_run(model, "llamacpp", "llamacpp-cuda", pool, catalog, attempt, options):
+        return
     if model.pinned:
         if model.pinned.format != "gguf":
-            why_not.append(f"{model.pinned.repo} is safetensors, which llama.cpp does not serve")
-            return []
-        return [_Option("llamacpp", model.pinned.quantization, model.model_id, model.pinned.file)]
+            attempt.reject(options, "llamacpp", "*", "device",
+                           f"{model.pinned.repo} is safetensors, which llama.cpp does not serve")  # fmt: skip
+            return
+        options.append(_Option("llamacpp", model.pinned.quantization, model.model_id, model.pinned.file))
+        return
     if asked != "auto":
         ladder: tuple[str, ...] = (asked,)
     elif pool.kind == "cpu":
         ladder = ("q4_0", "q8_0")  # Google's QAT Q4_0 checkpoints are made for CPUs.
     else:
         ladder = GGUF_QUANTS
-    options = []
+    first = len(options)
     for quant in ladder:
         checkpoint = _checkpoint(model, "gguf", quant)
         if checkpoint:
@@ -338,11 +434,12 @@ def _gguf_options(model: _Model, pool: Pool, asked: str, why_not: list[str], cat
         elif model.model_id != model.size.ids.get(model.tuning):
             # A fine-tune outside the catalog: trust the user's repo to carry this GGUF type.
             options.append(_Option("llamacpp", quant, model.model_id))
-        elif asked != "auto":
-            why_not.append(f"no {quant} GGUF of {model.family_key} {model.size_key} {model.tuning} in the catalog")
-    if not options and asked == "auto":
-        why_not.append(f"no GGUF checkpoint of {model.family_key} {model.size_key} {model.tuning} in the catalog")
-    return options
+        else:
+            attempt.reject(options, "llamacpp", quant, "missing",
+                           f"no {quant} GGUF of {model.family_key} {model.size_key} {model.tuning} in the catalog",
+                           say=asked != "auto")  # fmt: skip
+    if len(options) == first and asked == "auto":
+        attempt.why_not.append(f"no GGUF checkpoint of {model.family_key} {model.size_key} {model.tuning} in the catalog")
 
 
 def _tp_sizes(model: _Model, pool: Pool) -> list[int]:
@@ -369,22 +466,23 @@ def _attempt(model: _Model, pool: Pool, spec: GemmaDeploymentSpec, catalog: Cata
         elif asked_q in VLLM_QUANTS and asked_q not in GGUF_QUANTS:
             why.append(f"{asked_q} needs vLLM on a GPU")
         else:
-            options = _gguf_options(model, pool, asked_q, why, catalog)
+            _gguf_options(model, pool, asked_q, attempt, catalog, options)
     else:
         if asked_rt in ("auto", "vllm") and asked_q not in ("q4_0", "q8_0"):
-            options += _vllm_options(model, pool, asked_q, why, catalog)
+            _vllm_options(model, pool, asked_q, attempt, catalog, options)
         if pool.kind == "gpu" and asked_rt in ("auto", "llamacpp") and asked_q not in ("fp8", "int8", "int4"):
             # llama.cpp on CUDA: for GPUs vLLM can't use, GGUF checkpoints, or when asked.
-            options += _gguf_options(model, pool, asked_q, why, catalog)
+            _gguf_options(model, pool, asked_q, attempt, catalog, options)
         if pool.kind == "tpu" and asked_rt == "llamacpp":
             why.append("llama.cpp does not run on TPUs")
 
     wanted_len = spec.max_model_len
-    for option in options:
+    for i, option in enumerate(options):
         plan = _fit(model, pool, option, wanted_len, catalog, why)
         if plan:
-            attempt.plan = plan
+            attempt.plan, attempt.chosen = plan, i
             return attempt
+        attempt.rejected.append(_Rejected(option.runtime, option.quantization, "memory", why[-1], i))
     return attempt
 
 
@@ -446,10 +544,56 @@ def _plan(model: _Model, pool: Pool, option: _Option, tp: int, got: sizing.Fit, 
     )  # fmt: skip
 
 
-def _rank(plan: Plan) -> tuple:
-    # Accelerators before CPUs; then the highest precision; then the smallest slice of hardware.
-    used = plan.accelerator_count * plan.pool.device_memory_gib if plan.pool.kind != "cpu" else 0
-    return (plan.pool.kind == "cpu", -PRECISION[plan.quantization], used, plan.pool.name)
+RANKING = (
+    "ranked by precision (bf16 before fp16), then the device (compute capability, then memory bandwidth; "
+    "a TPU, which takes every chip of its host, after a GPU), then the fewest devices"
+)
+
+
+def _bandwidth(pool: Pool, catalog: Catalog) -> float:
+    accelerator = catalog.accelerators.get(pool.accelerator)
+    return (accelerator.memory_bandwidth_gbps or 0.0) if accelerator else 0.0  # uncatalogued GPUs rank last
+
+
+def _precision(quantization: str) -> tuple[int, bool]:
+    """Sort key: more bits first; fp16 after bf16 (the same bits, with less range)."""
+    return -PRECISION[quantization], quantization == "fp16"
+
+
+def _rank(plan: Plan, catalog: Catalog) -> tuple:
+    """Sort key among pools serving the same model: smaller is better."""
+    pool = plan.pool
+    return (
+        pool.kind == "cpu",
+        _precision(plan.quantization),
+        pool.kind == "tpu",
+        tuple(-part for part in pool.cc),
+        -_bandwidth(pool, catalog),
+        plan.accelerator_count,
+        pool.name,
+    )
+
+
+def _lost(best: Plan, other: Plan, catalog: Catalog) -> str:
+    """Why `other` ranks after `best`: the first criterion of _rank that tells them apart."""
+    b, o = best.pool, other.pool
+    if o.kind == "cpu" and b.kind != "cpu":
+        return "a CPU pool; accelerators come first"
+    if _precision(other.quantization) != _precision(best.quantization):
+        if other.quantization == "fp16" and not o.bf16:
+            return f"{o.display_name} has no bf16, so fp16, not {best.quantization}"
+        return f"{other.quantization} at best, not {best.quantization}"
+    if o.kind == "tpu" and b.kind != "tpu":
+        return "a TPU pod holds every chip of its host; a GPU of the same precision comes first"
+    if o.cc != b.cc:
+        return f"compute capability {o.compute_capability}, not {b.compute_capability}"
+    ob, bb = _bandwidth(o, catalog), _bandwidth(b, catalog)
+    if ob != bb:
+        return f"memory bandwidth {ob:g} GB/s, not {bb:g}"
+    unit = {"gpu": "GPU", "tpu": "chip", "cpu": "node"}[o.kind]
+    if other.accelerator_count != best.accelerator_count:
+        return f"{other.accelerator_count} {unit}s, not {best.accelerator_count}"
+    return "ranks the same; the pool name breaks the tie"
 
 
 def _pools_for(spec: GemmaDeploymentSpec, inventory: Inventory) -> tuple[list[Pool], str]:
@@ -467,54 +611,164 @@ def plan(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog,
     stays on it: nodes coming or going elsewhere never move (and so restart) a running model.
     The first fitting size on that pool is the one chosen before, so an unchanged pool gives an
     unchanged plan, and its explanation is kept as it was.
+
+    A NoFit carries suggestions: the single changes to the spec that would plan.
     """
+    name, alias = _resolve_accelerator(spec.accelerator, catalog, inventory)
+    if name != spec.accelerator:
+        spec = spec.model_copy(update={"accelerator": name})
     if previous and inventory.by_name(previous.get("pool", "")):
         pinned = Inventory([inventory.by_name(previous["pool"])], inventory.skipped)  # type: ignore[list-item]
-        result = plan(spec, pinned, catalog)
+        result = _plan_fresh(spec, pinned, catalog, alias)
         if isinstance(result, Plan):
             same = {k: v for k, v in result.selection().items() if k != "reasons"}
             if same == {k: v for k, v in previous.items() if k != "reasons"}:
                 return replace(result, reasons=tuple(previous.get("reasons", ())))
             return result
-    models, reasons = resolve_models(spec, catalog)
+    result = _plan_fresh(spec, inventory, catalog, alias)
+    if isinstance(result, NoFit):
+        result = replace(result, suggestions=_suggestions(spec, inventory, catalog))
+    return result
+
+
+def _plan_fresh(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog, alias: str | None) -> Plan | NoFit:
+    models, reasons, too_short = resolve_models(spec, catalog)
     _check_static(spec, catalog, models)
     pools, wanted = _pools_for(spec, inventory)
     available = tuple(p.describe() for p in inventory.pools)
+    skipped = tuple(inventory.skipped)
     if not pools:
         what = "schedulable nodes" if wanted == "auto" else f"{wanted} nodes"
-        return NoFit(f"No {what} to serve {models[0].served_name} on.", available, tuple(inventory.skipped))
+        what += f" (GKE label value {alias})" if alias else ""
+        return NoFit(f"No {what} to serve {models[0].served_name} on.", available, skipped=skipped)
 
     skipped_sizes: list[str] = []
-    last_attempts: list[_Attempt] = []
+    tried: list[tuple[_Model, list[_Attempt]]] = []
     for model in models:
         attempts = [_attempt(model, pool, spec, catalog) for pool in pools]
-        fits = sorted((a.plan for a in attempts if a.plan), key=_rank)
+        fits = sorted((a.plan for a in attempts if a.plan), key=lambda p: _rank(p, catalog))
         if fits:
             best = fits[0]
-            return _explain(best, model, spec, reasons, skipped_sizes, fits[1:], attempts)
+            chosen = next(a for a in attempts if a.plan is best)
+            context = _Context(reasons, skipped_sizes, too_short, skipped, alias, catalog)
+            return _explain(best, model, spec, context, fits[1:], attempts, chosen)
         skipped_sizes.append(model.size_key)
-        last_attempts = attempts
+        tried.append((model, attempts))
     model = models[-1]
-    details = tuple(f"{a.pool.name}: {'; '.join(a.why_not) or 'no way to serve it'}." for a in last_attempts)
+    details = []
+    for each, attempts in tried:
+        where = f"{each.size_key} on " if len(models) > 1 else ""
+        details += [f"{where}{a.pool.name}: {'; '.join(a.why_not) or 'no way to serve it'}." for a in attempts]
+    details += [f"{_and(sizes)}: context stops at {length} tokens, below maxModelLen {spec.max_model_len}."
+                for length, sizes in _by_length(too_short).items()]  # fmt: skip
     sizes = f"any {model.family_key} size ({', '.join(skipped_sizes)})" if len(models) > 1 else f"{model.served_name}"
-    return NoFit(f"Nothing fits {sizes}.", available, details + tuple(inventory.skipped))
+    return NoFit(f"Nothing fits {sizes}.", available, tuple(details), skipped)
 
 
-def _explain(best: Plan, model: _Model, spec: GemmaDeploymentSpec, reasons: list[str], skipped_sizes: list[str],
-             others: list[Plan], attempts: list[_Attempt]) -> Plan:  # fmt: skip
-    out = list(reasons)
+def _by_length(too_short: dict[str, int]) -> dict[int, list[str]]:
+    grouped: dict[int, list[str]] = {}
+    for size, length in too_short.items():
+        grouped.setdefault(length, []).append(size)
+    return grouped
+
+
+def _summary(result: Plan) -> str:
+    return (f"{result.model_id}, {result.runtime} {result.quantization} on {result.pool.name}, "
+            f"{result.max_model_len} tokens")  # fmt: skip
+
+
+def _suggestions(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog) -> tuple[Suggestion, ...]:
+    """The single changes to the spec that would plan, nearest first: keep the model the user named
+    (its precision, runtime, context, accelerator), and only then a smaller size."""
+
+    def fits(**changes) -> Plan | None:
+        relaxed = spec.model_copy(update=changes)
+        try:
+            result = _plan_fresh(relaxed, inventory, catalog, None)
+        except InvalidSpec:
+            return None
+        return result if isinstance(result, Plan) else None
+
+    found: list[Suggestion] = []
+    if spec.quantization != "auto" and (got := fits(quantization="auto")):
+        found.append(Suggestion("spec.quantization", got.quantization, _summary(got)))
+    if spec.runtime != "auto" and (got := fits(runtime="auto")):
+        found.append(Suggestion("spec.runtime", got.runtime, _summary(got)))
+    if spec.max_model_len and (got := fits(max_model_len=None)) and got.max_model_len < spec.max_model_len:
+        found.append(Suggestion("spec.maxModelLen", got.max_model_len, _summary(got)))
+    if spec.accelerator != "auto" and (got := fits(accelerator="auto")):
+        found.append(Suggestion("spec.accelerator", got.pool.accelerator, _summary(got)))
+    m = spec.model
+    if m.size != "auto" and not m.id:
+        family = catalog.families.get(m.family if m.family != "auto" else _latest_core(catalog))
+        asked = family.sizes.get(m.size) if family else None
+        if family and asked:
+            smaller = sorted((s for s, size in family.sizes.items() if size.params_b < asked.params_b and m.tuning in size.ids),
+                             key=lambda s: family.sizes[s].params_b, reverse=True)  # fmt: skip
+            for size in smaller:
+                if got := fits(model=m.model_copy(update={"size": size})):
+                    found.append(Suggestion("spec.model.size", size, _summary(got)))
+                    break
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What _explain needs beyond the plan: the earlier choices and what was left out."""
+
+    reasons: list[str]
+    skipped_sizes: list[str]
+    too_short: dict[str, int]
+    skipped_nodes: tuple[str, ...]
+    alias: str | None
+    catalog: Catalog
+
+
+def _placeable(best: Plan) -> tuple[int, int]:
+    """Replicas the pool can hold at once, and how many per node."""
+    pool = best.pool
+    if pool.kind == "gpu":
+        per_node = pool.devices_per_node // max(1, best.accelerator_count)
+    else:
+        per_node = 1  # a TPU pod takes every chip of its host; a CPU pod all but one of the node's CPUs
+    return per_node * len(pool.nodes), per_node
+
+
+def _quantization_why(best: Plan, chosen: _Attempt) -> str:
+    """Why the pool serves this precision and not one it would rather have: memory, or no checkpoint."""
+    preferred = [r for r in chosen.preferred_rejections() if (r.runtime, r.quantization) != (best.runtime, best.quantization)]
+    parts = []
+    memory = list(dict.fromkeys(f"{RUNTIME_NAMES[r.runtime]} {r.quantization}" for r in preferred if r.kind == "memory"))
+    if memory:
+        parts.append(f"higher precisions do not fit {best.pool.display_name} ({', '.join(memory)})")
+    for runtime, fmt in (("vllm", "checkpoint"), ("llamacpp", "GGUF")):
+        missing = list(dict.fromkeys(r.quantization for r in preferred if r.kind == "missing" and r.runtime == runtime))
+        if missing:
+            model = f"{best.family} {best.size}" + (f" {best.tuning}" if runtime == "llamacpp" else "")
+            tail = " for vLLM" if runtime == "vllm" else ""
+            parts.append(f"no {_or(missing)} {fmt} of {model}{tail} in the catalog")
+    parts += list(dict.fromkeys(r.text for r in preferred if r.kind == "device"))
+    return "; ".join(parts) or "the most precise option this pool has"
+
+
+def _explain(best: Plan, model: _Model, spec: GemmaDeploymentSpec, context: _Context, others: list[Plan],
+             attempts: list[_Attempt], chosen: _Attempt) -> Plan:  # fmt: skip
+    out = list(context.reasons)
     pool = best.pool
     size = model.size
+    skipped_sizes = context.skipped_sizes
+    short = "; ".join(f"{_and(sizes)} stop at {length} tokens" for length, sizes in _by_length(context.too_short).items())
+    short = f", whose context reaches maxModelLen {spec.max_model_len} ({short})" if short else ""
     if spec.model.id:
         pass
     elif spec.model.size != "auto":
         out.append(f"Size {best.size}: as asked.")
     elif spec.model.size_policy == "largest":
         tail = f"; {', '.join(skipped_sizes)} cannot be served here" if skipped_sizes else ""
-        out.append(f"Size {best.size}: the largest {best.family} size that fits (sizePolicy largest){tail}.")
+        out.append(f"Size {best.size}: the largest {best.family} size that fits (sizePolicy largest){short}{tail}.")
     else:
         tail = f"; {', '.join(skipped_sizes)} cannot be served here" if skipped_sizes else ""
-        out.append(f"Size {best.size}: the smallest {best.family} size (sizePolicy smallest, Google's default advice){tail}.")
+        out.append(f"Size {best.size}: the smallest {best.family} size (sizePolicy smallest, Google's default advice){short}{tail}.")
     if best.tuning == "it":
         out.append("Tuning it: instruction-tuned; the server applies Gemma's chat template, so clients call /v1/chat/completions.")
     else:
@@ -524,15 +778,23 @@ def _explain(best: Plan, model: _Model, spec: GemmaDeploymentSpec, reasons: list
     if spec.accelerator == "auto" and len(attempts) == 1:
         out.append(f"Accelerator {pool.accelerator} ({pool.describe()}): the only schedulable pool.")
     elif spec.accelerator == "auto":
-        why = "accelerators are preferred over CPUs, then the highest precision, then the smallest share of hardware"
-        beaten = sorted({p.pool.name for p in others})
-        tail = f"; also possible: {', '.join(beaten)}" if beaten else ""
-        out.append(f"Accelerator {pool.accelerator} ({pool.describe()}): {why}{tail}.")
+        lost = [f"{p.pool.name} ({_lost(best, p, context.catalog)})" for p in others]
+        tail = f"; also possible: {', '.join(lost)}" if lost else ""
+        out.append(f"Accelerator {pool.accelerator} ({pool.describe()}): the best pool for it, {RANKING}{tail}.")
     else:
-        out.append(f"Accelerator {pool.accelerator} ({pool.describe()}): as asked.")
+        how = f", as GKE labels it ({context.alias})" if context.alias else ""
+        out.append(f"Accelerator {pool.accelerator} ({pool.describe()}): as asked{how}.")
     no = [f"{a.pool.name} ({'; '.join(a.why_not)})" for a in attempts if not a.plan and a.why_not]
     if no:
         out.append(f"Pools that cannot serve it: {', '.join(no)}.")
+    if context.skipped_nodes:
+        out.append(f"Nodes not used: {'; '.join(context.skipped_nodes)}.")
+    placeable, per_node = _placeable(best)
+    if spec.replicas > placeable:
+        out.append(
+            f"Replicas {spec.replicas}: only {placeable} can be placed on {pool.name} ({len(pool.nodes)} node(s), "
+            f"{per_node} replica(s) per node) until the pool grows; the others stay Pending."
+        )
 
     per_device = best.estimated_memory_gib / max(1, best.tensor_parallel_size)
     if spec.quantization != "auto" or model.pinned:
@@ -543,7 +805,7 @@ def _explain(best: Plan, model: _Model, spec: GemmaDeploymentSpec, reasons: list
         out.append("Quantization q4_0: Google's quantization-aware-trained 4-bit GGUF, the recommended format for CPUs.")
     else:
         out.append(
-            f"Quantization {best.quantization}: higher precisions do not fit {pool.display_name} "
+            f"Quantization {best.quantization}: {_quantization_why(best, chosen)} "
             f"({per_device:.1f} GiB per {unit} at {best.quantization})."
         )
     if best.vllm_quantization == "fp8":

@@ -203,6 +203,9 @@ MANAGER = {
 CLUSTER_READ = {("", "nodes", verb) for verb in ("list", "watch")} | {
     ("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in ("list", "watch")
 }
+# Granted though never sent: admission (OwnerReferencesPermissionEnforcement) checks it when a
+# child names its GemmaDeployment with blockOwnerDeletion: true (see test_rbac.py, ADMISSION_ONLY).
+OWNER_FINALIZERS = {("gemma.dev", "gemmadeployments/finalizers", "update")}
 NAMESPACES_READ = {("", "namespaces", verb) for verb in ("list", "watch")}  # kopf, when given namespaces
 PEERING = lambda plural: {("kopf.dev", plural, verb) for verb in ("list", "watch", "patch")}  # noqa: E731
 
@@ -222,7 +225,7 @@ def test_rbac_has_no_wildcards_or_dangerous_verbs(render, values):
 
 def test_rbac_cluster_wide(render):
     objects = render(CI["default"])
-    assert grants(objects) == MANAGER | CLUSTER_READ
+    assert grants(objects) == MANAGER | OWNER_FINALIZERS | CLUSTER_READ
     assert not of_kind(objects, "Role") and not of_kind(objects, "RoleBinding")
     assert {b["roleRef"]["name"] for b in of_kind(objects, "ClusterRoleBinding")} == {
         r["metadata"]["name"] for r in of_kind(objects, "ClusterRole")
@@ -233,7 +236,7 @@ def test_rbac_namespaced(render):
     objects = render(CI["namespaced"])
     assert grants(objects) == CLUSTER_READ | NAMESPACES_READ, "only reads are cluster-wide"
     for namespace in ("team-a", "team-b"):
-        assert grants(objects, namespace) == MANAGER
+        assert grants(objects, namespace) == MANAGER | OWNER_FINALIZERS
     assert sorted(r["metadata"]["namespace"] for r in of_kind(objects, "Role")) == ["team-a", "team-b"]
     for binding in of_kind(objects, "RoleBinding"):
         assert binding["roleRef"] == {
@@ -244,10 +247,10 @@ def test_rbac_namespaced(render):
 
 def test_rbac_peering(render):
     gke = render(CI["gke"])  # cluster-wide, peering on
-    assert grants(gke) == MANAGER | CLUSTER_READ | PEERING("clusterkopfpeerings")
-    assert only(gke, "ClusterKopfPeering")["metadata"]["name"] == "gemma-operator"
+    assert grants(gke) == MANAGER | OWNER_FINALIZERS | CLUSTER_READ | PEERING("clusterkopfpeerings")
+    assert only(gke, "ClusterKopfPeering")["metadata"]["name"] == SA  # the release's full name
     lint = render(CI["lint"])  # one namespace, peering on
-    assert grants(lint, "models") == MANAGER | PEERING("kopfpeerings")
+    assert grants(lint, "models") == MANAGER | OWNER_FINALIZERS | PEERING("kopfpeerings")
     assert only(lint, "KopfPeering")["metadata"] == {**only(lint, "KopfPeering")["metadata"], "namespace": "models"}
 
 
@@ -317,7 +320,8 @@ def test_args_follow_watch_scope_and_peering(render):
     assert {"--all-namespaces", "--standalone"} <= set(args("default"))
     assert "--namespace=team-a" in args("namespaced") and "--namespace=team-b" in args("namespaced")
     assert "--all-namespaces" not in args("namespaced")
-    assert "--peering=gemma-operator" in args("gke") and "--standalone" not in args("gke")
+    assert "--peering=gemma-lint" in args("lint"), "peering.name, when set, wins"
+    assert f"--peering={SA}" in args("gke") and "--standalone" not in args("gke")
     default = only(render(CI["default"]), "Deployment")["spec"]
     assert default["replicas"] == 1 and default["strategy"] == {"type": "Recreate"}
 
@@ -357,3 +361,43 @@ def test_kopf_peering_crds_match_the_peering_objects_and_rbac(render):
         plural = crd["spec"]["names"]["plural"]
         assert any(crd["spec"]["group"] in rule["apiGroups"] and plural in rule["resources"]
                    for _, _, rule in rules(objects))
+
+
+def test_replicas_without_peering_say_that_peering_is_needed(helm, tmp_path):
+    """The refusal names the value to set and why, not a bare `maximum: got 2, want 1`.
+    (`helm lint` reports a template's `fail` as INFO only; install, upgrade and template refuse.)"""
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump({"replicaCount": 2}))
+    for source in (("--values", str(path)), ("--set", "replicaCount=2")):
+        done = helm("template", RELEASE, str(CHART), *source, check=False)
+        assert done.returncode != 0, f"helm accepted replicaCount 2 without peering ({source[0]})"
+        assert "peering.enabled=true" in done.stderr and "replicaCount is 2" in done.stderr, done.stderr
+        assert "maximum: got 2, want 1" not in done.stderr
+    peered = helm("template", RELEASE, str(CHART), "--set", "replicaCount=2", "--set", "peering.enabled=true")
+    assert "kind: ClusterKopfPeering" in peered.stdout
+
+
+def release(helm, name: str, *sets: str) -> list[dict[str, Any]]:
+    args = ["template", name, str(CHART), "--namespace", NAMESPACE]
+    for pair in ("peering.enabled=true", "replicaCount=2", *sets):
+        args += ["--set", pair]
+    return [doc for doc in yaml.safe_load_all(helm(*args).stdout) if doc]
+
+
+@pytest.mark.parametrize(
+    "kind, sets",
+    [("ClusterKopfPeering", ()), ("KopfPeering", ("watchNamespaces={models}",))],
+    ids=["cluster-wide", "namespaced"],
+)
+def test_each_release_has_its_own_peering_object_and_joins_it(helm, kind, sets):
+    """Two releases in one cluster must not meet in one peering object: the pods of both would
+    elect one leader among them, and uninstalling one would delete the other's object."""
+    names = {}
+    for name in ("alpha", "beta"):
+        objects = release(helm, name, *sets)
+        (peering,) = of_kind(objects, kind)
+        args = only(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert f"--peering={peering['metadata']['name']}" in args, args
+        names[name] = peering["metadata"]["name"]
+    assert names["alpha"] != names["beta"], names
+    assert all(name in names[name] for name in names), "the object's name says whose it is"

@@ -145,7 +145,8 @@ def test_apply_creates_then_a_repeat_is_a_no_op(kube_api, namespace):
     if kube_api.writes is not None:
         writes = kube_api.writes
         _apply(kube_api, namespace, deployment("web"))
-        assert kube_api.writes - writes == {}  # counted as a request, not as a write
+        new_writes = kube_api.writes - writes
+        assert new_writes[("apply", "deployments")] == 0, new_writes  # counted as a request, not as a write
 
 
 def test_apply_conflicts_with_a_hand_edit_until_forced(kube_api, namespace):
@@ -196,7 +197,21 @@ def test_watch_resumes_from_a_resource_version(kube_api, namespace):
     kube_api.request("POST", url, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "w"}})
     kube_api.request("PATCH", url + "/w", {"data": {"k": "v"}}, content_type=MERGE)
     events = kube_api.watch(url, query={"resourceVersion": since})
-    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "w"), ("MODIFIED", "w")]
+    # Only the test's own: the controller-manager publishes kube-root-ca.crt in every namespace,
+    # at a moment of its choosing.
+    ours = [(e["type"], e["object"]["metadata"]["name"]) for e in events if e["object"]["metadata"]["name"] == "w"]
+    assert ours == [("ADDED", "w"), ("MODIFIED", "w")]
+    assert int(events[-1]["object"]["metadata"]["resourceVersion"]) > int(since)
+
+
+def test_every_namespace_gets_the_root_ca_configmap(kube_api, namespace):
+    """kube-controller-manager publishes kube-root-ca.crt in every namespace; the emulator does
+    too, so a test that assumes an empty namespace fails on both."""
+    if kube_api.emulator is None and not kube_api.controller_manager:
+        pytest.skip("kube-root-ca.crt is published by kube-controller-manager, which is not running")
+    path = CONFIGMAPS.format(ns=namespace) + "/kube-root-ca.crt"
+    published = kube_api.wait_for(lambda: kube_api.request("GET", path), timeout=20, message="kube-root-ca.crt")
+    assert "-----BEGIN CERTIFICATE-----" in published["data"]["ca.crt"]
 
 
 def test_deleting_an_owner_collects_its_dependents(kube_api, namespace):

@@ -61,8 +61,10 @@ class Cluster:
             raise
 
     def events(self, name):
+        """Events on the GemmaDeployment: on a real cluster the Deployment of the same name has its own."""
         items = self.api.request("GET", f"/api/v1/namespaces/{self.ns}/events")["items"]
-        return [e for e in items if e.get("involvedObject", {}).get("name") == name]
+        return [e for e in items if (e.get("involvedObject") or {}).get("name") == name
+                and e["involvedObject"].get("kind") == "GemmaDeployment"]
 
     def phase(self, name):
         return (self.gd(name).get("status") or {}).get("phase")
@@ -253,16 +255,21 @@ def test_deleting_the_resource_leaves_no_orphans(operator, cluster, create_nodes
     cluster.wait(lambda: cluster.deployment("chat") is None and cluster.service("chat") is None, "garbage collection")
 
 
-def test_unrelated_nodes_do_not_move_a_serving_model(operator, cluster, create_nodes):
+def test_unrelated_nodes_do_not_move_a_serving_model(operator, cluster, create_nodes, kube_api):
     create_nodes.from_fixture("gke-cpu-only")
     operator()
     cluster.create("chat", {})
     before = cluster.wait(lambda: cluster.deployment("chat"), "the Deployment")
     cluster.wait(lambda: cluster.phase("chat") == "Deploying", "phase Deploying")
+    # The model comes up: the Deployment controller writes its status (a new resourceVersion).
+    kube_api.set_deployment_ready(cluster.ns, "chat")
+    cluster.wait(lambda: cluster.phase("chat") == "Ready", "phase Ready")
     create_nodes(gpu_nodes("gke-l4"))  # a better pool appears; the running model stays
     time.sleep(2.5)
     after = cluster.deployment("chat")
-    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    # Status writes change the resourceVersion; a move would change the spec (generation) and the pods.
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert after["spec"]["template"] == before["spec"]["template"]
     assert cluster.gd("chat")["status"]["selection"]["accelerator"] == "cpu"
 
 
@@ -286,9 +293,12 @@ def test_a_restart_with_nothing_changed_writes_nothing(operator, cluster, create
     cluster.wait(lambda: cluster.deployment("chat") and cluster.service("chat"), "the children")
     cluster.wait(lambda: cluster.phase("chat") == "Deploying", "a settled status")
     time.sleep(1.0)  # let the echoes of our own writes come back and settle
+    # The Deployment controller writes the Deployment too (status, a revision annotation): what
+    # the operator wrote there is the spec (generation) and its own managedFields entries.
     versions = lambda: (  # noqa: E731
         cluster.gd("chat")["metadata"]["resourceVersion"],
-        cluster.deployment("chat")["metadata"]["resourceVersion"],
+        (d := cluster.deployment("chat"))["metadata"]["generation"],
+        [m for m in d["metadata"]["managedFields"] if m["manager"] == "gemma-operator"],
         cluster.service("chat")["metadata"]["resourceVersion"],
     )
     settled = versions()

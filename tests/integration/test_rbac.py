@@ -6,7 +6,9 @@ a whole lifecycle (plan, serve, scale, Ready, a missing Secret, NoFit, delete), 
 request the operator sent (by its User-Agent: kopf's own, and the operator's client). Then:
 
 * every request is allowed by the rendered Roles/ClusterRoles bound to the operator's account;
-* every (apiGroup, resource, verb) the chart grants was used by some request.
+* every (apiGroup, resource, verb) the chart grants was used by some request, except the grants
+  in ADMISSION_ONLY, which admission checks on a request for a different resource; the chart
+  must grant those too.
 
 The request log is the emulator's; on a real API server the same check would read the audit log.
 """
@@ -33,6 +35,16 @@ pytestmark = pytest.mark.integration
 
 OPERATOR_AGENTS = ("kopf/", "gemma-operator")
 Grant = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
+
+# The one deliberate exception to "exactly the requests sent": no request uses it, so the
+# request log cannot show it. The children's owner references set blockOwnerDeletion: true,
+# and the OwnerReferencesPermissionEnforcement admission plugin (on in OpenShift and some
+# hardened clusters) then refuses to create a child (403) unless its sender may update the
+# owner's finalizers.
+ADMISSION_ONLY: dict[Grant, str] = {
+    ("gemma.dev", "gemmadeployments/finalizers", "update"):
+        "OwnerReferencesPermissionEnforcement: blockOwnerDeletion on the children's owner references",
+}
 
 
 @pytest.fixture
@@ -194,5 +206,14 @@ def test_chart_rbac_is_exactly_what_the_operator_uses(emulator, render, values, 
                     key=str)  # fmt: skip
     assert not denied, f"the chart does not allow what the operator sends: {denied}"
     granted = cluster_grants.union(*namespace_grants.values())
-    unused = sorted(granted - {grant for grant, _ in used})
+    unused = sorted(granted - {grant for grant, _ in used} - set(ADMISSION_ONLY))
     assert not unused, f"the chart grants what the operator never uses: {unused}"
+    # Wherever the operator may write GemmaDeployments, it must also hold the admission-only grants.
+    scopes = {"cluster-wide": cluster_grants, **namespace_grants}
+    writable = {scope for scope, grants in scopes.items()
+                if ("gemma.dev", "gemmadeployments", "patch") in grants}  # fmt: skip
+    assert writable, scopes
+    for grant, reason in ADMISSION_ONLY.items():
+        assert grant not in {g for g, _ in used}, f"{grant} is sent after all: it is no exception"
+        missing = sorted(scope for scope in writable if grant not in scopes[scope])
+        assert not missing, f"the chart does not grant {grant} in {missing}; admission checks it ({reason})"

@@ -119,6 +119,31 @@ def test_no_fit_exits_3_with_what_was_needed(tmp_path):
     assert json.loads(out)["selection"] is None
 
 
+def test_no_fit_json_keeps_one_line_and_lists_suggestions(tmp_path):
+    spec = {"model": {"family": "gemma3", "size": "27b"}, "quantization": "bf16"}
+    code, out, err = run(tmp_path, spec, "gke-l4", "-o", "json")
+    assert code == 3
+    no_fit = json.loads(out)["noFit"]
+    assert "\n" not in no_fit["message"] and "Nothing fits gemma-3-27b-it" in no_fit["message"]
+    assert no_fit["suggestions"][0] == {
+        "field": "spec.quantization", "value": "q4_0",
+        "fits": "google/gemma-3-27b-it-qat-q4_0-gguf, llamacpp q4_0 on nvidia-l4-x1, 76288 tokens",
+    }  # fmt: skip
+
+
+def test_no_fit_table_shows_needed_has_and_would_fit(tmp_path):
+    spec = {"model": {"family": "gemma3", "size": "27b"}, "quantization": "bf16"}
+    code, out, err = run(tmp_path, spec, "gke-l4")
+    assert code == 3 and out == ""
+    sections = [line for line in err.splitlines() if line and not line.startswith(" ")]
+    assert sections[:4] == ["no fit: Nothing fits gemma-3-27b-it.", "needed:", "the cluster has:", "would fit:"]
+    assert sections[4:] == [f"(nodes: 2 from {NODES / 'gke-l4.yaml'})"]  # which nodes it was judged on
+    needed, has, would = err.split("\n\n")[1:]
+    assert "vllm bf16 needs 55.8 GiB per GPU" in needed
+    assert "nvidia-l4-x1: 1 node(s) x 1 NVIDIA L4" in has
+    assert "  - spec.quantization: q4_0 (google/gemma-3-27b-it-qat-q4_0-gguf" in would
+
+
 def test_bad_name_exits_2(tmp_path):
     code, _, err = run(tmp_path, {}, name="Chat_Bot")
     assert code == 2 and "metadata.name" in err

@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
+from gemma_operator.crd import crd
 from gemma_operator.inventory import pools
 from gemma_operator.planner import InvalidSpec, NoFit, Plan, plan
 from tests.conftest import node_list
 
 
-def decide(catalog, spec: dict, fixture: str) -> Plan | NoFit:
+def decide(catalog, spec: dict, fixture: str | list[dict]) -> Plan | NoFit:
     parsed = GemmaDeploymentSpec.model_validate(spec)
-    return plan(parsed, pools(node_list(fixture), catalog, parsed.node_selector), catalog)
+    nodes = node_list(fixture) if isinstance(fixture, str) else fixture
+    return plan(parsed, pools(nodes, catalog, parsed.node_selector), catalog)
+
+
+def gpu_nodes(fixture: str) -> list[dict]:
+    """The GPU nodes of a GKE fixture (each fixture also has a small CPU pool)."""
+    return [n for n in node_list(fixture) if "cloud.google.com/gke-accelerator" in n["metadata"]["labels"]]
+
+
+def cordoned(node: dict) -> dict:
+    return {**node, "spec": {**(node.get("spec") or {}), "unschedulable": True}}
+
+
+def renamed(node: dict, name: str, labels: dict | None = None, allocatable: dict | None = None) -> dict:
+    meta = {**node["metadata"], "name": name, "labels": {**node["metadata"]["labels"], **(labels or {})}}
+    status = {**node["status"], "allocatable": {**node["status"]["allocatable"], **(allocatable or {})}}
+    return {**node, "metadata": meta, "status": status}
 
 
 # (fixture, spec) -> (modelId, runtime, quantization, accelerator, tensorParallelSize, acceleratorCount, maxModelLen)
@@ -97,8 +116,26 @@ def test_tpu_pod_takes_every_chip_and_tp_divides_heads(catalog):
     assert (result.tensor_parallel_size, result.accelerator_count) == (4, 8)
 
 
-def test_sticky_inputs_give_the_same_plan(catalog):
-    assert decide(catalog, {}, "gke-l4") == decide(catalog, {}, "gke-l4")
+def test_a_previous_selection_holds_its_pool_and_its_words_until_the_pool_goes(catalog):
+    spec = GemmaDeploymentSpec.model_validate({})
+    t4 = gpu_nodes("gke-t4")
+    serving = plan(spec, pools(t4, catalog), catalog)
+    assert serving.pool.name == "nvidia-tesla-t4-x1"
+    # An L4 pool appears and a cordoned node changes what a fresh plan would say: the serving
+    # plan keeps its pool and its reasons word for word.
+    grown = t4 + gpu_nodes("gke-l4") + [cordoned(node_list("gke-cpu-only")[0])]
+    fresh = plan(spec, pools(grown, catalog), catalog)
+    assert fresh.pool.name == "nvidia-l4-x1"
+    kept = plan(spec, pools(grown, catalog), catalog, previous=serving.selection())
+    assert kept.selection() == serving.selection()
+    # Once the T4 pool is gone, the plan moves to the best pool left.
+    moved = plan(spec, pools(gpu_nodes("gke-l4"), catalog), catalog, previous=serving.selection())
+    assert moved.pool.name == "nvidia-l4-x1" and moved.quantization == "bf16"
+    # A previous selection the pool can no longer give (another model) is planned afresh, on that pool.
+    other = {**serving.selection(), "modelId": "google/gemma-4-E4B-it", "size": "e4b"}
+    again = plan(spec, pools(grown, catalog), catalog, previous=other)
+    assert again.pool.name == "nvidia-tesla-t4-x1" and again.size == "e2b"
+    assert again.reasons != tuple(other["reasons"])
 
 
 # spec -> (field, words in the message)
@@ -171,3 +208,203 @@ def test_a_plan_moves_when_its_pool_disappears(catalog):
     assert serving.pool.name == "nvidia-l4-x1"
     moved = plan(spec, pools(node_list("gke-cpu-only"), catalog), catalog, previous=serving.selection())
     assert moved.pool.name == "cpu-e2-standard-8"
+
+
+# --- Ranking pools for the same model: precision, then the device, then the fewest devices. ---
+
+V5E_2X4 = {"cloud.google.com/gke-tpu-topology": "2x4", "node.kubernetes.io/instance-type": "ct5lp-hightpu-8t"}
+
+# (nodes, spec) -> (winning pool, the losing pool, words that say why it lost)
+RANKING = [
+    # The T4 has no bf16: the L4 serves the same model at bf16, whatever the T4's smaller memory.
+    (lambda: gpu_nodes("gke-l4") + gpu_nodes("gke-t4"), {}, ("nvidia-l4-x1", "nvidia-tesla-t4-x1", "no bf16")),
+    # Same precision: the newer compute capability wins (L4 8.9 over A10G 8.6).
+    (lambda: node_list("gfd-a10g") + gpu_nodes("gke-l4"), {}, ("nvidia-l4-x1", "nvidia-a10g-x1", "compute capability 8.6")),
+    # TPUs: same precision, no compute capability: memory bandwidth decides (v6e 1638 GB/s over v5e 819).
+    (lambda: node_list("gke-tpu-v5e-2x2") + node_list("gke-tpu-v6e-2x4"), {"accelerator": "auto"},
+     ("tpu-v6e-2x4", "tpu-v5e-2x2", "819 GB/s")),
+    # The same device in two shapes: the fewest devices win.
+    (lambda: node_list("gke-tpu-v5e-2x2")
+     + [renamed(node_list("gke-tpu-v5e-2x2")[1], "v5e-8t", V5E_2X4, {"google.com/tpu": "8"})], {},
+     ("tpu-v5e-2x2", "tpu-v5e-2x4", "8 chips")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("nodes", "spec", "expected"), RANKING,
+                         ids=["bf16-over-fp16", "compute-capability", "memory-bandwidth", "fewest-devices"])  # fmt: skip
+def test_the_best_pool_wins_and_the_reasons_say_why_the_others_lost(catalog, nodes, spec, expected):
+    winner, loser, words = expected
+    result = decide(catalog, spec, nodes())
+    assert isinstance(result, Plan), getattr(result, "message", result)
+    assert result.pool.name == winner
+    accelerator = next(r for r in result.reasons if r.startswith("Accelerator"))
+    assert loser in accelerator and words in accelerator, accelerator
+
+
+def test_l4_and_t4_pools_plan_the_l4_at_bf16(catalog):
+    result = decide(catalog, {}, gpu_nodes("gke-l4") + gpu_nodes("gke-t4"))
+    assert (result.pool.accelerator, result.quantization, result.dtype) == ("nvidia-l4", "bf16", "bfloat16")
+
+
+def test_every_gpu_and_tpu_has_a_sourced_memory_bandwidth(catalog):
+    for name, accelerator in catalog.accelerators.items():
+        if accelerator.kind != "cpu":
+            assert accelerator.memory_bandwidth_gbps and accelerator.memory_bandwidth_gbps > 0, name
+
+
+# --- Reasons that say why. ---
+
+
+def test_sizes_whose_context_is_too_short_are_named(catalog):
+    result = decide(catalog, {"maxModelLen": 200000}, "gke-l4")
+    size = next(r for r in result.reasons if r.startswith("Size"))
+    assert result.size == "12b"
+    assert "e2b" in size and "e4b" in size and "131072" in size, size
+
+
+@pytest.mark.parametrize(
+    ("nodes", "skipped", "words"),
+    [
+        (lambda: node_list("gke-cpu-only") + [cordoned(n) for n in gpu_nodes("gke-l4")], "gke-demo-l4-pool-0", "cordoned"),
+        (lambda: node_list("gke-cpu-only")
+         + [renamed(node_list("gke-tpu-v5e-2x2")[1], "v5e-4x4", {"cloud.google.com/gke-tpu-topology": "4x4"})],
+         "v5e-4x4", "spans several hosts"),
+    ],
+    ids=["cordoned", "multi-host-tpu"],
+)  # fmt: skip
+def test_a_plan_names_the_nodes_it_skipped_and_why(catalog, nodes, skipped, words):
+    result = decide(catalog, {}, nodes())
+    assert isinstance(result, Plan) and result.pool.kind == "cpu"
+    named = [r for r in result.reasons if skipped in r]
+    assert named and words in named[0], result.reasons
+
+
+def test_no_fit_for_any_size_gives_each_sizes_blocker(catalog):
+    result = decide(catalog, {"quantization": "bf16"}, "gke-cpu-only")
+    assert isinstance(result, NoFit)
+    for size in ("e2b", "e4b", "12b", "26b-a4b", "31b"):
+        assert f"no bf16 GGUF of gemma4 {size} it" in result.message, size
+
+
+@pytest.mark.parametrize(
+    ("spec", "fixture", "words"),
+    [
+        ({"model": {"family": "gemma3n", "size": "e4b"}, "runtime": "llamacpp"}, "gke-l4", "no bf16 or fp16 GGUF"),
+        ({"model": {"family": "gemma3n", "size": "e4b"}}, "gke-cpu-only", "no q4_0 GGUF"),
+    ],
+)
+def test_a_quantization_forced_by_missing_checkpoints_says_so(catalog, spec, fixture, words):
+    result = decide(catalog, spec, fixture)
+    assert result.quantization == "q8_0"
+    quantization = next(r for r in result.reasons if r.startswith("Quantization"))
+    assert "do not fit" not in quantization and words in quantization, quantization
+
+
+def test_memory_still_explains_a_lower_precision(catalog):
+    result = decide(catalog, {"model": {"family": "gemma3", "size": "27b"}}, "gke-l4")
+    quantization = next(r for r in result.reasons if r.startswith("Quantization"))
+    assert "do not fit NVIDIA L4" in quantization and "vLLM bf16" in quantization, quantization
+
+
+# --- Accelerator names: GKE's label values are aliases; near misses get a suggestion. ---
+
+
+def test_every_gke_label_value_names_its_accelerator(catalog):
+    (version,) = crd()["spec"]["versions"]
+    field = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["accelerator"]
+    for name, accelerator in catalog.accelerators.items():
+        for alias in (*accelerator.match.gke_accelerator, *accelerator.match.gke_tpu_accelerator):
+            # The CRD admits it, as the API server would check it.
+            assert re.fullmatch(field["pattern"], alias) and len(alias) <= field["maxLength"], alias
+            spec = GemmaDeploymentSpec.model_validate({"accelerator": alias})
+            result = plan(spec, pools(node_list("gke-cpu-only"), catalog), catalog)
+            if name != "cpu":
+                assert isinstance(result, NoFit) and f"No {name} nodes" in result.message, (alias, result)
+
+
+@pytest.mark.parametrize(
+    ("alias", "fixture", "accelerator"),
+    [
+        ("tpu-v5-lite-podslice", "gke-tpu-v5e-2x2", "tpu-v5e"),
+        ("tpu-v6e-slice", "gke-tpu-v6e-2x4", "tpu-v6e"),
+        ("nvidia-h100-mega-80gb", "gke-h100x8", "nvidia-h100-80gb"),
+    ],
+)
+def test_gke_label_values_plan_on_their_pool(catalog, alias, fixture, accelerator):
+    result = decide(catalog, {"accelerator": alias}, fixture)
+    assert isinstance(result, Plan) and result.pool.accelerator == accelerator
+    assert any(alias in r for r in result.reasons if r.startswith("Accelerator"))
+
+
+@pytest.mark.parametrize(
+    ("asked", "words"),
+    [
+        ("nvidia-h100", "did you mean nvidia-h100-80gb or nvidia-h100-mega-80gb?"),
+        ("tpu-v5-lite", "did you mean tpu-v5-lite-device or tpu-v5-lite-podslice?"),
+        ("nvidia-l4x", "did you mean nvidia-l4"),
+    ],
+)
+def test_a_near_miss_gets_did_you_mean(catalog, asked, words):
+    with pytest.raises(InvalidSpec) as info:
+        decide(catalog, {"accelerator": asked}, "gke-l4")
+    assert info.value.field == "spec.accelerator" and words in str(info.value)
+
+
+def test_an_uncatalogued_gpu_in_the_cluster_is_still_accepted_by_its_slug(catalog):
+    node = renamed(node_list("gfd-a10g")[0], "rtx", {"nvidia.com/gpu.product": "NVIDIA-RTX-A6000",
+                                                     "nvidia.com/gpu.memory": "49140"})  # fmt: skip
+    result = decide(catalog, {"accelerator": "nvidia-rtx-a6000"}, [node])
+    assert isinstance(result, Plan) and result.pool.accelerator == "nvidia-rtx-a6000"
+
+
+# --- Replicas beyond what the pool can place. ---
+
+
+@pytest.mark.parametrize(
+    ("fixture", "replicas", "placeable"),
+    [("gke-l4", 5, 1), ("gke-tpu-v5e-2x2", 2, 1), ("gke-cpu-only", 3, 2)],
+)
+def test_replicas_beyond_the_pool_are_named(catalog, fixture, replicas, placeable):
+    result = decide(catalog, {"replicas": replicas}, fixture)
+    said = [r for r in result.reasons if r.startswith("Replicas")]
+    assert said and f"only {placeable}" in said[0] and "until the pool grows" in said[0], result.reasons
+
+
+@pytest.mark.parametrize(("fixture", "replicas"), [("gke-h100x8", 8), ("gke-l4", 1), ("gke-cpu-only", 2)])
+def test_replicas_that_fit_say_nothing_more(catalog, fixture, replicas):
+    result = decide(catalog, {"replicas": replicas}, fixture)
+    assert not [r for r in result.reasons if r.startswith("Replicas")]
+
+
+# --- NoFit: suggestions, the nearest change that would fit. ---
+
+# (fixture, spec) -> (field, value) of the first suggestion
+SUGGESTIONS = [
+    ("gke-l4", {"model": {"family": "gemma3", "size": "27b"}, "quantization": "bf16"}, ("spec.quantization", "q4_0")),
+    ("gke-cpu-only", {"accelerator": "nvidia-l4"}, ("spec.accelerator", "cpu")),
+    ("gke-l4", {"maxModelLen": 131072, "model": {"family": "gemma3", "size": "27b"}, "quantization": "q4_0"},
+     ("spec.maxModelLen", 76288)),
+    ("gke-t4", {"model": {"family": "gemma4", "size": "31b"}}, ("spec.model.size", "12b")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fixture", "spec", "expected"), SUGGESTIONS, ids=lambda v: str(v))
+def test_no_fit_suggests_the_nearest_change_that_fits(catalog, fixture, spec, expected):
+    result = decide(catalog, spec, fixture)
+    assert isinstance(result, NoFit)
+    assert result.suggestions, result.message
+    first = result.suggestions[0]
+    assert (first.field, first.value) == expected
+    # The one-line message (status, events, JSON) carries it too.
+    assert "\n" not in result.message and f"Would fit: {first.field}: {first.value} (" in result.message
+
+
+def test_a_suggestion_applied_plans(catalog):
+    spec = {"model": {"family": "gemma3", "size": "27b"}, "quantization": "bf16"}
+    suggestion = decide(catalog, spec, "gke-l4").suggestions[0]
+    assert isinstance(decide(catalog, {**spec, "quantization": suggestion.value}, "gke-l4"), Plan)
+
+
+def test_no_fit_without_a_single_change_suggests_nothing(catalog):
+    result = decide(catalog, {"model": {"family": "gemma3", "size": "270m"}}, [])
+    assert isinstance(result, NoFit) and result.suggestions == ()

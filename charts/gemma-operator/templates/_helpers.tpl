@@ -39,6 +39,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* The (Cluster)KopfPeering the pods meet in: one per release, so two releases never elect one leader. */}}
+{{- define "gemma-operator.peeringName" -}}
+{{- default (include "gemma-operator.fullname" .) .Values.peering.name -}}
+{{- end -}}
+
+{{/*
+A rule the values schema cannot word: helm prints a failed schema rule as
+"maximum: got 2, want 1", without naming the value to set.
+*/}}
+{{- define "gemma-operator.checkReplicas" -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.peering.enabled) -}}
+{{- fail (printf "replicaCount is %d, and more than one operator pod needs peering.enabled=true: without leader election (kopf peering) every pod would reconcile the same resources. Install kopf's peering CRDs (files/kopf-peering-crds.yaml) and set peering.enabled=true, or set replicaCount=1." (int .Values.replicaCount)) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* repository@digest when a digest is set, else repository:tag (tag defaults to appVersion). */}}
 {{- define "gemma-operator.image" -}}
 {{- if .Values.image.digest -}}
@@ -53,7 +68,8 @@ RBAC rules for the namespaced objects the operator reconciles. Used by the Clust
 (cluster-wide watch) or by one Role per watched namespace.
 */}}
 {{- define "gemma-operator.namespacedRules" -}}
-# Exactly the requests the operator sends (tests/integration/test_rbac.py derives them).
+# Exactly the requests the operator sends (tests/integration/test_rbac.py derives them), plus
+# one grant that admission checks (gemmadeployments/finalizers, at the end).
 # The custom resource: listed and watched, read by name before re-creating a child, patched
 # (kopf's annotations), and its status reported with merge patches.
 - apiGroups: ["gemma.dev"]
@@ -78,4 +94,10 @@ RBAC rules for the namespaced objects the operator reconciles. Used by the Clust
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+# Never requested: the OwnerReferencesPermissionEnforcement admission plugin (OpenShift, some
+# hardened clusters) refuses a child whose owner reference sets blockOwnerDeletion unless its
+# sender may update the owner's finalizers.
+- apiGroups: ["gemma.dev"]
+  resources: ["gemmadeployments/finalizers"]
+  verbs: ["update"]
 {{- end -}}

@@ -128,6 +128,9 @@ class Accelerator(Strict):
     kind: Literal["gpu", "tpu", "cpu"]
     display_name: str
     memory_gib: float = Field(ge=0, description="device memory per GPU or HBM per TPU chip; 0 for cpu")
+    memory_bandwidth_gbps: float | None = Field(
+        default=None, gt=0, description="device memory bandwidth per GPU or TPU chip, GB/s; ranks devices of equal precision"
+    )
     compute_capability: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
     bf16: bool
     fp8: bool
@@ -142,6 +145,8 @@ class Accelerator(Strict):
             raise ValueError("a GPU needs compute_capability")
         if self.kind == "tpu" and not self.single_host_topologies:
             raise ValueError("a TPU needs single_host_topologies")
+        if self.kind != "cpu" and self.memory_bandwidth_gbps is None:
+            raise ValueError("a GPU or TPU needs memory_bandwidth_gbps")
         return self
 
 

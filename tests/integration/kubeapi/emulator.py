@@ -23,7 +23,9 @@ request handling with real API semantics:
   a real server answers), ``sendInitialEvents`` with the initial-events-end bookmark,
   ``timeoutSeconds``;
 * namespaces must exist (and not be terminating) for namespaced writes; deleting a namespace
-  deletes its contents;
+  deletes its contents; every new namespace gets the ``kube-root-ca.crt`` ConfigMap a moment
+  later, as kube-controller-manager's root CA publisher gives it, so tests can't assume an
+  empty namespace;
 * finalizers and ``deletionTimestamp``; garbage collection of dependents by ``ownerReferences``
   when the owner goes away (background; ``propagationPolicy=Orphan`` removes the references);
 * custom resources are pruned, defaulted and validated against the CRD's structural schema
@@ -170,6 +172,9 @@ BUILTIN_KINDS = [
 ]
 
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+ROOT_CA_CONFIGMAP = "kube-root-ca.crt"  # published in every namespace by kube-controller-manager
+ROOT_CA_DELAY_S = 0.1  # after the namespace, as the controller reacts to its watch event
+ROOT_CA_PLACEHOLDER = "-----BEGIN CERTIFICATE-----\n(plain HTTP: no CA)\n-----END CERTIFICATE-----\n"
 
 # Field selectors that the real server supports beyond metadata.name/metadata.namespace.
 EVENT_FIELDS = {
@@ -420,6 +425,7 @@ class GemmaEmulator(kmock.KubernetesEmulator):
     _in_gc: bool = attrs.field(default=False, init=False)
     _watches: set = attrs.field(factory=set, init=False)  # OpenWatch; touched on the loop only
     _loop: asyncio.AbstractEventLoop | None = attrs.field(default=None, init=False)
+    _controller_tasks: set = attrs.field(factory=set, init=False)  # delayed writes, as controllers make
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -924,11 +930,42 @@ class GemmaEmulator(kmock.KubernetesEmulator):
         self._emit(kind, type_ or ("ADDED" if old is None else "MODIFIED"), copy.deepcopy(frozen))
         if kind.group == "apiextensions.k8s.io":
             self._register_crd(frozen)
+        if old is None and kind.plural == "namespaces" and kind.group == "":
+            self._publish_root_ca(frozen["metadata"])
         refs = frozen["metadata"].get("ownerReferences") or []
         if old is None and refs and self.gc and not self._in_gc and not any(self._uid_exists(r.get("uid")) for r in refs):
             # Real garbage collection also removes a dependent created after its owners were gone.
             self._remove(kind, frozen, "Background")
         return copy.deepcopy(frozen)
+
+    def _publish_root_ca(self, namespace: dict) -> None:
+        """What kube-controller-manager's root-ca-cert-publisher writes into each new namespace:
+        after the namespace's creation, as a controller does (the emulator serves plain HTTP, so
+        the certificate is a placeholder)."""
+        kind, ns = self._kinds[("", "v1", "configmaps")], namespace["name"]
+
+        def publish() -> None:
+            current = self._current(self._kinds[("", "v1", "namespaces")], None, ns)
+            if (current is not None and current["metadata"]["uid"] == namespace["uid"]
+                    and not current["metadata"].get("deletionTimestamp")
+                    and self._current(kind, ns, ROOT_CA_CONFIGMAP) is None):
+                self._store_new(kind, ns, {"apiVersion": "v1", "kind": "ConfigMap",
+                                           "metadata": {"name": ROOT_CA_CONFIGMAP},
+                                           "data": {"ca.crt": ROOT_CA_PLACEHOLDER}})
+
+        async def later() -> None:
+            await asyncio.sleep(ROOT_CA_DELAY_S)
+            async with self._lock:
+                publish()
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # the initial namespaces, before the server runs
+            publish()
+            return
+        task = loop.create_task(later())
+        self._controller_tasks.add(task)
+        task.add_done_callback(self._controller_tasks.discard)
 
     def _store_new(self, kind: Kind, ns: str | None, obj: dict) -> dict:
         """Create without the request checks: for initial objects."""
