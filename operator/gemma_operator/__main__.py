@@ -1,61 +1,93 @@
-"""gemma-operator CLI: `plan` (no cluster needed), `crds`, and `run` (the operator)."""
+"""gemma-operator CLI: `plan` (from a node list, or the nodes of the kubeconfig's cluster), `crds`, and `run` (the operator)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sys
+from dataclasses import dataclass, field
+from importlib import metadata
 from typing import Any, TextIO
 
 import yaml
 from pydantic import ValidationError
 
 from . import catalog as catalog_mod
+from . import clusterread, validation
 from .api.v1alpha1 import API_VERSION, KIND, GemmaDeploymentSpec
 from .inventory import pools
 from .planner import InvalidSpec, NoFit, plan
 from .render import endpoint, render
 
+EXIT_CLUSTER = 1  # the cluster could not be read (plan) or no credentials were found (run)
 EXIT_INVALID = 2
 EXIT_NOFIT = 3
+STDIN = "-"
 
 
 class UsageError(Exception):
     """Bad input: exit 2 with a message naming the field."""
 
 
+def _where(path: str) -> str:
+    return "standard input" if path == STDIN else path
+
+
 def _load_yaml(path: str) -> list[Any]:
     try:
+        if path == STDIN:
+            return [d for d in yaml.safe_load_all(sys.stdin) if d is not None]
         with open(path, encoding="utf-8") as f:
             return [d for d in yaml.safe_load_all(f) if d is not None]
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML: {exc}") from None
+        raise UsageError(f"{_where(path)}: not valid YAML: {exc}") from None
 
 
-def load_resource(path: str) -> dict[str, Any]:
-    """The first GemmaDeployment in a file."""
-    for doc in _load_yaml(path):
-        if isinstance(doc, dict) and doc.get("kind") == KIND:
-            if doc.get("apiVersion") != API_VERSION:
-                raise UsageError(f"{path}: apiVersion must be {API_VERSION}, not {doc.get('apiVersion')!r}")
-            return doc
-    raise UsageError(f"{path}: no {KIND} found")
+def _kinds(docs: list[Any]) -> str:
+    kinds = [d.get("kind") or "(no kind)" if isinstance(d, dict) else type(d).__name__ for d in docs]
+    return ", ".join(dict.fromkeys(kinds))
+
+
+def load_resources(path: str) -> list[dict[str, Any]]:
+    """Every GemmaDeployment in a file, in order."""
+    docs = _load_yaml(path)
+    if not docs:
+        raise UsageError(f"{_where(path)} is empty: no {KIND} found")
+    found = [d for d in docs if isinstance(d, dict) and d.get("kind") == KIND]
+    if not found:
+        raise UsageError(f"{_where(path)}: no {KIND} found; found {_kinds(docs)}")
+    for doc in found:
+        if doc.get("apiVersion") != API_VERSION:
+            raise UsageError(f"{_where(path)}: apiVersion must be {API_VERSION}, not {doc.get('apiVersion')!r}")
+    return found
 
 
 def load_nodes(path: str) -> list[dict[str, Any]]:
-    """Nodes from `kubectl get nodes -o yaml` (a List or NodeList), or a file of Node documents."""
+    """Nodes from `kubectl get nodes -o yaml` (a List or NodeList), or a file of Node documents.
+
+    No nodes at all is an input error, not "nothing fits": it is what a failed
+    `kubectl get nodes > nodes.yaml` leaves behind.
+    """
     nodes: list[dict[str, Any]] = []
-    for doc in _load_yaml(path):
+    docs = _load_yaml(path)
+    for doc in docs:
         if not isinstance(doc, dict):
-            raise UsageError(f"{path}: expected a List, NodeList or Node, got {type(doc).__name__}")
+            raise UsageError(f"{_where(path)}: expected a List, NodeList or Node, got {type(doc).__name__}")
         items = doc.get("items") if doc.get("kind") in ("List", "NodeList") else [doc]
         for item in items or []:
             if not isinstance(item, dict) or item.get("kind", "Node") != "Node":
-                raise UsageError(f"{path}: items must be Nodes")
+                raise UsageError(f"{_where(path)}: items must be Nodes")
             nodes.append(item)
+    if not nodes:
+        held = "is empty" if not docs else "holds " + " and ".join(f"a {d.get('kind', 'document')} with no items" for d in docs)
+        raise UsageError(
+            f"{_where(path)} {held}: no nodes to plan on. Did `kubectl get nodes -o yaml` fail, "
+            "or point at the wrong cluster?"
+        )
     return nodes
 
 
@@ -63,11 +95,7 @@ def parse_spec(resource: dict[str, Any]) -> GemmaDeploymentSpec:
     try:
         return GemmaDeploymentSpec.model_validate(resource.get("spec") or {})
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in ("spec", *err["loc"]))
-            problems.append(f"{where}: {err['msg']}")
-        raise UsageError("invalid: " + "; ".join(problems)) from None
+        raise UsageError("invalid: " + "; ".join(validation.problems(exc, GemmaDeploymentSpec))) from None
 
 
 def _table(selection: dict[str, Any], extra: dict[str, str], out: TextIO) -> None:
@@ -82,34 +110,147 @@ def _table(selection: dict[str, Any], extra: dict[str, str], out: TextIO) -> Non
         out.write(f"{i:>2}. {reason}\n")
 
 
-def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    resource = load_resource(args.file)
-    spec = parse_spec(resource)
-    nodes = load_nodes(args.nodes)
+@dataclass
+class Outcome:
+    """The plan of one GemmaDeployment: a selection, a NoFit, or why its spec is invalid."""
+
+    name: str
+    namespace: str
+    endpoint: str | None = None
+    selection: dict[str, Any] | None = None
+    manifests: list[dict[str, Any]] = field(default_factory=list)
+    no_fit: NoFit | None = None
+    invalid: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_INVALID if self.invalid else EXIT_NOFIT if self.no_fit else 0
+
+    def document(self, manifests: bool) -> dict[str, Any]:
+        doc: dict[str, Any] = {"name": self.name, "namespace": self.namespace, "selection": self.selection}
+        if self.invalid:
+            doc["invalid"] = {"message": self.invalid.removeprefix("invalid: ")}
+        elif self.no_fit:
+            doc["noFit"] = no_fit_document(self.no_fit)
+        else:
+            doc["endpoint"] = self.endpoint
+        doc["manifests"] = self.manifests if manifests else []
+        return doc
+
+
+def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: catalog_mod.Catalog) -> Outcome:
     meta = resource.get("metadata") or {}
-    name, namespace = meta.get("name", "gemma"), meta.get("namespace", "default")
-    cat = catalog_mod.load()
+    outcome = Outcome(name=meta.get("name", "gemma"), namespace=meta.get("namespace", "default"))
     try:
+        spec = parse_spec(resource)
         result = plan(spec, pools(nodes, cat, spec.node_selector), cat)
-        manifests = [] if isinstance(result, NoFit) else render(result, name, namespace, spec)
+        if isinstance(result, NoFit):
+            outcome.no_fit = result
+            return outcome
+        outcome.manifests = render(result, outcome.name, outcome.namespace, spec)
+    except UsageError as exc:
+        outcome.invalid = str(exc)
+        return outcome
     except InvalidSpec as exc:
-        err.write(f"invalid: {exc}\n")
+        outcome.invalid = f"invalid: {exc}"
+        return outcome
+    outcome.selection = result.selection()
+    outcome.endpoint = endpoint(outcome.name, outcome.namespace, spec)
+    return outcome
+
+
+# The NoFit output, in one place: the JSON/YAML object and the text a person reads.
+def no_fit_document(no_fit: NoFit) -> dict[str, Any]:
+    return {"message": no_fit.message, "suggestions": [s.as_dict() for s in no_fit.suggestions]}
+
+
+def print_no_fit(no_fit: NoFit, stream: TextIO, output: str) -> None:
+    # The table output gives the NoFit structure; JSON and YAML keep one line (and the document).
+    stream.write(no_fit.report() if output == "table" else f"no fit: {no_fit.message}\n")
+
+
+def read_nodes(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    """The nodes, the JSON description of where they came from, and the same in words."""
+    if args.nodes is not None:
+        if args.kubeconfig or args.context:
+            raise UsageError("--nodes reads a file; --kubeconfig and --context read a cluster: give one or the other")
+        nodes = load_nodes(args.nodes)
+        return nodes, {"file": _where(args.nodes), "count": len(nodes)}, f"{len(nodes)} from {_where(args.nodes)}"
+    read = clusterread.read_nodes(kubeconfig=args.kubeconfig, context=args.context)
+    source = {"kubeconfig": read.kubeconfig, "context": read.context, "server": read.server, "count": len(read.nodes)}
+    return read.nodes, source, f"{len(read.nodes)} read from {read.describe()}"
+
+
+def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.file == STDIN and args.nodes == STDIN:
+        raise UsageError("-f - and --nodes - both ask for standard input: give one of them a file")
+    resources = load_resources(args.file)
+    try:
+        nodes, source, source_words = read_nodes(args)
+    except clusterread.ClusterReadError as exc:
+        err.write(f"{exc}\n")
+        return EXIT_CLUSTER
+    cat = catalog_mod.load()
+    outcomes = [plan_resource(resource, nodes, cat) for resource in resources]
+    if len(outcomes) == 1:
+        return _print_one(outcomes[0], args, source, source_words, out, err)
+    return _print_several(outcomes, args, source, source_words, out, err)
+
+
+def _print_problem(outcome: Outcome, output: str, err: TextIO) -> None:
+    if outcome.invalid:
+        err.write(f"{outcome.invalid}\n")
+    elif outcome.no_fit:
+        print_no_fit(outcome.no_fit, err, output)
+
+
+def _print_one(outcome: Outcome, args: argparse.Namespace, source: dict[str, Any], source_words: str,
+               out: TextIO, err: TextIO) -> int:
+    """One GemmaDeployment: the contract's shape, `{"selection": ..., "manifests": [...]}`."""
+    _print_problem(outcome, args.output, err)
+    if outcome.invalid:
         return EXIT_INVALID
-    if isinstance(result, NoFit):
-        err.write(result.report() if args.output == "table" else f"no fit: {result.message}\n")
+    if outcome.no_fit:
+        err.write(f"(nodes: {source_words})\n")
         if args.output in ("json", "yaml"):
-            no_fit = {"message": result.message, "suggestions": [s.as_dict() for s in result.suggestions]}
-            _dump({"selection": None, "noFit": no_fit, "manifests": []}, args.output, out)
+            document = {"selection": None, "noFit": no_fit_document(outcome.no_fit), "manifests": [], "nodes": source}
+            _dump(document, args.output, out)
         return EXIT_NOFIT
-    selection = result.selection()
+    assert outcome.selection is not None and outcome.endpoint is not None
     if args.output == "table":
-        _table(selection, {"endpoint": endpoint(name, namespace, spec)}, out)
+        _table(outcome.selection, {"endpoint": outcome.endpoint, "nodes": source_words}, out)
         if args.manifests:
             out.write("\n")
-            yaml.safe_dump_all(manifests, out, sort_keys=False)
+            yaml.safe_dump_all(outcome.manifests, out, sort_keys=False)
     else:
-        _dump({"selection": selection, "manifests": manifests if args.manifests else []}, args.output, out)
+        document = {"selection": outcome.selection, "endpoint": outcome.endpoint,
+                    "manifests": outcome.manifests if args.manifests else [], "nodes": source}
+        _dump(document, args.output, out)
     return 0
+
+
+def _print_several(outcomes: list[Outcome], args: argparse.Namespace, source: dict[str, Any], source_words: str,
+                   out: TextIO, err: TextIO) -> int:
+    """Several GemmaDeployments: one result each, in file order; the exit code is the worst (2, then 3)."""
+    for outcome in outcomes:
+        if outcome.exit_code:
+            err.write(f"{outcome.namespace}/{outcome.name}: ")
+            _print_problem(outcome, args.output, err)
+    if args.output in ("json", "yaml"):
+        _dump({"items": [o.document(args.manifests) for o in outcomes], "nodes": source}, args.output, out)
+    else:
+        out.write(f"{len(outcomes)} GemmaDeployments; nodes: {source_words}\n")
+        for outcome in outcomes:
+            out.write(f"\n=== {outcome.namespace}/{outcome.name} ===\n")
+            if outcome.selection is not None and outcome.endpoint is not None:
+                _table(outcome.selection, {"endpoint": outcome.endpoint}, out)
+                if args.manifests:
+                    out.write("\n")
+                    yaml.safe_dump_all(outcome.manifests, out, sort_keys=False)
+            else:
+                out.write(f"not planned: {'invalid' if outcome.invalid else 'no fit'} (the message is on standard error)\n")
+    codes = {o.exit_code for o in outcomes}
+    return EXIT_INVALID if EXIT_INVALID in codes else EXIT_NOFIT if EXIT_NOFIT in codes else 0
 
 
 def _dump(document: dict[str, Any], fmt: str, out: TextIO) -> None:
@@ -132,10 +273,17 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from kopf.cli import main as kopf_main
 
     options = [o for o in args.kopf_options if o != "--"]
+    if "--help" not in options:
+        # kopf would log dozens of lines and two tracebacks; one sentence says it better.
+        problem = clusterread.credentials_problem(os.environ)
+        if problem:
+            err.write(f"{problem}\n")
+            return EXIT_CLUSTER
     scoped = any(o in ("-A", "--all-namespaces") or o.startswith(("-n", "--namespace")) for o in options)
     defaults = [] if scoped else ["--all-namespaces"]
     if not any(o.startswith("--log-format") for o in options):
-        defaults.append("--log-format=json")  # structured logs unless asked otherwise
+        # Text for a person at a terminal, JSON for a log collector; --log-format forces either.
+        defaults.append("--log-format=plain" if _is_terminal(err) else "--log-format=json")
     peering = any(o.startswith(("-P", "--peering")) for o in options)
     if peering and not any(o.startswith(("-p", "--priority")) for o in options):
         # Peers of equal priority all pause; a random one makes exactly one of them the leader.
@@ -147,13 +295,54 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or non-file stream
+        return False
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: this package's version and the runtime images the catalog pins."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version and the pinned runtime images, then exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        try:
+            version = metadata.version("gemma-operator")
+        except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+            version = "unknown"
+        lines = [f"gemma-operator {version}", "runtime images (catalog):"]
+        lines += [f"  {name}: {image.ref} ({image.version})" for name, image in catalog_mod.load().images.items()]
+        sys.stdout.write("\n".join(lines) + "\n")
+        parser.exit(0)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gemma-operator", description=__doc__)
+    p.add_argument("--version", action=_VersionAction)
     sub = p.add_subparsers(dest="command", required=True)
-    plan_p = sub.add_parser("plan", help="plan a GemmaDeployment against a node list, without a cluster")
-    plan_p.add_argument("-f", "--file", required=True, help="GemmaDeployment YAML")
-    plan_p.add_argument("--nodes", required=True, help="`kubectl get nodes -o yaml` output")
-    plan_p.add_argument("-o", "--output", choices=("json", "yaml", "table"), default="table")
+    plan_p = sub.add_parser(
+        "plan",
+        help="plan a GemmaDeployment against a node list or the current cluster's nodes",
+        description="Plans every GemmaDeployment in FILE. Nodes come from --nodes FILE, or else are read "
+        "(read-only) from the cluster of the current kubeconfig context. Exit codes: 0 planned, "
+        "1 the cluster could not be read, 2 invalid input, 3 nothing fits; with several "
+        "GemmaDeployments the worst wins (2, then 3).",
+    )
+    plan_p.add_argument("-f", "--file", required=True, metavar="FILE", help="GemmaDeployment YAML; - reads standard input")
+    plan_p.add_argument(
+        "--nodes",
+        metavar="FILE",
+        help="`kubectl get nodes -o yaml` output; - reads standard input. "
+        "Without it, the nodes are read from the cluster of the current kubeconfig context",
+    )
+    plan_p.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig to read the nodes through (default: $KUBECONFIG, then ~/.kube/config)")
+    plan_p.add_argument("--context", metavar="NAME", help="kubeconfig context to use (default: the current context)")
+    plan_p.add_argument("-o", "--output", choices=("json", "yaml", "table"), default="table",
+                        help="output format (default: %(default)s)")
     plan_p.add_argument("--manifests", action="store_true", help="also print the objects that would be applied")
     plan_p.set_defaults(func=cmd_plan)
     crds_p = sub.add_parser("crds", help="print the CRD generated from the API models")
@@ -162,7 +351,8 @@ def parser() -> argparse.ArgumentParser:
         "run",
         help="run the operator against the current kubeconfig or in-cluster account",
         description="Options are kopf's (`kopf run --help`): -A, --namespace, --standalone, --liveness, ...; "
-        "defaults: --all-namespaces and --log-format=json.",
+        "defaults: --all-namespaces, and logs as text on a terminal, JSON otherwise "
+        "(--log-format=plain or --log-format=json forces either).",
     )
     run_p.set_defaults(func=cmd_run)
     return p

@@ -159,3 +159,117 @@ def test_other_objects_are_valid_kubernetes():
             kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
         except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError) as exc:
             pytest.fail(f"{file}: {doc.get('kind')}: {getattr(exc, 'message', exc)}")
+
+
+# --- the README paths (issue 15 items 12-14) ---------------------------------------------
+
+READMES = [ROOT / "README.md", *sorted(EXAMPLES.glob("*/README.md"))]
+PSS = "pod-security.kubernetes.io/enforce"
+
+
+def shell_commands(readme: pathlib.Path) -> list[str]:
+    """The commands of a README's ```sh blocks, continuation lines joined, comments dropped."""
+    commands: list[str] = []
+    for block in readme.read_text().split("```sh\n")[1:]:
+        text = block.split("```", 1)[0].replace("\\\n", " ")
+        for line in text.splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line and not line.startswith("#"):
+                commands += [part.strip() for part in line.split("&&")]
+    return commands
+
+
+def _option(command: str, *names: str, default: str | None = None) -> str | None:
+    words = command.split()
+    for i, word in enumerate(words):
+        for name in names:
+            if word == name and i + 1 < len(words):
+                return words[i + 1].strip("'\"")
+            if word.startswith(name + "="):
+                return word.split("=", 1)[1].strip("'\"")
+    return default
+
+
+def test_helm_install_says_the_image_must_be_built_first():
+    """The chart's default image is published nowhere: every `helm install` line sets one, next to the build step."""
+    for readme in READMES:
+        text = readme.read_text()
+        for command in shell_commands(readme):
+            if command.startswith("helm install"):
+                assert "image.repository=" in command, f"{readme.name}: {command}"
+        for index in [i for i in range(len(text)) if text.startswith("helm install gemma-operator", i)]:
+            nearby = text[max(0, index - 1200): index + 400]
+            assert "images/operator" in nearby or "#2-the-operator-image" in nearby, readme
+            assert "docker push" in nearby or "operator image" in nearby, readme
+    top = (ROOT / "README.md").read_text()
+    default = chart_values()["image"]["repository"]
+    assert default in top and "not published" in top
+
+
+def _pod_security_level(file: str, doc: dict[str, Any]) -> str:
+    """The Pod Security level the example's model pods meet, wherever `auto` may place them."""
+    spec = doc.get("spec") or {}
+    if spec.get("accelerator", "auto") == "auto":
+        return "baseline"  # auto may choose a TPU pool, whose vLLM image runs as root
+    done = subprocess.run(
+        [sys.executable, "-m", "gemma_operator", "plan", "-f", str(EXAMPLES / file),
+         "--nodes", str(NODES / f"{PLAN_ON[file]}.yaml"), "-o", "json", "--manifests"],
+        capture_output=True, text=True, cwd=ROOT, check=True,
+    )
+    pod = json.loads(done.stdout)["manifests"][0]["spec"]["template"]["spec"]
+    containers = pod["containers"]
+    restricted = (
+        pod["securityContext"].get("runAsNonRoot") is True
+        and pod["securityContext"].get("seccompProfile", {}).get("type") == "RuntimeDefault"
+        and all(c["securityContext"]["allowPrivilegeEscalation"] is False for c in containers)
+        and all(c["securityContext"]["capabilities"]["drop"] == ["ALL"] for c in containers)
+    )
+    return "restricted" if restricted else "baseline"
+
+
+def test_example_namespaces_carry_the_pod_security_level_their_pods_meet():
+    namespaces = {(file.split("/")[0], doc["metadata"]["name"]): doc for file, _, doc in DOCS if doc.get("kind") == "Namespace"}
+    levels: dict[tuple[str, str], set[str]] = {}
+    for file, doc in GEMMAS:
+        key = (file.split("/")[0], doc["metadata"].get("namespace", "default"))
+        assert key[1] != "default", f"{file}: use the example's own namespace, not default"
+        levels.setdefault(key, set()).add(_pod_security_level(file, doc))
+    for key, found in levels.items():
+        assert key in namespaces, f"{key[0]}: no Namespace {key[1]} with a Pod Security label"
+        expected = "baseline" if "baseline" in found else "restricted"
+        assert namespaces[key]["metadata"]["labels"][PSS] == expected, key
+    assert {"restricted", "baseline"} <= {label for found in levels.values() for label in found}
+
+
+def test_argocd_creates_the_models_namespace_with_its_label():
+    (models,) = [doc for _, doc in APPLICATIONS if "helm" not in doc["spec"]["source"]]
+    labels = models["spec"]["syncPolicy"]["managedNamespaceMetadata"]["labels"]
+    namespace = models["spec"]["destination"]["namespace"]
+    doc = next(d for f, _, d in DOCS if f.startswith("03-argocd/") and d.get("kind") == "Namespace"
+               and d["metadata"]["name"] == namespace)
+    assert labels[PSS] == doc["metadata"]["labels"][PSS]
+
+
+def test_the_token_secret_exists_before_the_resource_that_names_it():
+    """Create the Secret, then apply a manifest that already references it: no `kubectl patch` afterwards."""
+    for readme in READMES:
+        commands = shell_commands(readme)
+        assert not any(c.startswith("kubectl patch") and "hfTokenSecretRef" in c for c in commands), readme
+        secrets: set[tuple[str, str]] = set()
+        for command in commands:
+            if command.startswith("kubectl create secret generic"):
+                secret = command.split()[4]
+                secrets.add((_option(command, "--namespace", "-n", default="default"), secret))
+            if command.startswith("kubectl apply"):
+                for path in [w for w in command.split() if w.endswith(".yaml") and (ROOT / w).is_file()]:
+                    for doc in yaml.safe_load_all((ROOT / path).read_text()):
+                        ref = ((doc or {}).get("spec") or {}).get("hfTokenSecretRef") if (doc or {}).get("kind") == KIND else None
+                        if ref:
+                            where = (doc["metadata"].get("namespace", "default"), ref["name"])
+                            assert where in secrets, f"{readme.relative_to(ROOT)}: {path} needs Secret {where} first"
+
+
+def test_quickstart_and_cpu_example_reference_the_token():
+    for file in ("01-quickstart/gemmadeployment.yaml", "04-cpu-llamacpp/gemmadeployment.yaml"):
+        doc = yaml.safe_load((EXAMPLES / file).read_text())
+        assert doc["spec"]["hfTokenSecretRef"]["name"] == "hf-token", file

@@ -201,9 +201,38 @@ def test_subresources():
 
 def test_printer_columns():
     columns = version()["additionalPrinterColumns"]
-    assert [c["name"] for c in columns] == ["Model", "Runtime", "Accelerator", "Ready", "Endpoint", "Age"]
+    shown = [c["name"] for c in columns if not c.get("priority")]
+    assert shown == ["Phase", "Model", "Runtime", "Accelerator", "Ready", "Endpoint", "Age"]
+    assert [c["name"] for c in columns if c.get("priority") == 1] == ["Reason"]  # `kubectl get -o wide`
     assert columns == PRINTER_COLUMNS
     assert {c["name"]: c["type"] for c in columns}["Age"] == "date"
+
+
+def _column(status: dict[str, Any], json_path: str) -> str:
+    """The two JSONPath forms the columns use: `.status.a.b` and `.status.conditions[?(@.type=="X")].f`."""
+    import re
+
+    match = re.fullmatch(r'\.status\.conditions\[\?\(@\.type=="(\w+)"\)\]\.(\w+)', json_path)
+    if match:
+        return next(c[match[2]] for c in status["conditions"] if c["type"] == match[1])
+    value: Any = status
+    for key in json_path.removeprefix(".status.").split("."):
+        value = value[key]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("kind", "phase", "reason"),
+    [("NoFit", "NoFit", "NoFit"), ("Invalid", "Invalid", "InvalidSpec"), ("ApplyFailed", "Degraded", "ApplyFailed")],
+)
+def test_phase_and_wide_reason_columns_show_what_blocks(kind, phase, reason):
+    from gemma_operator import status
+
+    computed = status.compute(status.Outcome(kind, "why"), generation=1, wanted_replicas=1, deployment=None,
+                              previous=None, now="2026-01-01T00:00:00Z")
+    by_name = {c["name"]: c["jsonPath"] for c in version()["additionalPrinterColumns"]}
+    assert _column(computed, by_name["Phase"]) == phase
+    assert _column(computed, by_name["Reason"]) == reason
 
 
 # --- structure ----------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from .. import flags
@@ -182,6 +182,13 @@ class ServiceSpec(Model):
     port: int = Field(default=8000, ge=1, le=65535, description="Service port of the OpenAI-compatible API.")
 
 
+def _not_refused(arg: str) -> str:
+    # Per item, so that the error names spec.extraArgs[i].
+    if refused_flag(arg):
+        raise ValueError(f"may not carry {arg.split('=', 1)[0]} (refused: {', '.join(REFUSED_FLAGS)})")
+    return arg
+
+
 class GemmaDeploymentSpec(Model):
     model: ModelSpec = Field(default_factory=ModelSpec, description="Which Gemma to serve.")
     quantization: Quantization = Field(
@@ -213,7 +220,7 @@ class GemmaDeploymentSpec(Model):
         default=None, max_length=512, pattern=r"^[^\s]+$", description="Overrides the catalog's runtime image. It runs as the catalog's image for that runtime "
         "would: as the catalog's non-root user (root on TPUs), with HOME on an emptyDir."
     )
-    extra_args: list[Arg] = Field(
+    extra_args: list[Annotated[Arg, AfterValidator(_not_refused)]] = Field(
         default_factory=list,
         max_length=64,
         description="Extra server arguments, appended after the planned ones. Flags the plan sets, and "
@@ -239,20 +246,15 @@ class GemmaDeploymentSpec(Model):
     )
     service: ServiceSpec = Field(default_factory=ServiceSpec)
 
-    @model_validator(mode="after")
-    def _env_names_unique(self) -> GemmaDeploymentSpec:
-        names = [var.name for var in self.env]
+    # A field validator, so that the error names spec.env, not the whole spec.
+    @field_validator("env")
+    @classmethod
+    def _env_names_unique(cls, env: list[EnvVar]) -> list[EnvVar]:
+        names = [var.name for var in env]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"env names must be unique; repeated: {', '.join(repeated)}")
-        return self
-
-    @model_validator(mode="after")
-    def _no_refused_flags(self) -> GemmaDeploymentSpec:
-        for arg in self.extra_args:
-            if refused_flag(arg):
-                raise ValueError(f"extraArgs may not carry {arg.split('=', 1)[0]} (refused: {', '.join(REFUSED_FLAGS)})")
-        return self
+        return env
 
 
 class Condition(Model):
@@ -296,10 +298,14 @@ class GemmaDeploymentStatus(Model):
 
 
 PRINTER_COLUMNS = [
+    # Phase first: NoFit and Invalid have no model to show.
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Model", "type": "string", "jsonPath": ".status.selection.modelId"},
     {"name": "Runtime", "type": "string", "jsonPath": ".status.selection.runtime"},
     {"name": "Accelerator", "type": "string", "jsonPath": ".status.selection.accelerator"},
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    # `kubectl get -o wide`: the Ready condition's reason is what keeps the model from serving.
+    {"name": "Reason", "type": "string", "priority": 1, "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
     {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
