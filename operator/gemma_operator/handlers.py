@@ -303,10 +303,10 @@ async def reconcile(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
                     return None
                 metrics.ERRORS.labels("api").inc()
                 metrics.RECONCILES.labels(trigger, "retry").inc()
-                if not exc.retryable:
-                    await _write_status(memo, cr, status.Outcome("ApplyFailed", str(exc)), None, logger)
                 failures = memo.failures[key] = memo.failures.get(key, 0) + 1
                 delay = RETRY_S[min(failures, len(RETRY_S)) - 1] if exc.retryable else RETRY_S[-1]
+                if not exc.retryable:
+                    await _report_refusal(memo, cr, exc, delay, logger)
                 if raise_for_kopf:
                     raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=delay) from exc
                 return delay
@@ -317,6 +317,20 @@ async def reconcile(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
     if retry is not None and raise_for_kopf:
         raise kopf.TemporaryError(outcome.message, delay=retry)
     return retry
+
+
+async def _report_refusal(memo: kopf.Memo, cr: Mapping[str, Any], exc: kube.ApiError, delay: float,
+                          logger: logging.Logger) -> None:  # fmt: skip
+    """Say in status and in an Event why the API refused; a failure to say so must not stop the retry."""
+    message = (
+        f"The API server refused the operator's request ({exc}). Fix the cause (a ResourceQuota, an admission "
+        f"policy, or the operator's RBAC); the operator retries every {delay:g} s."
+    )
+    try:
+        await _emit(memo, cr, "Warning", "ApplyFailed", message, logger)
+        await _write_status(memo, cr, status.Outcome("ApplyFailed", message), None, logger)
+    except kube.ApiError as error:
+        logger.warning(f"Could not record the refusal in status: {error}")
 
 
 async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,

@@ -79,7 +79,13 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int,
         ready = ("False", "ApplyFailed", outcome.message)
         progressing = ("True", "Retrying", "The operator retries applying the children with backoff.")
         stalled = ("False", "ApplyFailed", outcome.message)
-        status.update(phase=phase, selection=dict(outcome.selection or {}), endpoint=outcome.endpoint)
+        status["phase"] = phase
+        # Only what is known: a refused first apply has no selection (the CRD requires its fields,
+        # so an empty one is refused); what an earlier apply left stays, as for NoFit.
+        if outcome.selection:
+            status["selection"] = dict(outcome.selection)
+        if outcome.endpoint:
+            status["endpoint"] = outcome.endpoint
     else:
         phase, reason, replicas, ready_count = _deployment_state(deployment, wanted_replicas)
         selection = outcome.selection or {}

@@ -365,3 +365,38 @@ def test_an_api_outage_longer_than_kopfs_default_retries_does_not_stop_the_opera
     cluster.wait(lambda: settled(cluster, "chat") and cluster.deployment("chat")["spec"]["replicas"] == 2,
                  "the change applied after the outage", timeout=20)  # fmt: skip
     assert running.error is None and running._thread.is_alive()
+
+
+@pytest.mark.parametrize("resource", ["deployments", "services"])
+def test_a_refused_apply_on_a_never_planned_resource_says_why_and_backs_off(emulator, operator, cluster,
+                                                                            create_nodes, resource):  # fmt: skip
+    """A 403 (a ResourceQuota, an admission webhook, missing RBAC) on the first apply: the status
+    names the server's answer, and the retries back off instead of hammering the API."""
+    create_nodes.from_fixture("gke-l4")
+    refused = emulator.inject(verb="apply", resource=resource, namespace=cluster.ns, status=403, times=None)
+    operator()
+    cluster.create("chat", {})
+    cluster.wait(lambda: condition(cluster.gd("chat"), "Ready").get("reason") == "ApplyFailed",
+                 "an ApplyFailed condition", timeout=20)  # fmt: skip
+    st = cluster.gd("chat")["status"]
+    assert st["phase"] == "Degraded"
+    assert f"injected fault for apply {resource}" in condition(cluster.gd("chat"), "Ready")["message"]
+    assert "HTTP 403" in condition(cluster.gd("chat"), "Ready")["message"]
+    if resource == "deployments":  # nothing was applied: no selection is claimed
+        assert "selection" not in st and "endpoint" not in st
+    attempts = refused.hits
+    time.sleep(4.0)
+    assert refused.hits - attempts <= 1, f"{refused.hits - attempts} applies in 4 s: no back-off"
+    assert not any(e["reason"] == "Ready" for e in cluster.events("chat"))
+
+
+def test_a_refused_apply_backs_off_even_when_the_status_cannot_be_written(emulator, operator, cluster, create_nodes):
+    create_nodes.from_fixture("gke-l4")
+    refused = emulator.inject(verb="apply", resource="deployments", namespace=cluster.ns, status=403, times=None)
+    mute = emulator.inject(verb="patch", resource="gemmadeployments/status", namespace=cluster.ns, status=403, times=None)
+    operator()
+    cluster.create("chat", {})
+    cluster.wait(lambda: refused.hits >= 1 and mute.hits >= 1, "a refused apply and a refused status write")
+    time.sleep(4.0)
+    assert refused.hits <= 2, f"{refused.hits} applies in about 4 s: no back-off"
+    assert any(e["reason"] == "ApplyFailed" for e in cluster.events("chat")), "the Event still says why"

@@ -73,3 +73,15 @@ def test_patch_for_sends_only_differences():
     assert patch_for(None, {"phase": "Deploying"}) == {"phase": "Deploying"}
     assert patch_for({}, {"endpoint": None}) is None
     assert patch_for({"endpoint": "x"}, {"endpoint": None}) == {"endpoint": None}
+
+
+def test_a_refused_first_apply_claims_no_selection():
+    """The CRD requires the selection's fields: an empty selection would get the status patch a 422."""
+    st = compute(Outcome("ApplyFailed", "HTTP 403: exceeded quota"), generation=1, wanted_replicas=1,
+                 deployment=None, previous=None, now=T0)  # fmt: skip
+    assert st["phase"] == "Degraded" and conditions(st)["Ready"] == ("False", "ApplyFailed")
+    assert "selection" not in st and "endpoint" not in st
+    assert next(c for c in st["conditions"] if c["type"] == "Ready")["message"] == "HTTP 403: exceeded quota"
+    known = compute(Outcome("ApplyFailed", "no Secret", SELECTION, "http://x/v1"), generation=1, wanted_replicas=1,
+                    deployment=None, previous=None, now=T0)  # fmt: skip
+    assert known["selection"] == SELECTION and known["endpoint"] == "http://x/v1"
