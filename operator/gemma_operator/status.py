@@ -125,8 +125,28 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int,
 def patch_for(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any] | None:
     """The merge patch from the current status to the desired one; None when they already agree.
 
-    Keys desired as None are deleted (merge-patch semantics); keys not mentioned stay.
+    Top-level keys desired as None are deleted and keys not mentioned stay (NoFit keeps what still
+    serves). Maps inside are replaced exactly: a merge patch merges nested maps key by key, so
+    every key the desired map no longer has is sent as null (an old pool's nodeSelector label, the
+    modelFile of an earlier llama.cpp plan). Lists are replaced whole, as merge patches do.
     """
-    current = current or {}
-    patch = {k: v for k, v in desired.items() if current.get(k) != v and not (v is None and k not in current)}
+    patch = _diff(current or {}, desired, exact=False)
     return patch or None
+
+
+def _diff(current: Mapping[str, Any], desired: Mapping[str, Any], *, exact: bool) -> dict[str, Any]:
+    patch: dict[str, Any] = {}
+    for key, value in desired.items():
+        old = current.get(key)
+        if value is None:
+            if key in current:
+                patch[key] = None
+        elif isinstance(value, Mapping) and isinstance(old, Mapping):
+            nested = _diff(old, value, exact=True)
+            if nested:
+                patch[key] = nested
+        elif old != value or key not in current:
+            patch[key] = value
+    if exact:
+        patch.update({key: None for key in current if key not in desired})
+    return patch

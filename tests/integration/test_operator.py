@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import time
 
@@ -326,3 +327,54 @@ def test_a_missing_token_secret_is_a_clear_condition_and_a_token_never_leaks(ope
     assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}} in env
     seen = json.dumps([deployment, cluster.gd("gated"), cluster.events("gated")]) + caplog.text
     assert token not in seen
+
+
+def planned_selection(kube_api, spec):
+    """The selection the planner makes from the nodes the cluster has now (the pure path, no operator)."""
+    from gemma_operator import catalog, inventory, planner
+    from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
+
+    nodes = [inventory.essentials(n) for n in kube_api.request("GET", "/api/v1/nodes")["items"]]
+    result = planner.plan(GemmaDeploymentSpec.model_validate(spec), inventory.pools(nodes, catalog.load()), catalog.load())
+    return result.selection()
+
+
+def without_reasons(selection):
+    return {k: v for k, v in selection.items() if k != "reasons"}
+
+
+def test_a_pool_move_leaves_no_stale_keys_in_status_and_an_idle_operator_writes_nothing(operator, cluster,
+                                                                                        create_nodes, kube_api):  # fmt: skip
+    create_nodes.from_fixture("gke-cpu-only")
+    l4 = create_nodes(gpu_nodes("gke-l4"))
+    operator()
+    cluster.create("chat", {})
+    selection = lambda: cluster.gd("chat").get("status", {}).get("selection", {})  # noqa: E731
+    cluster.wait(lambda: selection().get("accelerator") == "nvidia-l4", "the L4 plan")
+    for name in l4:  # L4 -> CPU: vLLM on a GPU pool becomes llama.cpp on the CPU pool
+        create_nodes.delete(name)
+    cluster.wait(lambda: selection().get("accelerator") == "cpu", "the move to the CPU pool")
+    moved = selection()
+    assert "cloud.google.com/gke-accelerator" not in moved["nodeSelector"], moved["nodeSelector"]
+    assert without_reasons(moved) == without_reasons(planned_selection(kube_api, {}))
+    assert moved["nodeSelector"] == cluster.deployment("chat")["spec"]["template"]["spec"]["nodeSelector"]
+    cpu = [n["metadata"]["name"] for n in kube_api.request("GET", "/api/v1/nodes")["items"]]
+    create_nodes(gpu_nodes("gke-l4"))
+    for name in cpu:  # CPU -> L4: the llama.cpp plan's modelFile must go
+        create_nodes.delete(name)
+    cluster.wait(lambda: selection().get("accelerator") == "nvidia-l4", "the move back to the L4 pool")
+    back = selection()
+    assert "modelFile" not in back
+    assert without_reasons(back) == without_reasons(planned_selection(kube_api, {}))
+    assert cluster.gd("chat")["status"]["phase"] == "Deploying"
+    time.sleep(1.0)  # the echoes of the operator's own writes settle
+    if kube_api.writes is not None:
+        before = kube_api.writes
+        time.sleep(3.0)
+        assert kube_api.writes - before == collections.Counter(), "an idle operator wrote"
+    else:  # a real server: the Deployment controller may write the Deployment, never the resource
+        version = cluster.gd("chat")["metadata"]["resourceVersion"]
+        time.sleep(3.0)
+        assert cluster.gd("chat")["metadata"]["resourceVersion"] == version
+    planned = [e for e in cluster.events("chat") if e["reason"] == "Planned"]
+    assert len(planned) <= 3, [e["message"] for e in planned]

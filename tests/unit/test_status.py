@@ -85,3 +85,19 @@ def test_a_refused_first_apply_claims_no_selection():
     known = compute(Outcome("ApplyFailed", "no Secret", SELECTION, "http://x/v1"), generation=1, wanted_replicas=1,
                     deployment=None, previous=None, now=T0)  # fmt: skip
     assert known["selection"] == SELECTION and known["endpoint"] == "http://x/v1"
+
+
+def test_patch_for_replaces_nested_maps_exactly():
+    """A merge patch merges maps key by key: keys the new selection lacks must be sent as null."""
+    l4 = {**SELECTION, "nodeSelector": {"cloud.google.com/gke-accelerator": "nvidia-l4"}}
+    cpu = {"modelId": "google/gemma-3-1b-it-qat-q4_0-gguf", "modelFile": "gemma-3-1b-it-q4_0.gguf",
+           "accelerator": "cpu", "runtime": "llamacpp", "nodeSelector": {"kubernetes.io/arch": "amd64"}}  # fmt: skip
+    patch = patch_for({"phase": "Ready", "selection": l4}, {"phase": "Ready", "selection": cpu})
+    assert patch == {"selection": {
+        "modelId": cpu["modelId"], "modelFile": cpu["modelFile"], "accelerator": "cpu", "runtime": "llamacpp",
+        "pool": None, "nodeSelector": {"kubernetes.io/arch": "amd64", "cloud.google.com/gke-accelerator": None}}}
+    back = patch_for({"selection": cpu}, {"selection": l4})
+    assert back["selection"]["modelFile"] is None
+    assert patch_for({"selection": l4}, {"selection": dict(l4)}) is None
+    # Top level: what is not mentioned stays (NoFit keeps the selection that still serves).
+    assert patch_for({"selection": l4, "phase": "Ready"}, {"phase": "NoFit"}) == {"phase": "NoFit"}
