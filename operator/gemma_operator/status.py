@@ -6,6 +6,7 @@ world computes an identical status and the operator has nothing to write.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,14 +35,23 @@ def _deployment_state(deployment: Mapping[str, Any] | None, wanted: int) -> tupl
     generation = (deployment.get("metadata") or {}).get("generation")
     observed = status.get("observedGeneration")
     current = generation is None or (observed is not None and observed >= generation)
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-            return "Degraded", "ProgressDeadlineExceeded", replicas, ready
+    progress = next((c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {})
+    # The deadline is derived from the start-up budget (render), so it fires only once a model had
+    # all the time its download and start may take.
+    if progress.get("reason") == "ProgressDeadlineExceeded":
+        return "Degraded", "ProgressDeadlineExceeded", replicas, ready
     if current and ready >= wanted and updated >= wanted and replicas <= wanted:
         return "Ready", "ScaledToZero" if wanted == 0 else "ReplicasReady", replicas, ready
-    if 0 < ready < wanted and updated >= wanted:
+    # Replicas lost after the rollout completed; during a rollout, a replica still loading is progress.
+    if 0 < ready < wanted and updated >= wanted and progress.get("reason") == "NewReplicaSetAvailable":
         return "Degraded", "ReplicasUnavailable", replicas, ready
     return "Deploying", "RollingOut", replicas, ready
+
+
+def _deadline_minutes(deployment: Mapping[str, Any] | None) -> int | None:
+    """How long the Deployment may go without progress, in whole minutes; None when unknown."""
+    seconds = ((deployment or {}).get("spec") or {}).get("progressDeadlineSeconds")
+    return math.ceil(seconds / 60) if isinstance(seconds, int) else None
 
 
 def _condition(previous: Mapping[str, Mapping[str, Any]], type_: str, status: str, reason: str, message: str,
@@ -95,8 +105,10 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int,
             progressing = ("False", reason, "The Deployment is up to date.")
             stalled = ("False", reason, "")
         elif phase == "Degraded" and reason == "ProgressDeadlineExceeded":
+            minutes = _deadline_minutes(deployment)
+            within = f" in {minutes} min" if minutes else ""
             message = (
-                f"The Deployment made no progress ({ready_count}/{wanted_replicas} ready): check the pods' "
+                f"The Deployment made no progress{within} ({ready_count}/{wanted_replicas} ready): check the pods' "
                 "events for scheduling, image pull or start-up failures."
             )
             ready = ("False", reason, message)
@@ -104,6 +116,12 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int,
             stalled = ("True", reason, message)
         else:
             message = f"{ready_count}/{wanted_replicas} replicas ready; waiting for {serving} to start."
+            minutes = _deadline_minutes(deployment) if reason == "RollingOut" else None
+            if minutes:  # a first start downloads the weights: say how long that may take
+                message = (
+                    f"{ready_count}/{wanted_replicas} replicas ready; waiting for {serving} to download and start, "
+                    f"which may take up to {minutes} min."
+                )
             ready = ("False", reason, message)
             progressing = ("True", reason, message)
             stalled = ("False", reason, "")
