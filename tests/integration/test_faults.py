@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import signal
 import subprocess
@@ -400,3 +401,53 @@ def test_a_refused_apply_backs_off_even_when_the_status_cannot_be_written(emulat
     time.sleep(4.0)
     assert refused.hits <= 2, f"{refused.hits} applies in about 4 s: no back-off"
     assert any(e["reason"] == "ApplyFailed" for e in cluster.events("chat")), "the Event still says why"
+
+
+# --- peering: a demoted replica --------------------------------------------------------------------
+def rival_peer(kube_api, peering: str, priority: int | None) -> None:
+    """Announce (or, with None, withdraw) a second operator in the peering object, as its kopf would."""
+    import datetime
+
+    entry = None if priority is None else {
+        "priority": priority, "lifetime": 60, "lastseen": datetime.datetime.now(datetime.UTC).isoformat()}
+    kube_api.request("PATCH", f"/apis/kopf.dev/v1/clusterkopfpeerings/{peering}", {"status": {"rival": entry}},
+                     content_type="application/merge-patch+json")  # fmt: skip
+
+
+@pytest.fixture
+def peering(kube_api, namespace):
+    kube_api.apply_crds(ROOT / "charts/gemma-operator/files")
+    name = f"gemma-{namespace}"
+    kube_api.request("POST", "/apis/kopf.dev/v1/clusterkopfpeerings",
+                     {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}})  # fmt: skip
+    yield name
+    kube_api.request("DELETE", f"/apis/kopf.dev/v1/clusterkopfpeerings/{name}")
+
+
+def test_a_demoted_replica_writes_nothing_until_it_leads_again(kube_api, run_operator, cluster, create_nodes,
+                                                               peering, fast_resync, monkeypatch, caplog):  # fmt: skip
+    """kopf pauses its watches when a higher-priority peer appears; the operator's own queue, resync
+    and pool watcher must pause with it. A Service deleted meanwhile is what the resync would repair."""
+    monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig))
+    monkeypatch.setenv(metrics.PORT_ENV, "0")
+    caplog.set_level(logging.INFO, logger="kopf._core.engines.peering")
+    create_nodes.from_fixture("gke-l4")
+    run_operator("gemma_operator.handlers", peering=peering, priority=100)
+    cluster.create("chat", {})
+    cluster.wait(lambda: settled(cluster, "chat"), "the leader serving the resource", timeout=30)
+    cluster.api.request("DELETE", f"/api/v1/namespaces/{cluster.ns}/services/chat")
+    cluster.wait(lambda: cluster.service("chat") is not None, "the leader re-creating a deleted Service")
+    rival_peer(kube_api, peering, 200)
+    cluster.wait(lambda: "Pausing operations in favour of" in caplog.text, "kopf to pause in favour of the rival")
+    time.sleep(1.0)  # what was in flight when kopf paused ends
+    cluster.api.request("DELETE", f"/api/v1/namespaces/{cluster.ns}/services/chat")
+    before = kube_api.writes
+    time.sleep(3.0)  # six resync rounds, each of which finds the Service gone
+    assert cluster.service("chat") is None, "a paused replica re-created the Service"
+    if before is not None:
+        written = {k: n for k, n in (kube_api.writes - before).items() if k[1] != "clusterkopfpeerings"}
+        assert not written, f"a paused replica wrote: {written}"
+    rival_peer(kube_api, peering, None)
+    cluster.wait(lambda: "Resuming operations after the pause" in caplog.text, "kopf to resume")
+    cluster.wait(lambda: cluster.service("chat") is not None, "the Service re-created once the replica leads again")
+    assert services_in(cluster) == ["chat"] and deployments_in(cluster) == ["chat"]
