@@ -378,3 +378,16 @@ def test_a_pool_move_leaves_no_stale_keys_in_status_and_an_idle_operator_writes_
         assert cluster.gd("chat")["metadata"]["resourceVersion"] == version
     planned = [e for e in cluster.events("chat") if e["reason"] == "Planned"]
     assert len(planned) <= 3, [e["message"] for e in planned]
+
+
+def test_the_status_subresource_is_validated_against_the_crd(cluster):
+    """What made a refused first apply leave no status: `selection: {}` lacks the required fields.
+    The emulator answers as kube-apiserver does (422, one cause per missing field)."""
+    cluster.create("chat", {})
+    with pytest.raises(kubernetes.client.ApiException) as info:
+        cluster.api.request("PATCH", cluster.gd_path("chat") + "/status", {"status": {"phase": "Degraded", "selection": {}}},
+                            content_type="application/merge-patch+json")  # fmt: skip
+    assert info.value.status == 422
+    causes = {(c["field"], c["message"]) for c in json.loads(info.value.body)["details"]["causes"]}
+    assert ("status.selection.modelId", "Required value") in causes
+    assert cluster.gd("chat").get("status") in (None, {}), "a refused status write changed nothing"
