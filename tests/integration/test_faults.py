@@ -404,24 +404,37 @@ def test_a_refused_apply_backs_off_even_when_the_status_cannot_be_written(emulat
 
 
 # --- peering: a demoted replica --------------------------------------------------------------------
-def rival_peer(kube_api, peering: str, priority: int | None) -> None:
-    """Announce (or, with None, withdraw) a second operator in the peering object, as its kopf would."""
-    import datetime
+class Peering:
+    """The peering object two operators meet in: cluster-wide, or one per watched namespace."""
 
-    entry = None if priority is None else {
-        "priority": priority, "lifetime": 60, "lastseen": datetime.datetime.now(datetime.UTC).isoformat()}
-    kube_api.request("PATCH", f"/apis/kopf.dev/v1/clusterkopfpeerings/{peering}", {"status": {"rival": entry}},
-                     content_type="application/merge-patch+json")  # fmt: skip
+    def __init__(self, api, name: str, namespace: str | None):
+        self.api, self.name, self.namespace = api, name, namespace
+        self.collection = ("/apis/kopf.dev/v1/clusterkopfpeerings" if namespace is None
+                           else f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings")  # fmt: skip
+
+    def operator_options(self) -> dict:
+        return {"peering": self.name, "priority": 100,
+                **({"namespaces": (self.namespace,)} if self.namespace else {})}  # fmt: skip
+
+    def rival(self, priority: int | None) -> None:
+        """Announce (or, with None, withdraw) a second operator, as its kopf would."""
+        import datetime
+
+        entry = None if priority is None else {
+            "priority": priority, "lifetime": 60, "lastseen": datetime.datetime.now(datetime.UTC).isoformat()}
+        self.api.request("PATCH", f"{self.collection}/{self.name}", {"status": {"rival": entry}},
+                         content_type="application/merge-patch+json")  # fmt: skip
 
 
-@pytest.fixture
-def peering(kube_api, namespace):
+@pytest.fixture(params=["cluster-wide", "namespaced"])
+def peering(request, kube_api, namespace):
     kube_api.apply_crds(ROOT / "charts/gemma-operator/files")
-    name = f"gemma-{namespace}"
-    kube_api.request("POST", "/apis/kopf.dev/v1/clusterkopfpeerings",
-                     {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}})  # fmt: skip
-    yield name
-    kube_api.request("DELETE", f"/apis/kopf.dev/v1/clusterkopfpeerings/{name}")
+    scoped = request.param == "namespaced"
+    where = Peering(kube_api, f"gemma-{namespace}", namespace if scoped else None)
+    kind = "KopfPeering" if scoped else "ClusterKopfPeering"
+    kube_api.request("POST", where.collection, {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": where.name}})
+    yield where
+    kube_api.request("DELETE", f"{where.collection}/{where.name}")
 
 
 def test_a_demoted_replica_writes_nothing_until_it_leads_again(kube_api, run_operator, cluster, create_nodes,
@@ -432,12 +445,12 @@ def test_a_demoted_replica_writes_nothing_until_it_leads_again(kube_api, run_ope
     monkeypatch.setenv(metrics.PORT_ENV, "0")
     caplog.set_level(logging.INFO, logger="kopf._core.engines.peering")
     create_nodes.from_fixture("gke-l4")
-    run_operator("gemma_operator.handlers", peering=peering, priority=100)
+    run_operator("gemma_operator.handlers", **peering.operator_options())
     cluster.create("chat", {})
     cluster.wait(lambda: settled(cluster, "chat"), "the leader serving the resource", timeout=30)
     cluster.api.request("DELETE", f"/api/v1/namespaces/{cluster.ns}/services/chat")
     cluster.wait(lambda: cluster.service("chat") is not None, "the leader re-creating a deleted Service")
-    rival_peer(kube_api, peering, 200)
+    peering.rival(200)
     cluster.wait(lambda: "Pausing operations in favour of" in caplog.text, "kopf to pause in favour of the rival")
     time.sleep(1.0)  # what was in flight when kopf paused ends
     cluster.api.request("DELETE", f"/api/v1/namespaces/{cluster.ns}/services/chat")
@@ -445,9 +458,9 @@ def test_a_demoted_replica_writes_nothing_until_it_leads_again(kube_api, run_ope
     time.sleep(3.0)  # six resync rounds, each of which finds the Service gone
     assert cluster.service("chat") is None, "a paused replica re-created the Service"
     if before is not None:
-        written = {k: n for k, n in (kube_api.writes - before).items() if k[1] != "clusterkopfpeerings"}
+        written = {k: n for k, n in (kube_api.writes - before).items() if "kopfpeerings" not in k[1]}
         assert not written, f"a paused replica wrote: {written}"
-    rival_peer(kube_api, peering, None)
+    peering.rival(None)
     cluster.wait(lambda: "Resuming operations after the pause" in caplog.text, "kopf to resume")
     cluster.wait(lambda: cluster.service("chat") is not None, "the Service re-created once the replica leads again")
     assert services_in(cluster) == ["chat"] and deployments_in(cluster) == ["chat"]
