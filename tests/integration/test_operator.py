@@ -368,6 +368,14 @@ def test_a_pool_move_leaves_no_stale_keys_in_status_and_an_idle_operator_writes_
     assert without_reasons(back) == without_reasons(planned_selection(kube_api, {}))
     assert cluster.gd("chat")["status"]["phase"] == "Deploying"
     time.sleep(1.0)  # the echoes of the operator's own writes settle
+    if kube_api.requests is not None:  # a reconcile with nothing changed sends no status patch at all
+        sent = kube_api.requests[("patch", "gemmadeployments/status")]
+        checks = metrics.RECONCILES.labels("child", "Applied")._value.get()
+        cluster.api.request("PATCH", f"/api/v1/namespaces/{cluster.ns}/services/chat",
+                            {"metadata": {"annotations": {"example.com/note": "a hand edit the operator does not own"}}},
+                            content_type="application/merge-patch+json")  # fmt: skip
+        cluster.wait(lambda: metrics.RECONCILES.labels("child", "Applied")._value.get() > checks, "the owner re-checked")
+        assert kube_api.requests[("patch", "gemmadeployments/status")] == sent, "the status was patched again"
     if kube_api.writes is not None:
         before = kube_api.writes
         time.sleep(3.0)
