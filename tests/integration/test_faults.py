@@ -394,7 +394,8 @@ def test_a_refused_apply_on_a_never_planned_resource_says_why_and_backs_off(emul
 def test_a_refused_apply_backs_off_even_when_the_status_cannot_be_written(emulator, operator, cluster, create_nodes):
     create_nodes.from_fixture("gke-l4")
     refused = emulator.inject(verb="apply", resource="deployments", namespace=cluster.ns, status=403, times=None)
-    mute = emulator.inject(verb="patch", resource="gemmadeployments/status", namespace=cluster.ns, status=403, times=None)
+    mute = emulator.inject(verb="patch", resource="gemmadeployments/status", namespace=cluster.ns, status=403,
+                           times=None)
     operator()
     cluster.create("chat", {})
     cluster.wait(lambda: refused.hits >= 1 and mute.hits >= 1, "a refused apply and a refused status write")
@@ -432,7 +433,8 @@ def peering(request, kube_api, namespace):
     scoped = request.param == "namespaced"
     where = Peering(kube_api, f"gemma-{namespace}", namespace if scoped else None)
     kind = "KopfPeering" if scoped else "ClusterKopfPeering"
-    kube_api.request("POST", where.collection, {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": where.name}})
+    body = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": where.name}}
+    kube_api.request("POST", where.collection, body)
     yield where
     kube_api.request("DELETE", f"{where.collection}/{where.name}")
 

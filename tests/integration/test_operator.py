@@ -335,7 +335,8 @@ def planned_selection(kube_api, spec):
     from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
 
     nodes = [inventory.essentials(n) for n in kube_api.request("GET", "/api/v1/nodes")["items"]]
-    result = planner.plan(GemmaDeploymentSpec.model_validate(spec), inventory.pools(nodes, catalog.load()), catalog.load())
+    known = catalog.load()
+    result = planner.plan(GemmaDeploymentSpec.model_validate(spec), inventory.pools(nodes, known), known)
     return result.selection()
 
 
@@ -391,7 +392,8 @@ def test_the_status_subresource_is_validated_against_the_crd(cluster):
     The emulator answers as kube-apiserver does (422, one cause per missing field)."""
     cluster.create("chat", {})
     with pytest.raises(kubernetes.client.ApiException) as info:
-        cluster.api.request("PATCH", cluster.gd_path("chat") + "/status", {"status": {"phase": "Degraded", "selection": {}}},
+        cluster.api.request("PATCH", cluster.gd_path("chat") + "/status",
+                            {"status": {"phase": "Degraded", "selection": {}}},
                             content_type="application/merge-patch+json")  # fmt: skip
     assert info.value.status == 422
     causes = {(c["field"], c["message"]) for c in json.loads(info.value.body)["details"]["causes"]}

@@ -13,7 +13,8 @@ NOW = datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.UTC)
 
 
 def peer(priority, seen_s_ago=5, lifetime=60):
-    return {"priority": priority, "lifetime": lifetime, "lastseen": (NOW - datetime.timedelta(seconds=seen_s_ago)).isoformat()}
+    seen = NOW - datetime.timedelta(seconds=seen_s_ago)
+    return {"priority": priority, "lifetime": lifetime, "lastseen": seen.isoformat()}
 
 
 @pytest.mark.parametrize(

@@ -118,7 +118,8 @@ def test_a_model_loading_within_its_deadline_is_progressing_and_says_how_long_it
                               "Stalled": ("False", "RollingOut")}  # fmt: skip
     message = next(c for c in st["conditions"] if c["type"] == "Progressing")["message"]
     assert "0/1 replicas ready" in message and "37 min" in message
-    timed_out = deployment(conditions=[{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}])
+    timed_out = deployment(conditions=[{"type": "Progressing", "status": "False",
+                                        "reason": "ProgressDeadlineExceeded"}])
     timed_out["spec"] = {"progressDeadlineSeconds": 2210}
     st = compute(APPLIED, generation=1, wanted_replicas=1, deployment=timed_out, previous=None, now=T0)
     assert st["phase"] == "Degraded" and conditions(st)["Stalled"] == ("True", "ProgressDeadlineExceeded")
