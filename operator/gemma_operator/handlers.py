@@ -97,6 +97,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     # With peering, kopf pauses its watches for a higher-priority peer; the background work below
     # pauses with it, following the same peering object (cluster-wide, or per namespace in use).
     memo.peering = settings.peering
+    memo.logger = logger  # the operator's own, for background work started later
     memo.pause = peering.Pause(paused_until_known=settings.peering.mandatory)
     memo.tasks = []
     if not settings.peering.standalone and settings.peering.clusterwide:
@@ -133,11 +134,10 @@ async def gemma_nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
 
 
 @kopf.index(**GD)
-async def gemma_resources(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, logger: logging.Logger,
-                          **_: Any) -> dict[Any, Any]:  # fmt: skip
+async def gemma_resources(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[Any, Any]:
     settings = getattr(memo, "peering", None)
     if settings is not None and not settings.standalone and not settings.clusterwide:
-        _follow_peering(memo, namespace, logger)  # namespaced peering: one object per namespace
+        _follow_peering(memo, namespace, memo.logger)  # namespaced peering: one object per namespace in use
     return {(namespace, name): _snapshot(body)}
 
 

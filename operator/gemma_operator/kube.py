@@ -181,9 +181,10 @@ class Kube:
                      name: str) -> AsyncIterator[dict[str, Any] | None]:  # fmt: skip
         """One object's every state (None while it does not exist): a list, then a watch from it.
 
-        The watch is renewed from the last resourceVersion seen; an expired one (410) lists again.
-        A kind the server does not serve yet (its CRD is missing) reads as absent and is listed
-        again after a while. API errors are raised; the caller retries.
+        The watch is renewed from the last resourceVersion seen; an expired (410) or cut one lists
+        again. A kind the server does not serve yet (its CRD is missing) reads as absent and is
+        listed again after a while. Errors of the list, and errors the watch reports, are raised;
+        the caller retries.
         """
         url = path(api_version, kind, namespace)
         only = {"fieldSelector": f"metadata.name={name}"}
@@ -222,8 +223,8 @@ class Kube:
                                 yield obj
                             elif event.get("type") == "DELETED":
                                 yield None
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    raise ApiError(599, f"{type(exc).__name__}: {exc}") from exc
+                except (aiohttp.ClientError, TimeoutError):
+                    version = None  # a cut watch: list again (a failing list is raised to the caller)
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any] | None:
         url = path(f"{GROUP}/{VERSION}", "GemmaDeployment", namespace, name, "status")

@@ -466,3 +466,64 @@ def test_a_demoted_replica_writes_nothing_until_it_leads_again(kube_api, run_ope
     cluster.wait(lambda: "Resuming operations after the pause" in caplog.text, "kopf to resume")
     cluster.wait(lambda: cluster.service("chat") is not None, "the Service re-created once the replica leads again")
     assert services_in(cluster) == ["chat"] and deployments_in(cluster) == ["chat"]
+
+
+def test_following_one_object_survives_cut_and_expired_watches(emulator):
+    """kube.follow, which the peering pause rides on: every change is seen, across a watch cut
+    mid-stream and one that comes back expired (410)."""
+    import asyncio
+
+    from gemma_operator import kube
+
+    collection = "/apis/kopf.dev/v1/clusterkopfpeerings"
+    emulator.apply_crds(ROOT / "charts/gemma-operator/files")
+    name = f"follow-{time.monotonic_ns()}"
+    emulator.request("POST", collection, {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
+                                          "metadata": {"name": name}})  # fmt: skip
+
+    def mark(value):
+        emulator.request("PATCH", f"{collection}/{name}", {"status": {"mark": value}},
+                         content_type="application/merge-patch+json")  # fmt: skip
+
+    async def scenario():
+        client = kube.Kube.connect(emulator.connection_info())
+        seen = []
+
+        async def follow():
+            async for obj in client.follow("kopf.dev/v1", "ClusterKopfPeering", None, name):
+                seen.append(((obj or {}).get("status") or {}).get("mark"))
+
+        async def until(value):
+            for _ in range(200):
+                if seen and seen[-1] == value:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"never saw {value!r}: {seen}")
+
+        task = asyncio.create_task(follow())
+        try:
+            await until(None)
+            await asyncio.to_thread(mark, "a")
+            await until("a")
+            await asyncio.to_thread(emulator.drop_watches, "clusterkopfpeerings")
+            await asyncio.to_thread(mark, "b")
+            await until("b")
+            expired.append(emulator.inject(verb="watch", resource="clusterkopfpeerings", status=410))
+            await asyncio.to_thread(emulator.drop_watches, "clusterkopfpeerings")
+            await asyncio.to_thread(mark, "c")
+            await until("c")
+            await asyncio.to_thread(emulator.request, "DELETE", f"{collection}/{name}")
+            for _ in range(200):
+                if seen[-1] is None and len(seen) > 1:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await client.close()
+        return seen
+
+    expired: list = []
+    seen = asyncio.run(scenario())
+    assert expired[0].hits == 1, "the expired watch was not exercised"
+    assert [v for i, v in enumerate(seen) if i == 0 or v != seen[i - 1]] == [None, "a", "b", "c", None], seen
