@@ -1,4 +1,4 @@
-"""Whether kopf's peering pauses this replica, read from the peering object as kopf reads it. Pure.
+"""Whether kopf's peering pauses this replica, read from the peering object as kopf reads it.
 
 kopf pauses its own watches while a live peer has a higher priority, or another live peer has the
 same one, but it tells handlers nothing. The operator's own background work (the work queue, the
@@ -7,6 +7,8 @@ replica writes nothing.
 
 kopf excludes itself from the peers by its identity, which handlers never learn; so a priority
 is contested here when two or more live entries carry it (this replica's own and another's).
+
+`blockers` is the pure rule; `Pause` holds the outcome for the background tasks to wait on.
 """
 
 from __future__ import annotations
@@ -19,24 +21,26 @@ from typing import Any
 DEFAULT_LIFETIME_S = 60  # kopf's Peer default
 
 
-def _live(entry: Any, now: datetime.datetime) -> bool:
-    """An entry whose keep-alive has not expired (kopf: lastseen + lifetime > now)."""
+def _live_priority(entry: Any, now: datetime.datetime) -> int | None:
+    """A peer's priority while its keep-alive holds (kopf: lastseen + lifetime > now); None when it
+    expired, or is not an entry kopf would have written."""
     if not isinstance(entry, Mapping):
-        return False
+        return None
     try:
         lastseen = datetime.datetime.fromisoformat(str(entry["lastseen"])) if entry.get("lastseen") else now
         if lastseen.tzinfo is None:
             lastseen = lastseen.replace(tzinfo=datetime.UTC)
         lifetime = datetime.timedelta(seconds=int(entry.get("lifetime", DEFAULT_LIFETIME_S)))
+        priority = int(entry.get("priority", 0))
     except (TypeError, ValueError):
-        return False
-    return lastseen + lifetime > now
+        return None
+    return priority if lastseen + lifetime > now else None
 
 
 def blockers(peering: Mapping[str, Any] | None, priority: int, now: datetime.datetime) -> list[str]:
     """The identities of the live peers that pause a replica of `priority`; empty when it may act."""
     peers = ((peering or {}).get("status") or {}) if isinstance(peering, Mapping) else {}
-    live = {name: int(entry.get("priority", 0)) for name, entry in peers.items() if _live(entry, now)}
+    live = {name: theirs for name, entry in peers.items() if (theirs := _live_priority(entry, now)) is not None}
     higher = sorted(name for name, theirs in live.items() if theirs > priority)
     equal = sorted(name for name, theirs in live.items() if theirs == priority)
     return higher + (equal if len(equal) > 1 else [])

@@ -28,7 +28,8 @@ def peer(priority, seen_s_ago=5, lifetime=60):
         ({"me": peer(100), "gone": peer(200, lifetime=0)}, []),  # said goodbye
         ({"me": peer(100), "twin": peer(100)}, ["me", "twin"]),  # equal priorities: kopf pauses both
         ({"twin": peer(100)}, []),  # not announced yet: indistinguishable from being alone
-        ({"me": peer(100), "odd": "not a peer", "bad": {"priority": 300, "lastseen": "yesterday"}}, []),
+        ({"me": peer(100), "odd": "not a peer", "bad": {"priority": 300, "lastseen": "yesterday"},
+          "worse": {"priority": "high"}}, []),
         ({"me": peer(100), "new": {"priority": 200}}, ["new"]),  # no lastseen: kopf takes it as just seen
     ],
 )
