@@ -368,6 +368,9 @@ def test_a_pool_move_leaves_no_stale_keys_in_status_and_an_idle_operator_writes_
     assert "modelFile" not in back
     assert without_reasons(back) == without_reasons(planned_selection(kube_api, {}))
     assert cluster.gd("chat")["status"]["phase"] == "Deploying"
+    if kube_api.controller_manager:  # its status updates of the Deployment are not the operator's writes
+        cluster.wait(lambda: (d := cluster.deployment("chat")).get("status", {}).get("observedGeneration")
+                     == d["metadata"]["generation"], "the Deployment controller to observe the move")  # fmt: skip
     time.sleep(1.0)  # the echoes of the operator's own writes settle
     if kube_api.requests is not None:  # a reconcile with nothing changed sends no status patch at all
         sent = kube_api.requests[("patch", "gemmadeployments/status")]
