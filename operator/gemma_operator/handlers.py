@@ -24,7 +24,7 @@ import kopf
 from pydantic import ValidationError
 
 from . import catalog as catalog_mod
-from . import inventory, kube, metrics, peering, planner, render, status
+from . import inventory, kube, metrics, peering, planner, render, status, validation
 from .api.v1alpha1 import GROUP, PLURAL, VERSION, GemmaDeploymentSpec
 
 GD = {"group": GROUP, "version": VERSION, "plural": PLURAL}
@@ -357,7 +357,7 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
         spec = GemmaDeploymentSpec.model_validate(cr.get("spec") or {})
     except ValidationError as exc:
         # The CRD schema refuses most of this first; this catches what it cannot express.
-        where = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        where = "; ".join(validation.problems(exc, GemmaDeploymentSpec))
         outcome = status.Outcome("Invalid", f"Invalid spec: {where}.")
         await _emit(memo, cr, "Warning", "InvalidSpec", outcome.message, logger)
         await _write_status(memo, cr, outcome, None, logger, wanted=0)
