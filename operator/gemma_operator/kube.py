@@ -35,6 +35,11 @@ PLURALS = {
     ("v1", "Service"): "services",
     ("v1", "Secret"): "secrets",
     ("v1", "Event"): "events",
+    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobjects",
+    ("monitoring.googleapis.com/v1", "PodMonitoring"): "podmonitorings",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
     (f"{GROUP}/{VERSION}", "GemmaDeployment"): PLURAL,
     ("kopf.dev/v1", "KopfPeering"): "kopfpeerings",
 }
@@ -157,6 +162,24 @@ class Kube:
                                     content_type=APPLY)  # fmt: skip
         assert result is not None
         return result
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str, uid: str | None = None) -> bool:
+        """Delete one object; with `uid`, only that very object (a precondition: a namesake created
+        since is left alone). False when it was already gone."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background",
+                **({"preconditions": {"uid": uid}} if uid else {})}  # fmt: skip
+        try:
+            await self.request("DELETE", path(api_version, kind, namespace, name), body=body)
+        except ApiError as exc:
+            if exc.status == 404 or (exc.status == 409 and uid):  # gone, or a namesake that isn't ours
+                return False
+            raise
+        return True
+
+    async def served(self, api_version: str) -> set[str]:
+        """The kinds an API group version serves (discovery); empty when it is not served."""
+        found = await self.request("GET", "/api/v1" if api_version == "v1" else f"/apis/{api_version}")
+        return {r["kind"] for r in (found or {}).get("resources") or [] if "/" not in r.get("name", "/")}
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.request("GET", path(api_version, kind, namespace, name))

@@ -267,3 +267,57 @@ def service_monitor(name: str, namespace: str, spec: GemmaDeploymentSpec, choice
             "endpoints": [{"port": PORT_NAME, "path": METRICS_PATH, "interval": SCRAPE_INTERVAL}],
         },
     }
+
+
+Condition = tuple[str, str, str, str]  # (type, status, reason, message)
+MESSAGE_MAX = 600
+
+
+def keda_hpa_name(name: str) -> str:
+    """The HPA KEDA creates for a ScaledObject (it carries the ScaledObject's labels)."""
+    return f"keda-hpa-{name}"
+
+
+def disruption_condition(spec: GemmaDeploymentSpec) -> Condition:
+    if interrupts_on_upgrade(spec):
+        return ("PodDisruptionBudget", "False", "SingleReplica",
+                "One replica: a node upgrade or drain stops serving until the pod starts again elsewhere. "
+                "With replicas (or autoscaling.minReplicas) of 2 or more, a PodDisruptionBudget keeps all but one serving.")  # fmt: skip
+    return ("PodDisruptionBudget", "True", "MaxUnavailableOne",
+            "Node upgrades and drains take at most one replica at a time.")  # fmt: skip
+
+
+def autoscaler_conditions(spec: GemmaDeploymentSpec, choice: Choice, hpa: dict[str, Any] | None,
+                          metric: str | None) -> list[Condition]:  # fmt: skip
+    """The autoscaler's own conditions, as the resource reports them (a missing metrics adapter shows)."""
+    if spec.autoscaling is None:
+        return []
+    who = "KEDA" if choice.provider == "keda" else "The HorizontalPodAutoscaler"
+    found = {c.get("type"): c for c in ((hpa or {}).get("status") or {}).get("conditions") or []}
+    if "ScalingActive" not in found:
+        return [("ScalingActive", "Unknown", "AutoscalerPending",
+                 f"{who} has not reported yet; it scales on {metric} once it reads the metric.")]  # fmt: skip
+    result = []
+    for type_ in ("AbleToScale", "ScalingActive", "ScalingLimited"):
+        cond = found.get(type_)
+        if not cond:
+            continue
+        message = str(cond.get("message") or "")
+        if type_ == "ScalingActive" and cond.get("status") == "False":
+            message = (f"{who} cannot read {metric}: {message} Check that the metrics adapter serves it "
+                       f"(custom.metrics.k8s.io; README, Autoscaling).")  # fmt: skip
+        result.append((type_, str(cond.get("status")), str(cond.get("reason") or type_), message[:MESSAGE_MAX]))
+    return result
+
+
+def desired_replicas(spec: GemmaDeploymentSpec, deployment: dict[str, Any] | None,
+                     hpa: dict[str, Any] | None) -> int:  # fmt: skip
+    """Replicas wanted now: the spec's, or with autoscaling the autoscaler's (its desired count,
+    else what it last set on the Deployment, else minReplicas)."""
+    if spec.autoscaling is None:
+        return spec.replicas
+    desired = ((hpa or {}).get("status") or {}).get("desiredReplicas")
+    if isinstance(desired, int):
+        return desired
+    live = ((deployment or {}).get("spec") or {}).get("replicas")
+    return live if isinstance(live, int) else max(1, spec.autoscaling.min_replicas)
