@@ -15,9 +15,9 @@ import yaml
 from pydantic import ValidationError
 
 from . import catalog as catalog_mod
-from . import clusterread, validation
+from . import clusterread, scaling, validation
 from .api.v1alpha1 import API_VERSION, KIND, GemmaDeploymentSpec
-from .inventory import pools
+from .inventory import on_gke, pools
 from .planner import InvalidSpec, NoFit, plan
 from .render import endpoint, render
 
@@ -138,7 +138,8 @@ class Outcome:
         return doc
 
 
-def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: catalog_mod.Catalog) -> Outcome:
+def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: catalog_mod.Catalog,
+                  collector: str = "auto") -> Outcome:  # fmt: skip
     meta = resource.get("metadata") or {}
     outcome = Outcome(name=meta.get("name", "gemma"), namespace=meta.get("namespace", "default"))
     try:
@@ -147,7 +148,12 @@ def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: ca
         if isinstance(result, NoFit):
             outcome.no_fit = result
             return outcome
-        outcome.manifests = render(result, outcome.name, outcome.namespace, spec)
+        # No cluster to ask what it serves: the collector from --collector, else GKE's Managed Prometheus
+        # (PodMonitoring) on GKE's nodes, a Prometheus Operator (ServiceMonitor) elsewhere.
+        if collector == "auto":
+            collector = "PodMonitoring" if on_gke(nodes) else "ServiceMonitor"
+        choice = scaling.choose(spec, None, collector)
+        outcome.manifests = render(result, outcome.name, outcome.namespace, spec, choice=choice)
     except UsageError as exc:
         outcome.invalid = str(exc)
         return outcome
@@ -191,7 +197,7 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"{exc}\n")
         return EXIT_CLUSTER
     cat = catalog_mod.load()
-    outcomes = [plan_resource(resource, nodes, cat) for resource in resources]
+    outcomes = [plan_resource(resource, nodes, cat, args.collector) for resource in resources]
     if len(outcomes) == 1:
         return _print_one(outcomes[0], args, source, source_words, out, err)
     return _print_several(outcomes, args, source, source_words, out, err)
@@ -344,6 +350,9 @@ def parser() -> argparse.ArgumentParser:
     plan_p.add_argument("-o", "--output", choices=("json", "yaml", "table"), default="table",
                         help="output format (default: %(default)s)")
     plan_p.add_argument("--manifests", action="store_true", help="also print the objects that would be applied")
+    plan_p.add_argument("--collector", choices=("auto", "PodMonitoring", "ServiceMonitor"), default="auto",
+                        help="metrics collector of an autoscaled model (default: PodMonitoring on GKE's nodes, "
+                        "else ServiceMonitor)")
     plan_p.set_defaults(func=cmd_plan)
     crds_p = sub.add_parser("crds", help="print the CRD generated from the API models")
     crds_p.set_defaults(func=cmd_crds)

@@ -68,29 +68,39 @@ def signal(spec: GemmaDeploymentSpec, plan: Plan) -> str | None:
     return name
 
 
-def choose(spec: GemmaDeploymentSpec, served: set[tuple[str, str]], collector: str = "auto",
+def choose(spec: GemmaDeploymentSpec, served: set[tuple[str, str]] | None, collector: str = "auto",
            prometheus_url: str = PROMETHEUS_URL_DEFAULT) -> Choice:  # fmt: skip
     """Provider and collector from the spec, the kinds the cluster serves and the chart's collector value.
 
     auto provider: KEDA when its ScaledObject is served, else an HPA. auto collector: PodMonitoring
-    (Managed Service for Prometheus) when served, else ServiceMonitor when served, else
-    PodMonitoring (GKE turns Managed Prometheus on by default; status then says it is missing).
+    (Managed Service for Prometheus) when served, else ServiceMonitor when served. A collector
+    whose CRD is not served is not rendered (status says so). `served` None: no cluster to ask
+    (`plan`): keda only when asked for, and the collector as given (PodMonitoring for auto).
     """
     scaling = spec.autoscaling
     if scaling is None:
         return Choice(prometheus_url=prometheus_url)
+    offline = served is None
+    served = served or set()
     provider = scaling.provider
     if provider == "auto":
         provider = "keda" if KEDA in served else "hpa"
     if scaling.min_replicas == 0 and provider != "keda":
         raise InvalidSpec(
             "autoscaling.minReplicas",
-            "0 needs provider keda (a HorizontalPodAutoscaler scales to one at least); KEDA's CRDs are "
-            + ("served here" if KEDA in served else "not served by this cluster"),
+            "0 needs provider keda (a HorizontalPodAutoscaler keeps one replica at least)"
+            + ("" if offline else "; this cluster does not serve KEDA's ScaledObject"),
         )
+    if provider == "keda" and not offline and KEDA not in served:
+        raise InvalidSpec("autoscaling.provider", "keda needs KEDA installed (keda.sh/v1alpha1 ScaledObject is not "
+                          "served by this cluster); install KEDA, or use hpa")  # fmt: skip
+    kinds = {kind: (av, kind) for av, kind in (POD_MONITORING, SERVICE_MONITOR)}
     if collector not in COLLECTORS:
-        collector = next((kind for av, kind in (POD_MONITORING, SERVICE_MONITOR) if (av, kind) in served),
-                         "PodMonitoring")  # fmt: skip
+        collector = next((kind for kind, key in kinds.items() if key in served), None)
+        if offline:
+            collector = "PodMonitoring"
+    elif not offline and kinds[collector] not in served:
+        collector = None
     return Choice(provider, collector, prometheus_url)
 
 
@@ -294,10 +304,15 @@ def autoscaler_conditions(spec: GemmaDeploymentSpec, choice: Choice, hpa: dict[s
         return []
     who = "KEDA" if choice.provider == "keda" else "The HorizontalPodAutoscaler"
     found = {c.get("type"): c for c in ((hpa or {}).get("status") or {}).get("conditions") or []}
+    result: list[Condition] = []
+    if choice.collector is None:
+        result.append(("MetricsScraped", "False", "NoCollector",
+                       f"This cluster serves neither PodMonitoring (Managed Service for Prometheus) nor ServiceMonitor "
+                       f"(Prometheus Operator): nothing scrapes {metric} from the pods' port http at {METRICS_PATH}. "
+                       f"Install one, or scrape them with your own Prometheus."))  # fmt: skip
     if "ScalingActive" not in found:
-        return [("ScalingActive", "Unknown", "AutoscalerPending",
-                 f"{who} has not reported yet; it scales on {metric} once it reads the metric.")]  # fmt: skip
-    result = []
+        return [*result, ("ScalingActive", "Unknown", "AutoscalerPending",
+                          f"{who} has not reported yet; it scales on {metric} once it reads the metric.")]  # fmt: skip
     for type_ in ("AbleToScale", "ScalingActive", "ScalingLimited"):
         cond = found.get(type_)
         if not cond:

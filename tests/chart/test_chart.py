@@ -199,7 +199,18 @@ MANAGER = {
     (group, resource, verb)
     for group, resource in (("apps", "deployments"), ("", "services"))
     for verb in ("list", "watch", "create", "patch")
-} | {("", "events", "create"), ("", "secrets", "get")}
+} | {("", "events", "create"), ("", "secrets", "get")} | {
+    (group, resource, verb)
+    for group, resource in (("policy", "poddisruptionbudgets"), ("autoscaling", "horizontalpodautoscalers"))
+    for verb in ("list", "watch", "create", "patch", "delete")
+} | {
+    (group, resource, verb)
+    for group, resource in (("keda.sh", "scaledobjects"), ("monitoring.googleapis.com", "podmonitorings"),
+                            ("monitoring.coreos.com", "servicemonitors"))
+    for verb in ("create", "patch", "delete")
+}
+# The only kinds the operator deletes: optional children the spec no longer needs (it prunes them).
+PRUNED = {"poddisruptionbudgets", "horizontalpodautoscalers", "scaledobjects", "podmonitorings", "servicemonitors"}
 CLUSTER_READ = {("", "nodes", verb) for verb in ("list", "watch")} | {
     ("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in ("list", "watch")
 }
@@ -215,7 +226,8 @@ def test_rbac_has_no_wildcards_or_dangerous_verbs(render, values):
     for kind, namespace, rule in rules(render(values)):
         for field in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
             assert not any("*" in item for item in rule.get(field, [])), f"{kind} {namespace}: {field} {rule}"
-        assert not set(rule["verbs"]) & {"delete", "deletecollection", "escalate", "bind", "impersonate"}, rule
+        assert not set(rule["verbs"]) & {"deletecollection", "escalate", "bind", "impersonate"}, rule
+        assert "delete" not in rule["verbs"] or set(rule["resources"]) <= PRUNED, rule
         assert "pods" not in rule["resources"], "the operator does not read pods"
         if "secrets" in rule["resources"]:
             assert rule["resources"] == ["secrets"] and rule["verbs"] == ["get"], "secrets: get by name only"
