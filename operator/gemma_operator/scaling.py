@@ -13,7 +13,7 @@ from typing import Any
 
 from .api.v1alpha1 import GemmaDeploymentSpec
 from .planner import InvalidSpec, Plan
-from .runtimes import PORT_NAME, startup_seconds
+from .runtimes import PORT, PORT_NAME, startup_seconds
 
 # The engines' own load signals at the pinned versions, per (runtime, spec metric).
 # vLLM 0.32: both gauges seen on a running vLLM 0.32 CPU server (/metrics); kv_cache_usage_perc
@@ -258,7 +258,9 @@ def pod_monitoring(name: str, namespace: str, spec: GemmaDeploymentSpec, choice:
         "metadata": _meta(name, namespace, labels),
         "spec": {
             "selector": {"matchLabels": dict(selector)},
-            "endpoints": [{"port": PORT_NAME, "path": METRICS_PATH, "interval": SCRAPE_INTERVAL}],
+            # By number: the CRD's rule on this int-or-string field (self != 0) is one that
+            # CEL evaluators without heterogeneous equality refuse for a name.
+            "endpoints": [{"port": PORT, "path": METRICS_PATH, "interval": SCRAPE_INTERVAL}],
         },
     }
 
