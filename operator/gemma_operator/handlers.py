@@ -362,6 +362,12 @@ async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[
         if live is None and trigger != "spec" and await _owner_gone(memo, cr):
             raise OwnerGone  # a child vanished because its owner did: garbage collection, not drift
         if live is None or not _matches(obj["metadata"], live.get("metadata")) or not _matches(obj["spec"], live.get("spec")):
+            replicas = ((live or {}).get("spec") or {}).get("replicas")
+            if obj["kind"] == "Deployment" and "replicas" not in obj["spec"] and isinstance(replicas, int):
+                # Autoscaled: the count stays the autoscaler's (see kube.HANDOVER).
+                await memo.kube.apply({"apiVersion": obj["apiVersion"], "kind": obj["kind"],
+                                       "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                                       "spec": {"replicas": replicas}}, manager=kube.HANDOVER)  # fmt: skip
             live = await memo.kube.apply(obj)
             metrics.APPLIES.labels(obj["kind"]).inc()
             memo.applied[child] = live["metadata"].get("resourceVersion")

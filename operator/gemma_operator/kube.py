@@ -23,6 +23,10 @@ import kopf
 from .api.v1alpha1 import GROUP, PLURAL, VERSION
 
 MANAGER = "gemma-operator"
+# Co-owns a field the operator stops sending, so that the apply without it keeps its value (an
+# apply drops fields only their last owner stops sending): the Deployment's replicas, handed to
+# the autoscaler. https://kubernetes.io/docs/reference/using-api/server-side-apply/#transferring-ownership
+HANDOVER = "gemma-operator-handover"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
@@ -154,11 +158,11 @@ class Kube:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ApiError(599, f"{type(exc).__name__}: {exc}") from exc
 
-    async def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+    async def apply(self, obj: Mapping[str, Any], manager: str = MANAGER) -> dict[str, Any]:
         """Server-side apply as `gemma-operator`; force, because every field it sends is its own."""
         meta = obj["metadata"]
         url = path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
-        result = await self.request("PATCH", url, params={"fieldManager": MANAGER, "force": "true"}, body=obj,
+        result = await self.request("PATCH", url, params={"fieldManager": manager, "force": "true"}, body=obj,
                                     content_type=APPLY)  # fmt: skip
         assert result is not None
         return result

@@ -613,6 +613,12 @@ class GemmaEmulator(kmock.KubernetesEmulator):
             kinds = [k for k in self._kinds.values() if (k.group, k.version) == (group, version)]
             if kinds:
                 return aiohttp.web.json_response(self._version_doc(group, version, kinds))
+        if parts[0] == "apis" and len(parts) in (2, 3) and request.method.value.upper() == "GET":
+            # A group or version nobody serves (a CRD not installed): kube-apiserver's plain 404.
+            return aiohttp.web.json_response({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "the server could not find the requested resource", "reason": "NotFound",
+                "details": {}, "code": 404}, status=404)
         if request.method.value.upper() == "GET" and path == "/":
             paths = {"/api", "/api/v1", "/apis", "/healthz", "/readyz", "/livez", "/version"}
             for k in self._kinds.values():
