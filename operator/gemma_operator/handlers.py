@@ -34,7 +34,9 @@ DIGEST = f"{GROUP}/applied-digest"
 # On the Deployment: the optional kinds of CRDs the operator does not watch that it applied last
 # (PodMonitoring, ...), so that it deletes them once they must no longer exist.
 APPLIED_KINDS = f"{GROUP}/applied-kinds"
-DISCOVERY_TTL_S = 60.0  # how long which optional CRDs the cluster serves is taken as known
+# How long which optional CRDs the cluster serves is taken as known.
+DISCOVERY_ENV = "GEMMA_OPERATOR_DISCOVERY_S"
+DISCOVERY_TTL_S = 60.0
 # Chart values (as env): the collector to render, the Prometheus KEDA queries, the rollout policy.
 COLLECTOR_ENV = "GEMMA_OPERATOR_COLLECTOR"
 PROMETHEUS_URL_ENV = "GEMMA_OPERATOR_PROMETHEUS_URL"
@@ -537,7 +539,7 @@ def _keep_or_roll(memo: kopf.Memo, cr: Mapping[str, Any], spec: GemmaDeploymentS
 async def _served(memo: kopf.Memo) -> set[tuple[str, str]]:
     """Which optional third-party kinds the cluster serves (discovery, cached for a minute)."""
     at, served = memo.discovery
-    if time.monotonic() - at < DISCOVERY_TTL_S:
+    if time.monotonic() - at < float(os.environ.get(DISCOVERY_ENV, DISCOVERY_TTL_S)):
         return served
     found = set()
     for api_version, kind in (scaling.KEDA, scaling.POD_MONITORING, scaling.SERVICE_MONITOR):

@@ -203,12 +203,13 @@ MANAGER = {
     (group, resource, verb)
     for group, resource in (("policy", "poddisruptionbudgets"), ("autoscaling", "horizontalpodautoscalers"))
     for verb in ("list", "watch", "create", "patch", "delete")
-} | {
-    (group, resource, verb)
-    for group, resource in (("keda.sh", "scaledobjects"), ("monitoring.googleapis.com", "podmonitorings"),
-                            ("monitoring.coreos.com", "servicemonitors"))
-    for verb in ("create", "patch", "delete")
+} | {("keda.sh", "scaledobjects", verb) for verb in ("create", "patch", "delete")}
+COLLECTOR = {
+    "PodMonitoring": {("monitoring.googleapis.com", "podmonitorings", verb) for verb in ("create", "patch", "delete")},
+    "ServiceMonitor": {("monitoring.coreos.com", "servicemonitors", verb) for verb in ("create", "patch", "delete")},
 }
+MANAGER_ONE_COLLECTOR = MANAGER  # models.metricsCollector set to one kind: only its grants
+MANAGER = MANAGER | COLLECTOR["PodMonitoring"] | COLLECTOR["ServiceMonitor"]  # auto: either
 # The only kinds the operator deletes: optional children the spec no longer needs (it prunes them).
 PRUNED = {"poddisruptionbudgets", "horizontalpodautoscalers", "scaledobjects", "podmonitorings", "servicemonitors"}
 CLUSTER_READ = {("", "nodes", verb) for verb in ("list", "watch")} | {
@@ -262,7 +263,8 @@ def test_rbac_peering(render):
     assert grants(gke) == MANAGER | OWNER_FINALIZERS | CLUSTER_READ | PEERING("clusterkopfpeerings")
     assert only(gke, "ClusterKopfPeering")["metadata"]["name"] == SA  # the release's full name
     lint = render(CI["lint"])  # one namespace, peering on
-    assert grants(lint, "models") == MANAGER | OWNER_FINALIZERS | PEERING("kopfpeerings")
+    assert grants(lint, "models") == (MANAGER_ONE_COLLECTOR | COLLECTOR["ServiceMonitor"] | OWNER_FINALIZERS
+                                      | PEERING("kopfpeerings"))  # fmt: skip
     assert only(lint, "KopfPeering")["metadata"] == {**only(lint, "KopfPeering")["metadata"], "namespace": "models"}
 
 

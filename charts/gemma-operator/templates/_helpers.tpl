@@ -95,16 +95,21 @@ RBAC rules for the namespaced objects the operator reconciles. Used by the Clust
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["list", "watch", "create", "patch", "delete"]
-# Autoscaling with KEDA, and the metrics collectors: applied and deleted, never read.
+# Autoscaling with KEDA, and the metrics collector(s) models.metricsCollector allows: applied and
+# deleted, never read.
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
   verbs: ["create", "patch", "delete"]
+{{- if ne .Values.models.metricsCollector "ServiceMonitor" }}
 - apiGroups: ["monitoring.googleapis.com"]
   resources: ["podmonitorings"]
   verbs: ["create", "patch", "delete"]
+{{- end }}
+{{- if ne .Values.models.metricsCollector "PodMonitoring" }}
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
   verbs: ["create", "patch", "delete"]
+{{- end }}
 # Events explaining decisions, on the GemmaDeployment (core/v1, always new ones).
 - apiGroups: [""]
   resources: ["events"]
