@@ -33,6 +33,7 @@ PLAN_ON = {
     "04-cpu-llamacpp/gemmadeployment.yaml": "gke-cpu-only",
     "05-tpu-v5e/gemmadeployment.yaml": "gke-tpu-v5e-2x2",
     "06-gated-model-hf-token/gemmadeployment.yaml": "gke-l4",
+    "07-autoscaling/gemmadeployment.yaml": "gke-l4",
 }
 
 
