@@ -484,7 +484,9 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
 
     old = (cr.get("status") or {}).get("selection") or {}
     update = _keep_or_roll(memo, cr, spec, objects[0], selection)
-    if update:
+    reported = next((c for c in (cr.get("status") or {}).get("conditions") or [] if c.get("type") == update[0]),
+                    {}) if update else {}  # fmt: skip
+    if update and reported.get("message") != update[3]:  # once per new rendering, not per reconcile
         await _emit(memo, cr, "Normal", "UpdateAvailable", update[3], logger)
     deployment = await _apply_children(memo, cr, objects, trigger, logger)
     outcome = status.Outcome("Applied", selection=selection, endpoint=endpoint)

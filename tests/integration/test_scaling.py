@@ -22,7 +22,6 @@ import pytest
 import yaml
 
 from gemma_operator import render as render_mod
-from gemma_operator import rollout
 from tests.integration.test_operator import Cluster, condition, operator  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
@@ -157,14 +156,18 @@ def test_an_operator_upgrade_keeps_the_released_template_until_the_opt_in(operat
 
     monkeypatch.setattr(render_mod, "deployment", next_release)
     operator()
+    # The new operator has applied the Deployment once (its digest annotation is on it).
+    kept = cluster.wait(lambda: (d := cluster.deployment("chat"))["metadata"].get("annotations", {})
+                        .get("gemma.dev/applied-digest") and d, "the new operator's apply", timeout=30)  # fmt: skip
+    assert kept["spec"]["template"] == before["spec"]["template"], "the operator upgrade changed the pod template"
+    assert kept["metadata"]["generation"] == before["metadata"]["generation"]
     update = cluster.wait(lambda: (c := condition(cluster.gd("chat"), "UpdateAvailable")).get("status") == "True" and c,
                           "UpdateAvailable", timeout=30)  # fmt: skip
     assert "terminationMessagePolicy" in update["message"] and "acceptOperatorUpdates" in update["message"]
     assert any(e["reason"] == "UpdateAvailable" for e in cluster.events("chat"))
-    kept = cluster.deployment("chat")
-    assert kept["spec"]["template"] == before["spec"]["template"], "the operator upgrade changed the pod template"
-    assert kept["metadata"]["generation"] == before["metadata"]["generation"]
-    assert kept["metadata"]["annotations"][rollout.TEMPLATE_FOR]
+    from gemma_operator import rollout  # here: the previous release has no such module
+
+    assert cluster.deployment("chat")["metadata"]["annotations"][rollout.TEMPLATE_FOR]
 
     cluster.patch_spec("chat", {"acceptOperatorUpdates": True})
     rolled = cluster.wait(lambda: (d := cluster.deployment("chat"))["metadata"]["generation"] > before["metadata"]["generation"]
