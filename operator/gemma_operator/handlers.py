@@ -483,7 +483,9 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
         return outcome, SECRET_RECHECK_S
 
     old = (cr.get("status") or {}).get("selection") or {}
-    update = _keep_or_roll(memo, cr, spec, objects[0], selection)
+    update, rolls_out = _keep_or_roll(memo, cr, spec, objects[0], selection)
+    if rolls_out:
+        await _emit(memo, cr, "Normal", "RollingOut", f"Replacing the model pods; first change: {rolls_out}.", logger)
     reported = next((c for c in (cr.get("status") or {}).get("conditions") or [] if c.get("type") == update[0]),
                     {}) if update else {}  # fmt: skip
     if update and reported.get("message") != update[3]:  # once per new rendering, not per reconcile
@@ -511,9 +513,10 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
 
 
 def _keep_or_roll(memo: kopf.Memo, cr: Mapping[str, Any], spec: GemmaDeploymentSpec, deployment: dict[str, Any],
-                  selection: Mapping[str, Any]) -> status_condition | None:  # fmt: skip
-    """Give the desired Deployment the pod template rollout.decide picks; the UpdateAvailable
-    condition when it keeps the live one although the operator now renders another."""
+                  selection: Mapping[str, Any]) -> tuple[status_condition | None, str | None]:  # fmt: skip
+    """Give the desired Deployment the pod template rollout.decide picks. Returns the
+    UpdateAvailable condition when it keeps the live one although the operator now renders
+    another, and the first change when the new template replaces a different live one."""
     meta = cr["metadata"]
     key = (meta["namespace"], meta["name"])
     live = None if ("Deployment", *key) in memo.gone_children else _one(memo.children["Deployment"], key)
@@ -532,10 +535,10 @@ def _keep_or_roll(memo: kopf.Memo, cr: Mapping[str, Any], spec: GemmaDeploymentS
     deployment["spec"]["template"] = decision.template
     deployment["metadata"].setdefault("annotations", {})[rollout.TEMPLATE_FOR] = decision.template_for
     if decision.update_available is None:
-        return None
+        return None, decision.rolls_out
     message = (f"This operator version renders a different pod template; the running pods keep theirs "
                f"(first change: {decision.update_available}). Set spec.acceptOperatorUpdates: true to roll it out.")
-    return ("UpdateAvailable", "True", "OperatorRenderingChanged", message)
+    return ("UpdateAvailable", "True", "OperatorRenderingChanged", message), None
 
 
 async def _served(memo: kopf.Memo) -> set[tuple[str, str]]:

@@ -92,6 +92,7 @@ class Decision:
     template: dict[str, Any]  # the pod template to send
     template_for: str  # the Deployment's TEMPLATE_FOR annotation to send
     update_available: str | None = None  # why the kept template is not the new rendering
+    rolls_out: str | None = None  # the new template replaces a live one that differs: the first change
 
 
 def _sendable(template: Mapping[str, Any]) -> dict[str, Any]:
@@ -109,9 +110,11 @@ def decide(live: Mapping[str, Any] | None, desired_template: Mapping[str, Any], 
     resource's, else the chart's policy); `legacy_current` whether a Deployment without the
     annotation was rendered for the current spec (see the module's docstring).
     """
-    new = Decision(dict(desired_template), f"{rendered_for}/{_digest(desired_template)}")
-    if live is None:
-        return new
+    live_template = ((live or {}).get("spec") or {}).get("template")
+    if live_template is None:
+        return Decision(dict(desired_template), f"{rendered_for}/{_digest(desired_template)}")
+    reason = rollout_reason(live_template, desired_template)
+    new = Decision(dict(desired_template), f"{rendered_for}/{_digest(desired_template)}", rolls_out=reason)
     mark = ((live.get("metadata") or {}).get("annotations") or {}).get(TEMPLATE_FOR)
     if mark is None:
         if not legacy_current:
@@ -121,8 +124,6 @@ def decide(live: Mapping[str, Any] | None, desired_template: Mapping[str, Any], 
         live_for, _, live_digest = mark.partition("/")
     if accept or live_for != rendered_for or live_digest == _digest(desired_template):
         return new  # a spec change, an opt-in, or the same rendering (a hand edit is reverted)
-    live_template = (live.get("spec") or {}).get("template") or {}
-    reason = rollout_reason(live_template, desired_template)
     if reason is None:
         return new  # the live pods already run this rendering: only the annotation is new
     return Decision(_sendable(live_template), f"{rendered_for}/{live_digest}", reason)

@@ -174,6 +174,8 @@ def test_an_operator_upgrade_keeps_the_released_template_until_the_opt_in(operat
                           and d, "the rollout after the opt-in")  # fmt: skip
     assert rolled["spec"]["template"]["spec"]["containers"][0]["terminationMessagePolicy"] == "FallbackToLogsOnError"
     cluster.wait(lambda: not condition(cluster.gd("chat"), "UpdateAvailable"), "UpdateAvailable cleared")
+    (why,) = [e["message"] for e in cluster.events("chat") if e["reason"] == "RollingOut"]
+    assert why.startswith("Replacing the model pods; first change: spec.containers[vllm].terminationMessagePolicy")
     settled = cluster.deployment("chat")["metadata"]["generation"]
     assert settled == before["metadata"]["generation"] + 1, "more than one rollout"
     # A later reconcile (the Deployment becoming ready) rolls nothing more.

@@ -66,6 +66,8 @@ def test_decide(live, rendered_for, accept, legacy_current, keeps):
         assert decision.template_for.startswith(f"{rendered_for}/") and decision.template_for != f"{rendered_for}/{rollout._digest(NEW)}"
     else:
         assert decision.template == NEW and decision.update_available is None
+        assert decision.rolls_out == (None if live is None else
+                                      'spec.containers[vllm].terminationMessagePolicy: (unset) -> "FallbackToLogsOnError"')
         assert decision.template_for == f"{rendered_for}/{rollout._digest(NEW)}"
 
 
