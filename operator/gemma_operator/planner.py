@@ -691,8 +691,10 @@ def plan(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog,
     name, alias = _resolve_accelerator(spec.accelerator, catalog, inventory)
     if name != spec.accelerator:
         spec = spec.model_copy(update={"accelerator": name})
-    if previous and inventory.by_name(previous.get("pool", "")):
-        pinned = Inventory([inventory.by_name(previous["pool"])], inventory.skipped)  # type: ignore[list-item]
+    held = (inventory.by_name(previous.get("pool", "")) or _standard_with_nodes(previous["pool"], spec, inventory, catalog, alias)
+            if previous else None)  # fmt: skip
+    if held:
+        pinned = Inventory([held], inventory.skipped)
         result = _plan_fresh(spec, pinned, catalog, alias)
         if isinstance(result, Plan):
             same = {k: v for k, v in result.selection().items() if k != "reasons"}
@@ -703,6 +705,22 @@ def plan(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog,
     if isinstance(result, NoFit):
         result = replace(result, suggestions=_suggestions(spec, inventory, catalog))
     return result
+
+
+def _standard_with_nodes(name: str, spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog,
+                         alias: str | None) -> Pool | None:
+    """The standard shape a serving plan was made on, with the nodes of that device that have come
+    since: the plan (and so the pod) stays as it is, and its capacity turns ready."""
+    if spec.accelerator == "auto":
+        return None
+    standard = capacity.standard_pool(spec.accelerator, alias, catalog)
+    if standard is None or standard.name != name:
+        return None
+    nodes = {node for pool in inventory.pools if pool.accelerator == standard.accelerator and pool.source == "nodes"
+             and pool.devices_per_node >= standard.devices_per_node
+             and all(pool.node_selector.get(k, v) == v for k, v in standard.node_selector.items())
+             for node in pool.nodes}  # fmt: skip
+    return replace(standard, nodes=tuple(sorted(nodes)))
 
 
 def _plan_fresh(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog, alias: str | None) -> Plan | NoFit:

@@ -326,3 +326,14 @@ def test_the_watch_reports_each_change_once(tmp_path, catalog):
     path.unlink()
     assert watch.poll() == []  # no file: nothing declared
     assert capacity.watch_from_env(catalog, {}) is None
+
+
+def test_a_plan_on_the_standard_shape_stays_when_the_node_comes(catalog):
+    """The pod asked GKE for the node; when it comes the plan (and the pod) stay, and capacity turns ready."""
+    spec = GemmaDeploymentSpec.model_validate({"accelerator": "nvidia-l4"})
+    before = decide(catalog, {"accelerator": "nvidia-l4"}, without_l4())
+    after = decide(catalog, {"accelerator": "nvidia-l4"}, node_list("gke-l4"), previous=before.selection())
+    assert (after.pool.name, after.selection()["capacity"]) == ("nvidia-l4-g2-standard-4", "ready")
+    assert deployment("chat", "gemma", spec, after) == deployment("chat", "gemma", spec, before)
+    # A fresh plan (a spec change) moves to the observed pool.
+    assert decide(catalog, {"accelerator": "nvidia-l4"}, node_list("gke-l4")).pool.name == "nvidia-l4-x1"
