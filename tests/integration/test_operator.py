@@ -336,3 +336,41 @@ def test_a_missing_token_secret_is_a_clear_condition_and_a_token_never_leaks(ope
     assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}} in env
     seen = json.dumps([deployment, cluster.gd("gated"), cluster.events("gated")]) + caplog.text
     assert token not in seen
+
+
+def test_declared_capacity_plans_a_scale_up_and_edits_are_picked_up_without_a_restart(
+        operator, cluster, create_nodes, monkeypatch, tmp_path):  # fmt: skip
+    """Issue 12: a GKE pool at zero nodes, declared in the capacity file the chart mounts from a ConfigMap."""
+    from gemma_operator import capacity, handlers
+
+    nodes = yaml.safe_load((NODES / "gke-l4.yaml").read_text())["items"]
+    create_nodes([n for n in nodes if "cloud.google.com/gke-accelerator" not in n["metadata"]["labels"]])
+    path = tmp_path / "capacity.yaml"
+    l4 = {"name": "l4-spot", "accelerator": "nvidia-l4", "machineType": "g2-standard-8", "maxNodes": 4, "spot": True}
+    path.write_text(yaml.safe_dump({"pools": [l4]}))
+    monkeypatch.setenv(capacity.ENV, str(path))
+    monkeypatch.setenv(handlers.CAPACITY_POLL_ENV, "0.2")
+    running = operator()
+    cluster.create("chat", {})
+
+    gd = cluster.wait(lambda: (g := cluster.gd("chat")).get("status", {}).get("selection") and g, "a selection")
+    selection = gd["status"]["selection"]
+    assert (selection["pool"], selection["capacity"], selection["accelerator"]) == ("l4-spot", "scale-up", "nvidia-l4")
+    assert any(r.startswith("Capacity scale-up: the declared pool l4-spot") for r in selection["reasons"])
+    pod = cluster.wait(lambda: cluster.deployment("chat"), "the Deployment")["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4", "cloud.google.com/gke-spot": "true"}
+    assert {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in pod["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"} in pod["tolerations"]
+    requests = pod["containers"][0]["resources"]["requests"]
+    assert requests["nvidia.com/gpu"] == "1" and int(requests["cpu"]) <= 7 and int(requests["memory"].removesuffix("Gi")) <= 27
+
+    # The pool turns on-demand: the same operator re-reads the file, and the pod no longer asks for Spot.
+    path.write_text(yaml.safe_dump({"pools": [{**l4, "spot": False}]}))
+    cluster.wait(lambda: "cloud.google.com/gke-spot" not in cluster.deployment("chat")["spec"]["template"]["spec"]["nodeSelector"],
+                 "the Deployment without the Spot selector")  # fmt: skip
+    # The pool is no longer declared: the resource re-plans on what is ready.
+    path.write_text("pools: []\n")
+    cluster.wait(lambda: (cluster.gd("chat")["status"]["selection"] or {}).get("capacity") == "ready", "capacity ready")
+    selection = cluster.gd("chat")["status"]["selection"]
+    assert (selection["pool"], selection["runtime"]) == ("cpu-e2-standard-4", "llamacpp")
+    assert running.memo.declared == []  # the operator that started is the one that followed
