@@ -12,11 +12,13 @@ Validated at load, like the catalog: a typo fails with the entry and field it is
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -120,15 +122,13 @@ def read(path: str, catalog: Catalog) -> list[Pool]:
 
 
 def _near(word: str, names: list[str]) -> str:
-    import difflib
-
     close = difflib.get_close_matches(word, names, n=3, cutoff=0.7)
     return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
 def _accelerator(asked: str, catalog: Catalog, where: str) -> tuple[str, str | None]:
     """The catalog name and the GKE label value for a declared accelerator."""
-    from .planner import gke_aliases  # the one alias table
+    from .planner import gke_aliases  # the one alias table (planner imports this module)
 
     aliases = gke_aliases(catalog)
     if asked in aliases:
@@ -151,7 +151,8 @@ def _smallest(catalog: Catalog, label: str, count: int) -> str | None:
     return min(fitting)[2] if fitting else None
 
 
-def declared_pool(entry: DeclaredPool, catalog: Catalog, where: str, source: str = "declared") -> Pool:
+def declared_pool(entry: DeclaredPool, catalog: Catalog, where: str,
+                  source: Literal["declared", "standard"] = "declared") -> Pool:
     name, label = _accelerator(entry.accelerator, catalog, where)
     acc = catalog.accelerators[name]
     machines = catalog.machines.machines
@@ -241,7 +242,7 @@ def declared_pool(entry: DeclaredPool, catalog: Catalog, where: str, source: str
         devices_per_node=count, device_memory_gib=acc.memory_gib, bf16=acc.bf16, fp8=acc.fp8,
         compute_capability=acc.compute_capability, node_cpu=node_cpu, node_memory_gib=node_memory,
         node_selector=selector, tolerations=tuple(sorted(tolerations, key=lambda t: sorted(t.items()))),
-        nodes=(), tpu_topology=topology, resource_name=resource, source=source,  # type: ignore[arg-type]
+        nodes=(), tpu_topology=topology, resource_name=resource, source=source,
         machine_type=entry.machine_type, max_nodes=entry.max_nodes,
     )  # fmt: skip
 
@@ -292,6 +293,6 @@ class CapacityFileWatch:
         return parse_text(content.decode("utf-8", errors="replace"), self.catalog, self.path)
 
 
-def watch_from_env(catalog: Catalog, environ: dict[str, str] | os._Environ = os.environ) -> CapacityFileWatch | None:
+def watch_from_env(catalog: Catalog, environ: Mapping[str, str] = os.environ) -> CapacityFileWatch | None:
     path = environ.get(ENV)
     return CapacityFileWatch(path, catalog) if path else None
