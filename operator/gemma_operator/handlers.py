@@ -94,7 +94,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.gone_children = set()  # (kind, namespace, name) likewise
     # Declared capacity: read once here (an invalid file stops the start with its message), then followed.
     memo.capacity_file = capacity.watch_from_env(memo.catalog)
-    memo.declared = (memo.capacity_file.poll() or []) if memo.capacity_file else []
+    try:
+        memo.declared = (memo.capacity_file.poll() or []) if memo.capacity_file else []
+    except capacity.CapacityError as exc:
+        raise kopf.PermanentError(f"Invalid declared capacity: {exc}") from exc
     memo.tasks = [
         asyncio.create_task(_worker(memo, logger)),
         asyncio.create_task(_worker(memo, logger)),

@@ -172,16 +172,18 @@ def test_hand_edits_of_children_are_reverted(operator, cluster, create_nodes):
 def test_no_fit_stalls_with_figures_and_plans_when_a_pool_appears(operator, cluster, create_nodes):
     create_nodes.from_fixture("gke-cpu-only")
     operator()
-    cluster.create("chat", {"accelerator": "nvidia-l4"})
+    # An A10G: no such node and no GKE shape to scale up (a GKE GPU would plan on its standard shape).
+    cluster.create("chat", {"accelerator": "nvidia-a10g"})
     cluster.wait(lambda: cluster.phase("chat") == "NoFit", "phase NoFit")
     gd = cluster.gd("chat")
     stalled = condition(gd, "Stalled")
     assert stalled["status"] == "True" and stalled["reason"] == "NoFit"
-    assert "No nvidia-l4 nodes" in stalled["message"] and "The cluster has:" in stalled["message"]
+    assert "No nvidia-a10g nodes" in stalled["message"] and "The cluster has:" in stalled["message"]
     assert any(e["reason"] == "NoFit" and e["type"] == "Warning" for e in cluster.events("chat"))
     assert cluster.deployment("chat") is None
-    create_nodes(gpu_nodes("gke-l4"))
-    cluster.wait(lambda: cluster.deployment("chat"), "a Deployment once an L4 pool appears")
+    items = yaml.safe_load((NODES / "gfd-a10g.yaml").read_text())["items"]
+    create_nodes([n for n in items if "nvidia.com/gpu.product" in n["metadata"]["labels"]])
+    cluster.wait(lambda: cluster.deployment("chat"), "a Deployment once an A10G pool appears")
     cluster.wait(lambda: cluster.phase("chat") == "Deploying", "phase Deploying")
 
 
