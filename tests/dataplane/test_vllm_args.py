@@ -37,8 +37,9 @@ SPECS = {
     "pt": {"model": {"tuning": "pt"}},
     "runtime-vllm": {"runtime": "vllm"},
 }
-# Fixtures where no vLLM plan is expected: CPU-only nodes run llama.cpp (test_llama_server.py).
-NO_VLLM = {"gke-cpu-only"}
+# Fixtures where no vLLM plan is expected: CPU-only nodes run llama.cpp (test_llama_server.py), and
+# vLLM's CUDA image needs compute capability 7.5, which a V100 (7.0) lacks.
+NO_VLLM = {"gke-cpu-only", "gke-v100"}
 
 NEGATIVE = {
     "unknown-flag": ["google/gemma-3-1b-it", "--no-such-flag", "1"],
