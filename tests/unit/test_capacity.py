@@ -337,3 +337,35 @@ def test_a_plan_on_the_standard_shape_stays_when_the_node_comes(catalog):
     assert deployment("chat", "gemma", spec, after) == deployment("chat", "gemma", spec, before)
     # A fresh plan (a spec change) moves to the observed pool.
     assert decide(catalog, {"accelerator": "nvidia-l4"}, node_list("gke-l4")).pool.name == "nvidia-l4-x1"
+
+
+# --- The catalog's machine shapes: checked at load. ---
+
+
+def test_every_gke_gpu_and_tpu_label_with_a_standard_shape_is_carried_by_it(catalog):
+    machines = catalog.machines
+    for label, machine in machines.standard.items():
+        assert label in machines.machines[machine].accelerators, (label, machine)
+    # The GKE GPUs the catalog matches by label have a standard shape, except those GKE offers only on
+    # hosts the operator does not plan for (GB200: Arm) or that are new (RTX PRO 6000, TPU7x).
+    named = {v for a in catalog.accelerators.values() for v in (*a.match.gke_accelerator, *a.match.gke_tpu_accelerator)}
+    assert named - set(machines.standard) == {"nvidia-gb200", "nvidia-rtx-pro-6000", "tpu-v5-lite-device", "tpu7x"}
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda m: m["standard"].update({"nvidia-l4": "e2-standard-4"}), "standard shape e2-standard-4 for nvidia-l4"),
+        (lambda m: m["machines"]["ct5lp-hightpu-8t"].update(tpu_topology="4x4"), "topology 4x4 is not a single-host"),
+        (lambda m: m["machines"]["g2-standard-8"].update(accelerators={"nvidia-l5": [1]}), "'nvidia-l5' is no accelerator"),
+    ],
+)  # fmt: skip
+def test_a_wrong_machine_shape_fails_at_load(catalog, change, words):
+    from pydantic import ValidationError
+
+    from gemma_operator.catalog import Catalog
+
+    data = catalog.model_dump(mode="json", by_alias=True)
+    change(data["machines"])
+    with pytest.raises(ValidationError, match=words):
+        Catalog.model_validate(data)
