@@ -454,3 +454,21 @@ def test_declared_capacity_plans_a_scale_up_and_edits_are_picked_up_without_a_re
     selection = cluster.gd("chat")["status"]["selection"]
     assert (selection["pool"], selection["runtime"]) == ("cpu-e2-standard-4", "llamacpp")
     assert running.memo.declared == []  # the operator that started is the one that followed
+
+
+def test_an_invalid_capacity_file_stops_the_start_naming_the_entry(kube_api, tmp_path):
+    """Validated at start, like KubeAI's resource profiles: the operator exits with the entry and field."""
+    import os
+    import subprocess
+    import sys
+
+    from gemma_operator import capacity
+
+    path = tmp_path / "capacity.yaml"
+    path.write_text(yaml.safe_dump({"pools": [{"name": "l4", "accelerator": "nvidia-l4", "machineType": "g2-standard-7"}]}))
+    env = {**os.environ, "KUBECONFIG": str(kube_api.kubeconfig), metrics.PORT_ENV: "0", capacity.ENV: str(path)}
+    done = subprocess.run([sys.executable, "-m", "gemma_operator", "run", "--standalone", "--log-format=plain"],
+                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode != 0
+    assert "Invalid declared capacity" in done.stdout + done.stderr
+    assert "pools[0] (l4).machineType: 'g2-standard-7' is not among the catalog's GKE machine shapes" in done.stdout + done.stderr
