@@ -640,7 +640,7 @@ def _capacity_reasons(best: Plan, others: list[Plan], listed: bool) -> list[str]
             out.append(f"Scaling up rather than using ready nodes: {', '.join(better)}.")
     else:
         idle = [o.pool.name for o in others if not o.pool.ready and _worse_plan(best, o) is None]
-        if idle:
+        if idle and not listed:
             out.append(f"Not scaled up: {', '.join(idle)} would serve no better plan than the ready nodes.")
     return out
 
