@@ -167,10 +167,11 @@ def _out_of_memory(pod: Mapping[str, Any], ctx: _Context) -> str | None:
                 limit_text = f"its memory limit of {limit}" if limit else "the node's memory (it has no memory limit)"
                 estimate = (f"; the plan estimated {ctx.estimated_memory_gib:g} GiB for the model"
                             if ctx.estimated_memory_gib else "")  # fmt: skip
+                code, restarts = state.get("exitCode", 137), c.get("restartCount", 0)
                 return (
                     f"Container {c['name']} of pod {pod['name']} was killed for using more than {limit_text} "
-                    f"(OOMKilled, exit code {state.get('exitCode', 137)}, {c.get('restartCount', 0)} restart(s)){estimate}. "
-                    "Raise spec.resources.limits.memory and requests.memory, or lower spec.maxModelLen or spec.quantization."
+                    f"(OOMKilled, exit code {code}, {restarts} restart(s)){estimate}. Raise "
+                    "spec.resources.limits.memory and requests.memory, or lower spec.maxModelLen or spec.quantization."
                 )
     return None
 
@@ -205,8 +206,9 @@ def _start_failed(pod: Mapping[str, Any], ctx: _Context) -> str | None:
     for c in _containers(pod):
         state = c.get("state") or {}
         if state.get("kind") == "waiting" and state.get("reason") in START_REASONS:
+            said = _cap(state.get("message"))
             return (
-                f"Pod {pod['name']} cannot start container {c['name']} ({state['reason']}: {_cap(state.get('message'))}). "
+                f"Pod {pod['name']} cannot start container {c['name']} ({state['reason']}: {said}). "
                 "Check what spec.env refers to (ConfigMaps, Secrets) and spec.extraArgs."
             )
     return None
@@ -254,7 +256,8 @@ def _waiting_for_capacity(pod: Mapping[str, Any], ctx: _Context) -> str | None:
     if not _waiting_for_node(pod):
         return None
     scheduled = pod.get("scheduled") or {}
-    text = f"Pod {pod['name']} cannot be scheduled yet: {_cap(scheduled.get('message')) or scheduled.get('reason') or 'no node fits'}."
+    said = _cap(scheduled.get("message")) or scheduled.get("reason") or "no node fits"
+    text = f"Pod {pod['name']} cannot be scheduled yet: {said}."
     for event in (pod.get("events") or [])[:1]:
         text += f" Cluster autoscaler ({event['reason']}): {event['message']}."
     budget = _budget_minutes(ctx.scale_up_budget_s)
@@ -263,7 +266,8 @@ def _waiting_for_capacity(pod: Mapping[str, Any], ctx: _Context) -> str | None:
             f" No node came within the {budget}-min scale-up budget: add nodes the pod fits (its nodeSelector, "
             "tolerations and requests), enable autoscaling on such a node pool, or change spec.accelerator."
         )
-    return text + f" Waiting {_minutes(_waited_s(pod, ctx))} min of the {budget}-min scale-up budget for a node to be added."
+    waited = _minutes(_waited_s(pod, ctx))
+    return text + f" Waiting {waited} min of the {budget}-min scale-up budget for a node to be added."
 
 
 def _waited_s(pod: Mapping[str, Any], ctx: _Context) -> float:

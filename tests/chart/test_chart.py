@@ -274,15 +274,19 @@ def test_bindings_name_the_operator_service_account(render, values):
         ]
 
 
+def operator_env(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return only(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+
+
 def test_no_secret_permission_unless_the_early_check_is_on(render):
     """The operator learns of a missing token Secret from the pod; `get` on Secrets only with secretCheck.enabled."""
     default = render(CI["default"])
     assert not any("secrets" in rule["resources"] for _, _, rule in rules(default))
-    env = {e["name"]: e.get("value") for e in only(default, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in operator_env(default)}
     assert "GEMMA_OPERATOR_SECRET_CHECK" not in env and env["GEMMA_OPERATOR_SCALE_UP_BUDGET_S"] == "900"
     checked = render(CI["default"], sets=("secretCheck.enabled=true", "scaleUpBudgetSeconds=1200"))
     assert grants(checked) == MANAGER | OWNER_FINALIZERS | CLUSTER_READ | SECRET_GET
-    env = {e["name"]: e.get("value") for e in only(checked, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in operator_env(checked)}
     assert env["GEMMA_OPERATOR_SECRET_CHECK"] == "true" and env["GEMMA_OPERATOR_SCALE_UP_BUDGET_S"] == "1200"
 
 

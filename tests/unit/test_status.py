@@ -45,7 +45,8 @@ def conditions(status):
     ],
 )  # fmt: skip
 def test_ready_follows_the_deployment(child, wanted, phase, ready, progressing, stalled):
-    st = compute(APPLIED, generation=3, wanted_replicas=wanted, observed=Observed(deployment=child), previous=None, now=T0)
+    st = compute(APPLIED, generation=3, wanted_replicas=wanted, observed=Observed(deployment=child), previous=None,
+                 now=T0)
     assert st["phase"] == phase
     got = conditions(st)
     assert (got["Ready"][0], got["Progressing"][0], got["Stalled"][0]) == (ready, progressing, stalled)
@@ -56,7 +57,8 @@ def test_ready_follows_the_deployment(child, wanted, phase, ready, progressing, 
 
 @pytest.mark.parametrize("kind", ["NoFit", "Invalid"])
 def test_terminal_states_stall_and_keep_what_still_serves(kind):
-    st = compute(Outcome(kind, "needs 54 GiB, has 20"), generation=2, wanted_replicas=1, previous={"selection": SELECTION}, now=T0)  # fmt: skip
+    st = compute(Outcome(kind, "needs 54 GiB, has 20"), generation=2, wanted_replicas=1,
+                 previous={"selection": SELECTION}, now=T0)  # fmt: skip
     assert st["phase"] == kind
     assert conditions(st)["Stalled"] == ("True", "InvalidSpec" if kind == "Invalid" else "NoFit")
     assert conditions(st)["Ready"][0] == "False"
