@@ -347,7 +347,8 @@ async def _observe(memo: kopf.Memo, cr: Mapping[str, Any], children: Mapping[str
                            memo.scale_up_budget_s)  # fmt: skip
 
 
-async def _autoscaler_events(memo: kopf.Memo, namespace: str, pod: str, logger: logging.Logger) -> list[dict[str, str]]:
+async def _autoscaler_events(memo: kopf.Memo, namespace: str, pod: str,
+                             logger: logging.Logger) -> list[dict[str, str]]:  # fmt: skip
     """The autoscaler's Events on one pod, read at most every AUTOSCALER_EVENTS_S (Events are not watched)."""
     now = time.monotonic()
     cached = memo.autoscaler_events.get((namespace, pod))
