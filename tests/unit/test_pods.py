@@ -213,3 +213,17 @@ def test_the_index_keeps_only_what_the_detectors_read():
     assert kept["owner"] == "ReplicaSet/chat-7d9f8"
     assert pods.autoscaler_events(SCALE_UP_EVENTS)[0]["reason"] == "TriggeredScaleUp"  # newest first, others dropped
     assert [e["reason"] for e in pods.autoscaler_events(SCALE_UP_EVENTS)] == ["TriggeredScaleUp", "NotTriggerScaleUp"]
+
+
+def test_changes_the_detectors_do_not_read_leave_the_essentials_as_they_were():
+    """The pod watch wakes the owner only when the essentials change (handlers.pod_event compares them)."""
+    before = pod(phase="Running", conditions=[scheduled(), not_ready()], statuses=[container(
+        {"running": {"startedAt": ago(3)}})])  # fmt: skip
+    after = copy.deepcopy(before)
+    after["metadata"].update(resourceVersion="999", annotations={"example.com/touched": "yes"})
+    after["status"].update(podIP="10.8.0.12", hostIP="10.128.0.7")
+    after["status"]["containerStatuses"][0].update(imageID="docker.io/vllm/vllm-openai@sha256:abc",
+                                                   containerID="containerd://def")  # fmt: skip
+    assert pods.essentials(after) == pods.essentials(before)
+    after["status"]["containerStatuses"][0].update(started=True)
+    assert pods.essentials(after) != pods.essentials(before)
