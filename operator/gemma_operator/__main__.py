@@ -18,7 +18,7 @@ from . import catalog as catalog_mod
 from . import capacity, clusterread, validation
 from .api.v1alpha1 import API_VERSION, KIND, GemmaDeploymentSpec
 from .inventory import pools
-from .planner import InvalidSpec, NoFit, plan
+from .planner import InvalidSpec, NoFit, plan, token_warning
 from .render import endpoint, render
 
 EXIT_CLUSTER = 1  # the cluster could not be read (plan) or no credentials were found (run)
@@ -121,6 +121,7 @@ class Outcome:
     manifests: list[dict[str, Any]] = field(default_factory=list)
     no_fit: NoFit | None = None
     invalid: str | None = None
+    warning: str | None = None  # e.g. a gated checkpoint and no token
 
     @property
     def exit_code(self) -> int:
@@ -157,6 +158,7 @@ def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: ca
         return outcome
     outcome.selection = result.selection()
     outcome.endpoint = endpoint(outcome.name, outcome.namespace, spec)
+    outcome.warning = token_warning(result, spec)
     return outcome
 
 
@@ -222,6 +224,8 @@ def _print_one(outcome: Outcome, args: argparse.Namespace, source: dict[str, Any
             _dump(document, args.output, out)
         return EXIT_NOFIT
     assert outcome.selection is not None and outcome.endpoint is not None
+    if outcome.warning:
+        err.write(f"warning: {outcome.warning}\n")
     if args.output == "table":
         _table(outcome.selection, {"endpoint": outcome.endpoint, "nodes": source_words}, out)
         if args.manifests:
@@ -241,6 +245,8 @@ def _print_several(outcomes: list[Outcome], args: argparse.Namespace, source: di
         if outcome.exit_code:
             err.write(f"{outcome.namespace}/{outcome.name}: ")
             _print_problem(outcome, args.output, err)
+        elif outcome.warning:
+            err.write(f"{outcome.namespace}/{outcome.name}: warning: {outcome.warning}\n")
     if args.output in ("json", "yaml"):
         _dump({"items": [o.document(args.manifests) for o in outcomes], "nodes": source}, args.output, out)
     else:

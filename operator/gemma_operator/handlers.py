@@ -24,16 +24,23 @@ import kopf
 from pydantic import ValidationError
 
 from . import catalog as catalog_mod
-from . import capacity, inventory, kube, metrics, peering, planner, render, status, validation
+from . import capacity, inventory, kube, metrics, peering, planner, pods, render, status, validation
 from .api.v1alpha1 import GROUP, PLURAL, VERSION, GemmaDeploymentSpec
 
 GD = {"group": GROUP, "version": VERSION, "plural": PLURAL}
 MANAGED = {"app.kubernetes.io/managed-by": render.MANAGER}
+# The model pods: only the operator's own are watched (a server-side label selector).
+MODEL_PODS = {**MANAGED, "app.kubernetes.io/component": "model-server"}
+INSTANCE = "app.kubernetes.io/instance"  # render.selector_labels: the GemmaDeployment's name
 DIGEST = f"{GROUP}/applied-digest"
 EVENT_REPEAT_S = 60.0  # the same Event reason at most once a minute per resource
 NODES_SETTLE_S = 1.0  # node changes come in bursts (a pool scaling): plan once they settle
 RETRY_S = (1, 2, 5, 10, 30, 60)  # back-off for API errors that clear by themselves
 SECRET_RECHECK_S = 30.0
+# The early check that spec.hfTokenSecretRef exists needs `get` on Secrets: off unless the chart
+# grants it (secretCheck.enabled). Without it, a missing Secret shows on the pod (SecretNotFound).
+SECRET_CHECK_ENV = "GEMMA_OPERATOR_SECRET_CHECK"
+AUTOSCALER_EVENTS_S = 30.0  # a pod waiting for a node: its autoscaler Events are read at most this often
 # How often the indices are checked against a fresh list, for deletions a watch missed: after
 # an expired watch (410), kopf re-lists but never reports what vanished in the gap.
 RESYNC_ENV = "GEMMA_OPERATOR_RESYNC_S"
@@ -72,6 +79,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.networking.connect_timeout = settings.networking.connect_timeout or 10
     settings.watching.server_timeout = settings.watching.server_timeout or 300
     settings.networking.error_backoffs = API_ERROR_BACKOFFS_S
+    settings.watching.label_selectors["", "v1", "pods"] = ",".join(f"{k}={v}" for k, v in MODEL_PODS.items())
     # A per-object kopf worker lingers this long after its last event (default 5 s): with 1,000
     # resources and 2,000 children, 3,000 idle workers held ~30 MB of RSS (bench/README.md).
     settings.queueing.idle_timeout = 0.5
@@ -94,6 +102,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.node_index = kwargs["gemma_nodes"]
     memo.resource_index = kwargs["gemma_resources"]
     memo.children = {"Deployment": kwargs["gemma_deployments"], "Service": kwargs["gemma_services"]}
+    memo.pod_index = kwargs["gemma_pods"]
+    memo.pods_seen = {}  # (namespace, pod) -> digest of what the index keeps: other changes wake nobody
+    memo.autoscaler_events = {}  # (namespace, pod) -> (monotonic time read, the pod's autoscaler Events)
+    memo.rechecks = {}  # (namespace, name) -> the timer that looks again at a time-bound pod state
+    memo.secret_check = os.environ.get(SECRET_CHECK_ENV, "").lower() in ("1", "true", "yes")
+    memo.scale_up_budget_s = int(os.environ.get(pods.SCALE_UP_BUDGET_ENV) or pods.SCALE_UP_BUDGET_S)
     memo.nodes_changed = asyncio.Event()
     memo.gone_nodes = set()  # node names still in the index that a fresh list no longer has
     memo.gone_children = set()  # (kind, namespace, name) likewise
@@ -169,6 +183,13 @@ async def gemma_services(namespace: str, name: str, body: kopf.Body, **_: Any) -
     return _child(namespace, name, body)
 
 
+@kopf.index("", "v1", "pods", labels=MODEL_PODS)
+async def gemma_pods(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """Model pods by their GemmaDeployment (the instance label; the pods' owner is a ReplicaSet)."""
+    instance = (body.get("metadata", {}).get("labels") or {}).get(INSTANCE)
+    return {(namespace, instance): pods.essentials(body)} if instance else {}
+
+
 def _one(index: kopf.Index, key: Any) -> Any:
     values = index.get(key)
     return next(iter(values)) if values else None
@@ -202,6 +223,25 @@ async def child_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     for ref in meta.get("ownerReferences") or []:
         if ref.get("kind") == "GemmaDeployment" and ref.get("controller"):
             memo.queue.add((body["metadata"]["namespace"], ref["name"]), "child")
+
+
+@kopf.on.event("", "v1", "pods", labels=MODEL_PODS)
+async def pod_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A model pod changed what the operator reads of it (scheduling, container states): its owner re-checks."""
+    meta = body.get("metadata", {})
+    instance = (meta.get("labels") or {}).get(INSTANCE)
+    if not instance:
+        return
+    key = (meta.get("namespace"), meta.get("name"))
+    if kwargs.get("type") == "DELETED":
+        memo.pods_seen.pop(key, None)
+        memo.autoscaler_events.pop(key, None)
+    else:
+        seen = _digest(pods.essentials(body))
+        if memo.pods_seen.get(key) == seen:
+            return
+        memo.pods_seen[key] = seen
+    memo.queue.add((key[0], instance), "pod")
 
 
 @kopf.on.event("", "v1", "nodes")
@@ -250,7 +290,7 @@ async def _emit(memo: kopf.Memo, cr: Mapping[str, Any], type_: str, reason: str,
                 logger: logging.Logger) -> None:  # fmt: skip
     """Post an Event. Called before the status it explains is written, so a reader who sees the
     status finds the Event too."""
-    key = (cr["metadata"].get("uid"), reason)
+    key = (cr["metadata"].get("uid"), type_, reason)
     now = time.monotonic()
     last = memo.events.get(key)
     if last is not None and now - last < EVENT_REPEAT_S:
@@ -280,13 +320,13 @@ async def _owner_gone(memo: kopf.Memo, cr: Mapping[str, Any]) -> bool:
 
 
 async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[dict[str, Any]],
-                          trigger: str) -> dict[str, Any] | None:  # fmt: skip
-    """Apply what differs from the live children; return the live Deployment.
+                          trigger: str) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Apply what differs from the live children; return them as they are now, by kind.
 
     A child is current when it carries the digest of exactly this desired object (so fields the
     plan dropped are noticed) and still has every value the operator sets (so hand edits are).
     """
-    deployment = None
+    children = {}
     for obj in objects:
         meta = obj["metadata"]
         meta.setdefault("annotations", {})[DIGEST] = _digest(obj)
@@ -299,9 +339,47 @@ async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[
             metrics.APPLIES.labels(obj["kind"]).inc()
             memo.applied[child] = live["metadata"].get("resourceVersion")
             memo.gone_children.discard(child)
-        if obj["kind"] == "Deployment":
-            deployment = live
-    return deployment
+        children[obj["kind"]] = live
+    return children
+
+
+async def _observe(memo: kopf.Memo, cr: Mapping[str, Any], children: Mapping[str, Any],
+                   logger: logging.Logger) -> status.Observed:  # fmt: skip
+    """The children and the model pods as the indices hold them; a pod the scheduler cannot place
+    carries the cluster autoscaler's Events about it."""
+    meta = cr["metadata"]
+    model_pods = [dict(p) for p in memo.pod_index.get((meta["namespace"], meta["name"]), ())]
+    waiting = pods.unscheduled(model_pods)
+    if waiting:
+        events = await _autoscaler_events(memo, meta["namespace"], waiting, logger)
+        model_pods = [{**p, "events": events} if p["name"] == waiting else p for p in model_pods]
+    return status.Observed(children.get("Deployment"), children.get("Service"), tuple(model_pods),
+                           memo.scale_up_budget_s)  # fmt: skip
+
+
+async def _autoscaler_events(memo: kopf.Memo, namespace: str, pod: str,
+                             logger: logging.Logger) -> list[dict[str, str]]:  # fmt: skip
+    """The autoscaler's Events on one pod, read at most every AUTOSCALER_EVENTS_S (Events are not watched)."""
+    now = time.monotonic()
+    cached = memo.autoscaler_events.get((namespace, pod))
+    if cached is not None and now - cached[0] < AUTOSCALER_EVENTS_S:
+        return cached[1]
+    try:
+        events = pods.autoscaler_events(await memo.kube.events_about(namespace, "Pod", pod))
+    except kube.ApiError as exc:  # the status says what the scheduler says, without them
+        logger.warning(f"Could not read the Events of pod {namespace}/{pod}: {exc}")
+        events = cached[1] if cached else []
+    memo.autoscaler_events[(namespace, pod)] = (now, events)
+    return events
+
+
+def _recheck(memo: kopf.Memo, key: tuple[str, str], delay: float | None) -> None:
+    """Look at a time-bound pod state again (a budget running out, elapsed minutes, autoscaler Events)."""
+    timer = memo.rechecks.pop(key, None)
+    if timer is not None:
+        timer.cancel()
+    if delay is not None:
+        memo.rechecks[key] = asyncio.get_running_loop().call_later(delay, memo.queue.add, key, "pods")
 
 
 async def reconcile(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger, *, trigger: str,
@@ -392,7 +470,7 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
     selection = result.selection()
     endpoint = render.endpoint(name, namespace, spec)
     ref = spec.hf_token_secret_ref
-    if ref and not await memo.kube.secret_exists(namespace, ref.name):
+    if ref and memo.secret_check and not await memo.kube.secret_exists(namespace, ref.name):
         message = (
             f"Secret {ref.name!r} (spec.hfTokenSecretRef) does not exist in namespace {namespace}: create it with "
             f"the Hugging Face token under key {ref.key!r}. Nothing is deployed until it exists."
@@ -403,7 +481,8 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
         return outcome, SECRET_RECHECK_S
 
     old = (cr.get("status") or {}).get("selection") or {}
-    deployment = await _apply_children(memo, cr, objects, trigger)
+    children = await _apply_children(memo, cr, objects, trigger)
+    observed = await _observe(memo, cr, children, logger)
     outcome = status.Outcome("Applied", selection=selection, endpoint=endpoint)
     if {k: v for k, v in old.items() if k != "reasons"} != {k: v for k, v in selection.items() if k != "reasons"}:
         metrics.PLANS.labels(result.runtime, result.pool.accelerator, result.quantization).inc()
@@ -413,24 +492,31 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
         )
         logger.info(summary)
         await _emit(memo, cr, "Normal", "Planned", summary, logger)
-    new_status = await _write_status(memo, cr, outcome, deployment, logger, wanted=spec.replicas)
+        warning = planner.token_warning(result, spec)
+        if warning:
+            await _emit(memo, cr, "Warning", "TokenMissing", warning, logger)
+    new_status = await _write_status(memo, cr, outcome, observed, logger, wanted=spec.replicas)
+    blocked = observed.pod_state(_now(), selection) if new_status.get("phase") != "Ready" else None
+    _recheck(memo, (namespace, name), blocked.recheck_s if blocked else None)
     if new_status.get("phase") == "Ready" and (cr.get("status") or {}).get("phase") != "Ready":
         await _emit(memo, cr, "Normal", "Ready", f"{spec.replicas} replica(s) ready at {endpoint}.", logger)
     return outcome, None
 
 
 async def _write_status(memo: kopf.Memo, cr: Mapping[str, Any], outcome: status.Outcome,
-                        deployment: Mapping[str, Any] | None, logger: logging.Logger, *,
+                        observed: status.Observed | None, logger: logging.Logger, *,
                         wanted: int | None = None) -> dict[str, Any]:  # fmt: skip
     current = cr.get("status") or {}
     desired = status.compute(
         outcome,
         generation=cr["metadata"].get("generation"),
         wanted_replicas=wanted if wanted is not None else (cr.get("spec") or {}).get("replicas", 1),
-        deployment=deployment,
+        observed=observed or status.Observed(),
         previous=current,
         now=_now(),
     )
+    for type_, reason, message in status.events_for(current, desired):
+        await _emit(memo, cr, type_, reason, message, logger)
     patch = status.patch_for(current, desired)
     if patch:
         meta = cr["metadata"]
@@ -502,6 +588,7 @@ async def _worker(memo: kopf.Memo, logger: logging.Logger) -> None:
             memo.locks.pop(key, None)
             memo.failures.pop(key, None)
             memo.status_written.pop(key, None)
+            _recheck(memo, key, None)
             for kind in ("Deployment", "Service"):
                 memo.applied.pop((kind, *key), None)
                 memo.gone_children.discard((kind, *key))

@@ -64,6 +64,7 @@ class Plan:
     run_as: tuple[int, int] | None = None  # (uid, gid) the server runs as; None keeps the image's root
     reasons: tuple[str, ...] = ()
     spec_node_selector: dict[str, str] = field(default_factory=dict)  # spec.nodeSelector, on top of the pool's
+    gated: bool = False  # the Hub serves the checkpoint only with a token (catalog `gated`)
 
     @property
     def node_selector(self) -> dict[str, str]:
@@ -336,6 +337,25 @@ def _resolve_accelerator(asked: str, catalog: Catalog, inventory: Inventory) -> 
     raise InvalidSpec("accelerator", f"unknown accelerator {asked!r}; known: {', '.join(sorted(catalog.accelerators))}")
 
 
+def _gated(model: _Model, repo: str) -> bool:
+    """Whether the catalog records the repo as gated; a repo it does not know (a fine-tune) is not assumed to be."""
+    for checkpoint in model.size.checkpoints:
+        if checkpoint.repo.lower() == repo.lower():
+            return checkpoint.gated
+    return model.size.gated if repo.lower() in (r.lower() for r in model.size.ids.values()) else False
+
+
+def token_warning(plan: Plan, spec: GemmaDeploymentSpec) -> str | None:
+    """The warning for a gated checkpoint planned without a token (reasons, the TokenMissing Event, `plan`)."""
+    if not plan.gated or spec.hf_token_secret_ref:
+        return None
+    return (
+        f"{plan.model_id} is gated on the Hugging Face Hub: without spec.hfTokenSecretRef the server's download "
+        "fails (401). Accept the license on the model's Hub page, store a read token of that account in a Secret, "
+        "and name it in spec.hfTokenSecretRef."
+    )
+
+
 def _checkpoint(model: _Model, fmt: str, quant: str) -> Checkpoint | None:
     """A published checkpoint of this model in a format and quantization, if the catalog has one."""
     for checkpoint in model.size.checkpoints:
@@ -551,6 +571,7 @@ def _plan(model: _Model, pool: Pool, option: _Option, tp: int, got: sizing.Fit, 
         estimated_memory_gib=got.total_gib * devices, weights_gib=got.weights_gib * devices,
         vllm_quantization=option.vllm_quantization, chat_template=model.family.chat_template and model.tuning == "it",
         run_as=(image.run_as.user, image.run_as.group) if image.run_as else None,
+        gated=_gated(model, option.model_id),
     )  # fmt: skip
 
 
@@ -959,6 +980,9 @@ def _explain(best: Plan, model: _Model, spec: GemmaDeploymentSpec, context: _Con
                    f"{best.image_key}); it {user}, as that image would.")  # fmt: skip
     else:
         out.append(f"Image {best.image}: pinned in the catalog for {best.image_key}; {user}.")
+    warning = token_warning(best, spec)
+    if warning:
+        out.append(warning)
     # The selection describes what runs: the user's image and nodeSelector, not only the plan's.
     return replace(best, image=spec.image or best.image, spec_node_selector=dict(spec.node_selector),
                    reasons=tuple(out))

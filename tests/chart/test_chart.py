@@ -203,7 +203,9 @@ MANAGER = {
     (group, resource, verb)
     for group, resource in (("apps", "deployments"), ("", "services"))
     for verb in ("list", "watch", "create", "patch")
-} | {("", "events", "create"), ("", "secrets", "get")}
+} | {("", "events", "create"), ("", "events", "list"), ("", "pods", "list"), ("", "pods", "watch")}
+# Only with secretCheck.enabled: the early check that spec.hfTokenSecretRef exists.
+SECRET_GET = {("", "secrets", "get")}
 CLUSTER_READ = {("", "nodes", verb) for verb in ("list", "watch")} | {
     ("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in ("list", "watch")
 }
@@ -220,7 +222,8 @@ def test_rbac_has_no_wildcards_or_dangerous_verbs(render, values):
         for field in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
             assert not any("*" in item for item in rule.get(field, [])), f"{kind} {namespace}: {field} {rule}"
         assert not set(rule["verbs"]) & {"delete", "deletecollection", "escalate", "bind", "impersonate"}, rule
-        assert "pods" not in rule["resources"], "the operator does not read pods"
+        if "pods" in rule["resources"]:
+            assert rule["resources"] == ["pods"] and rule["verbs"] == ["list", "watch"], "pods: watched, never written"
         if "secrets" in rule["resources"]:
             assert rule["resources"] == ["secrets"] and rule["verbs"] == ["get"], "secrets: get by name only"
         if "nodes" in rule["resources"]:
@@ -254,7 +257,7 @@ def test_rbac_peering(render):
     assert grants(gke) == MANAGER | OWNER_FINALIZERS | CLUSTER_READ | PEERING("clusterkopfpeerings")
     assert only(gke, "ClusterKopfPeering")["metadata"]["name"] == SA  # the release's full name
     lint = render(CI["lint"])  # one namespace, peering on
-    assert grants(lint, "models") == MANAGER | OWNER_FINALIZERS | PEERING("kopfpeerings")
+    assert grants(lint, "models") == MANAGER | OWNER_FINALIZERS | PEERING("kopfpeerings") | SECRET_GET
     assert only(lint, "KopfPeering")["metadata"] == {**only(lint, "KopfPeering")["metadata"], "namespace": "models"}
 
 
@@ -273,6 +276,22 @@ def test_bindings_name_the_operator_service_account(render, values):
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}
         ]
+
+
+def operator_env(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return only(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+
+
+def test_no_secret_permission_unless_the_early_check_is_on(render):
+    """The operator learns of a missing token Secret from the pod; `get` on Secrets only with secretCheck.enabled."""
+    default = render(CI["default"])
+    assert not any("secrets" in rule["resources"] for _, _, rule in rules(default))
+    env = {e["name"]: e.get("value") for e in operator_env(default)}
+    assert "GEMMA_OPERATOR_SECRET_CHECK" not in env and env["GEMMA_OPERATOR_SCALE_UP_BUDGET_S"] == "900"
+    checked = render(CI["default"], sets=("secretCheck.enabled=true", "scaleUpBudgetSeconds=1200"))
+    assert grants(checked) == MANAGER | OWNER_FINALIZERS | CLUSTER_READ | SECRET_GET
+    env = {e["name"]: e.get("value") for e in operator_env(checked)}
+    assert env["GEMMA_OPERATOR_SECRET_CHECK"] == "true" and env["GEMMA_OPERATOR_SCALE_UP_BUDGET_S"] == "1200"
 
 
 def test_rbac_can_be_left_to_the_cluster_admin(render):

@@ -74,7 +74,9 @@ def services_in(cluster: Cluster) -> list[str]:
     ],
 )
 def test_the_operator_retries_api_faults_and_ends_consistent(emulator, operator, cluster, create_nodes,
-                                                             verb, resource, status):  # fmt: skip
+                                                             verb, resource, status, monkeypatch):  # fmt: skip
+    if resource == "secrets":  # the early Secret check, on only with the chart's secretCheck.enabled
+        monkeypatch.setenv(handlers.SECRET_CHECK_ENV, "true")
     create_nodes.from_fixture("gke-l4")
     fault = emulator.inject(verb=verb, resource=resource, namespace=cluster.ns, status=status, times=2)
     operator()

@@ -2,7 +2,8 @@
 
 For each chart scenario (charts/gemma-operator/ci/*-values.yaml) the test renders the chart,
 starts `gemma-operator run` with the rendered container's arguments against the emulator, drives
-a whole lifecycle (plan, serve, scale, Ready, a missing Secret, NoFit, delete), and records every
+a whole lifecycle (plan, a pod waiting for a node, serve, scale, Ready, a missing Secret, NoFit, delete), and
+records every
 request the operator sent (by its User-Agent: kopf's own, and the operator's client). Then:
 
 * every request is allowed by the rendered Roles/ClusterRoles bound to the operator's account;
@@ -29,7 +30,8 @@ from gemma_operator import capacity, handlers, metrics
 from tests.chart.chart_files import CI_VALUES, NAMESPACE
 from tests.chart.conftest import helm, render  # noqa: F401  (fixtures)
 from tests.conftest import ROOT
-from tests.integration.test_operator import Cluster
+from tests.integration.test_operator import Cluster, condition
+from tests.integration.test_pods import model_pod, scheduled, stamp, write_pod_status
 
 pytestmark = pytest.mark.integration
 
@@ -120,12 +122,19 @@ def operator_command(deployment: dict) -> tuple[list[str], dict[str, str]]:
     return [sys.executable, "-m", "gemma_operator", "run", *args], env
 
 
-def drive_lifecycle(cluster: Cluster, emulator) -> None:
+def drive_lifecycle(cluster: Cluster, emulator, secret_check: bool) -> None:
     """Everything the operator does in normal life, so every permission it needs is exercised."""
     cluster.api.request("POST", f"/api/v1/namespaces/{cluster.ns}/secrets", {
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf"}, "stringData": {"token": "x"}})
     cluster.create("chat", {"hfTokenSecretRef": {"name": "hf"}})
     cluster.wait(lambda: cluster.phase("chat") == "Deploying" and cluster.service("chat"), "chat deployed", 30)
+    # Its pod waits for a node: the operator watches it and reads the autoscaler's Events about it.
+    pod = model_pod(cluster, "chat")
+    write_pod_status(cluster, pod, {"phase": "Pending", "conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "lastTransitionTime": stamp(),
+        "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."}]})  # fmt: skip
+    cluster.wait(lambda: condition(cluster.gd("chat"), "Progressing").get("reason") == "WaitingForCapacity",
+                 "chat waiting for capacity", 30)  # fmt: skip
     emulator.set_deployment_ready(cluster.ns, "chat")
     cluster.wait(lambda: cluster.phase("chat") == "Ready", "chat Ready", 30)
     # A child deleted by hand: the operator reads its owner by name, then applies it again.
@@ -134,6 +143,12 @@ def drive_lifecycle(cluster: Cluster, emulator) -> None:
     cluster.patch_spec("chat", {"maxModelLen": 8192})
     cluster.wait(lambda: (cluster.gd("chat").get("status") or {}).get("observedGeneration") == 2, "the update", 30)
     cluster.create("gated", {"hfTokenSecretRef": {"name": "missing"}})
+    if not secret_check:  # applied; the pod cannot start without the Secret
+        gated = model_pod(cluster, "gated")
+        write_pod_status(cluster, gated, {"phase": "Pending", "conditions": scheduled(), "containerStatuses": [{
+            "name": gated["spec"]["containers"][0]["name"], "image": gated["spec"]["containers"][0]["image"],
+            "imageID": "", "ready": False, "restartCount": 0, "started": False, "lastState": {},
+            "state": {"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "missing" not found'}}}]})
     cluster.create("huge", {"accelerator": "nvidia-a10g"})  # no node, no GKE shape to scale up: NoFit
     cluster.wait(lambda: {e["reason"] for e in cluster.events("gated") + cluster.events("huge")}
                  >= {"SecretNotFound", "NoFit"}, "the warning Events", 30)  # fmt: skip
@@ -194,7 +209,7 @@ def test_chart_rbac_is_exactly_what_the_operator_uses(emulator, render, values, 
     with log_path.open("w") as log:
         proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            drive_lifecycle(Cluster(emulator, ns), emulator)
+            drive_lifecycle(Cluster(emulator, ns), emulator, chart_env.get(handlers.SECRET_CHECK_ENV) == "true")
         finally:
             proc.send_signal(signal.SIGTERM)  # a graceful exit: peering says goodbye, too
             try:

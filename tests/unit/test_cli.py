@@ -453,3 +453,11 @@ def test_no_fit_names_the_nodes_it_was_judged_on(tmp_path):
     code, out, err = run(tmp_path, {"model": {"family": "gemma4", "size": "31b"}}, "gke-t4")
     assert code == 3 and out == ""
     assert "Nothing fits" in err and "gke-t4.yaml" in err
+
+
+def test_plan_warns_on_stderr_when_a_gated_checkpoint_has_no_token(tmp_path):
+    code, out, err = run(tmp_path, {"model": {"family": "gemma3"}}, "gke-l4", "-o", "json")
+    assert code == 0 and json.loads(out)["selection"]["modelId"] == "google/gemma-3-270m-it"
+    assert "warning: google/gemma-3-270m-it is gated on the Hugging Face Hub" in err
+    code, _, err = run(tmp_path, {"model": {"family": "gemma3"}, "hfTokenSecretRef": {"name": "hf"}}, "gke-l4")
+    assert code == 0 and "warning" not in err

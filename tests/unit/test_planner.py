@@ -418,3 +418,42 @@ def test_a_suggestion_applied_plans(catalog):
 def test_no_fit_without_a_single_change_suggests_nothing(catalog):
     result = decide(catalog, {"model": {"family": "gemma3", "size": "270m"}}, [])
     assert isinstance(result, NoFit) and result.suggestions == ()
+
+
+# --- gated checkpoints -------------------------------------------------------------------
+@pytest.mark.parametrize(("spec", "gated"), [
+    ({"model": {"family": "gemma3"}}, True),            # google/gemma-3-270m-it: Google's license gate
+    ({"model": {"family": "gemma3"}, "accelerator": "cpu"}, True),  # the QAT GGUF is gated too
+    ({}, False),                                        # Gemma 4 (Apache 2.0): no gate
+])  # fmt: skip
+def test_a_gated_checkpoint_without_a_token_says_so(catalog, spec, gated):
+    from gemma_operator.planner import token_warning
+
+    result = decide(catalog, spec, "gke-l4")
+    assert result.gated is gated
+    warning = token_warning(result, GemmaDeploymentSpec.model_validate(spec))
+    if gated:
+        assert warning and result.model_id in warning and "spec.hfTokenSecretRef" in warning
+        assert warning in result.reasons
+    else:
+        assert warning is None and not any("gated" in r for r in result.reasons)
+    with_token = GemmaDeploymentSpec.model_validate({**spec, "hfTokenSecretRef": {"name": "hf"}})
+    assert token_warning(result, with_token) is None
+    assert not any("gated" in r for r in decide(catalog, {**spec, "hfTokenSecretRef": {"name": "hf"}}, "gke-l4").reasons)
+
+
+def test_every_checkpoint_records_whether_it_is_gated_with_a_source(catalog):
+    import pydantic
+
+    from gemma_operator.catalog import Checkpoint, ModelSize
+
+    for family in catalog.families.values():
+        for size in family.sizes.values():
+            assert isinstance(size.gated, bool) and str(size.gated_source).startswith("https://")
+            for checkpoint in size.checkpoints:
+                assert isinstance(checkpoint.gated, bool) and str(checkpoint.gated_source).startswith("https://")
+    size = catalog.families["gemma3"].sizes["1b"].model_dump()
+    with pytest.raises(pydantic.ValidationError, match="gated"):
+        ModelSize.model_validate({k: v for k, v in size.items() if k != "gated"})
+    with pytest.raises(pydantic.ValidationError, match="gated_source"):
+        Checkpoint.model_validate({k: v for k, v in size["checkpoints"][0].items() if k != "gated_source"})

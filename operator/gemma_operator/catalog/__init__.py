@@ -62,6 +62,8 @@ class Checkpoint(Strict):
     file: str | None = Field(default=None, description="GGUF file inside the repo")
     official: bool = Field(description="published by Google")
     source: HttpUrl
+    gated: bool = Field(description="the Hub serves it only to an account that accepted its license (a token is needed)")
+    gated_source: HttpUrl = Field(description="where the gate (or its absence) shows")
     # Weights in memory are at least the file: Google's QAT GGUFs keep some tensors above 4 bits.
     bytes: int = Field(gt=0, description="size of the weights file(s) in bytes; the floor of planned weights")
     bytes_source: HttpUrl = Field(description="where the size is listed")
@@ -79,6 +81,8 @@ class ModelSize(Strict):
     effective_params_b: float | None = Field(default=None, gt=0, description="Gemma 3n 'E' size")
     max_context: int = Field(gt=0)
     ids: dict[Tuning, str] = Field(description="Hugging Face repo ids of the bf16 safetensors checkpoints")
+    gated: bool = Field(description="the `ids` repos need a token of an account that accepted the license")
+    gated_source: HttpUrl = Field(description="where the gate (or its absence) shows")
     modalities: list[Literal["text", "image", "audio", "video"]] = ["text"]
     architecture: Architecture
     published_memory_gb: dict[Quantization, float] = Field(
