@@ -484,7 +484,7 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
     children = await _apply_children(memo, cr, objects, trigger)
     observed = await _observe(memo, cr, children, logger)
     outcome = status.Outcome("Applied", selection=selection, endpoint=endpoint)
-    if {k: v for k, v in old.items() if k != "reasons"} != {k: v for k, v in selection.items() if k != "reasons"}:
+    if planner.replans(old, selection):
         metrics.PLANS.labels(result.runtime, result.pool.accelerator, result.quantization).inc()
         summary = (
             f"Serving {result.model_id} ({result.quantization}) with {result.runtime} on {result.pool.accelerator}"

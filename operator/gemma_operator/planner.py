@@ -8,8 +8,9 @@ on CPUs); vLLM on GPUs and TPUs, llama.cpp on CPUs and on GPUs vLLM cannot use.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from . import capacity, sizing
 from .api.v1alpha1 import GemmaDeploymentSpec
@@ -94,6 +95,18 @@ class Plan:
             "nodeSelector": self.node_selector,
             "reasons": list(self.reasons),
         }
+
+
+# Selection keys that describe a plan without being one: the explanation, and whether its pool
+# had a node yet (a scale-up that completes serves the same plan).
+_NOT_THE_PLAN = ("reasons", "capacity")
+
+
+def replans(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether selection `new` serves something else than `old`: a new model, runtime, pool, ..."""
+    return {k: v for k, v in (old or {}).items() if k not in _NOT_THE_PLAN} != {
+        k: v for k, v in new.items() if k not in _NOT_THE_PLAN
+    }
 
 
 @dataclass(frozen=True)

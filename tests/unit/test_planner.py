@@ -9,7 +9,7 @@ import pytest
 from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
 from gemma_operator.crd import crd
 from gemma_operator.inventory import pools
-from gemma_operator.planner import InvalidSpec, NoFit, Plan, plan
+from gemma_operator.planner import InvalidSpec, NoFit, Plan, plan, replans
 from tests.conftest import node_list
 
 
@@ -457,3 +457,15 @@ def test_every_checkpoint_records_whether_it_is_gated_with_a_source(catalog):
         ModelSize.model_validate({k: v for k, v in size.items() if k != "gated"})
     with pytest.raises(pydantic.ValidationError, match="gated_source"):
         Checkpoint.model_validate({k: v for k, v in size["checkpoints"][0].items() if k != "gated_source"})
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    (None, {"modelId": "a", "pool": "l4", "capacity": "scale-up", "reasons": ["x"]}, True),
+    ({"modelId": "a", "pool": "l4", "capacity": "scale-up", "reasons": ["x"]},
+     {"modelId": "a", "pool": "l4", "capacity": "ready", "reasons": ["y"]}, False),  # the scale-up completed
+    ({"modelId": "a", "pool": "l4", "capacity": "ready"}, {"modelId": "a", "pool": "t4", "capacity": "ready"}, True),
+    ({"modelId": "a", "nodeSelector": {"k": "v"}}, {"modelId": "a", "nodeSelector": {"k": "w"}}, True),
+])  # fmt: skip
+def test_a_completed_scale_up_or_new_words_are_not_a_new_plan(old, new, expected):
+    """The operator announces a plan (Event "Planned") only when what serves changes."""
+    assert replans(old, new) is expected
