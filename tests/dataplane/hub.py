@@ -16,7 +16,8 @@ Errors carry the Hub's `X-Error-Code` (`RepoNotFound`, `RevisionNotFound`, `Entr
 which huggingface_hub turns into its typed errors (a missing optional file is not a failure).
 
 Every response body is counted: `file_bytes` per (repo, path) for `resolve` GETs (the weights
-and configs a client fetched), `api_bytes` for the JSON endpoints. No redirects, no Xet, no auth.
+and configs a client fetched; `ranged_bytes` the part sent as byte ranges), `api_bytes` for the
+JSON endpoints. No redirects, no Xet, no auth.
 llama.cpp reads `MODEL_ENDPOINT` (then `HF_ENDPOINT`), huggingface_hub reads `HF_ENDPOINT`: both
 may be plain http (llama.cpp refuses only https when built without TLS, as the cached build is).
 """
@@ -115,6 +116,7 @@ class LoopbackHub:
     def __init__(self, repos: list[HubRepo] | None = None) -> None:
         self.repos: dict[str, HubRepo] = {r.repo_id: r for r in repos or []}
         self.file_bytes: Counter[tuple[str, str]] = Counter()
+        self.ranged_bytes: Counter[tuple[str, str]] = Counter()  # the part of file_bytes sent as 206s
         self.api_bytes = 0
         self.requests: list[tuple[str, str, int]] = []
         self._lock = threading.Lock()
@@ -134,6 +136,11 @@ class LoopbackHub:
         with self._lock:
             return sum(n for (repo, _), n in self.file_bytes.items() if repo_id in (None, repo))
 
+    def ranged(self, repo_id: str | None = None) -> int:
+        """Bytes sent as byte ranges (206), e.g. a client reading a safetensors header."""
+        with self._lock:
+            return sum(n for (repo, _), n in self.ranged_bytes.items() if repo_id in (None, repo))
+
     def files_fetched(self, repo_id: str) -> dict[str, int]:
         with self._lock:
             return {path: n for (repo, path), n in self.file_bytes.items() if repo == repo_id and n}
@@ -141,6 +148,7 @@ class LoopbackHub:
     def reset_counts(self) -> None:
         with self._lock:
             self.file_bytes.clear()
+            self.ranged_bytes.clear()
             self.api_bytes = 0
             self.requests.clear()
 
@@ -275,6 +283,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             sent = len(body)
         with self.owner._lock:
             self.owner.file_bytes[(repo_id, path)] += sent
+            if partial:
+                self.owner.ranged_bytes[(repo_id, path)] += sent
             self.owner.requests.append((self.command, self.path, 206 if partial else 200))
 
     def _json(self, status: int, payload: Any, head: bool = False) -> None:

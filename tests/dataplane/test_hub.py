@@ -91,7 +91,7 @@ def test_a_byte_range_is_served_as_a_206_and_counted(hf_hub):
         conn.close()
     assert resp.status == 206 and body == data[8:16]
     assert resp.headers["Content-Range"] == f"bytes 8-15/{len(data)}"
-    assert loopback.files_fetched(HF_REPO) == {"model.safetensors": 8}
+    assert loopback.files_fetched(HF_REPO) == {"model.safetensors": 8} and loopback.ranged(HF_REPO) == 8
 
 
 # ---- llama.cpp's own downloader ----
