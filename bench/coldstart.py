@@ -65,6 +65,7 @@ class Figure:
     mib_per_s: float
     source: str
     note: str = ""
+    unverified: str = ""
 
 
 def load_figures(path: pathlib.Path = FIGURES) -> list[Figure]:
@@ -186,10 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     print("| storage | MiB/s | seconds | source |")
     print("|---|---|---|---|")
     for name, rate, seconds, source in predictions(load_figures(), n_bytes):
-        print(f"| {name} | {rate:,.1f} | {seconds:,.1f} | {source} |")
-    notes = [f for f in load_figures() if f.note]
-    for f in notes:
-        print(f"- {f.name}: {f.note}")
+        print(f"| {name} | {rate:,.1f} | {seconds:,.1f} | {source} |" if seconds >= 1 else
+              f"| {name} | {rate:,.1f} | {seconds:.2f} | {source} |")  # fmt: skip
+    for f in load_figures():
+        print(f"- {f.name}: {f.note}" + (f" (unverified: {f.unverified})" if f.unverified else ""))
 
     # Bytes, never time: a warm start re-downloads no file; the ones that must fetch nothing fetch 0 bytes.
     failures = [r for r in rows if r.run != "cold" and (r.file_bytes - r.ranged_bytes or
