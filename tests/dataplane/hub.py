@@ -277,15 +277,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if partial:
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.end_headers()
-        sent = 0
-        if not head:
-            self.wfile.write(body)
-            sent = len(body)
+        # Counted before the body goes out, so a client that has read it sees it counted.
+        sent = 0 if head else len(body)
         with self.owner._lock:
             self.owner.file_bytes[(repo_id, path)] += sent
             if partial:
                 self.owner.ranged_bytes[(repo_id, path)] += sent
             self.owner.requests.append((self.command, self.path, 206 if partial else 200))
+        if not head:
+            self.wfile.write(body)
 
     def _json(self, status: int, payload: Any, head: bool = False) -> None:
         body = json.dumps(payload).encode()
@@ -293,11 +293,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if not head:
-            self.wfile.write(body)
         with self.owner._lock:
             self.owner.api_bytes += 0 if head else len(body)
             self.owner.requests.append((self.command, self.path, status))
+        if not head:
+            self.wfile.write(body)
 
     def _error(self, status: int, code: str, message: str, head: bool) -> None:
         body = json.dumps({"error": message}).encode()
@@ -307,10 +307,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("X-Error-Code", code)
         self.send_header("X-Error-Message", message)
         self.end_headers()
-        if not head:
-            self.wfile.write(body)
         with self.owner._lock:
             self.owner.requests.append((self.command, self.path, status))
+        if not head:
+            self.wfile.write(body)
 
 
 def _byte_range(header: str, size: int) -> tuple[int, int]:
