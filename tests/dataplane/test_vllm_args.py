@@ -37,8 +37,9 @@ SPECS = {
     "pt": {"model": {"tuning": "pt"}},
     "runtime-vllm": {"runtime": "vllm"},
 }
-# Fixtures where no vLLM plan is expected: CPU-only nodes run llama.cpp (test_llama_server.py).
-NO_VLLM = {"gke-cpu-only"}
+# Fixtures where no vLLM plan is expected: CPU-only nodes run llama.cpp (test_llama_server.py),
+# and so does the V100 (Volta: the catalog's vLLM needs Turing or newer).
+NO_VLLM = {"gke-cpu-only", "gke-v100"}
 
 NEGATIVE = {
     "unknown-flag": ["google/gemma-3-1b-it", "--no-such-flag", "1"],
