@@ -67,9 +67,9 @@ def vllm_run(vllm_python, tiny_hf, tmp_path_factory) -> VllmRun:
     port = servers.free_port()
     with hub.LoopbackHub([repo]) as loopback:
         env = servers.clean_env({**rendered_env, **servers.VLLM_CPU_ENV, **servers.hub_env(loopback.endpoint)})
-        srv = servers.LlamaServer(pathlib.Path(servers.vllm_argv(vllm_python, container, port)[0]),
-                                  servers.vllm_argv(vllm_python, container, port)[1:], port,
-                                  scratch / "vllm.log", env, name="vllm", inherit_env=False, poll_s=0.5)  # fmt: skip
+        argv = servers.vllm_argv(vllm_python, container, port)
+        srv = servers.LlamaServer(pathlib.Path(argv[0]), argv[1:], port, scratch / "vllm.log", env,
+                                  name="vllm", inherit_env=False, poll_s=0.5)  # fmt: skip
         try:
             seconds = srv.start(timeout_s=VLLM_START_TIMEOUT_S)
             yield VllmRun(srv, loopback, repo, container, plan, env, servers.cache_path(container, scratch),
