@@ -24,7 +24,7 @@ import kopf
 from pydantic import ValidationError
 
 from . import catalog as catalog_mod
-from . import inventory, kube, metrics, planner, render, status
+from . import capacity, inventory, kube, metrics, peering, planner, render, status, validation
 from .api.v1alpha1 import GROUP, PLURAL, VERSION, GemmaDeploymentSpec
 
 GD = {"group": GROUP, "version": VERSION, "plural": PLURAL}
@@ -38,6 +38,9 @@ SECRET_RECHECK_S = 30.0
 # an expired watch (410), kopf re-lists but never reports what vanished in the gap.
 RESYNC_ENV = "GEMMA_OPERATOR_RESYNC_S"
 RESYNC_S = 300.0
+# The capacity file (a mounted ConfigMap the kubelet updates in place) is re-read this often.
+CAPACITY_POLL_ENV = "GEMMA_OPERATOR_CAPACITY_POLL_S"
+CAPACITY_POLL_S = 10.0
 # kopf retries a failed API request (5xx, 403, a lost connection) with these pauses, then gives
 # up; a watch that gives up stops the whole operator. kopf's default (1 to 21 s, 54 s in all)
 # is shorter than a control-plane upgrade can keep the API away: this rides out about 10 minutes
@@ -52,6 +55,8 @@ async def login(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> k
     info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
     if info is not None and getattr(memo, "kube", None) is None:
         memo.kube = kube.Kube.connect(info, timeout=settings.networking.request_timeout or 30)
+    if getattr(memo, "kube", None) is not None and getattr(memo, "connected", None) is not None:
+        memo.connected.set()
     return info
 
 
@@ -72,6 +77,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.queueing.idle_timeout = 0.5
     memo.catalog = catalog_mod.load()
     memo.kube = getattr(memo, "kube", None)
+    memo.connected = asyncio.Event()  # kopf logs in after the startup handlers
+    if memo.kube is not None:
+        memo.connected.set()
     memo.inventories = {}  # nodeSelector -> Inventory, dropped whenever a node changes
     memo.locks = {}  # (namespace, name) -> asyncio.Lock: one reconcile at a time per resource
     memo.failures = {}  # (namespace, name) -> consecutive API failures, for back-off
@@ -89,11 +97,26 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.nodes_changed = asyncio.Event()
     memo.gone_nodes = set()  # node names still in the index that a fresh list no longer has
     memo.gone_children = set()  # (kind, namespace, name) likewise
-    memo.tasks = [
+    # Declared capacity: read once here (an invalid file stops the start with its message), then followed.
+    memo.capacity_file = capacity.watch_from_env(memo.catalog)
+    try:
+        memo.declared = (memo.capacity_file.poll() or []) if memo.capacity_file else []
+    except capacity.CapacityError as exc:
+        raise kopf.PermanentError(f"Invalid declared capacity: {exc}") from exc
+    # With peering, kopf pauses its watches for a higher-priority peer; the background work below
+    # pauses with it, following the same peering object (cluster-wide, or per namespace in use).
+    memo.peering = settings.peering
+    memo.logger = logger  # the operator's own, for background work started later
+    memo.pause = peering.Pause(paused_until_known=settings.peering.mandatory)
+    memo.tasks = []
+    if not settings.peering.standalone and settings.peering.clusterwide:
+        _follow_peering(memo, None, logger)
+    memo.tasks += [
         asyncio.create_task(_worker(memo, logger)),
         asyncio.create_task(_worker(memo, logger)),
         asyncio.create_task(_watch_pools(memo, logger)),
         asyncio.create_task(_resync_every(float(os.environ.get(RESYNC_ENV, RESYNC_S)), memo, logger)),
+        asyncio.create_task(_follow_capacity(float(os.environ.get(CAPACITY_POLL_ENV, CAPACITY_POLL_S)), memo, logger)),
     ]
     memo.metrics_port = metrics.serve()
 
@@ -121,7 +144,10 @@ async def gemma_nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, Any]:
 
 
 @kopf.index(**GD)
-async def gemma_resources(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def gemma_resources(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[Any, Any]:
+    settings = getattr(memo, "peering", None)
+    if settings is not None and not settings.standalone and not settings.clusterwide:
+        _follow_peering(memo, namespace, memo.logger)  # namespaced peering: one object per namespace in use
     return {(namespace, name): _snapshot(body)}
 
 
@@ -198,7 +224,7 @@ def _inventory(memo: kopf.Memo, node_selector: Mapping[str, str]) -> inventory.I
     key = tuple(sorted(node_selector.items()))
     if key not in memo.inventories:
         nodes = [node for name, values in memo.node_index.items() if name not in memo.gone_nodes for node in values]
-        memo.inventories[key] = inventory.pools(nodes, memo.catalog, node_selector)
+        memo.inventories[key] = inventory.pools(nodes, memo.catalog, node_selector, memo.declared)
     return memo.inventories[key]
 
 
@@ -303,10 +329,10 @@ async def reconcile(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
                     return None
                 metrics.ERRORS.labels("api").inc()
                 metrics.RECONCILES.labels(trigger, "retry").inc()
-                if not exc.retryable:
-                    await _write_status(memo, cr, status.Outcome("ApplyFailed", str(exc)), None, logger)
                 failures = memo.failures[key] = memo.failures.get(key, 0) + 1
                 delay = RETRY_S[min(failures, len(RETRY_S)) - 1] if exc.retryable else RETRY_S[-1]
+                if not exc.retryable:
+                    await _report_refusal(memo, cr, exc, delay, logger)
                 if raise_for_kopf:
                     raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=delay) from exc
                 return delay
@@ -319,6 +345,20 @@ async def reconcile(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
     return retry
 
 
+async def _report_refusal(memo: kopf.Memo, cr: Mapping[str, Any], exc: kube.ApiError, delay: float,
+                          logger: logging.Logger) -> None:  # fmt: skip
+    """Say in status and in an Event why the API refused; a failure to say so must not stop the retry."""
+    message = (
+        f"The API server refused the operator's request ({exc}). Fix the cause (a ResourceQuota, an admission "
+        f"policy, or the operator's RBAC); the operator retries every {delay:g} s."
+    )
+    try:
+        await _emit(memo, cr, "Warning", "ApplyFailed", message, logger)
+        await _write_status(memo, cr, status.Outcome("ApplyFailed", message), None, logger)
+    except kube.ApiError as error:
+        logger.warning(f"Could not record the refusal in status: {error}")
+
+
 async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
                     trigger: str) -> tuple[status.Outcome, float | None]:  # fmt: skip
     meta = cr["metadata"]
@@ -327,7 +367,7 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
         spec = GemmaDeploymentSpec.model_validate(cr.get("spec") or {})
     except ValidationError as exc:
         # The CRD schema refuses most of this first; this catches what it cannot express.
-        where = "; ".join(f"spec.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        where = "; ".join(validation.problems(exc, GemmaDeploymentSpec))
         outcome = status.Outcome("Invalid", f"Invalid spec: {where}.")
         await _emit(memo, cr, "Warning", "InvalidSpec", outcome.message, logger)
         await _write_status(memo, cr, outcome, None, logger, wanted=0)
@@ -423,9 +463,39 @@ class WorkQueue:
         return key, trigger
 
 
+def _follow_peering(memo: kopf.Memo, namespace: str | None, logger: logging.Logger) -> None:
+    """Follow the peering object of a scope (None: cluster-wide), once."""
+    if memo.pause.follow(namespace):
+        memo.tasks.append(asyncio.create_task(_peering_follower(memo, namespace, logger)))
+
+
+async def _peering_follower(memo: kopf.Memo, namespace: str | None, logger: logging.Logger) -> None:
+    kind = "ClusterKopfPeering" if namespace is None else "KopfPeering"
+    name, priority, failures = memo.peering.name, memo.peering.priority, 0
+    await memo.connected.wait()
+    while True:
+        try:
+            async for obj in memo.kube.follow("kopf.dev/v1", kind, namespace, name):
+                failures = 0
+                if obj is None:  # kopf, too, stays paused without the object when peering is mandatory
+                    blocking, paused = [], memo.peering.mandatory
+                else:
+                    blocking = peering.blockers(obj, priority, datetime.datetime.now(datetime.UTC))
+                    paused = bool(blocking)
+                if memo.pause.set(namespace, paused):
+                    why = f" in favour of {', '.join(blocking)}" if blocking else ""
+                    logger.info(f"Background work {'paused' + why if paused else 'resumed'} (peering {name!r}).")
+        except kube.ApiError as exc:  # the last known state holds meanwhile
+            failures += 1
+            logger.warning(f"Following peering {name!r} failed: {exc}")
+            await asyncio.sleep(RETRY_S[min(failures, len(RETRY_S)) - 1])
+
+
 async def _worker(memo: kopf.Memo, logger: logging.Logger) -> None:
     while True:
+        await memo.pause.wait_active()
         key, trigger = await memo.queue.get()
+        await memo.pause.wait_active()  # taken just before a pause: wait for the resume
         cr = _one(memo.resource_index, key)
         if cr is None or (cr.get("metadata") or {}).get("deletionTimestamp"):
             # Gone: its children are garbage-collected through their ownerReferences.
@@ -449,6 +519,7 @@ async def _worker(memo: kopf.Memo, logger: logging.Logger) -> None:
 async def _resync_every(period: float, memo: kopf.Memo, logger: logging.Logger) -> None:
     while True:
         await asyncio.sleep(period)
+        await memo.pause.wait_active()
         try:
             await resync(memo, logger)
         except kube.ApiError as exc:  # the next round tries again
@@ -481,11 +552,28 @@ async def resync(memo: kopf.Memo, logger: logging.Logger) -> None:
                         memo.queue.add((ns, ref["name"]), "resync")
 
 
+async def _follow_capacity(period: float, memo: kopf.Memo, logger: logging.Logger) -> None:
+    """Re-read the capacity file when it changes; a change wakes resources like a node change does."""
+    while memo.capacity_file is not None:
+        await asyncio.sleep(period)
+        try:
+            declared = memo.capacity_file.poll()
+        except capacity.CapacityError as exc:  # keep planning with the last valid pools
+            logger.error(f"Capacity file not applied, keeping the {len(memo.declared)} pool(s) declared before: {exc}")
+            continue
+        if declared is not None:
+            logger.info(f"Capacity changed: {len(declared)} declared pool(s): {', '.join(p.name for p in declared) or '-'}")
+            memo.declared = declared
+            memo.nodes_changed.set()
+
+
 async def _watch_pools(memo: kopf.Memo, logger: logging.Logger) -> None:
-    """After node changes settle: wake resources that could not be placed, or whose pool went away."""
+    """After node or capacity changes settle: wake resources that could not be placed, that wait
+    for a scale-up, or whose pool went away."""
     while True:
         await memo.nodes_changed.wait()
         await asyncio.sleep(NODES_SETTLE_S)
+        await memo.pause.wait_active()
         memo.nodes_changed.clear()
         memo.inventories = {}
         for values in list(memo.resource_index.values()):
@@ -494,7 +582,8 @@ async def _watch_pools(memo: kopf.Memo, logger: logging.Logger) -> None:
                 spec = cr.get("spec") or {}
                 pool = (st.get("selection") or {}).get("pool")
                 pools = _inventory(memo, spec.get("nodeSelector") or {})
-                if st.get("phase") == "NoFit" or (pool and pools.by_name(pool) is None):
+                waiting = (st.get("selection") or {}).get("capacity") == "scale-up"
+                if st.get("phase") == "NoFit" or waiting or (pool and pools.by_name(pool) is None):
                     meta = cr["metadata"]
                     logger.info(f"Node pools changed: re-planning {meta['namespace']}/{meta['name']}")
                     memo.queue.add((meta["namespace"], meta["name"]), "nodes")

@@ -8,12 +8,13 @@ cluster. Objects are plain dicts throughout.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import json
 import secrets
 import ssl
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -35,7 +36,14 @@ PLURALS = {
     ("v1", "Secret"): "secrets",
     ("v1", "Event"): "events",
     (f"{GROUP}/{VERSION}", "GemmaDeployment"): PLURAL,
+    ("kopf.dev/v1", "KopfPeering"): "kopfpeerings",
 }
+# Cluster-scoped kinds: (apiVersion, kind) -> URL plural.
+CLUSTER_PLURALS = {
+    ("v1", "Node"): "nodes",
+    ("kopf.dev/v1", "ClusterKopfPeering"): "clusterkopfpeerings",
+}
+WATCH_S = 240  # how long the server holds one watch request open before the client renews it
 
 
 class ApiError(Exception):
@@ -50,9 +58,13 @@ class ApiError(Exception):
         return self.status in (409, 429) or self.status >= 500
 
 
-def path(api_version: str, kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+def path(api_version: str, kind: str, namespace: str | None, name: str | None = None,
+         subresource: str | None = None) -> str:  # fmt: skip
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    url = f"{base}/namespaces/{namespace}/{PLURALS[(api_version, kind)]}"
+    if (api_version, kind) in CLUSTER_PLURALS:
+        url = f"{base}/{CLUSTER_PLURALS[(api_version, kind)]}"
+    else:
+        url = f"{base}/namespaces/{namespace}/{PLURALS[(api_version, kind)]}"
     if name:
         url += f"/{name}"
     if subresource:
@@ -152,7 +164,7 @@ class Kube:
     async def names(self, api_version: str, kind: str, namespace: str | None = None,
                     label_selector: str | None = None) -> set[str]:  # fmt: skip
         """The names of the objects of a kind (metadata only, paged): what exists right now."""
-        url = "/api/v1/nodes" if (api_version, kind) == ("v1", "Node") else path(api_version, kind, namespace or "")
+        url = path(api_version, kind, namespace or "")
         params = {"limit": str(LIST_PAGE), **({"labelSelector": label_selector} if label_selector else {})}
         found: set[str] = set()
         while True:
@@ -164,6 +176,55 @@ class Kube:
             if not token:
                 return found
             params = {**params, "continue": token}
+
+    async def follow(self, api_version: str, kind: str, namespace: str | None,
+                     name: str) -> AsyncIterator[dict[str, Any] | None]:  # fmt: skip
+        """One object's every state (None while it does not exist): a list, then a watch from it.
+
+        The watch is renewed from the last resourceVersion seen; an expired (410) or cut one lists
+        again. A kind the server does not serve yet (its CRD is missing) reads as absent and is
+        listed again after a while. Errors of the list, and errors the watch reports, are raised;
+        the caller retries.
+        """
+        url = path(api_version, kind, namespace)
+        only = {"fieldSelector": f"metadata.name={name}"}
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=WATCH_S + 30)
+        while True:
+            listed = await self.request("GET", url, params=only)
+            if listed is None:  # no such resource (yet)
+                yield None
+                await asyncio.sleep(WATCH_S / 8)
+                continue
+            items = listed.get("items") or []
+            yield items[0] if items else None
+            version = (listed.get("metadata") or {}).get("resourceVersion")
+            while version is not None:  # None: expired, list again
+                query = {**only, "watch": "true", "resourceVersion": version, "allowWatchBookmarks": "true",
+                         "timeoutSeconds": str(WATCH_S)}  # fmt: skip
+                try:
+                    async with self.session.get(self.server + url, params=query, timeout=timeout) as resp:
+                        if resp.status == 410:
+                            version = None
+                            continue
+                        if resp.status >= 400:
+                            raise ApiError(resp.status, (await resp.text())[:2000])
+                        async for line in resp.content:
+                            if not line.strip():
+                                continue
+                            event = json.loads(line)
+                            obj = event.get("object") or {}
+                            if event.get("type") == "ERROR":
+                                if obj.get("code") != 410:
+                                    raise ApiError(int(obj.get("code") or 500), str(obj.get("message")))
+                                version = None
+                                break
+                            version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                            if event.get("type") in ("ADDED", "MODIFIED"):
+                                yield obj
+                            elif event.get("type") == "DELETED":
+                                yield None
+                except (aiohttp.ClientError, TimeoutError):
+                    version = None  # a cut watch: list again (a failing list is raised to the caller)
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any] | None:
         url = path(f"{GROUP}/{VERSION}", "GemmaDeployment", namespace, name, "status")

@@ -12,7 +12,7 @@ from typing import Any
 from . import flags
 from .api.v1alpha1 import API_VERSION, KIND, GemmaDeploymentSpec
 from .planner import InvalidSpec, Plan
-from .runtimes import HOME_DIR, PORT_NAME, Server, home_volume, llamacpp, vllm
+from .runtimes import HOME_DIR, PORT_NAME, Server, home_volume, llamacpp, progress_deadline_seconds, vllm
 
 MANAGER = "gemma-operator"
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -153,6 +153,7 @@ def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan)
         "metadata": {"name": name, "namespace": namespace, "labels": labels(name, plan)},
         "spec": {
             "replicas": spec.replicas,
+            "progressDeadlineSeconds": progress_deadline_seconds(plan),
             "selector": {"matchLabels": selector_labels(name)},
             "strategy": strategy,
             "template": {"metadata": {"labels": labels(name, plan)}, "spec": pod_spec},

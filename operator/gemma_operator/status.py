@@ -6,6 +6,7 @@ world computes an identical status and the operator has nothing to write.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,14 +35,23 @@ def _deployment_state(deployment: Mapping[str, Any] | None, wanted: int) -> tupl
     generation = (deployment.get("metadata") or {}).get("generation")
     observed = status.get("observedGeneration")
     current = generation is None or (observed is not None and observed >= generation)
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-            return "Degraded", "ProgressDeadlineExceeded", replicas, ready
+    progress = next((c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {})
+    # The deadline is derived from the start-up budget (render), so it fires only once a model had
+    # all the time its download and start may take.
+    if progress.get("reason") == "ProgressDeadlineExceeded":
+        return "Degraded", "ProgressDeadlineExceeded", replicas, ready
     if current and ready >= wanted and updated >= wanted and replicas <= wanted:
         return "Ready", "ScaledToZero" if wanted == 0 else "ReplicasReady", replicas, ready
-    if 0 < ready < wanted and updated >= wanted:
+    # Replicas lost after the rollout completed; during a rollout, a replica still loading is progress.
+    if 0 < ready < wanted and updated >= wanted and progress.get("reason") == "NewReplicaSetAvailable":
         return "Degraded", "ReplicasUnavailable", replicas, ready
     return "Deploying", "RollingOut", replicas, ready
+
+
+def _deadline_minutes(deployment: Mapping[str, Any] | None) -> int | None:
+    """How long the Deployment may go without progress, in whole minutes; None when unknown."""
+    seconds = ((deployment or {}).get("spec") or {}).get("progressDeadlineSeconds")
+    return math.ceil(seconds / 60) if isinstance(seconds, int) else None
 
 
 def _condition(previous: Mapping[str, Mapping[str, Any]], type_: str, status: str, reason: str, message: str,
@@ -79,7 +89,13 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int,
         ready = ("False", "ApplyFailed", outcome.message)
         progressing = ("True", "Retrying", "The operator retries applying the children with backoff.")
         stalled = ("False", "ApplyFailed", outcome.message)
-        status.update(phase=phase, selection=dict(outcome.selection or {}), endpoint=outcome.endpoint)
+        status["phase"] = phase
+        # Only what is known: a refused first apply has no selection (the CRD requires its fields,
+        # so an empty one is refused); what an earlier apply left stays, as for NoFit.
+        if outcome.selection:
+            status["selection"] = dict(outcome.selection)
+        if outcome.endpoint:
+            status["endpoint"] = outcome.endpoint
     else:
         phase, reason, replicas, ready_count = _deployment_state(deployment, wanted_replicas)
         selection = outcome.selection or {}
@@ -89,8 +105,10 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int,
             progressing = ("False", reason, "The Deployment is up to date.")
             stalled = ("False", reason, "")
         elif phase == "Degraded" and reason == "ProgressDeadlineExceeded":
+            minutes = _deadline_minutes(deployment)
+            within = f" in {minutes} min" if minutes else ""
             message = (
-                f"The Deployment made no progress ({ready_count}/{wanted_replicas} ready): check the pods' "
+                f"The Deployment made no progress{within} ({ready_count}/{wanted_replicas} ready): check the pods' "
                 "events for scheduling, image pull or start-up failures."
             )
             ready = ("False", reason, message)
@@ -98,6 +116,12 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int,
             stalled = ("True", reason, message)
         else:
             message = f"{ready_count}/{wanted_replicas} replicas ready; waiting for {serving} to start."
+            minutes = _deadline_minutes(deployment) if reason == "RollingOut" else None
+            if minutes:  # a first start downloads the weights: say how long that may take
+                message = (
+                    f"{ready_count}/{wanted_replicas} replicas ready; waiting for {serving} to download and start, "
+                    f"which may take up to {minutes} min."
+                )
             ready = ("False", reason, message)
             progressing = ("True", reason, message)
             stalled = ("False", reason, "")
@@ -119,8 +143,28 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int,
 def patch_for(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any] | None:
     """The merge patch from the current status to the desired one; None when they already agree.
 
-    Keys desired as None are deleted (merge-patch semantics); keys not mentioned stay.
+    Top-level keys desired as None are deleted and keys not mentioned stay (NoFit keeps what still
+    serves). Maps inside are replaced exactly: a merge patch merges nested maps key by key, so
+    every key the desired map no longer has is sent as null (an old pool's nodeSelector label, the
+    modelFile of an earlier llama.cpp plan). Lists are replaced whole, as merge patches do.
     """
-    current = current or {}
-    patch = {k: v for k, v in desired.items() if current.get(k) != v and not (v is None and k not in current)}
+    patch = _diff(current or {}, desired, exact=False)
     return patch or None
+
+
+def _diff(current: Mapping[str, Any], desired: Mapping[str, Any], *, exact: bool) -> dict[str, Any]:
+    patch: dict[str, Any] = {}
+    for key, value in desired.items():
+        old = current.get(key)
+        if value is None:
+            if key in current:
+                patch[key] = None
+        elif isinstance(value, Mapping) and isinstance(old, Mapping):
+            nested = _diff(old, value, exact=True)
+            if nested:
+                patch[key] = nested
+        elif old != value or key not in current:
+            patch[key] = value
+    if exact:
+        patch.update({key: None for key in current if key not in desired})
+    return patch

@@ -105,3 +105,19 @@ def test_registration_is_documented():
     readme = (ROOT / "examples" / "03-argocd" / "README.md").read_text()
     assert "resource.customizations.health.gemma.dev_GemmaDeployment" in readme
     assert "charts/gemma-operator/files/argocd-health.lua" in readme
+
+
+def test_a_normal_first_start_reads_progressing_until_its_deadline():
+    """The operator's own status for a first start of two replicas, one still downloading its
+    weights: Argo CD must not call it Degraded before the Deployment's deadline passes."""
+    from gemma_operator.status import Outcome, compute
+
+    selection = {"modelId": "google/gemma-4-31B-it", "accelerator": "nvidia-h100-80gb", "runtime": "vllm"}
+    loading = {"metadata": {"generation": 1}, "spec": {"progressDeadlineSeconds": 2210},
+               "status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1,
+                          "conditions": [{"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]}}  # fmt: skip
+    status = compute(Outcome("Applied", selection=selection, endpoint=ENDPOINT), generation=2, wanted_replicas=2,
+                     deployment=loading, previous=None, now="2026-11-22T00:00:00Z")  # fmt: skip
+    hs = health(gemma(status=status))
+    assert hs["status"] == "Progressing", hs
+    assert "may take up to 37 min" in hs["message"]

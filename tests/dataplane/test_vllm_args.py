@@ -37,8 +37,8 @@ SPECS = {
     "pt": {"model": {"tuning": "pt"}},
     "runtime-vllm": {"runtime": "vllm"},
 }
-# Fixtures where no vLLM plan is expected: CPU-only nodes run llama.cpp (test_llama_server.py),
-# and so does the V100 (Volta: the catalog's vLLM needs Turing or newer).
+# Fixtures where no vLLM plan is expected: CPU-only nodes run llama.cpp (test_llama_server.py), and
+# vLLM's CUDA image needs compute capability 7.5, which a V100 (7.0) lacks.
 NO_VLLM = {"gke-cpu-only", "gke-v100"}
 
 NEGATIVE = {

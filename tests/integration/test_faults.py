@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import signal
 import subprocess
@@ -11,10 +12,11 @@ import threading
 import time
 
 import pytest
+import yaml
 
 from gemma_operator import handlers, metrics
-from tests.conftest import ROOT
-from tests.integration.test_operator import Cluster, args_of, condition, gpu_nodes
+from tests.conftest import NODES, ROOT
+from tests.integration.test_operator import Cluster, args_of, condition
 
 
 @pytest.fixture
@@ -124,7 +126,8 @@ def test_kill_9_in_the_middle_of_a_reconcile_then_a_restart(emulator, operator, 
 def test_events_are_not_repeated_within_a_minute(emulator, operator, cluster, create_nodes):
     create_nodes.from_fixture("gke-cpu-only")
     operator()
-    cluster.create("chat", {"accelerator": "nvidia-l4"})
+    # An A10G: no such node, and no GKE shape to scale up (a GKE GPU would plan on its standard shape).
+    cluster.create("chat", {"accelerator": "nvidia-a10g"})
     cluster.wait(lambda: cluster.phase("chat") == "NoFit", "phase NoFit")
     for _ in range(3):  # node churn wakes the NoFit resource again and again
         create_nodes([{"metadata": {"name": f"churn-{time.monotonic_ns()}", "labels": {"kubernetes.io/arch": "arm64"}},
@@ -284,14 +287,19 @@ def test_a_node_pool_added_while_the_node_watch_is_down_is_seen_once_it_is_back(
                                                                                  create_nodes, hold):  # fmt: skip
     create_nodes.from_fixture("gke-cpu-only")
     operator()
-    cluster.create("chat", {"accelerator": "nvidia-l4"})
+    cluster.create("chat", {"accelerator": "nvidia-a10g"})  # no GKE shape to scale up: NoFit until nodes come
     cluster.wait(lambda: cluster.phase("chat") == "NoFit", "phase NoFit")
     faults = drop_watch(emulator, "nodes", *hold)
-    create_nodes(gpu_nodes("gke-l4"))
-    cluster.wait(lambda: settled(cluster, "chat"), "a plan on the new L4 pool once the node watch is back", timeout=30)
+    create_nodes(a10g_nodes())
+    cluster.wait(lambda: settled(cluster, "chat"), "a plan on the new A10G pool once the node watch is back", timeout=30)
     assert [f.hits for f in faults] == [f.times for f in faults]
-    assert cluster.gd("chat")["status"]["selection"]["accelerator"] == "nvidia-l4"
+    assert cluster.gd("chat")["status"]["selection"]["accelerator"] == "nvidia-a10g"
     assert deployments_in(cluster) == ["chat"] and services_in(cluster) == ["chat"]
+
+
+def a10g_nodes():
+    items = yaml.safe_load((NODES / "gfd-a10g.yaml").read_text())["items"]
+    return [n for n in items if "nvidia.com/gpu.product" in n["metadata"]["labels"]]
 
 
 # After a 410 kopf re-lists, but never reports what vanished in the gap, so its indices keep it;
@@ -365,3 +373,164 @@ def test_an_api_outage_longer_than_kopfs_default_retries_does_not_stop_the_opera
     cluster.wait(lambda: settled(cluster, "chat") and cluster.deployment("chat")["spec"]["replicas"] == 2,
                  "the change applied after the outage", timeout=20)  # fmt: skip
     assert running.error is None and running._thread.is_alive()
+
+
+@pytest.mark.parametrize("resource", ["deployments", "services"])
+def test_a_refused_apply_on_a_never_planned_resource_says_why_and_backs_off(emulator, operator, cluster,
+                                                                            create_nodes, resource):  # fmt: skip
+    """A 403 (a ResourceQuota, an admission webhook, missing RBAC) on the first apply: the status
+    names the server's answer, and the retries back off instead of hammering the API."""
+    create_nodes.from_fixture("gke-l4")
+    refused = emulator.inject(verb="apply", resource=resource, namespace=cluster.ns, status=403, times=None)
+    operator()
+    cluster.create("chat", {})
+    cluster.wait(lambda: condition(cluster.gd("chat"), "Ready").get("reason") == "ApplyFailed",
+                 "an ApplyFailed condition", timeout=20)  # fmt: skip
+    st = cluster.gd("chat")["status"]
+    assert st["phase"] == "Degraded"
+    assert f"injected fault for apply {resource}" in condition(cluster.gd("chat"), "Ready")["message"]
+    assert "HTTP 403" in condition(cluster.gd("chat"), "Ready")["message"]
+    if resource == "deployments":  # nothing was applied: no selection is claimed
+        assert "selection" not in st and "endpoint" not in st
+    attempts = refused.hits
+    time.sleep(4.0)
+    assert refused.hits - attempts <= 1, f"{refused.hits - attempts} applies in 4 s: no back-off"
+    assert not any(e["reason"] == "Ready" for e in cluster.events("chat"))
+
+
+def test_a_refused_apply_backs_off_even_when_the_status_cannot_be_written(emulator, operator, cluster, create_nodes):
+    create_nodes.from_fixture("gke-l4")
+    refused = emulator.inject(verb="apply", resource="deployments", namespace=cluster.ns, status=403, times=None)
+    mute = emulator.inject(verb="patch", resource="gemmadeployments/status", namespace=cluster.ns, status=403,
+                           times=None)
+    operator()
+    cluster.create("chat", {})
+    cluster.wait(lambda: refused.hits >= 1 and mute.hits >= 1, "a refused apply and a refused status write")
+    time.sleep(4.0)
+    assert refused.hits <= 2, f"{refused.hits} applies in about 4 s: no back-off"
+    assert any(e["reason"] == "ApplyFailed" for e in cluster.events("chat")), "the Event still says why"
+
+
+# --- peering: a demoted replica --------------------------------------------------------------------
+class Peering:
+    """The peering object two operators meet in: cluster-wide, or one per watched namespace."""
+
+    def __init__(self, api, name: str, namespace: str | None):
+        self.api, self.name, self.namespace = api, name, namespace
+        self.collection = ("/apis/kopf.dev/v1/clusterkopfpeerings" if namespace is None
+                           else f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings")  # fmt: skip
+
+    def operator_options(self) -> dict:
+        return {"peering": self.name, "priority": 100,
+                **({"namespaces": (self.namespace,)} if self.namespace else {})}  # fmt: skip
+
+    def rival(self, priority: int | None) -> None:
+        """Announce (or, with None, withdraw) a second operator, as its kopf would."""
+        import datetime
+
+        entry = None if priority is None else {
+            "priority": priority, "lifetime": 60, "lastseen": datetime.datetime.now(datetime.UTC).isoformat()}
+        self.api.request("PATCH", f"{self.collection}/{self.name}", {"status": {"rival": entry}},
+                         content_type="application/merge-patch+json")  # fmt: skip
+
+
+@pytest.fixture(params=["cluster-wide", "namespaced"])
+def peering(request, kube_api, namespace):
+    kube_api.apply_crds(ROOT / "charts/gemma-operator/files")
+    scoped = request.param == "namespaced"
+    where = Peering(kube_api, f"gemma-{namespace}", namespace if scoped else None)
+    kind = "KopfPeering" if scoped else "ClusterKopfPeering"
+    body = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": where.name}}
+    kube_api.request("POST", where.collection, body)
+    yield where
+    kube_api.request("DELETE", f"{where.collection}/{where.name}")
+
+
+def test_a_demoted_replica_writes_nothing_until_it_leads_again(kube_api, run_operator, cluster, create_nodes,
+                                                               peering, fast_resync, monkeypatch, caplog):  # fmt: skip
+    """kopf pauses its watches when a higher-priority peer appears; the operator's own queue, resync
+    and pool watcher must pause with it. A Service deleted meanwhile is what the resync would repair."""
+    monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig))
+    monkeypatch.setenv(metrics.PORT_ENV, "0")
+    caplog.set_level(logging.INFO, logger="kopf._core.engines.peering")
+    create_nodes.from_fixture("gke-l4")
+    run_operator("gemma_operator.handlers", **peering.operator_options())
+    cluster.create("chat", {})
+    cluster.wait(lambda: settled(cluster, "chat"), "the leader serving the resource", timeout=30)
+    cluster.api.request("DELETE", f"/api/v1/namespaces/{cluster.ns}/services/chat")
+    cluster.wait(lambda: cluster.service("chat") is not None, "the leader re-creating a deleted Service")
+    peering.rival(200)
+    cluster.wait(lambda: "Pausing operations in favour of" in caplog.text, "kopf to pause in favour of the rival")
+    time.sleep(1.0)  # what was in flight when kopf paused ends
+    cluster.api.request("DELETE", f"/api/v1/namespaces/{cluster.ns}/services/chat")
+    before = kube_api.writes
+    time.sleep(3.0)  # six resync rounds, each of which finds the Service gone
+    assert cluster.service("chat") is None, "a paused replica re-created the Service"
+    if before is not None:
+        written = {k: n for k, n in (kube_api.writes - before).items() if "kopfpeerings" not in k[1]}
+        assert not written, f"a paused replica wrote: {written}"
+    peering.rival(None)
+    cluster.wait(lambda: "Resuming operations after the pause" in caplog.text, "kopf to resume")
+    cluster.wait(lambda: cluster.service("chat") is not None, "the Service re-created once the replica leads again")
+    assert services_in(cluster) == ["chat"] and deployments_in(cluster) == ["chat"]
+
+
+def test_following_one_object_survives_cut_and_expired_watches(emulator):
+    """kube.follow, which the peering pause rides on: every change is seen, across a watch cut
+    mid-stream and one that comes back expired (410)."""
+    import asyncio
+
+    from gemma_operator import kube
+
+    collection = "/apis/kopf.dev/v1/clusterkopfpeerings"
+    emulator.apply_crds(ROOT / "charts/gemma-operator/files")
+    name = f"follow-{time.monotonic_ns()}"
+    emulator.request("POST", collection, {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
+                                          "metadata": {"name": name}})  # fmt: skip
+
+    def mark(value):
+        emulator.request("PATCH", f"{collection}/{name}", {"status": {"mark": value}},
+                         content_type="application/merge-patch+json")  # fmt: skip
+
+    async def scenario():
+        client = kube.Kube.connect(emulator.connection_info())
+        seen = []
+
+        async def follow():
+            async for obj in client.follow("kopf.dev/v1", "ClusterKopfPeering", None, name):
+                seen.append(((obj or {}).get("status") or {}).get("mark"))
+
+        async def until(value):
+            for _ in range(200):
+                if seen and seen[-1] == value:
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"never saw {value!r}: {seen}")
+
+        task = asyncio.create_task(follow())
+        try:
+            await until(None)
+            await asyncio.to_thread(mark, "a")
+            await until("a")
+            await asyncio.to_thread(emulator.drop_watches, "clusterkopfpeerings")
+            await asyncio.to_thread(mark, "b")
+            await until("b")
+            expired.append(emulator.inject(verb="watch", resource="clusterkopfpeerings", status=410))
+            await asyncio.to_thread(emulator.drop_watches, "clusterkopfpeerings")
+            await asyncio.to_thread(mark, "c")
+            await until("c")
+            await asyncio.to_thread(emulator.request, "DELETE", f"{collection}/{name}")
+            for _ in range(200):
+                if seen[-1] is None and len(seen) > 1:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await client.close()
+        return seen
+
+    expired: list = []
+    seen = asyncio.run(scenario())
+    assert expired[0].hits == 1, "the expired watch was not exercised"
+    assert [v for i, v in enumerate(seen) if i == 0 or v != seen[i - 1]] == [None, "a", "b", "c", None], seen

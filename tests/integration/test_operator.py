@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import time
 
@@ -172,16 +173,18 @@ def test_hand_edits_of_children_are_reverted(operator, cluster, create_nodes):
 def test_no_fit_stalls_with_figures_and_plans_when_a_pool_appears(operator, cluster, create_nodes):
     create_nodes.from_fixture("gke-cpu-only")
     operator()
-    cluster.create("chat", {"accelerator": "nvidia-l4"})
+    # An A10G: no such node and no GKE shape to scale up (a GKE GPU would plan on its standard shape).
+    cluster.create("chat", {"accelerator": "nvidia-a10g"})
     cluster.wait(lambda: cluster.phase("chat") == "NoFit", "phase NoFit")
     gd = cluster.gd("chat")
     stalled = condition(gd, "Stalled")
     assert stalled["status"] == "True" and stalled["reason"] == "NoFit"
-    assert "No nvidia-l4 nodes" in stalled["message"] and "The cluster has:" in stalled["message"]
+    assert "No nvidia-a10g nodes" in stalled["message"] and "The cluster has:" in stalled["message"]
     assert any(e["reason"] == "NoFit" and e["type"] == "Warning" for e in cluster.events("chat"))
     assert cluster.deployment("chat") is None
-    create_nodes(gpu_nodes("gke-l4"))
-    cluster.wait(lambda: cluster.deployment("chat"), "a Deployment once an L4 pool appears")
+    items = yaml.safe_load((NODES / "gfd-a10g.yaml").read_text())["items"]
+    create_nodes([n for n in items if "nvidia.com/gpu.product" in n["metadata"]["labels"]])
+    cluster.wait(lambda: cluster.deployment("chat"), "a Deployment once an A10G pool appears")
     cluster.wait(lambda: cluster.phase("chat") == "Deploying", "phase Deploying")
 
 
@@ -241,7 +244,9 @@ def test_a_literal_token_stored_before_the_cel_rule_still_ends_invalid(operator,
     monkeypatch.setattr(schema, "CHECK_CEL", False)
     create_nodes.from_fixture("gke-l4")
     operator()
-    ends_invalid_applying_nothing(cluster, {"env": [{"name": "HF_TOKEN", "value": "hf_literal"}]}, "never a literal")
+    ends_invalid_applying_nothing(cluster, {"env": [{"name": "HF_TOKEN", "value": "hf_literal"}]},
+                                  "spec.env[0]: HF_TOKEN is never a literal")  # the CLI's plain words, not pydantic's
+    assert "Value error" not in condition(cluster.gd("chat"), "Stalled")["message"]
 
 
 def test_deleting_the_resource_leaves_no_orphans(operator, cluster, create_nodes, kube_api):
@@ -336,3 +341,134 @@ def test_a_missing_token_secret_is_a_clear_condition_and_a_token_never_leaks(ope
     assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}} in env
     seen = json.dumps([deployment, cluster.gd("gated"), cluster.events("gated")]) + caplog.text
     assert token not in seen
+
+
+def planned_selection(kube_api, spec):
+    """The selection the planner makes from the nodes the cluster has now (the pure path, no operator)."""
+    from gemma_operator import catalog, inventory, planner
+    from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
+
+    nodes = [inventory.essentials(n) for n in kube_api.request("GET", "/api/v1/nodes")["items"]]
+    known = catalog.load()
+    result = planner.plan(GemmaDeploymentSpec.model_validate(spec), inventory.pools(nodes, known), known)
+    return result.selection()
+
+
+def without_reasons(selection):
+    return {k: v for k, v in selection.items() if k != "reasons"}
+
+
+def test_a_pool_move_leaves_no_stale_keys_in_status_and_an_idle_operator_writes_nothing(operator, cluster,
+                                                                                        create_nodes, kube_api):  # fmt: skip
+    create_nodes.from_fixture("gke-cpu-only")
+    l4 = create_nodes(gpu_nodes("gke-l4"))
+    operator()
+    cluster.create("chat", {})
+    selection = lambda: cluster.gd("chat").get("status", {}).get("selection", {})  # noqa: E731
+    cluster.wait(lambda: selection().get("accelerator") == "nvidia-l4", "the L4 plan")
+    for name in l4:  # L4 -> CPU: vLLM on a GPU pool becomes llama.cpp on the CPU pool
+        create_nodes.delete(name)
+    cluster.wait(lambda: selection().get("accelerator") == "cpu", "the move to the CPU pool")
+    moved = selection()
+    assert "cloud.google.com/gke-accelerator" not in moved["nodeSelector"], moved["nodeSelector"]
+    assert without_reasons(moved) == without_reasons(planned_selection(kube_api, {}))
+    assert moved["nodeSelector"] == cluster.deployment("chat")["spec"]["template"]["spec"]["nodeSelector"]
+    cpu = [n["metadata"]["name"] for n in kube_api.request("GET", "/api/v1/nodes")["items"]]
+    create_nodes(gpu_nodes("gke-l4"))
+    for name in cpu:  # CPU -> L4: the llama.cpp plan's modelFile must go
+        create_nodes.delete(name)
+    cluster.wait(lambda: selection().get("accelerator") == "nvidia-l4", "the move back to the L4 pool")
+    back = selection()
+    assert "modelFile" not in back
+    assert without_reasons(back) == without_reasons(planned_selection(kube_api, {}))
+    assert cluster.gd("chat")["status"]["phase"] == "Deploying"
+    if kube_api.controller_manager:  # its status updates of the Deployment are not the operator's writes
+        cluster.wait(lambda: (d := cluster.deployment("chat")).get("status", {}).get("observedGeneration")
+                     == d["metadata"]["generation"], "the Deployment controller to observe the move")  # fmt: skip
+    time.sleep(1.0)  # the echoes of the operator's own writes settle
+    if kube_api.requests is not None:  # a reconcile with nothing changed sends no status patch at all
+        sent = kube_api.requests[("patch", "gemmadeployments/status")]
+        checks = metrics.RECONCILES.labels("child", "Applied")._value.get()
+        cluster.api.request("PATCH", f"/api/v1/namespaces/{cluster.ns}/services/chat",
+                            {"metadata": {"annotations": {"example.com/note": "a hand edit the operator does not own"}}},
+                            content_type="application/merge-patch+json")  # fmt: skip
+        cluster.wait(lambda: metrics.RECONCILES.labels("child", "Applied")._value.get() > checks, "the owner re-checked")
+        assert kube_api.requests[("patch", "gemmadeployments/status")] == sent, "the status was patched again"
+    if kube_api.writes is not None:
+        before = kube_api.writes
+        time.sleep(3.0)
+        assert kube_api.writes - before == collections.Counter(), "an idle operator wrote"
+    else:  # a real server: the Deployment controller may write the Deployment, never the resource
+        version = cluster.gd("chat")["metadata"]["resourceVersion"]
+        time.sleep(3.0)
+        assert cluster.gd("chat")["metadata"]["resourceVersion"] == version
+
+
+def test_the_status_subresource_is_validated_against_the_crd(cluster):
+    """What made a refused first apply leave no status: `selection: {}` lacks the required fields.
+    The emulator answers as kube-apiserver does (422, one cause per missing field)."""
+    cluster.create("chat", {})
+    with pytest.raises(kubernetes.client.ApiException) as info:
+        cluster.api.request("PATCH", cluster.gd_path("chat") + "/status",
+                            {"status": {"phase": "Degraded", "selection": {}}},
+                            content_type="application/merge-patch+json")  # fmt: skip
+    assert info.value.status == 422
+    causes = {(c["field"], c["message"]) for c in json.loads(info.value.body)["details"]["causes"]}
+    assert ("status.selection.modelId", "Required value") in causes
+    assert cluster.gd("chat").get("status") in (None, {}), "a refused status write changed nothing"
+
+
+def test_declared_capacity_plans_a_scale_up_and_edits_are_picked_up_without_a_restart(
+        operator, cluster, create_nodes, monkeypatch, tmp_path):  # fmt: skip
+    """Issue 12: a GKE pool at zero nodes, declared in the capacity file the chart mounts from a ConfigMap."""
+    from gemma_operator import capacity, handlers
+
+    nodes = yaml.safe_load((NODES / "gke-l4.yaml").read_text())["items"]
+    create_nodes([n for n in nodes if "cloud.google.com/gke-accelerator" not in n["metadata"]["labels"]])
+    path = tmp_path / "capacity.yaml"
+    l4 = {"name": "l4-spot", "accelerator": "nvidia-l4", "machineType": "g2-standard-8", "maxNodes": 4, "spot": True}
+    path.write_text(yaml.safe_dump({"pools": [l4]}))
+    monkeypatch.setenv(capacity.ENV, str(path))
+    monkeypatch.setenv(handlers.CAPACITY_POLL_ENV, "0.2")
+    running = operator()
+    cluster.create("chat", {})
+
+    gd = cluster.wait(lambda: (g := cluster.gd("chat")).get("status", {}).get("selection") and g, "a selection")
+    selection = gd["status"]["selection"]
+    assert (selection["pool"], selection["capacity"], selection["accelerator"]) == ("l4-spot", "scale-up", "nvidia-l4")
+    assert any(r.startswith("Capacity scale-up: the declared pool l4-spot") for r in selection["reasons"])
+    pod = cluster.wait(lambda: cluster.deployment("chat"), "the Deployment")["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4", "cloud.google.com/gke-spot": "true"}
+    assert {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in pod["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"} in pod["tolerations"]
+    requests = pod["containers"][0]["resources"]["requests"]
+    assert requests["nvidia.com/gpu"] == "1" and int(requests["cpu"]) <= 7 and int(requests["memory"].removesuffix("Gi")) <= 27
+
+    # The pool turns on-demand: the same operator re-reads the file, and the pod no longer asks for Spot.
+    path.write_text(yaml.safe_dump({"pools": [{**l4, "spot": False}]}))
+    cluster.wait(lambda: "cloud.google.com/gke-spot" not in cluster.deployment("chat")["spec"]["template"]["spec"]["nodeSelector"],
+                 "the Deployment without the Spot selector")  # fmt: skip
+    # The pool is no longer declared: the resource re-plans on what is ready.
+    path.write_text("pools: []\n")
+    cluster.wait(lambda: (cluster.gd("chat")["status"]["selection"] or {}).get("capacity") == "ready", "capacity ready")
+    selection = cluster.gd("chat")["status"]["selection"]
+    assert (selection["pool"], selection["runtime"]) == ("cpu-e2-standard-4", "llamacpp")
+    assert running.memo.declared == []  # the operator that started is the one that followed
+
+
+def test_an_invalid_capacity_file_stops_the_start_naming_the_entry(kube_api, tmp_path):
+    """Validated at start, like KubeAI's resource profiles: the operator exits with the entry and field."""
+    import os
+    import subprocess
+    import sys
+
+    from gemma_operator import capacity
+
+    path = tmp_path / "capacity.yaml"
+    path.write_text(yaml.safe_dump({"pools": [{"name": "l4", "accelerator": "nvidia-l4", "machineType": "g2-standard-7"}]}))
+    env = {**os.environ, "KUBECONFIG": str(kube_api.kubeconfig), metrics.PORT_ENV: "0", capacity.ENV: str(path)}
+    done = subprocess.run([sys.executable, "-m", "gemma_operator", "run", "--standalone", "--log-format=plain"],
+                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode != 0
+    assert "Invalid declared capacity" in done.stdout + done.stderr
+    assert "pools[0] (l4).machineType: 'g2-standard-7' is not among the catalog's GKE machine shapes" in done.stdout + done.stderr

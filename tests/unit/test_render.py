@@ -283,3 +283,19 @@ def test_the_refusal_names_the_flag_as_the_server_reads_it(catalog):
     # Flags the plan does not own pass, in any spelling.
     objs = rendered(catalog, "gke-l4", {"extraArgs": ["--max_num_seqs=8", "--enable-prefix-caching", "-O3"]})
     assert _pod(objs)["containers"][0]["args"][-3:] == ["--max_num_seqs=8", "--enable-prefix-caching", "-O3"]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_progress_deadline_covers_the_start_up_budget(catalog, case):
+    """Kubernetes' default (600 s) fires during a normal first start of a large model; the
+    Deployment's deadline is the startup probe's whole budget plus time to schedule and pull."""
+    deployment, _ = rendered(catalog, *CASES[case])
+    probe = deployment["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    budget = probe["periodSeconds"] * probe["failureThreshold"]
+    assert deployment["spec"]["progressDeadlineSeconds"] >= budget + 600
+
+
+def test_the_longest_budgets_of_the_issue_are_covered(catalog):
+    deadlines = {case: rendered(catalog, *CASES[case])[0]["spec"]["progressDeadlineSeconds"]
+                 for case in ("tpu-v5e-default", "h100-largest-tp2")}  # fmt: skip
+    assert all(deadline > 600 + 600 for deadline in deadlines.values()), deadlines

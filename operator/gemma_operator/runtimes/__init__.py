@@ -21,6 +21,10 @@ STARTUP_FLOOR_S = 300
 STARTUP_S_PER_WEIGHT_GIB = 20
 STARTUP_TPU_COMPILE_S = 600
 PROBE_PERIOD_S = 10
+# The Deployment's progress deadline runs from the pod's creation, the startup probe's budget
+# from the container's start: before that come scheduling, a node scale-up and the image pull.
+# Kubernetes' own default deadline (600 s) is kept for those, on top of the budget.
+PROGRESS_MARGIN_S = 600
 
 
 @dataclass
@@ -41,6 +45,11 @@ def startup_seconds(plan: Plan) -> int:
     if plan.pool.kind == "tpu":
         budget += STARTUP_TPU_COMPILE_S
     return int(math.ceil(budget / PROBE_PERIOD_S) * PROBE_PERIOD_S)
+
+
+def progress_deadline_seconds(plan: Plan) -> int:
+    """The Deployment's progressDeadlineSeconds: no `ProgressDeadlineExceeded` while a model may still load."""
+    return startup_seconds(plan) + PROGRESS_MARGIN_S
 
 
 def probes(plan: Plan, path: str = "/health") -> dict[str, Any]:

@@ -45,12 +45,14 @@ class OperatorThread:
 
     def __init__(self, api: KubeAPI, handlers: Handlers, *,
                  configure: Callable[[kopf.OperatorSettings], None] | None = None,
-                 memo: Any = None, clusterwide: bool = True, namespaces: tuple[str, ...] = ()):
+                 memo: Any = None, clusterwide: bool = True, namespaces: tuple[str, ...] = (),
+                 peering: str | None = None, priority: int = 0):
         self.api = api
         self.registry = build_registry(handlers)
         self.memo = memo if memo is not None else kopf.Memo()
         self.clusterwide = clusterwide and not namespaces
         self.namespaces = namespaces
+        self.peering, self.priority = peering, priority  # a peering name: join it instead of standalone
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -98,7 +100,9 @@ class OperatorThread:
                 memo=self.memo,
                 clusterwide=self.clusterwide,
                 namespaces=self.namespaces,
-                standalone=True,
+                standalone=self.peering is None,
+                peering_name=self.peering,
+                priority=self.priority,
                 stop_flag=self._stop,
                 ready_flag=self._ready,
             ))

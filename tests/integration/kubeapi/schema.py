@@ -114,7 +114,14 @@ def validate(schema: dict, obj: dict) -> list[dict]:
         field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
         reason = {"required": "FieldValueRequired", "enum": "FieldValueNotSupported",
                   "type": "FieldValueTypeInvalid"}.get(error.validator, "FieldValueInvalid")
-        causes.append({"reason": reason, "message": error.message, "field": field.lstrip(".") or "<root>"})
+        message = error.message
+        if error.validator == "required":  # as kube-apiserver says it: the missing field's path, "Required value"
+            missing = next((name for name in error.validator_value
+                            if isinstance(error.instance, dict) and name not in error.instance
+                            and f"{name!r} is a required property" == error.message), None)  # fmt: skip
+            if missing is not None:
+                field, message = f"{field}.{missing}", "Required value"
+        causes.append({"reason": reason, "message": message, "field": field.lstrip(".") or "<root>"})
         blocking = blocking or error.validator in _BLOCKING
     if not CHECK_CEL:
         pass
