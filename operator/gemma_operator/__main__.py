@@ -15,10 +15,10 @@ import yaml
 from pydantic import ValidationError
 
 from . import catalog as catalog_mod
-from . import clusterread, scaling, validation
+from . import capacity, clusterread, scaling, validation
 from .api.v1alpha1 import API_VERSION, KIND, GemmaDeploymentSpec
 from .inventory import on_gke, pools
-from .planner import InvalidSpec, NoFit, plan
+from .planner import InvalidSpec, NoFit, plan, token_warning
 from .render import endpoint, render
 
 EXIT_CLUSTER = 1  # the cluster could not be read (plan) or no credentials were found (run)
@@ -121,6 +121,7 @@ class Outcome:
     manifests: list[dict[str, Any]] = field(default_factory=list)
     no_fit: NoFit | None = None
     invalid: str | None = None
+    warning: str | None = None  # e.g. a gated checkpoint and no token
 
     @property
     def exit_code(self) -> int:
@@ -139,12 +140,12 @@ class Outcome:
 
 
 def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: catalog_mod.Catalog,
-                  collector: str = "auto") -> Outcome:  # fmt: skip
+                  declared: list[Any] = (), collector: str = "auto") -> Outcome:  # type: ignore[assignment]
     meta = resource.get("metadata") or {}
     outcome = Outcome(name=meta.get("name", "gemma"), namespace=meta.get("namespace", "default"))
     try:
         spec = parse_spec(resource)
-        result = plan(spec, pools(nodes, cat, spec.node_selector), cat)
+        result = plan(spec, pools(nodes, cat, spec.node_selector, declared), cat)
         if isinstance(result, NoFit):
             outcome.no_fit = result
             return outcome
@@ -162,6 +163,7 @@ def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: ca
         return outcome
     outcome.selection = result.selection()
     outcome.endpoint = endpoint(outcome.name, outcome.namespace, spec)
+    outcome.warning = token_warning(result, spec)
     return outcome
 
 
@@ -197,7 +199,11 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"{exc}\n")
         return EXIT_CLUSTER
     cat = catalog_mod.load()
-    outcomes = [plan_resource(resource, nodes, cat, args.collector) for resource in resources]
+    try:
+        declared = capacity.read(args.capacity, cat) if args.capacity else []
+    except capacity.CapacityError as exc:
+        raise UsageError(f"invalid capacity: {exc}") from None
+    outcomes = [plan_resource(resource, nodes, cat, declared, args.collector) for resource in resources]
     if len(outcomes) == 1:
         return _print_one(outcomes[0], args, source, source_words, out, err)
     return _print_several(outcomes, args, source, source_words, out, err)
@@ -223,6 +229,8 @@ def _print_one(outcome: Outcome, args: argparse.Namespace, source: dict[str, Any
             _dump(document, args.output, out)
         return EXIT_NOFIT
     assert outcome.selection is not None and outcome.endpoint is not None
+    if outcome.warning:
+        err.write(f"warning: {outcome.warning}\n")
     if args.output == "table":
         _table(outcome.selection, {"endpoint": outcome.endpoint, "nodes": source_words}, out)
         if args.manifests:
@@ -242,6 +250,8 @@ def _print_several(outcomes: list[Outcome], args: argparse.Namespace, source: di
         if outcome.exit_code:
             err.write(f"{outcome.namespace}/{outcome.name}: ")
             _print_problem(outcome, args.output, err)
+        elif outcome.warning:
+            err.write(f"{outcome.namespace}/{outcome.name}: warning: {outcome.warning}\n")
     if args.output in ("json", "yaml"):
         _dump({"items": [o.document(args.manifests) for o in outcomes], "nodes": source}, args.output, out)
     else:
@@ -350,6 +360,8 @@ def parser() -> argparse.ArgumentParser:
     plan_p.add_argument("-o", "--output", choices=("json", "yaml", "table"), default="table",
                         help="output format (default: %(default)s)")
     plan_p.add_argument("--manifests", action="store_true", help="also print the objects that would be applied")
+    plan_p.add_argument("--capacity", metavar="FILE", help="node shapes the cluster adds on demand (`pools:`, "
+                        "as the chart value capacity.pools): GKE pools at zero nodes, node auto-provisioning")
     plan_p.add_argument("--collector", choices=("auto", "PodMonitoring", "ServiceMonitor"), default="auto",
                         help="metrics collector of an autoscaled model (default: PodMonitoring on GKE's nodes, "
                         "else ServiceMonitor)")

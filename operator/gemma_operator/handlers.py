@@ -24,12 +24,15 @@ import kopf
 from pydantic import ValidationError
 
 from . import catalog as catalog_mod
-from . import inventory, kube, metrics, peering, planner, render, rollout, scaling, status, validation
+from . import capacity, inventory, kube, metrics, peering, planner, pods, render, rollout, scaling, status, validation
 from .api.v1alpha1 import GROUP, PLURAL, VERSION, GemmaDeploymentSpec
 
 status_condition = tuple[str, str, str, str]  # (type, status, reason, message)
 GD = {"group": GROUP, "version": VERSION, "plural": PLURAL}
 MANAGED = {"app.kubernetes.io/managed-by": render.MANAGER}
+# The model pods: only the operator's own are watched (a server-side label selector).
+MODEL_PODS = {**MANAGED, "app.kubernetes.io/component": "model-server"}
+INSTANCE = "app.kubernetes.io/instance"  # render.selector_labels: the GemmaDeployment's name
 DIGEST = f"{GROUP}/applied-digest"
 # On the Deployment: the optional kinds of CRDs the operator does not watch that it applied last
 # (PodMonitoring, ...), so that it deletes them once they must no longer exist.
@@ -45,10 +48,17 @@ EVENT_REPEAT_S = 60.0  # the same Event reason at most once a minute per resourc
 NODES_SETTLE_S = 1.0  # node changes come in bursts (a pool scaling): plan once they settle
 RETRY_S = (1, 2, 5, 10, 30, 60)  # back-off for API errors that clear by themselves
 SECRET_RECHECK_S = 30.0
+# The early check that spec.hfTokenSecretRef exists needs `get` on Secrets: off unless the chart
+# grants it (secretCheck.enabled). Without it, a missing Secret shows on the pod (SecretNotFound).
+SECRET_CHECK_ENV = "GEMMA_OPERATOR_SECRET_CHECK"
+AUTOSCALER_EVENTS_S = 30.0  # a pod waiting for a node: its autoscaler Events are read at most this often
 # How often the indices are checked against a fresh list, for deletions a watch missed: after
 # an expired watch (410), kopf re-lists but never reports what vanished in the gap.
 RESYNC_ENV = "GEMMA_OPERATOR_RESYNC_S"
 RESYNC_S = 300.0
+# The capacity file (a mounted ConfigMap the kubelet updates in place) is re-read this often.
+CAPACITY_POLL_ENV = "GEMMA_OPERATOR_CAPACITY_POLL_S"
+CAPACITY_POLL_S = 10.0
 # kopf retries a failed API request (5xx, 403, a lost connection) with these pauses, then gives
 # up; a watch that gives up stops the whole operator. kopf's default (1 to 21 s, 54 s in all)
 # is shorter than a control-plane upgrade can keep the API away: this rides out about 10 minutes
@@ -80,6 +90,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.networking.connect_timeout = settings.networking.connect_timeout or 10
     settings.watching.server_timeout = settings.watching.server_timeout or 300
     settings.networking.error_backoffs = API_ERROR_BACKOFFS_S
+    settings.watching.label_selectors["", "v1", "pods"] = ",".join(f"{k}={v}" for k, v in MODEL_PODS.items())
     # A per-object kopf worker lingers this long after its last event (default 5 s): with 1,000
     # resources and 2,000 children, 3,000 idle workers held ~30 MB of RSS (bench/README.md).
     settings.queueing.idle_timeout = 0.5
@@ -105,9 +116,21 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
                      "PodDisruptionBudget": kwargs["gemma_pdbs"], "HorizontalPodAutoscaler": kwargs["gemma_hpas"]}
     memo.applied_digests = {}  # (kind, namespace, name) -> digest, for the kinds without an index
     memo.discovery = (float("-inf"), set())  # (monotonic time, served optional (apiVersion, kind))
+    memo.pod_index = kwargs["gemma_pods"]
+    memo.pods_seen = {}  # (namespace, pod) -> digest of what the index keeps: other changes wake nobody
+    memo.autoscaler_events = {}  # (namespace, pod) -> (monotonic time read, the pod's autoscaler Events)
+    memo.rechecks = {}  # (namespace, name) -> the timer that looks again at a time-bound pod state
+    memo.secret_check = os.environ.get(SECRET_CHECK_ENV, "").lower() in ("1", "true", "yes")
+    memo.scale_up_budget_s = int(os.environ.get(pods.SCALE_UP_BUDGET_ENV) or pods.SCALE_UP_BUDGET_S)
     memo.nodes_changed = asyncio.Event()
     memo.gone_nodes = set()  # node names still in the index that a fresh list no longer has
     memo.gone_children = set()  # (kind, namespace, name) likewise
+    # Declared capacity: read once here (an invalid file stops the start with its message), then followed.
+    memo.capacity_file = capacity.watch_from_env(memo.catalog)
+    try:
+        memo.declared = (memo.capacity_file.poll() or []) if memo.capacity_file else []
+    except capacity.CapacityError as exc:
+        raise kopf.PermanentError(f"Invalid declared capacity: {exc}") from exc
     # With peering, kopf pauses its watches for a higher-priority peer; the background work below
     # pauses with it, following the same peering object (cluster-wide, or per namespace in use).
     memo.peering = settings.peering
@@ -121,6 +144,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         asyncio.create_task(_worker(memo, logger)),
         asyncio.create_task(_watch_pools(memo, logger)),
         asyncio.create_task(_resync_every(float(os.environ.get(RESYNC_ENV, RESYNC_S)), memo, logger)),
+        asyncio.create_task(_follow_capacity(float(os.environ.get(CAPACITY_POLL_ENV, CAPACITY_POLL_S)), memo, logger)),
     ]
     memo.metrics_port = metrics.serve()
 
@@ -184,6 +208,13 @@ async def gemma_hpas(namespace: str, name: str, body: kopf.Body, **_: Any) -> di
     return _child(namespace, name, body)
 
 
+@kopf.index("", "v1", "pods", labels=MODEL_PODS)
+async def gemma_pods(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    """Model pods by their GemmaDeployment (the instance label; the pods' owner is a ReplicaSet)."""
+    instance = (body.get("metadata", {}).get("labels") or {}).get(INSTANCE)
+    return {(namespace, instance): pods.essentials(body)} if instance else {}
+
+
 def _one(index: kopf.Index, key: Any) -> Any:
     values = index.get(key)
     return next(iter(values)) if values else None
@@ -226,6 +257,25 @@ async def child_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
             memo.queue.add((body["metadata"]["namespace"], ref["name"]), "child")
 
 
+@kopf.on.event("", "v1", "pods", labels=MODEL_PODS)
+async def pod_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A model pod changed what the operator reads of it (scheduling, container states): its owner re-checks."""
+    meta = body.get("metadata", {})
+    instance = (meta.get("labels") or {}).get(INSTANCE)
+    if not instance:
+        return
+    key = (meta.get("namespace"), meta.get("name"))
+    if kwargs.get("type") == "DELETED":
+        memo.pods_seen.pop(key, None)
+        memo.autoscaler_events.pop(key, None)
+    else:
+        seen = _digest(pods.essentials(body))
+        if memo.pods_seen.get(key) == seen:
+            return
+        memo.pods_seen[key] = seen
+    memo.queue.add((key[0], instance), "pod")
+
+
 @kopf.on.event("", "v1", "nodes")
 async def node_event(name: str, memo: kopf.Memo, **_: Any) -> None:
     memo.gone_nodes.discard(name)  # an event is fresher than the last resync
@@ -246,7 +296,7 @@ def _inventory(memo: kopf.Memo, node_selector: Mapping[str, str]) -> inventory.I
     key = tuple(sorted(node_selector.items()))
     if key not in memo.inventories:
         nodes = [node for name, values in memo.node_index.items() if name not in memo.gone_nodes for node in values]
-        memo.inventories[key] = inventory.pools(nodes, memo.catalog, node_selector)
+        memo.inventories[key] = inventory.pools(nodes, memo.catalog, node_selector, memo.declared)
     return memo.inventories[key]
 
 
@@ -272,7 +322,7 @@ async def _emit(memo: kopf.Memo, cr: Mapping[str, Any], type_: str, reason: str,
                 logger: logging.Logger) -> None:  # fmt: skip
     """Post an Event. Called before the status it explains is written, so a reader who sees the
     status finds the Event too."""
-    key = (cr["metadata"].get("uid"), reason)
+    key = (cr["metadata"].get("uid"), type_, reason)
     now = time.monotonic()
     last = memo.events.get(key)
     if last is not None and now - last < EVENT_REPEAT_S:
@@ -334,14 +384,15 @@ async def _prune(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[dict[str,
 
 
 async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[dict[str, Any]],
-                          trigger: str, logger: logging.Logger | None = None) -> dict[str, Any] | None:  # fmt: skip
-    """Prune what must no longer exist, apply what differs from the live children; return the live Deployment.
+                          trigger: str, logger: logging.Logger | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Prune what must no longer exist, apply what differs from the live children; return them as
+    they are now, by kind.
 
     A child is current when it carries the digest of exactly this desired object (so fields the
     plan dropped are noticed) and still has every value the operator sets (so hand edits are).
     Kinds without an index (third-party CRDs) are applied when their desired digest changes.
     """
-    deployment = None
+    children = {}
     namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
     live_deployment = None
     if ("Deployment", namespace, name) not in memo.gone_children:
@@ -374,9 +425,47 @@ async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[
             metrics.APPLIES.labels(obj["kind"]).inc()
             memo.applied[child] = live["metadata"].get("resourceVersion")
             memo.gone_children.discard(child)
-        if obj["kind"] == "Deployment":
-            deployment = live
-    return deployment
+        children[obj["kind"]] = live
+    return children
+
+
+async def _observe(memo: kopf.Memo, cr: Mapping[str, Any], children: Mapping[str, Any],
+                   logger: logging.Logger) -> status.Observed:  # fmt: skip
+    """The children and the model pods as the indices hold them; a pod the scheduler cannot place
+    carries the cluster autoscaler's Events about it."""
+    meta = cr["metadata"]
+    model_pods = [dict(p) for p in memo.pod_index.get((meta["namespace"], meta["name"]), ())]
+    waiting = pods.unscheduled(model_pods)
+    if waiting:
+        events = await _autoscaler_events(memo, meta["namespace"], waiting, logger)
+        model_pods = [{**p, "events": events} if p["name"] == waiting else p for p in model_pods]
+    return status.Observed(children.get("Deployment"), children.get("Service"), tuple(model_pods),
+                           memo.scale_up_budget_s)  # fmt: skip
+
+
+async def _autoscaler_events(memo: kopf.Memo, namespace: str, pod: str,
+                             logger: logging.Logger) -> list[dict[str, str]]:  # fmt: skip
+    """The autoscaler's Events on one pod, read at most every AUTOSCALER_EVENTS_S (Events are not watched)."""
+    now = time.monotonic()
+    cached = memo.autoscaler_events.get((namespace, pod))
+    if cached is not None and now - cached[0] < AUTOSCALER_EVENTS_S:
+        return cached[1]
+    try:
+        events = pods.autoscaler_events(await memo.kube.events_about(namespace, "Pod", pod))
+    except kube.ApiError as exc:  # the status says what the scheduler says, without them
+        logger.warning(f"Could not read the Events of pod {namespace}/{pod}: {exc}")
+        events = cached[1] if cached else []
+    memo.autoscaler_events[(namespace, pod)] = (now, events)
+    return events
+
+
+def _recheck(memo: kopf.Memo, key: tuple[str, str], delay: float | None) -> None:
+    """Look at a time-bound pod state again (a budget running out, elapsed minutes, autoscaler Events)."""
+    timer = memo.rechecks.pop(key, None)
+    if timer is not None:
+        timer.cancel()
+    if delay is not None:
+        memo.rechecks[key] = asyncio.get_running_loop().call_later(delay, memo.queue.add, key, "pods")
 
 
 async def reconcile(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger, *, trigger: str,
@@ -472,7 +561,7 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
     selection = result.selection()
     endpoint = render.endpoint(name, namespace, spec)
     ref = spec.hf_token_secret_ref
-    if ref and not await memo.kube.secret_exists(namespace, ref.name):
+    if ref and memo.secret_check and not await memo.kube.secret_exists(namespace, ref.name):
         message = (
             f"Secret {ref.name!r} (spec.hfTokenSecretRef) does not exist in namespace {namespace}: create it with "
             f"the Hugging Face token under key {ref.key!r}. Nothing is deployed until it exists."
@@ -490,9 +579,10 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
                     {}) if update else {}  # fmt: skip
     if update and reported.get("message") != update[3]:  # once per new rendering, not per reconcile
         await _emit(memo, cr, "Normal", "UpdateAvailable", update[3], logger)
-    deployment = await _apply_children(memo, cr, objects, trigger, logger)
+    children = await _apply_children(memo, cr, objects, trigger, logger)
+    observed = await _observe(memo, cr, children, logger)
     outcome = status.Outcome("Applied", selection=selection, endpoint=endpoint)
-    if {k: v for k, v in old.items() if k != "reasons"} != {k: v for k, v in selection.items() if k != "reasons"}:
+    if planner.replans(old, selection):
         metrics.PLANS.labels(result.runtime, result.pool.accelerator, result.quantization).inc()
         summary = (
             f"Serving {result.model_id} ({result.quantization}) with {result.runtime} on {result.pool.accelerator}"
@@ -500,13 +590,18 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
         )
         logger.info(summary)
         await _emit(memo, cr, "Normal", "Planned", summary, logger)
+        warning = planner.token_warning(result, spec)
+        if warning:
+            await _emit(memo, cr, "Warning", "TokenMissing", warning, logger)
     hpa_name = scaling.keda_hpa_name(name) if choice.provider == "keda" else name
     hpa = _one(memo.children["HorizontalPodAutoscaler"], (namespace, hpa_name)) if spec.autoscaling else None
-    wanted = scaling.desired_replicas(spec, deployment, hpa)
+    wanted = scaling.desired_replicas(spec, observed.deployment, hpa)
     extra = [*scaling.autoscaler_conditions(spec, choice, hpa, scaling.signal(spec, result)),
              scaling.disruption_condition(spec), *([update] if update else [])]  # fmt: skip
     scale = {"desiredReplicas": wanted, "selector": ",".join(f"{k}={v}" for k, v in render.selector_labels(name).items())}
-    new_status = await _write_status(memo, cr, outcome, deployment, logger, wanted=wanted, extra=extra, scale=scale)
+    new_status = await _write_status(memo, cr, outcome, observed, logger, wanted=wanted, extra=extra, scale=scale)
+    blocked = observed.pod_state(_now(), selection) if new_status.get("phase") != "Ready" else None
+    _recheck(memo, (namespace, name), blocked.recheck_s if blocked else None)
     if new_status.get("phase") == "Ready" and (cr.get("status") or {}).get("phase") != "Ready":
         await _emit(memo, cr, "Normal", "Ready", f"{wanted} replica(s) ready at {endpoint}.", logger)
     return outcome, None
@@ -555,7 +650,7 @@ async def _served(memo: kopf.Memo) -> set[tuple[str, str]]:
 
 
 async def _write_status(memo: kopf.Memo, cr: Mapping[str, Any], outcome: status.Outcome,
-                        deployment: Mapping[str, Any] | None, logger: logging.Logger, *,
+                        observed: status.Observed | None, logger: logging.Logger, *,
                         wanted: int | None = None, extra: list[status_condition] = (),
                         scale: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     current = cr.get("status") or {}
@@ -563,12 +658,14 @@ async def _write_status(memo: kopf.Memo, cr: Mapping[str, Any], outcome: status.
         outcome,
         generation=cr["metadata"].get("generation"),
         wanted_replicas=wanted if wanted is not None else (cr.get("spec") or {}).get("replicas", 1),
-        deployment=deployment,
+        observed=observed or status.Observed(),
         previous=current,
         now=_now(),
         extra=extra,
         scale=scale,
     )
+    for type_, reason, message in status.events_for(current, desired):
+        await _emit(memo, cr, type_, reason, message, logger)
     patch = status.patch_for(current, desired)
     if patch:
         meta = cr["metadata"]
@@ -640,6 +737,7 @@ async def _worker(memo: kopf.Memo, logger: logging.Logger) -> None:
             memo.locks.pop(key, None)
             memo.failures.pop(key, None)
             memo.status_written.pop(key, None)
+            _recheck(memo, key, None)
             for kind in (*memo.children, *(k for _, k in scaling.OPTIONAL_KINDS)):
                 memo.applied.pop((kind, *key), None)
                 memo.applied_digests.pop((kind, *key), None)
@@ -691,8 +789,24 @@ async def resync(memo: kopf.Memo, logger: logging.Logger) -> None:
                         memo.queue.add((ns, ref["name"]), "resync")
 
 
+async def _follow_capacity(period: float, memo: kopf.Memo, logger: logging.Logger) -> None:
+    """Re-read the capacity file when it changes; a change wakes resources like a node change does."""
+    while memo.capacity_file is not None:
+        await asyncio.sleep(period)
+        try:
+            declared = memo.capacity_file.poll()
+        except capacity.CapacityError as exc:  # keep planning with the last valid pools
+            logger.error(f"Capacity file not applied, keeping the {len(memo.declared)} pool(s) declared before: {exc}")
+            continue
+        if declared is not None:
+            logger.info(f"Capacity changed: {len(declared)} declared pool(s): {', '.join(p.name for p in declared) or '-'}")
+            memo.declared = declared
+            memo.nodes_changed.set()
+
+
 async def _watch_pools(memo: kopf.Memo, logger: logging.Logger) -> None:
-    """After node changes settle: wake resources that could not be placed, or whose pool went away."""
+    """After node or capacity changes settle: wake resources that could not be placed, that wait
+    for a scale-up, or whose pool went away."""
     while True:
         await memo.nodes_changed.wait()
         await asyncio.sleep(NODES_SETTLE_S)
@@ -705,7 +819,8 @@ async def _watch_pools(memo: kopf.Memo, logger: logging.Logger) -> None:
                 spec = cr.get("spec") or {}
                 pool = (st.get("selection") or {}).get("pool")
                 pools = _inventory(memo, spec.get("nodeSelector") or {})
-                if st.get("phase") == "NoFit" or (pool and pools.by_name(pool) is None):
+                waiting = (st.get("selection") or {}).get("capacity") == "scale-up"
+                if st.get("phase") == "NoFit" or waiting or (pool and pools.by_name(pool) is None):
                     meta = cr["metadata"]
                     logger.info(f"Node pools changed: re-planning {meta['namespace']}/{meta['name']}")
                     memo.queue.add((meta["namespace"], meta["name"]), "nodes")

@@ -1,9 +1,9 @@
 """The only module that talks to the Kubernetes API.
 
 A thin asyncio client on aiohttp (already kopf's own transport): server-side apply with one
-field manager, reads of children, status patches, Events, and a by-name Secret check.
-Credentials come from kopf's own login functions, so the operator and kopf see the same
-cluster. Objects are plain dicts throughout.
+field manager, reads of children, status patches, Events (posted, and read about a model pod),
+and a by-name Secret check (only with the chart's secretCheck.enabled). Credentials come from
+kopf's own login functions, so the operator and kopf see the same cluster. Objects are plain dicts throughout.
 """
 
 from __future__ import annotations
@@ -262,6 +262,12 @@ class Kube:
         server for no data (PartialObjectMetadata), so no token ever reaches its memory."""
         found = await self.request("GET", path("v1", "Secret", namespace, name), accept=METADATA_ONLY)
         return found is not None
+
+    async def events_about(self, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
+        """The core/v1 Events about one object (e.g. the cluster autoscaler's on a pod), by field selector."""
+        params = {"fieldSelector": f"involvedObject.kind={kind},involvedObject.name={name}", "limit": str(LIST_PAGE)}
+        found = await self.request("GET", path("v1", "Event", namespace), params=params)
+        return list((found or {}).get("items") or [])
 
     async def event(self, owner: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """A core/v1 Event about the GemmaDeployment (what `kubectl describe` shows)."""

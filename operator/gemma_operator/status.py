@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import pods as pods_mod
+
 READY, PROGRESSING, STALLED = "Ready", "Progressing", "Stalled"
 
 
@@ -22,6 +24,25 @@ class Outcome:
     message: str = ""
     selection: Mapping[str, Any] | None = None
     endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the children report, gathered once per reconcile."""
+
+    deployment: Mapping[str, Any] | None = None
+    service: Mapping[str, Any] | None = None
+    pods: tuple[Mapping[str, Any], ...] = ()  # pods.essentials of the model pods, with their autoscaler events
+    scale_up_budget_s: int = pods_mod.SCALE_UP_BUDGET_S
+
+    def pod_state(self, now: str, selection: Mapping[str, Any] | None) -> pods_mod.PodState | None:
+        """What blocks the model pods, if anything (pods.worst_pod_state)."""
+        moment = pods_mod.parse_time(now)
+        if not self.pods or moment is None:
+            return None
+        estimate = (selection or {}).get("estimatedMemoryGiB")
+        return pods_mod.worst_pod_state(self.pods, now=moment, scale_up_budget_s=self.scale_up_budget_s,
+                                        estimated_memory_gib=estimate)  # fmt: skip
 
 
 def _deployment_state(deployment: Mapping[str, Any] | None, wanted: int) -> tuple[str, str, int, int]:
@@ -68,11 +89,11 @@ def _condition(previous: Mapping[str, Mapping[str, Any]], type_: str, status: st
     }
 
 
-def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int,
-            deployment: Mapping[str, Any] | None, previous: Mapping[str, Any] | None, now: str,
-            extra: Sequence[tuple[str, str, str, str]] = (),
+def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int, observed: Observed = Observed(),
+            previous: Mapping[str, Any] | None, now: str, extra: Sequence[tuple[str, str, str, str]] = (),
             scale: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
-    """The whole status for a GemmaDeployment.
+    """The whole status for a GemmaDeployment. Until the Deployment is Ready, what blocks its pods
+    (pods.worst_pod_state) is the reason of Ready, Progressing and Stalled.
 
     `extra`: conditions beyond the three kstatus ones, as (type, status, reason, message), kept
     only while a plan is applied (the autoscaler's, UpdateAvailable, PodDisruptionBudget).
@@ -104,13 +125,24 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int,
         if outcome.endpoint:
             status["endpoint"] = outcome.endpoint
     else:
+        deployment = observed.deployment
         phase, reason, replicas, ready_count = _deployment_state(deployment, wanted_replicas)
         selection = outcome.selection or {}
         serving = f"{selection.get('modelId')} on {selection.get('accelerator')} via {selection.get('runtime')}"
+        blocked = observed.pod_state(now, selection) if phase != "Ready" else None
         if phase == "Ready":
             ready = ("True", reason, f"{ready_count}/{wanted_replicas} replicas ready, serving {serving}.")
             progressing = ("False", reason, "The Deployment is up to date.")
             stalled = ("False", reason, "")
+        elif blocked is not None and blocked.stalled:
+            phase = "Degraded"
+            ready = progressing = ("False", blocked.reason, blocked.message)
+            stalled = ("True", blocked.reason, blocked.message)
+        elif blocked is not None:  # on its way: waiting for a node, or loading the model
+            phase = "Deploying"
+            ready = ("False", blocked.reason, blocked.message)
+            progressing = ("True", blocked.reason, blocked.message)
+            stalled = ("False", blocked.reason, "")
         elif phase == "Degraded" and reason == "ProgressDeadlineExceeded":
             minutes = _deadline_minutes(deployment)
             within = f" in {minutes} min" if minutes else ""
@@ -148,6 +180,24 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int,
         status["conditions"] += [_condition(prior, *condition, generation, now) for condition in extra]
         status.update(scale or {})
     return status
+
+
+def events_for(previous: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """The Events a status transition posts for what blocks the model pods: (type, reason, message).
+
+    One when a pod reason first holds Stalled (Warning) or Progressing (Normal); none while it stays.
+    """
+    before = {c.get("type"): c for c in (previous or {}).get("conditions") or [] if isinstance(c, Mapping)}
+    events = []
+    for type_, kind in ((STALLED, "Warning"), (PROGRESSING, "Normal")):
+        now = next((c for c in desired.get("conditions") or [] if c.get("type") == type_), None)
+        if now is None or now.get("status") != "True" or now.get("reason") not in pods_mod.REASONS:
+            continue
+        old = before.get(type_) or {}
+        if (old.get("status"), old.get("reason")) != ("True", now["reason"]):
+            events.append((kind, now["reason"], now["message"]))
+        break  # a stalled pod reason is the one to tell; Progressing is False then
+    return events
 
 
 def patch_for(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any] | None:

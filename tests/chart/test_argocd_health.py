@@ -110,14 +110,36 @@ def test_registration_is_documented():
 def test_a_normal_first_start_reads_progressing_until_its_deadline():
     """The operator's own status for a first start of two replicas, one still downloading its
     weights: Argo CD must not call it Degraded before the Deployment's deadline passes."""
-    from gemma_operator.status import Outcome, compute
+    from gemma_operator.status import Observed, Outcome, compute
 
     selection = {"modelId": "google/gemma-4-31B-it", "accelerator": "nvidia-h100-80gb", "runtime": "vllm"}
     loading = {"metadata": {"generation": 1}, "spec": {"progressDeadlineSeconds": 2210},
                "status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 1,
                           "conditions": [{"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]}}  # fmt: skip
     status = compute(Outcome("Applied", selection=selection, endpoint=ENDPOINT), generation=2, wanted_replicas=2,
-                     deployment=loading, previous=None, now="2026-11-22T00:00:00Z")  # fmt: skip
+                     observed=Observed(deployment=loading), previous=None, now="2026-11-22T00:00:00Z")  # fmt: skip
     hs = health(gemma(status=status))
     assert hs["status"] == "Progressing", hs
     assert "may take up to 37 min" in hs["message"]
+
+
+@pytest.mark.parametrize(("pod_status", "expected"), [
+    ({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                          "message": "0/1 nodes are available", "lastTransitionTime": "2026-11-22T00:00:00Z"}]},
+     "Progressing"),  # waiting for the autoscaler, within its budget
+    ({"phase": "Running", "containerStatuses": [{"name": "vllm", "ready": False, "restartCount": 1,
+                                                 "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                                 "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]},
+     "Degraded"),
+])  # fmt: skip
+def test_what_blocks_the_model_pods_reads_as_argo_cd_health(pod_status, expected):
+    from gemma_operator import pods
+    from gemma_operator.status import Observed, Outcome, compute
+
+    selection = {"modelId": "google/gemma-4-E2B-it", "accelerator": "nvidia-l4", "runtime": "vllm"}
+    rolling = {"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1}}
+    model_pod = pods.essentials({"metadata": {"name": "chat-1"}, "status": pod_status})
+    status = compute(Outcome("Applied", selection=selection, endpoint=ENDPOINT), generation=2, wanted_replicas=1,
+                     observed=Observed(deployment=rolling, pods=(model_pod,)), previous=None,
+                     now="2026-11-22T00:03:00Z")  # fmt: skip
+    assert health(gemma(status=status))["status"] == expected

@@ -78,9 +78,13 @@ def test_ci_scenarios_cover_the_issue():
         ({"replicaCount": 2}, "replicaCount"),  # two standalone operators would fight
         ({"metrics": {"serviceMonitor": {"enabled": True}}}, "metrics/service/enabled"),
         ({"logLevel": "trace"}, "logLevel"),
+        ({"capacity": {"pools": [{"name": "l4", "accelerator": "nvidia-l4", "maxnodes": 3}]}},
+         "additional properties 'maxnodes' not allowed"),
+        ({"capacity": {"pools": [{"name": "l4"}]}}, "missing property 'accelerator'"),
     ],
     ids=["unknown-top", "unknown-nested", "unknown-deep", "unknown-k8s-field", "unknown-in-list",
-         "bad-namespace", "replicas-without-peering", "servicemonitor-without-service", "bad-enum"],
+         "bad-namespace", "replicas-without-peering", "servicemonitor-without-service", "bad-enum",
+         "capacity-unknown-field", "capacity-no-accelerator"],
 )
 def test_schema_rejects(helm, tmp_path, values, error):
     path = tmp_path / "values.yaml"
@@ -199,11 +203,13 @@ MANAGER = {
     (group, resource, verb)
     for group, resource in (("apps", "deployments"), ("", "services"))
     for verb in ("list", "watch", "create", "patch")
-} | {("", "events", "create"), ("", "secrets", "get")} | {
+} | {("", "events", "create"), ("", "events", "list"), ("", "pods", "list"), ("", "pods", "watch")} | {
     (group, resource, verb)
     for group, resource in (("policy", "poddisruptionbudgets"), ("autoscaling", "horizontalpodautoscalers"))
     for verb in ("list", "watch", "create", "patch", "delete")
 } | {("keda.sh", "scaledobjects", verb) for verb in ("create", "patch", "delete")}
+# Only with secretCheck.enabled: the early check that spec.hfTokenSecretRef exists.
+SECRET_GET = {("", "secrets", "get")}
 COLLECTOR = {
     "PodMonitoring": {("monitoring.googleapis.com", "podmonitorings", verb) for verb in ("create", "patch", "delete")},
     "ServiceMonitor": {("monitoring.coreos.com", "servicemonitors", verb) for verb in ("create", "patch", "delete")},
@@ -229,7 +235,8 @@ def test_rbac_has_no_wildcards_or_dangerous_verbs(render, values):
             assert not any("*" in item for item in rule.get(field, [])), f"{kind} {namespace}: {field} {rule}"
         assert not set(rule["verbs"]) & {"deletecollection", "escalate", "bind", "impersonate"}, rule
         assert "delete" not in rule["verbs"] or set(rule["resources"]) <= PRUNED, rule
-        assert "pods" not in rule["resources"], "the operator does not read pods"
+        if "pods" in rule["resources"]:
+            assert rule["resources"] == ["pods"] and rule["verbs"] == ["list", "watch"], "pods: watched, never written"
         if "secrets" in rule["resources"]:
             assert rule["resources"] == ["secrets"] and rule["verbs"] == ["get"], "secrets: get by name only"
         if "nodes" in rule["resources"]:
@@ -264,7 +271,7 @@ def test_rbac_peering(render):
     assert only(gke, "ClusterKopfPeering")["metadata"]["name"] == SA  # the release's full name
     lint = render(CI["lint"])  # one namespace, peering on
     assert grants(lint, "models") == (MANAGER_ONE_COLLECTOR | COLLECTOR["ServiceMonitor"] | OWNER_FINALIZERS
-                                      | PEERING("kopfpeerings"))  # fmt: skip
+                                      | PEERING("kopfpeerings") | SECRET_GET)  # fmt: skip
     assert only(lint, "KopfPeering")["metadata"] == {**only(lint, "KopfPeering")["metadata"], "namespace": "models"}
 
 
@@ -285,9 +292,25 @@ def test_bindings_name_the_operator_service_account(render, values):
         ]
 
 
+def operator_env(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return only(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+
+
+def test_no_secret_permission_unless_the_early_check_is_on(render):
+    """The operator learns of a missing token Secret from the pod; `get` on Secrets only with secretCheck.enabled."""
+    default = render(CI["default"])
+    assert not any("secrets" in rule["resources"] for _, _, rule in rules(default))
+    env = {e["name"]: e.get("value") for e in operator_env(default)}
+    assert "GEMMA_OPERATOR_SECRET_CHECK" not in env and env["GEMMA_OPERATOR_SCALE_UP_BUDGET_S"] == "900"
+    checked = render(CI["default"], sets=("secretCheck.enabled=true", "scaleUpBudgetSeconds=1200"))
+    assert grants(checked) == MANAGER | OWNER_FINALIZERS | CLUSTER_READ | SECRET_GET
+    env = {e["name"]: e.get("value") for e in operator_env(checked)}
+    assert env["GEMMA_OPERATOR_SECRET_CHECK"] == "true" and env["GEMMA_OPERATOR_SCALE_UP_BUDGET_S"] == "1200"
+
+
 def test_rbac_can_be_left_to_the_cluster_admin(render):
     objects = render(sets=("rbac.create=false", "serviceAccount.create=false", "serviceAccount.name=ops"))
-    assert {obj["kind"] for obj in objects} == {"Deployment"}
+    assert {obj["kind"] for obj in objects} == {"Deployment", "ConfigMap"}  # the ConfigMap: declared capacity
     assert only(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
 
 
@@ -307,8 +330,10 @@ def test_pod_security_restricted(render, values):
     assert context["readOnlyRootFilesystem"] is True
     assert not context.get("privileged")
     assert not any(pod.get(key) for key in ("hostNetwork", "hostPID", "hostIPC"))
-    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": pod["volumes"][0]["emptyDir"]["sizeLimit"]}}]
-    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": pod["volumes"][0]["emptyDir"]["sizeLimit"]}},
+                              {"name": "capacity", "configMap": {"name": f"{SA if values != CI['lint'] else 'gemma-operator-lint'}-capacity"}}]
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"},
+                                         {"name": "capacity", "mountPath": "/etc/gemma-operator/capacity", "readOnly": True}]
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=IDS)
@@ -415,3 +440,37 @@ def test_each_release_has_its_own_peering_object_and_joins_it(helm, kind, sets):
         names[name] = peering["metadata"]["name"]
     assert names["alpha"] != names["beta"], names
     assert all(name in names[name] for name in names), "the object's name says whose it is"
+
+
+# --- declared capacity (issue 12) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=IDS)
+def test_capacity_pools_reach_the_operator_as_a_file(render, values, catalog):
+    """capacity.pools -> a ConfigMap, mounted as a directory (a subPath mount would never update),
+    at the path the operator reads from GEMMA_OPERATOR_CAPACITY_FILE; the content is what capacity.py parses."""
+    from gemma_operator import capacity
+
+    objects = render(values)
+    deployment = only(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    path = pathlib.PurePosixPath(env[capacity.ENV])
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    assert "subPath" not in mount and mount.get("readOnly") is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    (config,) = [c for c in of_kind(objects, "ConfigMap") if c["metadata"]["name"] == volume["configMap"]["name"]]
+    declared = capacity.parse_text(config["data"][path.name], catalog)
+    assert [p.name for p in declared] == [p["name"] for p in merged_values(values)["capacity"]["pools"]]
+    assert config["metadata"]["namespace"] == NAMESPACE
+
+
+def test_capacity_schema_matches_the_capacity_model():
+    from gemma_operator.capacity import DeclaredPool
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    pool = schema["properties"]["capacity"]["properties"]["pools"]["items"]
+    fields = {f.alias or name for name, f in DeclaredPool.model_fields.items()}
+    assert set(pool["properties"]) == fields
+    assert set(pool["required"]) == {f.alias or n for n, f in DeclaredPool.model_fields.items() if f.is_required()}

@@ -6,7 +6,11 @@
   scripts/llama_server.sh and scripts/vllm_venv.sh when the cache is cold (never skipped).
 - `local_llama_args`: the rendered llama-server args with only the model source swapped for a
   local GGUF and the address swapped for loopback.
-- `LlamaServer`: runs llama-server on loopback, waits (bounded) until healthy, always kills it.
+- `LlamaServer`: runs llama-server on loopback, waits (bounded) until healthy, always kills it;
+  `name=` reuses it for vLLM.
+- `loopback_args`, `hub_env`, `vllm_argv`, `VLLM_CPU_ENV`: the rendered command lines run with the
+  model source kept, pointed at the loopback Hub (tests/dataplane/hub.py), the rendered cache
+  path mapped to a scratch directory, and (vLLM) only what a CPU requires changed.
 """
 
 from __future__ import annotations
@@ -150,6 +154,57 @@ def local_env(container: dict[str, Any], scratch: pathlib.Path) -> dict[str, str
     return result
 
 
+def loopback_args(args: list[str], port: int) -> list[str]:
+    """The rendered args with only the address changed: `--host` to loopback, `--port` to `port`."""
+    out = list(args)
+    for flag, value in (("--host", LOOPBACK), ("--port", str(port))):
+        assert flag in out and out.index(flag) + 1 < len(out), f"rendered args lack {flag}: {args}"
+        out[out.index(flag) + 1] = value
+    return out
+
+
+def cache_path(container: dict[str, Any], scratch: pathlib.Path) -> pathlib.Path:
+    """Where the rendered weights cache (the volume at CACHE_DIR) lives locally: local_env's mapping."""
+    (mount,) = [m for m in container.get("volumeMounts", []) if m["mountPath"] == CACHE_DIR]
+    return scratch / mount["name"]
+
+
+# Loopback only: the Hub's address for the runtimes' own downloaders, and a dead proxy for
+# anything else a Python client might try to reach (huggingface_hub/httpx honour the proxy
+# variables; NO_PROXY lets the loopback Hub through). llama.cpp reads MODEL_ENDPOINT first and
+# only talks to what it is given.
+def hub_env(endpoint: str) -> dict[str, str]:
+    dead = f"http://{LOOPBACK}:9"
+    return {
+        "HF_ENDPOINT": endpoint,
+        "MODEL_ENDPOINT": endpoint,
+        "HTTP_PROXY": dead, "HTTPS_PROXY": dead, "http_proxy": dead, "https_proxy": dead,
+        "NO_PROXY": f"{LOOPBACK},localhost", "no_proxy": f"{LOOPBACK},localhost",
+    }  # fmt: skip
+
+
+# What the vLLM CPU build needs that a GPU pod does not: on the CPU backend
+# --gpu-memory-utilization is the share of host RAM to reserve (0.90 of this shared machine, and
+# refused when that much is not free); VLLM_CPU_KVCACHE_SPACE (GiB) sizes the KV cache instead
+# and skips that reservation. The rendered flags themselves stay as they are.
+VLLM_CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+VLLM_SERVE = pathlib.Path(__file__).resolve().parent / "vllm_serve.py"
+# Variables of the test's own environment that would change where or whether vLLM downloads.
+_HUB_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN",
+             "XDG_CACHE_HOME", "HF_ENDPOINT", "MODEL_ENDPOINT", "HF_HOME", "LLAMA_CACHE")  # fmt: skip
+
+
+def clean_env(env: dict[str, str]) -> dict[str, str]:
+    """os.environ without the Hub/cache variables of the caller, plus `env`."""
+    return {**{k: v for k, v in os.environ.items() if k not in _HUB_VARS}, **env}
+
+
+def vllm_argv(python: pathlib.Path, container: dict[str, Any], port: int) -> list[str]:
+    """`vllm serve` + the rendered args, run by the vLLM venv's python (vllm_serve.py says why)."""
+    assert container["command"] == ["vllm", "serve"], container["command"]
+    return [str(python), str(VLLM_SERVE), *container["command"][1:], *loopback_args(container["args"], port)]
+
+
 class Client:
     """A tiny HTTP client for one loopback server; every call has a timeout."""
 
@@ -212,12 +267,15 @@ class LlamaServer:
     """llama-server on loopback. `start()` waits until /health is 200; `stop()` always kills it."""
 
     def __init__(self, binary: pathlib.Path, args: list[str], port: int, log: pathlib.Path,
-                 env: dict[str, str] | None = None, user: tuple[int, int] | None = None) -> None:  # fmt: skip
+                 env: dict[str, str] | None = None, user: tuple[int, int] | None = None,
+                 name: str = "llama-server", inherit_env: bool = True, poll_s: float = 0.05) -> None:  # fmt: skip
+        self.name = name
+        self.poll_s = poll_s
         self.argv = [str(binary), *args]
         self.user = user  # (uid, gid) to run as, as a pod's runAsUser / runAsGroup
         self.port = port
         self.log_path = log
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**os.environ, **(env or {})} if inherit_env else dict(env or {})
         self.proc: subprocess.Popen | None = None
         self.client = Client(port)
 
@@ -233,15 +291,15 @@ class LlamaServer:
         deadline = t0 + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise ServerExited(f"llama-server exited with {self.proc.returncode}:\n{self.log()}")
+                raise ServerExited(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 status, _ = Client(self.port, timeout=2.0).get("/health")
                 if status == 200:
                     return time.monotonic() - t0
             except OSError:
                 pass
-            time.sleep(0.05)
-        raise TimeoutError(f"llama-server not healthy after {timeout_s}s:\n{self.log()}")
+            time.sleep(self.poll_s)
+        raise TimeoutError(f"{self.name} not healthy after {timeout_s}s:\n{self.log()}")
 
     def log(self, tail: int = 6000) -> str:
         try:
@@ -251,15 +309,18 @@ class LlamaServer:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+        if proc is not None:
+            if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+                    os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+            # The whole session: vLLM's engine and worker processes outlive a killed parent.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
         if getattr(self, "_log", None):
             self._log.close()
 

@@ -39,7 +39,9 @@ SPECS = {
 }
 # Fixtures where no vLLM plan is expected: CPU-only nodes run llama.cpp (test_llama_server.py), and
 # vLLM's CUDA image needs compute capability 7.5, which a V100 (7.0) lacks.
-NO_VLLM = {"gke-cpu-only", "gke-v100"}
+# gke-l4-at-zero lists only its CPU system node (the L4 pool is at zero and known only from
+# declared capacity, which these plans do not pass), so it plans llama.cpp as gke-cpu-only does.
+NO_VLLM = {"gke-cpu-only", "gke-v100", "gke-l4-at-zero"}
 
 NEGATIVE = {
     "unknown-flag": ["google/gemma-3-1b-it", "--no-such-flag", "1"],

@@ -2,7 +2,8 @@
 
 For each chart scenario (charts/gemma-operator/ci/*-values.yaml) the test renders the chart,
 starts `gemma-operator run` with the rendered container's arguments against the emulator, drives
-a whole lifecycle (plan, serve, scale, Ready, a missing Secret, NoFit, delete), and records every
+a whole lifecycle (plan, a pod waiting for a node, serve, scale, Ready, a missing Secret, NoFit, delete), and
+records every
 request the operator sent (by its User-Agent: kopf's own, and the operator's client). Then:
 
 * every request is allowed by the rendered Roles/ClusterRoles bound to the operator's account;
@@ -26,11 +27,12 @@ from typing import Any
 import kubernetes
 import pytest
 
-from gemma_operator import handlers, metrics
+from gemma_operator import capacity, handlers, metrics
 from tests.chart.chart_files import CI_VALUES, NAMESPACE
 from tests.chart.conftest import helm, render  # noqa: F401  (fixtures)
 from tests.conftest import ROOT
-from tests.integration.test_operator import Cluster
+from tests.integration.test_operator import Cluster, condition
+from tests.integration.test_pods import model_pod, scheduled, stamp, write_pod_status
 
 pytestmark = pytest.mark.integration
 
@@ -121,12 +123,19 @@ def operator_command(deployment: dict) -> tuple[list[str], dict[str, str]]:
     return [sys.executable, "-m", "gemma_operator", "run", *args], env
 
 
-def drive_lifecycle(cluster: Cluster, emulator) -> None:
+def drive_lifecycle(cluster: Cluster, emulator, secret_check: bool) -> None:
     """Everything the operator does in normal life, so every permission it needs is exercised."""
     cluster.api.request("POST", f"/api/v1/namespaces/{cluster.ns}/secrets", {
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf"}, "stringData": {"token": "x"}})
     cluster.create("chat", {"hfTokenSecretRef": {"name": "hf"}})
     cluster.wait(lambda: cluster.phase("chat") == "Deploying" and cluster.service("chat"), "chat deployed", 30)
+    # Its pod waits for a node: the operator watches it and reads the autoscaler's Events about it.
+    pod = model_pod(cluster, "chat")
+    write_pod_status(cluster, pod, {"phase": "Pending", "conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "lastTransitionTime": stamp(),
+        "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."}]})  # fmt: skip
+    cluster.wait(lambda: condition(cluster.gd("chat"), "Progressing").get("reason") == "WaitingForCapacity",
+                 "chat waiting for capacity", 30)  # fmt: skip
     emulator.set_deployment_ready(cluster.ns, "chat")
     cluster.wait(lambda: cluster.phase("chat") == "Ready", "chat Ready", 30)
     # A child deleted by hand: the operator reads its owner by name, then applies it again.
@@ -136,7 +145,13 @@ def drive_lifecycle(cluster: Cluster, emulator) -> None:
     cluster.wait(lambda: (cluster.gd("chat").get("status") or {}).get("observedGeneration") == 2, "the update", 30)
     drive_optional_children(cluster, emulator)
     cluster.create("gated", {"hfTokenSecretRef": {"name": "missing"}})
-    cluster.create("huge", {"accelerator": "nvidia-h100-80gb"})
+    if not secret_check:  # applied; the pod cannot start without the Secret
+        gated = model_pod(cluster, "gated")
+        write_pod_status(cluster, gated, {"phase": "Pending", "conditions": scheduled(), "containerStatuses": [{
+            "name": gated["spec"]["containers"][0]["name"], "image": gated["spec"]["containers"][0]["image"],
+            "imageID": "", "ready": False, "restartCount": 0, "started": False, "lastState": {},
+            "state": {"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "missing" not found'}}}]})
+    cluster.create("huge", {"accelerator": "nvidia-a10g"})  # no node, no GKE shape to scale up: NoFit
     cluster.wait(lambda: {e["reason"] for e in cluster.events("gated") + cluster.events("huge")}
                  >= {"SecretNotFound", "NoFit"}, "the warning Events", 30)  # fmt: skip
     for name in ("chat", "gated", "huge"):
@@ -246,6 +261,10 @@ def test_chart_rbac_is_exactly_what_the_operator_uses(emulator, render, values, 
     remove_third_party_crds(emulator)  # each scenario starts where none is served
     THIRD_PARTY_CRDS_ONE.update(third_party_crd_dirs(tmp_path / "crds"))
 
+    # The chart's capacity ConfigMap, where the rendered pod mounts it: the operator starts on it.
+    config = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-capacity"))
+    (tmp_path / "capacity.yaml").write_text(config["data"]["capacity.yaml"])
+    chart_env[capacity.ENV] = str(tmp_path / "capacity.yaml")
     env = {**os.environ, **chart_env, "KUBECONFIG": str(emulator.kubeconfig), metrics.PORT_ENV: "0",
            handlers.RESYNC_ENV: "1",  # the periodic resync is part of what the RBAC must allow
            handlers.DISCOVERY_ENV: "0",  # see CRDs served from one spec change to the next
@@ -255,7 +274,7 @@ def test_chart_rbac_is_exactly_what_the_operator_uses(emulator, render, values, 
     with log_path.open("w") as log:
         proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            drive_lifecycle(Cluster(emulator, ns), emulator)
+            drive_lifecycle(Cluster(emulator, ns), emulator, chart_env.get(handlers.SECRET_CHECK_ENV) == "true")
         finally:
             proc.send_signal(signal.SIGTERM)  # a graceful exit: peering says goodbye, too
             try:

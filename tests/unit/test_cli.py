@@ -477,3 +477,9 @@ def test_a_signal_the_engine_lacks_exits_2_naming_the_field(tmp_path):
     code, _, err = run(tmp_path, spec, "gke-cpu-only")
     assert code == 2
     assert "spec.autoscaling.metric: kvCache is not a signal llamacpp exposes; use queue" in err
+def test_plan_warns_on_stderr_when_a_gated_checkpoint_has_no_token(tmp_path):
+    code, out, err = run(tmp_path, {"model": {"family": "gemma3"}}, "gke-l4", "-o", "json")
+    assert code == 0 and json.loads(out)["selection"]["modelId"] == "google/gemma-3-270m-it"
+    assert "warning: google/gemma-3-270m-it is gated on the Hugging Face Hub" in err
+    code, _, err = run(tmp_path, {"model": {"family": "gemma3"}, "hfTokenSecretRef": {"name": "hf"}}, "gke-l4")
+    assert code == 0 and "warning" not in err

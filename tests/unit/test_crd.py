@@ -230,8 +230,8 @@ def _column(status: dict[str, Any], json_path: str) -> str:
 def test_phase_and_wide_reason_columns_show_what_blocks(kind, phase, reason):
     from gemma_operator import status
 
-    computed = status.compute(status.Outcome(kind, "why"), generation=1, wanted_replicas=1, deployment=None,
-                              previous=None, now="2026-01-01T00:00:00Z")
+    computed = status.compute(status.Outcome(kind, "why"), generation=1, wanted_replicas=1, previous=None,
+                              now="2026-01-01T00:00:00Z")
     by_name = {c["name"]: c["jsonPath"] for c in version()["additionalPrinterColumns"]}
     assert _column(computed, by_name["Phase"]) == phase
     assert _column(computed, by_name["Reason"]) == reason

@@ -9,7 +9,7 @@ import pytest
 from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
 from gemma_operator.crd import crd
 from gemma_operator.inventory import pools
-from gemma_operator.planner import InvalidSpec, NoFit, Plan, plan
+from gemma_operator.planner import InvalidSpec, NoFit, Plan, plan, replans
 from tests.conftest import node_list
 
 
@@ -168,7 +168,8 @@ def test_invalid_specs_are_refused_with_the_field(catalog, spec, field, words):
 
 
 NOFIT = [
-    ("gke-cpu-only", {"accelerator": "nvidia-l4"}, "No nvidia-l4 nodes"),
+    # No node, and no GKE shape to scale up (a GKE GPU with none plans on its standard shape: test_capacity).
+    ("gke-cpu-only", {"accelerator": "nvidia-a10g"}, "No nvidia-a10g nodes"),
     ("gke-t4", {"model": {"family": "gemma4", "size": "31b"}}, "Nothing fits gemma-4-31b-it"),
     ("gke-l4", {"model": {"family": "gemma3", "size": "27b"}, "quantization": "bf16"}, "Nothing fits gemma-3-27b-it"),
     ("gke-tpu-v5e-2x2", {"model": {"family": "gemma4", "size": "31b"}, "accelerator": "tpu-v5e"}, "Nothing fits"),
@@ -319,7 +320,15 @@ def test_every_gke_label_value_names_its_accelerator(catalog):
             assert re.fullmatch(field["pattern"], alias) and len(alias) <= field["maxLength"], alias
             spec = GemmaDeploymentSpec.model_validate({"accelerator": alias})
             result = plan(spec, pools(node_list("gke-cpu-only"), catalog), catalog)
-            if name != "cpu":
+            if name == "cpu":
+                continue
+            if alias in catalog.machines.standard:
+                # No such node: the catalog's standard GKE shape, selected by the label value as written.
+                assert isinstance(result, Plan), (alias, result.message)
+                assert result.selection()["capacity"] == "scale-up", alias
+                label = "cloud.google.com/gke-tpu-accelerator" if accelerator.kind == "tpu" else "cloud.google.com/gke-accelerator"
+                assert result.node_selector[label] == alias
+            else:
                 assert isinstance(result, NoFit) and f"No {name} nodes" in result.message, (alias, result)
 
 
@@ -382,7 +391,7 @@ def test_replicas_that_fit_say_nothing_more(catalog, fixture, replicas):
 # (fixture, spec) -> (field, value) of the first suggestion
 SUGGESTIONS = [
     ("gke-l4", {"model": {"family": "gemma3", "size": "27b"}, "quantization": "bf16"}, ("spec.quantization", "q4_0")),
-    ("gke-cpu-only", {"accelerator": "nvidia-l4"}, ("spec.accelerator", "cpu")),
+    ("gke-cpu-only", {"accelerator": "nvidia-a10g"}, ("spec.accelerator", "cpu")),
     ("gke-l4", {"maxModelLen": 131072, "model": {"family": "gemma3", "size": "27b"}, "quantization": "q4_0"},
      ("spec.maxModelLen", 53504)),
     ("gke-t4", {"model": {"family": "gemma4", "size": "31b"}}, ("spec.model.size", "12b")),
@@ -409,3 +418,54 @@ def test_a_suggestion_applied_plans(catalog):
 def test_no_fit_without_a_single_change_suggests_nothing(catalog):
     result = decide(catalog, {"model": {"family": "gemma3", "size": "270m"}}, [])
     assert isinstance(result, NoFit) and result.suggestions == ()
+
+
+# --- gated checkpoints -------------------------------------------------------------------
+@pytest.mark.parametrize(("spec", "gated"), [
+    ({"model": {"family": "gemma3"}}, True),            # google/gemma-3-270m-it: Google's license gate
+    ({"model": {"family": "gemma3"}, "accelerator": "cpu"}, True),  # the QAT GGUF is gated too
+    ({}, False),                                        # Gemma 4 (Apache 2.0): no gate
+])  # fmt: skip
+def test_a_gated_checkpoint_without_a_token_says_so(catalog, spec, gated):
+    from gemma_operator.planner import token_warning
+
+    result = decide(catalog, spec, "gke-l4")
+    assert result.gated is gated
+    warning = token_warning(result, GemmaDeploymentSpec.model_validate(spec))
+    if gated:
+        assert warning and result.model_id in warning and "spec.hfTokenSecretRef" in warning
+        assert warning in result.reasons
+    else:
+        assert warning is None and not any("gated" in r for r in result.reasons)
+    with_token = GemmaDeploymentSpec.model_validate({**spec, "hfTokenSecretRef": {"name": "hf"}})
+    assert token_warning(result, with_token) is None
+    assert not any("gated" in r for r in decide(catalog, {**spec, "hfTokenSecretRef": {"name": "hf"}}, "gke-l4").reasons)
+
+
+def test_every_checkpoint_records_whether_it_is_gated_with_a_source(catalog):
+    import pydantic
+
+    from gemma_operator.catalog import Checkpoint, ModelSize
+
+    for family in catalog.families.values():
+        for size in family.sizes.values():
+            assert isinstance(size.gated, bool) and str(size.gated_source).startswith("https://")
+            for checkpoint in size.checkpoints:
+                assert isinstance(checkpoint.gated, bool) and str(checkpoint.gated_source).startswith("https://")
+    size = catalog.families["gemma3"].sizes["1b"].model_dump()
+    with pytest.raises(pydantic.ValidationError, match="gated"):
+        ModelSize.model_validate({k: v for k, v in size.items() if k != "gated"})
+    with pytest.raises(pydantic.ValidationError, match="gated_source"):
+        Checkpoint.model_validate({k: v for k, v in size["checkpoints"][0].items() if k != "gated_source"})
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    (None, {"modelId": "a", "pool": "l4", "capacity": "scale-up", "reasons": ["x"]}, True),
+    ({"modelId": "a", "pool": "l4", "capacity": "scale-up", "reasons": ["x"]},
+     {"modelId": "a", "pool": "l4", "capacity": "ready", "reasons": ["y"]}, False),  # the scale-up completed
+    ({"modelId": "a", "pool": "l4", "capacity": "ready"}, {"modelId": "a", "pool": "t4", "capacity": "ready"}, True),
+    ({"modelId": "a", "nodeSelector": {"k": "v"}}, {"modelId": "a", "nodeSelector": {"k": "w"}}, True),
+])  # fmt: skip
+def test_a_completed_scale_up_or_new_words_are_not_a_new_plan(old, new, expected):
+    """The operator announces a plan (Event "Planned") only when what serves changes."""
+    assert replans(old, new) is expected

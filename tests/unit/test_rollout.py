@@ -91,13 +91,12 @@ def test_the_spec_hash_ignores_what_does_not_shape_the_pod():
 
 def test_the_released_children_are_kept_by_this_release(catalog):
     """The previous release's Deployment, without the annotation, meets this release's rendering
-    (plus a later change, as the issue-12 pod changes make): the live template is what is sent."""
+    (which adds terminationMessagePolicy to the model container): the live template is what is sent."""
     released = yaml.safe_load_all(RELEASED.read_text())
     deployment = next(d for d in released if d["kind"] == "Deployment")
     spec = GemmaDeploymentSpec.model_validate({})
     result = plan(spec, pools(node_list("gke-l4"), catalog), catalog)
     desired = render(result, "chat", "team-a", spec)[0]["spec"]["template"]
-    desired["spec"]["containers"][0]["terminationMessagePolicy"] = "FallbackToLogsOnError"
     for_ = rollout.spec_hash({}, result.selection())
     decision = rollout.decide(deployment, desired, for_, accept=False, legacy_current=True)
     assert decision.template == deployment["spec"]["template"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gemma_operator.status import Outcome, compute, patch_for
+from gemma_operator import pods
+from gemma_operator.status import Observed, Outcome, compute, events_for, patch_for
 
 SELECTION = {"modelId": "google/gemma-4-E2B-it", "accelerator": "nvidia-l4", "runtime": "vllm", "pool": "nvidia-l4-x1"}
 APPLIED = Outcome("Applied", selection=SELECTION, endpoint="http://chat.default.svc.cluster.local:8000/v1")
@@ -44,7 +45,8 @@ def conditions(status):
     ],
 )  # fmt: skip
 def test_ready_follows_the_deployment(child, wanted, phase, ready, progressing, stalled):
-    st = compute(APPLIED, generation=3, wanted_replicas=wanted, deployment=child, previous=None, now=T0)
+    st = compute(APPLIED, generation=3, wanted_replicas=wanted, observed=Observed(deployment=child), previous=None,
+                 now=T0)
     assert st["phase"] == phase
     got = conditions(st)
     assert (got["Ready"][0], got["Progressing"][0], got["Stalled"][0]) == (ready, progressing, stalled)
@@ -55,7 +57,7 @@ def test_ready_follows_the_deployment(child, wanted, phase, ready, progressing, 
 
 @pytest.mark.parametrize("kind", ["NoFit", "Invalid"])
 def test_terminal_states_stall_and_keep_what_still_serves(kind):
-    st = compute(Outcome(kind, "needs 54 GiB, has 20"), generation=2, wanted_replicas=1, deployment=None,
+    st = compute(Outcome(kind, "needs 54 GiB, has 20"), generation=2, wanted_replicas=1,
                  previous={"selection": SELECTION}, now=T0)  # fmt: skip
     assert st["phase"] == kind
     assert conditions(st)["Stalled"] == ("True", "InvalidSpec" if kind == "Invalid" else "NoFit")
@@ -65,11 +67,11 @@ def test_terminal_states_stall_and_keep_what_still_serves(kind):
 
 
 def test_transition_time_moves_only_when_the_status_flips():
-    first = compute(APPLIED, generation=1, wanted_replicas=1, deployment=deployment(ready=0), previous=None, now=T0)
-    same = compute(APPLIED, generation=1, wanted_replicas=1, deployment=deployment(ready=0), previous=first, now=T1)
+    first = compute(APPLIED, generation=1, wanted_replicas=1, observed=Observed(deployment=deployment(ready=0)), previous=None, now=T0)
+    same = compute(APPLIED, generation=1, wanted_replicas=1, observed=Observed(deployment=deployment(ready=0)), previous=first, now=T1)
     assert same == first
     assert patch_for(first, same) is None
-    ready = compute(APPLIED, generation=1, wanted_replicas=1, deployment=deployment(ready=1), previous=first, now=T1)
+    ready = compute(APPLIED, generation=1, wanted_replicas=1, observed=Observed(deployment=deployment(ready=1)), previous=first, now=T1)
     times = {c["type"]: c["lastTransitionTime"] for c in ready["conditions"]}
     assert times == {"Ready": T1, "Progressing": T1, "Stalled": T0}
 
@@ -84,12 +86,12 @@ def test_patch_for_sends_only_differences():
 def test_a_refused_first_apply_claims_no_selection():
     """The CRD requires the selection's fields: an empty selection would get the status patch a 422."""
     st = compute(Outcome("ApplyFailed", "HTTP 403: exceeded quota"), generation=1, wanted_replicas=1,
-                 deployment=None, previous=None, now=T0)  # fmt: skip
+                 previous=None, now=T0)  # fmt: skip
     assert st["phase"] == "Degraded" and conditions(st)["Ready"] == ("False", "ApplyFailed")
     assert "selection" not in st and "endpoint" not in st
     assert next(c for c in st["conditions"] if c["type"] == "Ready")["message"] == "HTTP 403: exceeded quota"
     known = compute(Outcome("ApplyFailed", "no Secret", SELECTION, "http://x/v1"), generation=1, wanted_replicas=1,
-                    deployment=None, previous=None, now=T0)  # fmt: skip
+                    previous=None, now=T0)  # fmt: skip
     assert known["selection"] == SELECTION and known["endpoint"] == "http://x/v1"
 
 
@@ -112,7 +114,7 @@ def test_patch_for_replaces_nested_maps_exactly():
 def test_a_model_loading_within_its_deadline_is_progressing_and_says_how_long_it_may_take():
     loading = deployment(ready=0, conditions=[ROLLING])
     loading["spec"] = {"progressDeadlineSeconds": 2210}
-    st = compute(APPLIED, generation=1, wanted_replicas=1, deployment=loading, previous=None, now=T0)
+    st = compute(APPLIED, generation=1, wanted_replicas=1, observed=Observed(deployment=loading), previous=None, now=T0)
     assert st["phase"] == "Deploying"
     assert conditions(st) == {"Ready": ("False", "RollingOut"), "Progressing": ("True", "RollingOut"),
                               "Stalled": ("False", "RollingOut")}  # fmt: skip
@@ -121,7 +123,7 @@ def test_a_model_loading_within_its_deadline_is_progressing_and_says_how_long_it
     timed_out = deployment(conditions=[{"type": "Progressing", "status": "False",
                                         "reason": "ProgressDeadlineExceeded"}])
     timed_out["spec"] = {"progressDeadlineSeconds": 2210}
-    st = compute(APPLIED, generation=1, wanted_replicas=1, deployment=timed_out, previous=None, now=T0)
+    st = compute(APPLIED, generation=1, wanted_replicas=1, observed=Observed(deployment=timed_out), previous=None, now=T0)
     assert st["phase"] == "Degraded" and conditions(st)["Stalled"] == ("True", "ProgressDeadlineExceeded")
     assert "37 min" in next(c for c in st["conditions"] if c["type"] == "Stalled")["message"]
 
@@ -130,16 +132,75 @@ def test_extra_conditions_and_the_scale_fields_come_with_an_applied_plan_only():
     extra = [("ScalingActive", "False", "FailedGetPodsMetric", "no custom metrics API"),
              ("UpdateAvailable", "True", "OperatorRenderingChanged", "spec.containers[vllm].args: ...")]  # fmt: skip
     scale = {"desiredReplicas": 3, "selector": "app.kubernetes.io/name=gemma-server,app.kubernetes.io/instance=chat"}
-    applied = compute(APPLIED, generation=1, wanted_replicas=3, deployment=deployment(ready=3, replicas=3, updated=3),
+    applied = compute(APPLIED, generation=1, wanted_replicas=3, observed=Observed(deployment=deployment(ready=3, replicas=3, updated=3)),
                       previous=None, now=T0, extra=extra, scale=scale)  # fmt: skip
     assert conditions(applied)["ScalingActive"] == ("False", "FailedGetPodsMetric")
     assert conditions(applied)["UpdateAvailable"] == ("True", "OperatorRenderingChanged")
     assert (applied["desiredReplicas"], applied["selector"]) == (3, scale["selector"])
     # The update applied: the condition goes (the patch replaces the list).
-    later = compute(APPLIED, generation=1, wanted_replicas=3, deployment=deployment(ready=3, replicas=3, updated=3),
+    later = compute(APPLIED, generation=1, wanted_replicas=3, observed=Observed(deployment=deployment(ready=3, replicas=3, updated=3)),
                     previous=applied, now=T1, extra=extra[:1], scale=scale)  # fmt: skip
     assert "UpdateAvailable" not in conditions(later)
     assert patch_for(applied, later) == {"conditions": later["conditions"]}
-    nofit = compute(Outcome("NoFit", "nothing fits"), generation=2, wanted_replicas=3, deployment=None,
+    nofit = compute(Outcome("NoFit", "nothing fits"), generation=2, wanted_replicas=3,
                     previous=applied, now=T1, extra=extra, scale=scale)  # fmt: skip
     assert set(conditions(nofit)) == {"Ready", "Progressing", "Stalled"}
+# --- what the model pods show ------------------------------------------------------------
+NOW = "2026-11-22T00:20:00Z"
+
+
+def unschedulable_pod(since="2026-11-22T00:18:00Z", name="chat-1"):
+    return pods.essentials({"metadata": {"name": name}, "status": {"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "lastTransitionTime": since,
+         "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."}]}})  # fmt: skip
+
+
+def oom_pod(name="chat-1"):
+    return pods.essentials({
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "vllm", "resources": {"limits": {"memory": "20Gi"}}}]},
+        "status": {"phase": "Running", "containerStatuses": [{
+            "name": "vllm", "ready": False, "restartCount": 2, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]}})  # fmt: skip
+
+
+def by_type(status):
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_a_pod_that_cannot_come_up_stalls_with_its_reason():
+    selection = {**SELECTION, "estimatedMemoryGiB": 17.5}
+    st = compute(Outcome("Applied", selection=selection, endpoint="http://x/v1"), generation=1, wanted_replicas=1,
+                 observed=Observed(deployment=deployment(ready=0), pods=(oom_pod(),)), previous=None, now=NOW)  # fmt: skip
+    assert st["phase"] == "Degraded"
+    assert conditions(st) == {"Ready": ("False", "OutOfMemory"), "Progressing": ("False", "OutOfMemory"),
+                              "Stalled": ("True", "OutOfMemory")}  # fmt: skip
+    assert "memory limit of 20Gi" in by_type(st)["Stalled"]["message"]
+    assert "estimated 17.5 GiB" in by_type(st)["Stalled"]["message"]
+
+
+def test_waiting_for_capacity_progresses_within_the_budget_then_stalls():
+    within = compute(APPLIED, generation=1, wanted_replicas=1, observed=Observed(
+        deployment=deployment(ready=0), pods=(unschedulable_pod(),), scale_up_budget_s=600), previous=None, now=NOW)
+    assert within["phase"] == "Deploying"
+    assert conditions(within) == {"Ready": ("False", "WaitingForCapacity"), "Progressing": ("True", "WaitingForCapacity"),
+                                  "Stalled": ("False", "WaitingForCapacity")}  # fmt: skip
+    assert "2 Insufficient nvidia.com/gpu" in by_type(within)["Progressing"]["message"]
+    assert "Waiting 2 min of the 10-min scale-up budget" in by_type(within)["Progressing"]["message"]
+    late = compute(APPLIED, generation=1, wanted_replicas=1, observed=Observed(
+        deployment=deployment(ready=0), pods=(unschedulable_pod("2026-11-22T00:05:00Z"),), scale_up_budget_s=600),
+        previous=within, now=NOW)  # fmt: skip
+    assert late["phase"] == "Degraded" and conditions(late)["Stalled"] == ("True", "WaitingForCapacity")
+    assert events_for(None, within) == [("Normal", "WaitingForCapacity", by_type(within)["Progressing"]["message"])]
+    assert events_for(within, within) == []  # no transition, no Event
+    assert events_for(within, late) == [("Warning", "WaitingForCapacity", by_type(late)["Stalled"]["message"])]
+
+
+def test_pods_are_not_read_once_the_deployment_is_ready():
+    """An evicted pod lingers (Failed) after its replacement is Ready: the model serves."""
+    evicted = pods.essentials({"metadata": {"name": "chat-old"}, "status": {"phase": "Failed", "reason": "Evicted",
+                                                                           "message": "The node was low on memory."}})
+    st = compute(APPLIED, generation=1, wanted_replicas=1,
+                 observed=Observed(deployment=deployment(ready=1), pods=(evicted,)), previous=None, now=NOW)
+    assert st["phase"] == "Ready" and conditions(st)["Ready"] == ("True", "ReplicasReady")
+    assert events_for(None, st) == []

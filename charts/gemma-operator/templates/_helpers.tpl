@@ -111,13 +111,22 @@ RBAC rules for the namespaced objects the operator reconciles. Used by the Clust
   verbs: ["create", "patch", "delete"]
 {{- end }}
 # Events explaining decisions, on the GemmaDeployment (core/v1, always new ones).
+# Events explaining decisions, on the GemmaDeployment (core/v1, always new ones); listed by field
+# selector for one model pod the scheduler cannot place, to quote the cluster autoscaler.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
-# Only to check that spec.hfTokenSecretRef names an existing Secret: get by name, never list or watch.
+  verbs: ["create", "list"]
+# The model pods (a label selector: the operator's own), for what blocks them: never written.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
+{{- if .Values.secretCheck.enabled }}
+# secretCheck.enabled: the early check that spec.hfTokenSecretRef names an existing Secret, by name
+# and metadata only; never list or watch.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+{{- end }}
 # Never requested: the OwnerReferencesPermissionEnforcement admission plugin (OpenShift, some
 # hardened clusters) refuses a child whose owner reference sets blockOwnerDeletion unless its
 # sender may update the owner's finalizers.

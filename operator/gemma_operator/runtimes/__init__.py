@@ -108,5 +108,7 @@ def container(name: str, image: str, command: list[str], args: list[str], env_va
         "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
         "resources": resources,
         "volumeMounts": mounts,
+        # A crash's last log lines reach the pod's status (pods.py quotes them) without reading logs.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         **probes(plan),
     }
