@@ -15,9 +15,9 @@ import yaml
 from pydantic import ValidationError
 
 from . import catalog as catalog_mod
-from . import capacity, clusterread, validation
+from . import capacity, clusterread, scaling, validation
 from .api.v1alpha1 import API_VERSION, KIND, GemmaDeploymentSpec
-from .inventory import pools
+from .inventory import on_gke, pools
 from .planner import InvalidSpec, NoFit, plan, token_warning
 from .render import endpoint, render
 
@@ -140,7 +140,7 @@ class Outcome:
 
 
 def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: catalog_mod.Catalog,
-                  declared: list[Any] = ()) -> Outcome:  # type: ignore[assignment]
+                  declared: list[Any] = (), collector: str = "auto") -> Outcome:  # type: ignore[assignment]
     meta = resource.get("metadata") or {}
     outcome = Outcome(name=meta.get("name", "gemma"), namespace=meta.get("namespace", "default"))
     try:
@@ -149,7 +149,12 @@ def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: ca
         if isinstance(result, NoFit):
             outcome.no_fit = result
             return outcome
-        outcome.manifests = render(result, outcome.name, outcome.namespace, spec)
+        # No cluster to ask what it serves: the collector from --collector, else GKE's Managed Prometheus
+        # (PodMonitoring) on GKE's nodes, a Prometheus Operator (ServiceMonitor) elsewhere.
+        if collector == "auto":
+            collector = "PodMonitoring" if on_gke(nodes) else "ServiceMonitor"
+        choice = scaling.choose(spec, None, collector)
+        outcome.manifests = render(result, outcome.name, outcome.namespace, spec, choice=choice)
     except UsageError as exc:
         outcome.invalid = str(exc)
         return outcome
@@ -198,7 +203,7 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         declared = capacity.read(args.capacity, cat) if args.capacity else []
     except capacity.CapacityError as exc:
         raise UsageError(f"invalid capacity: {exc}") from None
-    outcomes = [plan_resource(resource, nodes, cat, declared) for resource in resources]
+    outcomes = [plan_resource(resource, nodes, cat, declared, args.collector) for resource in resources]
     if len(outcomes) == 1:
         return _print_one(outcomes[0], args, source, source_words, out, err)
     return _print_several(outcomes, args, source, source_words, out, err)
@@ -357,6 +362,9 @@ def parser() -> argparse.ArgumentParser:
     plan_p.add_argument("--manifests", action="store_true", help="also print the objects that would be applied")
     plan_p.add_argument("--capacity", metavar="FILE", help="node shapes the cluster adds on demand (`pools:`, "
                         "as the chart value capacity.pools): GKE pools at zero nodes, node auto-provisioning")
+    plan_p.add_argument("--collector", choices=("auto", "PodMonitoring", "ServiceMonitor"), default="auto",
+                        help="metrics collector of an autoscaled model (default: PodMonitoring on GKE's nodes, "
+                        "else ServiceMonitor)")
     plan_p.set_defaults(func=cmd_plan)
     crds_p = sub.add_parser("crds", help="print the CRD generated from the API models")
     crds_p.set_defaults(func=cmd_crds)

@@ -270,6 +270,7 @@ def crd() -> dict[str, Any]:
                         "scale": {
                             "specReplicasPath": ".spec.replicas",
                             "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.selector",
                         },
                     },
                     "additionalPrinterColumns": [dict(column) for column in PRINTER_COLUMNS],

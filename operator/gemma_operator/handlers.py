@@ -24,15 +24,26 @@ import kopf
 from pydantic import ValidationError
 
 from . import catalog as catalog_mod
-from . import capacity, inventory, kube, metrics, peering, planner, pods, render, status, validation
+from . import capacity, inventory, kube, metrics, peering, planner, pods, render, rollout, scaling, status, validation
 from .api.v1alpha1 import GROUP, PLURAL, VERSION, GemmaDeploymentSpec
 
+status_condition = tuple[str, str, str, str]  # (type, status, reason, message)
 GD = {"group": GROUP, "version": VERSION, "plural": PLURAL}
 MANAGED = {"app.kubernetes.io/managed-by": render.MANAGER}
 # The model pods: only the operator's own are watched (a server-side label selector).
 MODEL_PODS = {**MANAGED, "app.kubernetes.io/component": "model-server"}
 INSTANCE = "app.kubernetes.io/instance"  # render.selector_labels: the GemmaDeployment's name
 DIGEST = f"{GROUP}/applied-digest"
+# On the Deployment: the optional kinds of CRDs the operator does not watch that it applied last
+# (PodMonitoring, ...), so that it deletes them once they must no longer exist.
+APPLIED_KINDS = f"{GROUP}/applied-kinds"
+# How long which optional CRDs the cluster serves is taken as known.
+DISCOVERY_ENV = "GEMMA_OPERATOR_DISCOVERY_S"
+DISCOVERY_TTL_S = 60.0
+# Chart values (as env): the collector to render, the Prometheus KEDA queries, the rollout policy.
+COLLECTOR_ENV = "GEMMA_OPERATOR_COLLECTOR"
+PROMETHEUS_URL_ENV = "GEMMA_OPERATOR_PROMETHEUS_URL"
+ROLLOUT_POLICY_ENV = "GEMMA_OPERATOR_ROLLOUT_POLICY"  # "keep" (default) | "accept"
 EVENT_REPEAT_S = 60.0  # the same Event reason at most once a minute per resource
 NODES_SETTLE_S = 1.0  # node changes come in bursts (a pool scaling): plan once they settle
 RETRY_S = (1, 2, 5, 10, 30, 60)  # back-off for API errors that clear by themselves
@@ -101,7 +112,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.queue = WorkQueue()
     memo.node_index = kwargs["gemma_nodes"]
     memo.resource_index = kwargs["gemma_resources"]
-    memo.children = {"Deployment": kwargs["gemma_deployments"], "Service": kwargs["gemma_services"]}
+    memo.children = {"Deployment": kwargs["gemma_deployments"], "Service": kwargs["gemma_services"],
+                     "PodDisruptionBudget": kwargs["gemma_pdbs"], "HorizontalPodAutoscaler": kwargs["gemma_hpas"]}
+    memo.applied_digests = {}  # (kind, namespace, name) -> digest, for the kinds without an index
+    memo.discovery = (float("-inf"), set())  # (monotonic time, served optional (apiVersion, kind))
     memo.pod_index = kwargs["gemma_pods"]
     memo.pods_seen = {}  # (namespace, pod) -> digest of what the index keeps: other changes wake nobody
     memo.autoscaler_events = {}  # (namespace, pod) -> (monotonic time read, the pod's autoscaler Events)
@@ -183,6 +197,17 @@ async def gemma_services(namespace: str, name: str, body: kopf.Body, **_: Any) -
     return _child(namespace, name, body)
 
 
+@kopf.index("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
+async def gemma_pdbs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return _child(namespace, name, body)
+
+
+# The operator's HPAs, and those KEDA makes for its ScaledObjects (they carry its labels).
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
+async def gemma_hpas(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return _child(namespace, name, body)
+
+
 @kopf.index("", "v1", "pods", labels=MODEL_PODS)
 async def gemma_pods(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     """Model pods by their GemmaDeployment (the instance label; the pods' owner is a ReplicaSet)."""
@@ -209,6 +234,8 @@ async def resumed(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_:
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 @kopf.on.event("", "v1", "services", labels=MANAGED)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
 async def child_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """A child changed (readiness, a hand edit) or vanished: its owner re-checks.
 
@@ -218,9 +245,14 @@ async def child_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     meta = body.get("metadata", {})
     if kwargs.get("type") != "DELETED" and meta.get("resourceVersion") is not None:
         key = (meta.get("namespace"), meta.get("name"))
-        if meta["resourceVersion"] in (memo.applied.get(("Deployment", *key)), memo.applied.get(("Service", *key))):
+        if meta["resourceVersion"] in {memo.applied.get((kind, *key)) for kind in memo.children}:
             return
-    for ref in meta.get("ownerReferences") or []:
+    owners = meta.get("ownerReferences") or []
+    if body.get("kind") == "HorizontalPodAutoscaler" and not any(r.get("kind") == "GemmaDeployment" for r in owners):
+        # KEDA's HPA: owned by the ScaledObject of the same name as the GemmaDeployment.
+        owners = [{"kind": "GemmaDeployment", "controller": True, "name": r["name"]}
+                  for r in owners if r.get("kind") == "ScaledObject"]  # fmt: skip
+    for ref in owners:
         if ref.get("kind") == "GemmaDeployment" and ref.get("controller"):
             memo.queue.add((body["metadata"]["namespace"], ref["name"]), "child")
 
@@ -319,22 +351,76 @@ async def _owner_gone(memo: kopf.Memo, cr: Mapping[str, Any]) -> bool:
     return live is None or live["metadata"].get("uid") != meta.get("uid") or bool(live["metadata"].get("deletionTimestamp"))
 
 
+def _owned_by(obj: Mapping[str, Any], cr: Mapping[str, Any]) -> bool:
+    uid = cr["metadata"].get("uid")
+    return any(r.get("controller") and r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or [])
+
+
+async def _prune(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[dict[str, Any]],
+                 deployment: Mapping[str, Any] | None, logger: logging.Logger) -> None:  # fmt: skip
+    """Delete the owned optional children that must no longer exist (before applying the rest)."""
+    namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
+    wanted = {(obj["apiVersion"], obj["kind"]) for obj in objects}
+    annotations = ((deployment or {}).get("metadata") or {}).get("annotations") or {}
+    listed = set(filter(None, annotations.get(APPLIED_KINDS, "").split(",")))
+    for api_version, kind in scaling.OPTIONAL_KINDS:
+        if (api_version, kind) in wanted:
+            continue
+        child = (kind, namespace, name)
+        if kind in memo.children:
+            live = None if child in memo.gone_children else _one(memo.children[kind], (namespace, name))
+            if live is None or not _owned_by(live, cr):
+                continue
+            uid = live["metadata"].get("uid")
+        elif kind in listed:
+            uid = None  # applied by the operator (recorded on the Deployment), not watched
+        else:
+            continue
+        if await memo.kube.delete(api_version, kind, namespace, name, uid):
+            logger.info(f"Deleted {kind} {namespace}/{name}: the spec no longer needs it.")
+            metrics.APPLIES.labels(f"delete {kind}").inc()
+        memo.applied.pop(child, None)
+        memo.applied_digests.pop(child, None)
+
+
 async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[dict[str, Any]],
-                          trigger: str) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """Apply what differs from the live children; return them as they are now, by kind.
+                          trigger: str, logger: logging.Logger | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Prune what must no longer exist, apply what differs from the live children; return them as
+    they are now, by kind.
 
     A child is current when it carries the digest of exactly this desired object (so fields the
     plan dropped are noticed) and still has every value the operator sets (so hand edits are).
+    Kinds without an index (third-party CRDs) are applied when their desired digest changes.
     """
     children = {}
+    namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
+    live_deployment = None
+    if ("Deployment", namespace, name) not in memo.gone_children:
+        live_deployment = _one(memo.children["Deployment"], (namespace, name))
+    await _prune(memo, cr, objects, live_deployment, logger or logging.getLogger(__name__))
+    unwatched = sorted(obj["kind"] for obj in objects if obj["kind"] not in memo.children)
     for obj in objects:
         meta = obj["metadata"]
+        if obj["kind"] == "Deployment" and unwatched:
+            meta.setdefault("annotations", {})[APPLIED_KINDS] = ",".join(unwatched)
         meta.setdefault("annotations", {})[DIGEST] = _digest(obj)
         child = (obj["kind"], meta["namespace"], meta["name"])
+        if obj["kind"] not in memo.children:
+            if memo.applied_digests.get(child) != meta["annotations"][DIGEST]:
+                await memo.kube.apply(obj)
+                metrics.APPLIES.labels(obj["kind"]).inc()
+                memo.applied_digests[child] = meta["annotations"][DIGEST]
+            continue
         live = None if child in memo.gone_children else _one(memo.children[obj["kind"]], child[1:])
         if live is None and trigger != "spec" and await _owner_gone(memo, cr):
             raise OwnerGone  # a child vanished because its owner did: garbage collection, not drift
         if live is None or not _matches(obj["metadata"], live.get("metadata")) or not _matches(obj["spec"], live.get("spec")):
+            replicas = ((live or {}).get("spec") or {}).get("replicas")
+            if obj["kind"] == "Deployment" and "replicas" not in obj["spec"] and isinstance(replicas, int):
+                # Autoscaled: the count stays the autoscaler's (see kube.HANDOVER).
+                await memo.kube.apply({"apiVersion": obj["apiVersion"], "kind": obj["kind"],
+                                       "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+                                       "spec": {"replicas": replicas}}, manager=kube.HANDOVER)  # fmt: skip
             live = await memo.kube.apply(obj)
             metrics.APPLIES.labels(obj["kind"]).inc()
             memo.applied[child] = live["metadata"].get("resourceVersion")
@@ -454,7 +540,12 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
     try:
         result = planner.plan(spec, _inventory(memo, spec.node_selector), memo.catalog,
                               previous=_previous_selection(cr, trigger))  # fmt: skip
-        objects = render.render(result, name, namespace, spec, owner=cr) if isinstance(result, planner.Plan) else []
+        choice = scaling.Choice()
+        if spec.autoscaling is not None and isinstance(result, planner.Plan):
+            choice = scaling.choose(spec, await _served(memo), os.environ.get(COLLECTOR_ENV, "auto"),
+                                    os.environ.get(PROMETHEUS_URL_ENV, scaling.PROMETHEUS_URL_DEFAULT))  # fmt: skip
+        objects = (render.render(result, name, namespace, spec, owner=cr, choice=choice)
+                   if isinstance(result, planner.Plan) else [])  # fmt: skip
     except planner.InvalidSpec as exc:
         outcome = status.Outcome("Invalid", f"Invalid spec: {exc}.")
         await _emit(memo, cr, "Warning", "InvalidSpec", outcome.message, logger)
@@ -481,7 +572,14 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
         return outcome, SECRET_RECHECK_S
 
     old = (cr.get("status") or {}).get("selection") or {}
-    children = await _apply_children(memo, cr, objects, trigger)
+    update, rolls_out = _keep_or_roll(memo, cr, spec, objects[0], selection)
+    if rolls_out:
+        await _emit(memo, cr, "Normal", "RollingOut", f"Replacing the model pods; first change: {rolls_out}.", logger)
+    reported = next((c for c in (cr.get("status") or {}).get("conditions") or [] if c.get("type") == update[0]),
+                    {}) if update else {}  # fmt: skip
+    if update and reported.get("message") != update[3]:  # once per new rendering, not per reconcile
+        await _emit(memo, cr, "Normal", "UpdateAvailable", update[3], logger)
+    children = await _apply_children(memo, cr, objects, trigger, logger)
     observed = await _observe(memo, cr, children, logger)
     outcome = status.Outcome("Applied", selection=selection, endpoint=endpoint)
     if planner.replans(old, selection):
@@ -495,17 +593,66 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
         warning = planner.token_warning(result, spec)
         if warning:
             await _emit(memo, cr, "Warning", "TokenMissing", warning, logger)
-    new_status = await _write_status(memo, cr, outcome, observed, logger, wanted=spec.replicas)
+    hpa_name = scaling.keda_hpa_name(name) if choice.provider == "keda" else name
+    hpa = _one(memo.children["HorizontalPodAutoscaler"], (namespace, hpa_name)) if spec.autoscaling else None
+    wanted = scaling.desired_replicas(spec, observed.deployment, hpa)
+    extra = [*scaling.autoscaler_conditions(spec, choice, hpa, scaling.signal(spec, result)),
+             scaling.disruption_condition(spec), *([update] if update else [])]  # fmt: skip
+    scale = {"desiredReplicas": wanted, "selector": ",".join(f"{k}={v}" for k, v in render.selector_labels(name).items())}
+    new_status = await _write_status(memo, cr, outcome, observed, logger, wanted=wanted, extra=extra, scale=scale)
     blocked = observed.pod_state(_now(), selection) if new_status.get("phase") != "Ready" else None
     _recheck(memo, (namespace, name), blocked.recheck_s if blocked else None)
     if new_status.get("phase") == "Ready" and (cr.get("status") or {}).get("phase") != "Ready":
-        await _emit(memo, cr, "Normal", "Ready", f"{spec.replicas} replica(s) ready at {endpoint}.", logger)
+        await _emit(memo, cr, "Normal", "Ready", f"{wanted} replica(s) ready at {endpoint}.", logger)
     return outcome, None
+
+
+def _keep_or_roll(memo: kopf.Memo, cr: Mapping[str, Any], spec: GemmaDeploymentSpec, deployment: dict[str, Any],
+                  selection: Mapping[str, Any]) -> tuple[status_condition | None, str | None]:  # fmt: skip
+    """Give the desired Deployment the pod template rollout.decide picks. Returns the
+    UpdateAvailable condition when it keeps the live one although the operator now renders
+    another, and the first change when the new template replaces a different live one."""
+    meta = cr["metadata"]
+    key = (meta["namespace"], meta["name"])
+    live = None if ("Deployment", *key) in memo.gone_children else _one(memo.children["Deployment"], key)
+    st = cr.get("status") or {}
+    old = st.get("selection") or {}
+    # A Deployment of an earlier release: rendered for this spec if it was reconciled and the plan
+    # chose the same (keys an earlier release did not report are not compared).
+    legacy_current = (st.get("observedGeneration") == meta.get("generation") and bool(old)
+                      and all(selection.get(k) == v for k, v in old.items() if k != "reasons"))  # fmt: skip
+    accept = spec.accept_operator_updates
+    if accept is None:
+        accept = os.environ.get(ROLLOUT_POLICY_ENV, "keep") == "accept"
+    rendered_for = rollout.spec_hash(spec.model_dump(by_alias=True, exclude_defaults=True), selection)
+    decision = rollout.decide(live, deployment["spec"]["template"], rendered_for, accept=accept,
+                              legacy_current=legacy_current)  # fmt: skip
+    deployment["spec"]["template"] = decision.template
+    deployment["metadata"].setdefault("annotations", {})[rollout.TEMPLATE_FOR] = decision.template_for
+    if decision.update_available is None:
+        return None, decision.rolls_out
+    message = (f"This operator version renders a different pod template; the running pods keep theirs "
+               f"(first change: {decision.update_available}). Set spec.acceptOperatorUpdates: true to roll it out.")
+    return ("UpdateAvailable", "True", "OperatorRenderingChanged", message), None
+
+
+async def _served(memo: kopf.Memo) -> set[tuple[str, str]]:
+    """Which optional third-party kinds the cluster serves (discovery, cached for a minute)."""
+    at, served = memo.discovery
+    if time.monotonic() - at < float(os.environ.get(DISCOVERY_ENV, DISCOVERY_TTL_S)):
+        return served
+    found = set()
+    for api_version, kind in (scaling.KEDA, scaling.POD_MONITORING, scaling.SERVICE_MONITOR):
+        if kind in await memo.kube.served(api_version):
+            found.add((api_version, kind))
+    memo.discovery = (time.monotonic(), found)
+    return found
 
 
 async def _write_status(memo: kopf.Memo, cr: Mapping[str, Any], outcome: status.Outcome,
                         observed: status.Observed | None, logger: logging.Logger, *,
-                        wanted: int | None = None) -> dict[str, Any]:  # fmt: skip
+                        wanted: int | None = None, extra: list[status_condition] = (),
+                        scale: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     current = cr.get("status") or {}
     desired = status.compute(
         outcome,
@@ -514,6 +661,8 @@ async def _write_status(memo: kopf.Memo, cr: Mapping[str, Any], outcome: status.
         observed=observed or status.Observed(),
         previous=current,
         now=_now(),
+        extra=extra,
+        scale=scale,
     )
     for type_, reason, message in status.events_for(current, desired):
         await _emit(memo, cr, type_, reason, message, logger)
@@ -589,8 +738,9 @@ async def _worker(memo: kopf.Memo, logger: logging.Logger) -> None:
             memo.failures.pop(key, None)
             memo.status_written.pop(key, None)
             _recheck(memo, key, None)
-            for kind in ("Deployment", "Service"):
+            for kind in (*memo.children, *(k for _, k in scaling.OPTIONAL_KINDS)):
                 memo.applied.pop((kind, *key), None)
+                memo.applied_digests.pop((kind, *key), None)
                 memo.gone_children.discard((kind, *key))
             continue
         try:

@@ -257,6 +257,12 @@ def _device(labels: Mapping[str, str], index: dict, catalog: Catalog) -> _Device
     return _known("cpu", catalog.accelerators["cpu"], selector, None)
 
 
+def on_gke(nodes: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether the nodes are GKE's (its node labels): `plan` then assumes Managed Prometheus."""
+    return any(key.startswith("cloud.google.com/gke-")
+               for node in nodes for key in ((node.get("metadata") or {}).get("labels") or {}))  # fmt: skip
+
+
 def essentials(node: Mapping[str, Any]) -> dict[str, Any]:
     """The parts of a Node that `pools` reads: what an index keeps, so that other changes
     (heartbeats, images, addresses) are not mistaken for a change in capacity."""

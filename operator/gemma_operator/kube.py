@@ -23,6 +23,10 @@ import kopf
 from .api.v1alpha1 import GROUP, PLURAL, VERSION
 
 MANAGER = "gemma-operator"
+# Co-owns a field the operator stops sending, so that the apply without it keeps its value (an
+# apply drops fields only their last owner stops sending): the Deployment's replicas, handed to
+# the autoscaler. https://kubernetes.io/docs/reference/using-api/server-side-apply/#transferring-ownership
+HANDOVER = "gemma-operator-handover"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
@@ -35,6 +39,11 @@ PLURALS = {
     ("v1", "Service"): "services",
     ("v1", "Secret"): "secrets",
     ("v1", "Event"): "events",
+    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobjects",
+    ("monitoring.googleapis.com/v1", "PodMonitoring"): "podmonitorings",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
     (f"{GROUP}/{VERSION}", "GemmaDeployment"): PLURAL,
     ("kopf.dev/v1", "KopfPeering"): "kopfpeerings",
 }
@@ -149,14 +158,32 @@ class Kube:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ApiError(599, f"{type(exc).__name__}: {exc}") from exc
 
-    async def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+    async def apply(self, obj: Mapping[str, Any], manager: str = MANAGER) -> dict[str, Any]:
         """Server-side apply as `gemma-operator`; force, because every field it sends is its own."""
         meta = obj["metadata"]
         url = path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
-        result = await self.request("PATCH", url, params={"fieldManager": MANAGER, "force": "true"}, body=obj,
+        result = await self.request("PATCH", url, params={"fieldManager": manager, "force": "true"}, body=obj,
                                     content_type=APPLY)  # fmt: skip
         assert result is not None
         return result
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str, uid: str | None = None) -> bool:
+        """Delete one object; with `uid`, only that very object (a precondition: a namesake created
+        since is left alone). False when it was already gone."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background",
+                **({"preconditions": {"uid": uid}} if uid else {})}  # fmt: skip
+        try:
+            await self.request("DELETE", path(api_version, kind, namespace, name), body=body)
+        except ApiError as exc:
+            if exc.status == 404 or (exc.status == 409 and uid):  # gone, or a namesake that isn't ours
+                return False
+            raise
+        return True
+
+    async def served(self, api_version: str) -> set[str]:
+        """The kinds an API group version serves (discovery); empty when it is not served."""
+        found = await self.request("GET", "/api/v1" if api_version == "v1" else f"/apis/{api_version}")
+        return {r["kind"] for r in (found or {}).get("resources") or [] if "/" not in r.get("name", "/")}
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.request("GET", path(api_version, kind, namespace, name))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import flags
+from . import flags, scaling
 from .api.v1alpha1 import API_VERSION, KIND, GemmaDeploymentSpec
 from .planner import InvalidSpec, Plan
 from .runtimes import HOME_DIR, PORT_NAME, Server, home_volume, llamacpp, progress_deadline_seconds, vllm
@@ -128,12 +128,6 @@ def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan)
         if var.name in owned:
             # Two entries with one name: a real API server refuses the apply (env is keyed by name).
             raise InvalidSpec("env", f"{var.name} is set by the operator for this plan ({', '.join(owned)})")
-    # Accelerators can't be shared between an old and a new pod: replace, don't surge.
-    strategy = (
-        {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
-        if plan.pool.kind == "cpu"
-        else {"type": "Recreate"}
-    )
     pod_spec: dict[str, Any] = {
         "containers": [srv.container],
         "volumes": srv.volumes,
@@ -147,18 +141,21 @@ def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan)
     tolerations = _tolerations(plan, spec)
     if tolerations:
         pod_spec["tolerations"] = tolerations
-    return {
+    result = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name, "namespace": namespace, "labels": labels(name, plan)},
         "spec": {
-            "replicas": spec.replicas,
+            "replicas": scaling.deployment_replicas(spec),
             "progressDeadlineSeconds": progress_deadline_seconds(plan),
             "selector": {"matchLabels": selector_labels(name)},
-            "strategy": strategy,
+            "strategy": scaling.strategy(spec, plan),
             "template": {"metadata": {"labels": labels(name, plan)}, "spec": pod_spec},
         },
     }
+    if result["spec"]["replicas"] is None:  # the autoscaler's field: not sent, not owned
+        del result["spec"]["replicas"]
+    return result
 
 
 def service(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan) -> dict[str, Any]:
@@ -174,11 +171,32 @@ def service(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan) ->
     }
 
 
+def optional_children(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan,
+                      choice: scaling.Choice) -> list[dict[str, Any] | None]:  # fmt: skip
+    """The children that exist only in some specs; None where one must not exist."""
+    own, select = labels(name, plan), selector_labels(name)
+    return [
+        scaling.pod_disruption_budget(name, namespace, spec, own, select),
+        scaling.pod_monitoring(name, namespace, spec, choice, own, select),
+        scaling.service_monitor(name, namespace, spec, choice, own, select),
+        scaling.horizontal_pod_autoscaler(name, namespace, spec, plan, choice, own),
+        scaling.scaled_object(name, namespace, spec, plan, choice, own, select),
+    ]
+
+
 def render(plan: Plan, name: str, namespace: str, spec: GemmaDeploymentSpec,
-           owner: dict[str, Any] | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """The children to apply, in apply order. With `owner` (the CR, with its uid), each is owned by it."""
+           owner: dict[str, Any] | None = None, choice: scaling.Choice | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """The children to apply, in apply order. With `owner` (the CR, with its uid), each is owned by it.
+
+    `choice` resolves autoscaling against what the cluster serves; without it, `scaling.choose`
+    with nothing served (an HPA and a PodMonitoring). Kinds of `scaling.OPTIONAL_KINDS` missing
+    from the result must not exist.
+    """
     check(name, spec, plan)
+    scaling.signal(spec, plan)  # refuse a metric the engine lacks before anything else
+    choice = choice or scaling.choose(spec, set())
     objects = [deployment(name, namespace, spec, plan), service(name, namespace, spec, plan)]
+    objects += [obj for obj in optional_children(name, namespace, spec, plan, choice) if obj is not None]
     if owner is not None:
         for obj in objects:
             obj["metadata"]["ownerReferences"] = [owner_reference(owner)]

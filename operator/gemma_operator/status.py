@@ -7,7 +7,7 @@ world computes an identical status and the operator has nothing to write.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,9 +90,15 @@ def _condition(previous: Mapping[str, Mapping[str, Any]], type_: str, status: st
 
 
 def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int, observed: Observed = Observed(),
-            previous: Mapping[str, Any] | None, now: str) -> dict[str, Any]:  # fmt: skip
+            previous: Mapping[str, Any] | None, now: str, extra: Sequence[tuple[str, str, str, str]] = (),
+            scale: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """The whole status for a GemmaDeployment. Until the Deployment is Ready, what blocks its pods
-    (pods.worst_pod_state) is the reason of Ready, Progressing and Stalled."""
+    (pods.worst_pod_state) is the reason of Ready, Progressing and Stalled.
+
+    `extra`: conditions beyond the three kstatus ones, as (type, status, reason, message), kept
+    only while a plan is applied (the autoscaler's, UpdateAvailable, PodDisruptionBudget).
+    `scale`: desiredReplicas and selector, likewise.
+    """
     old = previous or {}
     prior = {c.get("type"): c for c in old.get("conditions") or [] if isinstance(c, Mapping)}
     status: dict[str, Any] = {"observedGeneration": generation}
@@ -170,6 +176,9 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int, o
         _condition(prior, PROGRESSING, *progressing, generation, now),
         _condition(prior, STALLED, *stalled, generation, now),
     ]
+    if outcome.kind == "Applied":
+        status["conditions"] += [_condition(prior, *condition, generation, now) for condition in extra]
+        status.update(scale or {})
     return status
 
 

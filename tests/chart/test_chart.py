@@ -203,9 +203,21 @@ MANAGER = {
     (group, resource, verb)
     for group, resource in (("apps", "deployments"), ("", "services"))
     for verb in ("list", "watch", "create", "patch")
-} | {("", "events", "create"), ("", "events", "list"), ("", "pods", "list"), ("", "pods", "watch")}
+} | {("", "events", "create"), ("", "events", "list"), ("", "pods", "list"), ("", "pods", "watch")} | {
+    (group, resource, verb)
+    for group, resource in (("policy", "poddisruptionbudgets"), ("autoscaling", "horizontalpodautoscalers"))
+    for verb in ("list", "watch", "create", "patch", "delete")
+} | {("keda.sh", "scaledobjects", verb) for verb in ("create", "patch", "delete")}
 # Only with secretCheck.enabled: the early check that spec.hfTokenSecretRef exists.
 SECRET_GET = {("", "secrets", "get")}
+COLLECTOR = {
+    "PodMonitoring": {("monitoring.googleapis.com", "podmonitorings", verb) for verb in ("create", "patch", "delete")},
+    "ServiceMonitor": {("monitoring.coreos.com", "servicemonitors", verb) for verb in ("create", "patch", "delete")},
+}
+MANAGER_ONE_COLLECTOR = MANAGER  # models.metricsCollector set to one kind: only its grants
+MANAGER = MANAGER | COLLECTOR["PodMonitoring"] | COLLECTOR["ServiceMonitor"]  # auto: either
+# The only kinds the operator deletes: optional children the spec no longer needs (it prunes them).
+PRUNED = {"poddisruptionbudgets", "horizontalpodautoscalers", "scaledobjects", "podmonitorings", "servicemonitors"}
 CLUSTER_READ = {("", "nodes", verb) for verb in ("list", "watch")} | {
     ("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in ("list", "watch")
 }
@@ -221,7 +233,8 @@ def test_rbac_has_no_wildcards_or_dangerous_verbs(render, values):
     for kind, namespace, rule in rules(render(values)):
         for field in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
             assert not any("*" in item for item in rule.get(field, [])), f"{kind} {namespace}: {field} {rule}"
-        assert not set(rule["verbs"]) & {"delete", "deletecollection", "escalate", "bind", "impersonate"}, rule
+        assert not set(rule["verbs"]) & {"deletecollection", "escalate", "bind", "impersonate"}, rule
+        assert "delete" not in rule["verbs"] or set(rule["resources"]) <= PRUNED, rule
         if "pods" in rule["resources"]:
             assert rule["resources"] == ["pods"] and rule["verbs"] == ["list", "watch"], "pods: watched, never written"
         if "secrets" in rule["resources"]:
@@ -257,7 +270,8 @@ def test_rbac_peering(render):
     assert grants(gke) == MANAGER | OWNER_FINALIZERS | CLUSTER_READ | PEERING("clusterkopfpeerings")
     assert only(gke, "ClusterKopfPeering")["metadata"]["name"] == SA  # the release's full name
     lint = render(CI["lint"])  # one namespace, peering on
-    assert grants(lint, "models") == MANAGER | OWNER_FINALIZERS | PEERING("kopfpeerings") | SECRET_GET
+    assert grants(lint, "models") == (MANAGER_ONE_COLLECTOR | COLLECTOR["ServiceMonitor"] | OWNER_FINALIZERS
+                                      | PEERING("kopfpeerings") | SECRET_GET)  # fmt: skip
     assert only(lint, "KopfPeering")["metadata"] == {**only(lint, "KopfPeering")["metadata"], "namespace": "models"}
 
 

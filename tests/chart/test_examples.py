@@ -34,6 +34,7 @@ PLAN_ON = {
     "04-cpu-llamacpp/gemmadeployment.yaml": "gke-cpu-only",
     "05-tpu-v5e/gemmadeployment.yaml": "gke-tpu-v5e-2x2",
     "06-gated-model-hf-token/gemmadeployment.yaml": "gke-l4",
+    "08-autoscaling/gemmadeployment.yaml": "gke-l4",
     "07-node-auto-provisioning/gemmadeployment.yaml": "gke-l4-at-zero",
 }
 # The capacity file each example folder declares (plan --capacity), if any.

@@ -246,3 +246,17 @@ def test_serves_as_the_rendered_non_root_user(llama_server_bin, tiny_gguf, tmp_p
             assert code == 200 and answer["choices"][0]["message"]["role"] == "assistant", answer
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_metrics_expose_the_signals_the_autoscalers_use(server):
+    """The rendered command line serves Prometheus metrics (--metrics), with every llama.cpp name
+    an HPA or ScaledObject of gemma-operator follows (scaling.SIGNALS); kvCache has none here."""
+    from gemma_operator import scaling
+
+    assert "--metrics" in server.rendered["args"]
+    status, text = server.client.get("/metrics")
+    assert status == 200, text
+    exposed = {line.split()[0].split("{")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    used = {name for (runtime, _), name in scaling.SIGNALS.items() if runtime == "llamacpp"}
+    assert used and used <= exposed, sorted(exposed)
+    assert not any("kv_cache" in name for name in exposed), "llama.cpp has a KV-cache gauge now: offer kvCache"

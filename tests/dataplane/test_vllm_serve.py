@@ -149,3 +149,16 @@ def test_metrics_expose_the_queue_and_the_kv_cache(vllm_run):
     status, text = vllm_run.server.client.get("/metrics")
     assert status == 200
     assert "vllm:num_requests_waiting" in text and "vllm:kv_cache_usage_perc" in text
+
+
+def test_metrics_expose_the_signals_the_autoscalers_use(vllm_run):
+    """Every vLLM name an HPA or ScaledObject of gemma-operator follows (scaling.SIGNALS) is a
+    series of the running server's /metrics."""
+    from gemma_operator import scaling
+
+    status, text = vllm_run.server.client.get("/metrics")
+    assert status == 200
+    exposed = {line.split()[0].split("{")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    used = {name for (runtime, _), name in scaling.SIGNALS.items() if runtime == "vllm"}
+    assert used == {"vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"}
+    assert used <= exposed, sorted(n for n in exposed if n.startswith("vllm:"))

@@ -17,6 +17,7 @@ The request log is the emulator's; on a real API server the same check would rea
 from __future__ import annotations
 
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -142,6 +143,7 @@ def drive_lifecycle(cluster: Cluster, emulator, secret_check: bool) -> None:
     cluster.wait(lambda: cluster.service("chat"), "the Service re-created", 30)
     cluster.patch_spec("chat", {"maxModelLen": 8192})
     cluster.wait(lambda: (cluster.gd("chat").get("status") or {}).get("observedGeneration") == 2, "the update", 30)
+    drive_optional_children(cluster, emulator)
     cluster.create("gated", {"hfTokenSecretRef": {"name": "missing"}})
     if not secret_check:  # applied; the pod cannot start without the Secret
         gated = model_pod(cluster, "gated")
@@ -156,6 +158,66 @@ def drive_lifecycle(cluster: Cluster, emulator, secret_check: bool) -> None:
         cluster.api.request("DELETE", cluster.gd_path(name))
     cluster.wait(lambda: not cluster.get(cluster.gd_path())["items"], "everything deleted", 30)
     time.sleep(1.0)  # let the operator see the children go
+
+
+def optional(cluster: Cluster, plural: str, group_version: str) -> dict | None:
+    return cluster.get(f"/apis/{group_version}/namespaces/{cluster.ns}/{plural}/chat")
+
+
+def drive_optional_children(cluster: Cluster, emulator) -> None:
+    """Children that come and go: the PDB, the HPA, KEDA's ScaledObject and the collectors, as
+    the cluster starts serving their CRDs (a Prometheus Operator first, then Managed Prometheus
+    and KEDA)."""
+    def generation_reconciled():
+        gd = cluster.gd("chat")
+        return (gd.get("status") or {}).get("observedGeneration") == gd["metadata"]["generation"]
+
+    cluster.patch_spec("chat", {"replicas": 2})
+    cluster.wait(lambda: optional(cluster, "poddisruptionbudgets", "policy/v1"), "the PDB", 30)
+    cluster.patch_spec("chat", {"replicas": 1})
+    cluster.wait(lambda: optional(cluster, "poddisruptionbudgets", "policy/v1") is None, "the PDB deleted", 30)
+    queue = {"minReplicas": 1, "maxReplicas": 3, "metric": "queue", "target": 4, "provider": "hpa"}
+    emulator.apply_crds(THIRD_PARTY_CRDS_ONE["ServiceMonitor"])
+    cluster.patch_spec("chat", {"autoscaling": queue})
+    cluster.wait(lambda: optional(cluster, "horizontalpodautoscalers", "autoscaling/v2"), "the HPA", 30)
+    cluster.wait(generation_reconciled, "autoscaling on", 30)
+    for kind in ("PodMonitoring", "ScaledObject"):
+        emulator.apply_crds(THIRD_PARTY_CRDS_ONE[kind])
+    cluster.patch_spec("chat", {"autoscaling": {**queue, "provider": "keda"}})
+    cluster.wait(lambda: optional(cluster, "scaledobjects", "keda.sh/v1alpha1"), "the ScaledObject", 30)
+    cluster.wait(lambda: optional(cluster, "horizontalpodautoscalers", "autoscaling/v2") is None, "the HPA deleted", 30)
+    cluster.patch_spec("chat", {"autoscaling": None})
+    cluster.wait(lambda: optional(cluster, "scaledobjects", "keda.sh/v1alpha1") is None, "the ScaledObject deleted", 30)
+    cluster.wait(generation_reconciled, "autoscaling off", 30)
+
+
+def third_party_crd_dirs(tmp: pathlib.Path) -> dict[str, pathlib.Path]:
+    """One folder per third-party CRD (apply_crds takes a folder), read from ../shared/crds."""
+    dirs = {}
+    for kind, name in (("ServiceMonitor", "monitoring.coreos.com_servicemonitors.yaml"),
+                       ("PodMonitoring", "monitoring.googleapis.com_podmonitorings.yaml"),
+                       ("ScaledObject", "keda.sh_scaledobjects.yaml")):  # fmt: skip
+        source = THIRD_PARTY_CRDS / name
+        if not source.exists():
+            pytest.skip(f"{source} is missing (the third-party CRDs live in ../shared/crds)")
+        (tmp / kind).mkdir(parents=True, exist_ok=True)
+        (tmp / kind / name).symlink_to(source)
+        dirs[kind] = tmp / kind
+    return dirs
+
+
+def remove_third_party_crds(emulator) -> None:
+    for name in ("servicemonitors.monitoring.coreos.com", "podmonitorings.monitoring.googleapis.com",
+                 "scaledobjects.keda.sh"):  # fmt: skip
+        try:
+            emulator.request("DELETE", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+        except kubernetes.client.ApiException as e:
+            if e.status != 404:
+                raise
+
+
+THIRD_PARTY_CRDS = pathlib.Path(os.environ.get("GEMMA_THIRD_PARTY_CRDS", ROOT.parent / "shared" / "crds"))
+THIRD_PARTY_CRDS_ONE: dict[str, pathlib.Path] = {}
 
 
 def start_peering(emulator, objects: list[dict]) -> None:
@@ -196,6 +258,8 @@ def test_chart_rbac_is_exactly_what_the_operator_uses(emulator, render, values, 
                               {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     start_peering(emulator, objects)
     create_nodes.from_fixture("gke-l4")
+    remove_third_party_crds(emulator)  # each scenario starts where none is served
+    THIRD_PARTY_CRDS_ONE.update(third_party_crd_dirs(tmp_path / "crds"))
 
     # The chart's capacity ConfigMap, where the rendered pod mounts it: the operator starts on it.
     config = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-capacity"))
@@ -203,6 +267,7 @@ def test_chart_rbac_is_exactly_what_the_operator_uses(emulator, render, values, 
     chart_env[capacity.ENV] = str(tmp_path / "capacity.yaml")
     env = {**os.environ, **chart_env, "KUBECONFIG": str(emulator.kubeconfig), metrics.PORT_ENV: "0",
            handlers.RESYNC_ENV: "1",  # the periodic resync is part of what the RBAC must allow
+           handlers.DISCOVERY_ENV: "0",  # see CRDs served from one spec change to the next
            "PYTHONUNBUFFERED": "1"}  # fmt: skip
     since = len(emulator.emulator._requests)
     log_path = tmp_path / "operator.log"
@@ -217,6 +282,7 @@ def test_chart_rbac_is_exactly_what_the_operator_uses(emulator, render, values, 
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+            remove_third_party_crds(emulator)
     used = operator_requests(emulator, since)
     assert used, f"no operator requests recorded:\n{log_path.read_text()[-3000:]}"
 

@@ -455,6 +455,28 @@ def test_no_fit_names_the_nodes_it_was_judged_on(tmp_path):
     assert "Nothing fits" in err and "gke-t4.yaml" in err
 
 
+AUTOSCALED = {"replicas": 2, "autoscaling": {"minReplicas": 2, "maxReplicas": 4, "metric": "queue", "target": 4}}
+
+
+@pytest.mark.parametrize(("nodes", "extra", "collector"), [
+    ("gke-l4", (), "PodMonitoring"),  # GKE's nodes: Managed Service for Prometheus
+    ("gfd-a10g", (), "ServiceMonitor"),  # elsewhere: a Prometheus Operator
+    ("gke-l4", ("--collector", "ServiceMonitor"), "ServiceMonitor"),
+])  # fmt: skip
+def test_plan_manifests_render_every_object_of_an_autoscaled_model(tmp_path, nodes, extra, collector):
+    code, out, err = run(tmp_path, AUTOSCALED, nodes, "-o", "json", "--manifests", *extra)
+    assert code == 0, err
+    manifests = json.loads(out)["manifests"]
+    assert [m["kind"] for m in manifests] == ["Deployment", "Service", "PodDisruptionBudget", collector,
+                                              "HorizontalPodAutoscaler"]  # fmt: skip
+    assert "replicas" not in manifests[0]["spec"]
+
+
+def test_a_signal_the_engine_lacks_exits_2_naming_the_field(tmp_path):
+    spec = {"autoscaling": {"minReplicas": 1, "maxReplicas": 2, "metric": "kvCache", "target": 80}}
+    code, _, err = run(tmp_path, spec, "gke-cpu-only")
+    assert code == 2
+    assert "spec.autoscaling.metric: kvCache is not a signal llamacpp exposes; use queue" in err
 def test_plan_warns_on_stderr_when_a_gated_checkpoint_has_no_token(tmp_path):
     code, out, err = run(tmp_path, {"model": {"family": "gemma3"}}, "gke-l4", "-o", "json")
     assert code == 0 and json.loads(out)["selection"]["modelId"] == "google/gemma-3-270m-it"

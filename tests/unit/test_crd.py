@@ -195,14 +195,16 @@ def test_names_and_scope():
 def test_subresources():
     assert version()["subresources"] == {
         "status": {},
-        "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"},
+        # labelSelectorPath: `kubectl get --subresource=scale` and an HPA aimed at the resource find the pods.
+        "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+                  "labelSelectorPath": ".status.selector"},
     }
 
 
 def test_printer_columns():
     columns = version()["additionalPrinterColumns"]
     shown = [c["name"] for c in columns if not c.get("priority")]
-    assert shown == ["Phase", "Model", "Runtime", "Accelerator", "Ready", "Endpoint", "Age"]
+    assert shown == ["Phase", "Model", "Runtime", "Accelerator", "Ready", "Replicas", "Desired", "Endpoint", "Age"]
     assert [c["name"] for c in columns if c.get("priority") == 1] == ["Reason"]  # `kubectl get -o wide`
     assert columns == PRINTER_COLUMNS
     assert {c["name"]: c["type"] for c in columns}["Age"] == "date"

@@ -69,7 +69,7 @@ def test_valid_against_kubernetes_schemas_strict(catalog, case):
 
 
 def test_strict_validation_does_catch_unknown_fields(catalog):
-    deployment, _ = rendered(catalog, *CASES["l4-default"])
+    deployment, *_ = rendered(catalog, *CASES["l4-default"])
     deployment["spec"]["template"]["spec"]["containers"][0]["imagePulPolicy"] = "Always"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
@@ -81,7 +81,7 @@ def _pod(objs: list[dict]) -> dict:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_every_pod_keeps_the_invariants(catalog, case):
-    deployment, service = rendered(catalog, *CASES[case])
+    deployment, service, *_ = rendered(catalog, *CASES[case])
     pod = _pod([deployment])
     (container,) = pod["containers"]
     assert all(isinstance(a, str) for a in container["args"])
@@ -131,7 +131,7 @@ def test_hf_token_comes_from_the_secret_never_a_literal(catalog):
 
 
 def test_user_extras_are_merged(catalog):
-    deployment, service = rendered(catalog, *CASES["l4-everything-set"])
+    deployment, service, *_ = rendered(catalog, *CASES["l4-everything-set"])
     pod = _pod([deployment])
     (container,) = pod["containers"]
     assert container["args"][-1] == "--enable-prefix-caching"
@@ -289,7 +289,7 @@ def test_the_refusal_names_the_flag_as_the_server_reads_it(catalog):
 def test_the_progress_deadline_covers_the_start_up_budget(catalog, case):
     """Kubernetes' default (600 s) fires during a normal first start of a large model; the
     Deployment's deadline is the startup probe's whole budget plus time to schedule and pull."""
-    deployment, _ = rendered(catalog, *CASES[case])
+    deployment, *_ = rendered(catalog, *CASES[case])
     probe = deployment["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
     budget = probe["periodSeconds"] * probe["failureThreshold"]
     assert deployment["spec"]["progressDeadlineSeconds"] >= budget + 600

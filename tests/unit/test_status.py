@@ -128,6 +128,23 @@ def test_a_model_loading_within_its_deadline_is_progressing_and_says_how_long_it
     assert "37 min" in next(c for c in st["conditions"] if c["type"] == "Stalled")["message"]
 
 
+def test_extra_conditions_and_the_scale_fields_come_with_an_applied_plan_only():
+    extra = [("ScalingActive", "False", "FailedGetPodsMetric", "no custom metrics API"),
+             ("UpdateAvailable", "True", "OperatorRenderingChanged", "spec.containers[vllm].args: ...")]  # fmt: skip
+    scale = {"desiredReplicas": 3, "selector": "app.kubernetes.io/name=gemma-server,app.kubernetes.io/instance=chat"}
+    applied = compute(APPLIED, generation=1, wanted_replicas=3, observed=Observed(deployment=deployment(ready=3, replicas=3, updated=3)),
+                      previous=None, now=T0, extra=extra, scale=scale)  # fmt: skip
+    assert conditions(applied)["ScalingActive"] == ("False", "FailedGetPodsMetric")
+    assert conditions(applied)["UpdateAvailable"] == ("True", "OperatorRenderingChanged")
+    assert (applied["desiredReplicas"], applied["selector"]) == (3, scale["selector"])
+    # The update applied: the condition goes (the patch replaces the list).
+    later = compute(APPLIED, generation=1, wanted_replicas=3, observed=Observed(deployment=deployment(ready=3, replicas=3, updated=3)),
+                    previous=applied, now=T1, extra=extra[:1], scale=scale)  # fmt: skip
+    assert "UpdateAvailable" not in conditions(later)
+    assert patch_for(applied, later) == {"conditions": later["conditions"]}
+    nofit = compute(Outcome("NoFit", "nothing fits"), generation=2, wanted_replicas=3,
+                    previous=applied, now=T1, extra=extra, scale=scale)  # fmt: skip
+    assert set(conditions(nofit)) == {"Ready", "Progressing", "Stalled"}
 # --- what the model pods show ------------------------------------------------------------
 NOW = "2026-11-22T00:20:00Z"
 

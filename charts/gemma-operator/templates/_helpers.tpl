@@ -86,6 +86,31 @@ RBAC rules for the namespaced objects the operator reconciles. Used by the Clust
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "watch", "create", "patch"]
+# Optional children: the PodDisruptionBudget (two replicas or more) and the autoscaler's HPA,
+# watched (the HPA's conditions reach the status) and applied; deleted by the operator once the
+# spec no longer needs them (replicas down to one, autoscaling off).
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+# Autoscaling with KEDA, and the metrics collector(s) models.metricsCollector allows: applied and
+# deleted, never read.
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["create", "patch", "delete"]
+{{- if ne .Values.models.metricsCollector "ServiceMonitor" }}
+- apiGroups: ["monitoring.googleapis.com"]
+  resources: ["podmonitorings"]
+  verbs: ["create", "patch", "delete"]
+{{- end }}
+{{- if ne .Values.models.metricsCollector "PodMonitoring" }}
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["servicemonitors"]
+  verbs: ["create", "patch", "delete"]
+{{- end }}
+# Events explaining decisions, on the GemmaDeployment (core/v1, always new ones).
 # Events explaining decisions, on the GemmaDeployment (core/v1, always new ones); listed by field
 # selector for one model pod the scheduler cannot place, to quote the cluster autoscaler.
 - apiGroups: [""]

@@ -59,6 +59,8 @@ Quantization = Literal["auto", "bf16", "fp16", "fp8", "int8", "int4", "q4_0", "q
 Runtime = Literal["auto", "vllm", "llamacpp"]
 Tuning = Literal["it", "pt"]
 SizePolicy = Literal["smallest", "largest"]
+AutoscalingMetric = Literal["queue", "kvCache"]
+AutoscalingProvider = Literal["auto", "hpa", "keda"]
 Phase = Literal["Planning", "Deploying", "Ready", "Degraded", "NoFit", "Invalid"]
 
 
@@ -189,6 +191,31 @@ def _not_refused(arg: str) -> str:
     return arg
 
 
+class Autoscaling(Model):
+    """Replicas follow the model server's own load signal (not CPU)."""
+
+    min_replicas: int = Field(default=1, ge=0, le=1000, description="Fewest replicas; 0 only with provider keda.")
+    max_replicas: int = Field(ge=1, le=1000, description="Most replicas.")
+    metric: AutoscalingMetric = Field(
+        default="queue",
+        description="queue: requests waiting per pod; kvCache: KV-cache use per pod, in percent (vLLM only).",
+    )
+    target: int = Field(ge=1, le=10000, description="Per-pod value to hold the metric at (kvCache: 1 to 100).")
+    provider: AutoscalingProvider = Field(
+        default="auto",
+        description="hpa: a HorizontalPodAutoscaler on the custom metrics API; keda: a KEDA ScaledObject; "
+        "auto: keda when the cluster serves KEDA's CRDs, else hpa.",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"minReplicas ({self.min_replicas}) exceeds maxReplicas ({self.max_replicas})")
+        if self.metric == "kvCache" and self.target > 100:
+            raise ValueError(f"target is a percentage with metric kvCache: {self.target} is over 100")
+        return self
+
+
 class GemmaDeploymentSpec(Model):
     model: ModelSpec = Field(default_factory=ModelSpec, description="Which Gemma to serve.")
     quantization: Quantization = Field(
@@ -212,7 +239,15 @@ class GemmaDeploymentSpec(Model):
         le=16_777_216,
         description="Context length in tokens. Default: the largest that fits, capped by the model.",
     )
-    replicas: int = Field(default=1, ge=0, le=1000, description="Model server replicas.")
+    replicas: int = Field(default=1, ge=0, le=1000, description="Model server replicas (without autoscaling).")
+    autoscaling: Autoscaling | None = Field(
+        default=None, description="Scale on the server's queue or KV-cache use; replicas is then ignored."
+    )
+    accept_operator_updates: bool | None = Field(
+        default=None,
+        description="true: a new operator version's rendering rolls the pods out; false: the running pod "
+        "template is kept and status reports UpdateAvailable. Unset: the chart's rollout policy.",
+    )
     hf_token_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret with a Hugging Face token, for gated models."
     )
@@ -300,6 +335,8 @@ class GemmaDeploymentStatus(Model):
     endpoint: str | None = None
     replicas: int | None = None
     ready_replicas: int | None = None
+    desired_replicas: int | None = Field(default=None, description="Replicas wanted now (the autoscaler's, when on).")
+    selector: str | None = Field(default=None, description="The pods' label selector (the scale subresource's).")
 
 
 PRINTER_COLUMNS = [
@@ -309,6 +346,8 @@ PRINTER_COLUMNS = [
     {"name": "Runtime", "type": "string", "jsonPath": ".status.selection.runtime"},
     {"name": "Accelerator", "type": "string", "jsonPath": ".status.selection.accelerator"},
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
+    {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"},
     # `kubectl get -o wide`: the Ready condition's reason is what keeps the model from serving.
     {"name": "Reason", "type": "string", "priority": 1, "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
     {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},

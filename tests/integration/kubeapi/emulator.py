@@ -162,6 +162,10 @@ BUILTIN_KINDS = [
     Kind("apps", "v1", "statefulsets", "StatefulSet", True, "statefulset", ("status", "scale"),
          ("sts",), ("all",), generation=True),
     Kind("events.k8s.io", "v1", "events", "Event", True, "event", (), ("ev",)),
+    Kind("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, "poddisruptionbudget", ("status",),
+         ("pdb",), generation=True),
+    Kind("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", True,
+         "horizontalpodautoscaler", ("status",), ("hpa",), ("all",), generation=True),
     Kind("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
     Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
          False, "customresourcedefinition", ("status",), ("crd", "crds"), generation=True),
@@ -609,6 +613,12 @@ class GemmaEmulator(kmock.KubernetesEmulator):
             kinds = [k for k in self._kinds.values() if (k.group, k.version) == (group, version)]
             if kinds:
                 return aiohttp.web.json_response(self._version_doc(group, version, kinds))
+        if parts[0] == "apis" and len(parts) in (2, 3) and request.method.value.upper() == "GET":
+            # A group or version nobody serves (a CRD not installed): kube-apiserver's plain 404.
+            return aiohttp.web.json_response({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "the server could not find the requested resource", "reason": "NotFound",
+                "details": {}, "code": 404}, status=404)
         if request.method.value.upper() == "GET" and path == "/":
             paths = {"/api", "/api/v1", "/apis", "/healthz", "/readyz", "/livez", "/version"}
             for k in self._kinds.values():

@@ -1,0 +1,178 @@
+"""Optional children and who owns what, through kopf and the real handlers.
+
+* the PodDisruptionBudget appears with two replicas and is deleted at one;
+* with autoscaling on, the Deployment's replicas are the autoscaler's (a change it makes stays),
+  with it off again the operator's; the HPA is deleted;
+* the HPA's conditions reach the resource's status;
+* an operator upgrade keeps the previous release's pod template and says UpdateAvailable; after
+  the opt-in, exactly one rollout.
+
+On a real server (envtest with kube-controller-manager) the HPA controller writes the HPA's
+status itself (no custom metrics API there: ScalingActive=False); on the emulator the test
+writes what that controller would.
+"""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+import time
+
+import pytest
+import yaml
+
+from gemma_operator import render as render_mod
+from tests.integration.test_operator import Cluster, condition, operator  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+
+RELEASED = pathlib.Path(__file__).parent / "golden-children" / "l4-default.yaml"
+QUEUE = {"minReplicas": 1, "maxReplicas": 4, "metric": "queue", "target": 4, "provider": "hpa"}
+
+
+@pytest.fixture
+def cluster(kube_api, namespace):
+    return Scaling(kube_api, namespace)
+
+
+class Scaling(Cluster):
+    def pdb(self, name):
+        return self.get(f"/apis/policy/v1/namespaces/{self.ns}/poddisruptionbudgets/{name}")
+
+    def hpa(self, name):
+        return self.get(f"/apis/autoscaling/v2/namespaces/{self.ns}/horizontalpodautoscalers/{name}")
+
+    def status(self, name):
+        return self.gd(name).get("status") or {}
+
+
+def test_the_pdb_appears_and_disappears_with_the_replica_count(operator, cluster, create_nodes):
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {"replicas": 2})
+    budget = cluster.wait(lambda: cluster.pdb("chat"), "the PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"] == {"matchLabels": render_mod.selector_labels("chat")}
+    (ref,) = budget["metadata"]["ownerReferences"]
+    assert ref["kind"] == "GemmaDeployment" and ref["name"] == "chat" and ref["controller"] is True
+    deployment = cluster.deployment("chat")
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    cluster.wait(lambda: condition(cluster.gd("chat"), "PodDisruptionBudget").get("status") == "True", "PDB condition")
+
+    cluster.patch_spec("chat", {"replicas": 1})
+    cluster.wait(lambda: cluster.pdb("chat") is None, "the PodDisruptionBudget deleted")
+    cluster.wait(lambda: cluster.deployment("chat")["spec"]["strategy"]["type"] == "Recreate", "Recreate again")
+    single = cluster.wait(lambda: (c := condition(cluster.gd("chat"), "PodDisruptionBudget")).get("status") == "False"
+                          and c, "the single-replica condition")  # fmt: skip
+    assert single["reason"] == "SingleReplica" and "node upgrade" in single["message"]
+    cluster.patch_spec("chat", {"replicas": 3})
+    cluster.wait(lambda: cluster.pdb("chat"), "the PodDisruptionBudget back")
+
+
+def test_the_autoscaler_owns_the_replicas_while_autoscaling_is_on(operator, cluster, create_nodes, kube_api):
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {"replicas": 2})
+    cluster.wait(lambda: (cluster.deployment("chat") or {}).get("spec", {}).get("replicas") == 2, "two replicas")
+    cluster.patch_spec("chat", {"autoscaling": QUEUE})
+    hpa = cluster.wait(lambda: cluster.hpa("chat"), "the HPA")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "chat"}
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "vllm:num_requests_waiting"
+    cluster.wait(lambda: cluster.pdb("chat") is None, "no PDB at minReplicas 1")
+    # The autoscaler scales (on a real server through deployments/scale; a merge patch here).
+    path = f"/apis/apps/v1/namespaces/{cluster.ns}/deployments/chat"
+    kube_api.request("PATCH", path, {"spec": {"replicas": 3}}, content_type="application/merge-patch+json")
+    if not kube_api.controller_manager:  # what the HPA controller would write
+        kube_api.request("PATCH", f"/apis/autoscaling/v2/namespaces/{cluster.ns}/horizontalpodautoscalers/chat/status",
+                         {"status": {"currentReplicas": 3, "desiredReplicas": 3, "conditions": [
+                             {"type": "AbleToScale", "status": "True", "reason": "SucceededGetScale",
+                              "message": "the HPA controller was able to get the target's current scale",
+                              "lastTransitionTime": "2026-11-29T21:00:00Z"},
+                             {"type": "ScalingActive", "status": "False", "reason": "FailedGetPodsMetric",
+                              "message": "the HPA was unable to compute the replica count: unable to get metric "
+                                         "vllm:num_requests_waiting: no custom metrics API (custom.metrics.k8s.io) registered",
+                              "lastTransitionTime": "2026-11-29T21:00:00Z"}]}},
+                         content_type="application/merge-patch+json")  # fmt: skip
+    active = cluster.wait(lambda: (c := condition(cluster.gd("chat"), "ScalingActive")).get("status") == "False" and c,
+                          "the HPA's ScalingActive=False in status", timeout=30)  # fmt: skip
+    assert active["reason"].startswith("FailedGet") and "metrics adapter" in active["message"]
+    if not kube_api.controller_manager:
+        cluster.wait(lambda: cluster.status("chat").get("desiredReplicas") == 3, "desired replicas from the HPA")
+    assert cluster.status("chat")["selector"] == "app.kubernetes.io/name=gemma-server,app.kubernetes.io/instance=chat"
+    # Another spec change makes the operator apply the Deployment again: the autoscaler's count stays.
+    cluster.patch_spec("chat", {"autoscaling": {**QUEUE, "target": 6}})
+    cluster.wait(lambda: cluster.hpa("chat")["spec"]["metrics"][0]["pods"]["target"]["averageValue"] == "6", "HPA updated")
+    cluster.wait(lambda: cluster.status("chat").get("observedGeneration") == cluster.gd("chat")["metadata"]["generation"],
+                 "the change reconciled")  # fmt: skip
+    assert cluster.deployment("chat")["spec"]["replicas"] == 3, "the operator reverted the autoscaler's replicas"
+
+    # Off again: the operator owns the count (and says so by setting it), the HPA goes.
+    cluster.patch_spec("chat", {"autoscaling": None, "replicas": 2})
+    cluster.wait(lambda: cluster.hpa("chat") is None, "the HPA deleted")
+    cluster.wait(lambda: cluster.deployment("chat")["spec"]["replicas"] == 2, "the operator's replicas")
+    cluster.wait(lambda: not condition(cluster.gd("chat"), "ScalingActive"), "ScalingActive gone from status")
+
+
+def _released_children(owner: dict) -> list[dict]:
+    objects = [o for o in yaml.safe_load_all(RELEASED.read_text()) if o]
+    for obj in objects:
+        obj["metadata"]["namespace"] = owner["metadata"]["namespace"]
+        obj["metadata"]["ownerReferences"][0]["uid"] = owner["metadata"]["uid"]
+    return objects
+
+
+def test_an_operator_upgrade_keeps_the_released_template_until_the_opt_in(operator, cluster, create_nodes, kube_api):
+    """The previous release's children are in the cluster, reconciled; this release renders the
+    model container differently (terminationMessagePolicy: FallbackToLogsOnError, since issue 12):
+    nothing restarts, UpdateAvailable says what would change, and after the opt-in exactly one
+    rollout follows."""
+    create_nodes.from_fixture("gke-l4")
+    created = cluster.create("chat", {})
+    # What the previous release left: its children, applied by its field manager, and its status.
+    from gemma_operator import catalog as catalog_mod
+    from gemma_operator import inventory, planner
+    from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
+
+    known = catalog_mod.load()
+    nodes = yaml.safe_load((pathlib.Path(__file__).parents[1] / "fixtures/nodes/gke-l4.yaml").read_text())["items"]
+    selection = planner.plan(GemmaDeploymentSpec(), inventory.pools(nodes, known), known).selection()
+    for obj in _released_children(created):
+        plural = "deployments" if obj["kind"] == "Deployment" else "services"
+        base = "/apis/apps/v1" if obj["kind"] == "Deployment" else "/api/v1"
+        kube_api.request("PATCH", f"{base}/namespaces/{cluster.ns}/{plural}/{obj['metadata']['name']}", obj,
+                         query={"fieldManager": "gemma-operator", "force": "true"},
+                         content_type="application/apply-patch+yaml")  # fmt: skip
+    kube_api.request("PATCH", cluster.gd_path("chat") + "/status", {"status": {
+        "observedGeneration": created["metadata"]["generation"], "phase": "Deploying", "selection": selection}},
+        content_type="application/merge-patch+json")  # fmt: skip
+    before = cluster.deployment("chat")
+
+    operator()
+    # The new operator has applied the Deployment once (its digest annotation is on it).
+    kept = cluster.wait(lambda: (d := cluster.deployment("chat"))["metadata"].get("annotations", {})
+                        .get("gemma.dev/applied-digest") and d, "the new operator's apply", timeout=30)  # fmt: skip
+    assert kept["spec"]["template"] == before["spec"]["template"], "the operator upgrade changed the pod template"
+    assert kept["metadata"]["generation"] == before["metadata"]["generation"]
+    update = cluster.wait(lambda: (c := condition(cluster.gd("chat"), "UpdateAvailable")).get("status") == "True" and c,
+                          "UpdateAvailable", timeout=30)  # fmt: skip
+    assert "terminationMessagePolicy" in update["message"] and "acceptOperatorUpdates" in update["message"]
+    assert any(e["reason"] == "UpdateAvailable" for e in cluster.events("chat"))
+    from gemma_operator import rollout  # here: the previous release has no such module
+
+    assert cluster.deployment("chat")["metadata"]["annotations"][rollout.TEMPLATE_FOR]
+
+    cluster.patch_spec("chat", {"acceptOperatorUpdates": True})
+    rolled = cluster.wait(lambda: (d := cluster.deployment("chat"))["metadata"]["generation"] > before["metadata"]["generation"]
+                          and d, "the rollout after the opt-in")  # fmt: skip
+    assert rolled["spec"]["template"]["spec"]["containers"][0]["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    cluster.wait(lambda: not condition(cluster.gd("chat"), "UpdateAvailable"), "UpdateAvailable cleared")
+    (why,) = [e["message"] for e in cluster.events("chat") if e["reason"] == "RollingOut"]
+    assert why.startswith("Replacing the model pods; first change: spec.containers[vllm].terminationMessagePolicy")
+    settled = cluster.deployment("chat")["metadata"]["generation"]
+    assert settled == before["metadata"]["generation"] + 1, "more than one rollout"
+    # A later reconcile (the Deployment becoming ready) rolls nothing more.
+    kube_api.set_deployment_ready(cluster.ns, "chat")
+    cluster.wait(lambda: cluster.phase("chat") == "Ready", "Ready", timeout=30)
+    time.sleep(1.0)
+    assert cluster.deployment("chat")["metadata"]["generation"] == settled
+    assert copy.deepcopy(cluster.deployment("chat")["spec"]["template"]) == rolled["spec"]["template"]

@@ -1,0 +1,103 @@
+"""When the model pods are replaced: rollout.decide and rollout_reason, tabled."""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+
+import pytest
+import yaml
+
+from gemma_operator import rollout
+from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
+from gemma_operator.inventory import pools
+from gemma_operator.planner import plan
+from gemma_operator.render import render
+from tests.conftest import node_list
+
+# The children as the previous release (main at 86663f2) rendered them for gke-l4 and an empty spec.
+RELEASED = pathlib.Path(__file__).parents[1] / "integration" / "golden-children" / "l4-default.yaml"
+
+
+def template(args=("a",), image="img:1", **container) -> dict:
+    return {"metadata": {"labels": {"app": "x"}},
+            "spec": {"containers": [{"name": "vllm", "image": image, "args": list(args), **container}]}}  # fmt: skip
+
+
+def live_deployment(tmpl: dict, mark: str | None) -> dict:
+    meta = {"annotations": {rollout.TEMPLATE_FOR: mark}} if mark else {}
+    served = copy.deepcopy(tmpl)
+    served["spec"]["containers"][0]["terminationMessagePath"] = "/dev/termination-log"  # a server default
+    return {"metadata": meta, "spec": {"template": served}}
+
+
+def test_the_reason_names_the_first_field_in_a_fixed_order():
+    live, desired = template(args=("a",), image="img:1"), template(args=("b",), image="img:2")
+    assert rollout.rollout_reason(live, desired) == 'spec.containers[vllm].image: "img:1" -> "img:2"'
+    desired = template(args=("a", "--metrics"), terminationMessagePolicy="FallbackToLogsOnError")
+    assert rollout.rollout_reason(live, desired) == 'spec.containers[vllm].args: ["a"] -> ["a", "--metrics"]'
+    assert rollout.rollout_reason(live_deployment(live, None)["spec"]["template"], live) is None  # defaults aside
+
+
+SPEC_A, SPEC_B = "spec-a", "spec-b"
+OLD, NEW = template(), template(terminationMessagePolicy="FallbackToLogsOnError")
+OLD_MARK = f"{SPEC_A}/{rollout._digest(OLD)}"
+
+
+@pytest.mark.parametrize(("live", "rendered_for", "accept", "legacy_current", "keeps"), [
+    # An operator upgrade alone: the spec is the same, the rendering is not. Keep the pods.
+    (live_deployment(OLD, OLD_MARK), SPEC_A, False, False, True),
+    # ...unless the resource (or the chart) opts in: one rollout.
+    (live_deployment(OLD, OLD_MARK), SPEC_A, True, False, False),
+    # The spec changed: the new rendering goes out with it.
+    (live_deployment(OLD, OLD_MARK), SPEC_B, False, False, False),
+    # A Deployment of the previous release (no annotation), already reconciled for this spec: keep.
+    (live_deployment(OLD, None), SPEC_A, False, True, True),
+    # ...not reconciled for it (the spec changed while the operator was away): roll.
+    (live_deployment(OLD, None), SPEC_A, False, False, False),
+    # Nothing live yet.
+    (None, SPEC_A, False, False, False),
+])  # fmt: skip
+def test_decide(live, rendered_for, accept, legacy_current, keeps):
+    decision = rollout.decide(live, NEW, rendered_for, accept=accept, legacy_current=legacy_current)
+    if keeps:
+        assert decision.template == live["spec"]["template"]
+        assert decision.update_available == 'spec.containers[vllm].terminationMessagePolicy: (unset) -> "FallbackToLogsOnError"'
+        assert decision.template_for.startswith(f"{rendered_for}/") and decision.template_for != f"{rendered_for}/{rollout._digest(NEW)}"
+    else:
+        assert decision.template == NEW and decision.update_available is None
+        assert decision.rolls_out == (None if live is None else
+                                      'spec.containers[vllm].terminationMessagePolicy: (unset) -> "FallbackToLogsOnError"')
+        assert decision.template_for == f"{rendered_for}/{rollout._digest(NEW)}"
+
+
+def test_a_kept_template_stays_kept_and_a_hand_edit_of_a_current_one_is_reverted():
+    first = rollout.decide(live_deployment(OLD, None), NEW, SPEC_A, accept=False, legacy_current=True)
+    again = rollout.decide(live_deployment(OLD, first.template_for), NEW, SPEC_A, accept=False, legacy_current=False)
+    assert again.template["spec"]["containers"][0]["image"] == "img:1" and again.update_available
+    current = f"{SPEC_A}/{rollout._digest(NEW)}"
+    edited = live_deployment(template(image="img:hand"), current)
+    assert rollout.decide(edited, NEW, SPEC_A, accept=False, legacy_current=False).template == NEW
+
+
+def test_the_spec_hash_ignores_what_does_not_shape_the_pod():
+    selection = {"modelId": "google/gemma-4-E2B-it", "reasons": ["one"]}
+    base = rollout.spec_hash({"maxModelLen": 8192}, selection)
+    assert base == rollout.spec_hash({"maxModelLen": 8192, "replicas": 3, "acceptOperatorUpdates": True,
+                                      "autoscaling": {"maxReplicas": 4}}, {**selection, "reasons": ["two"]})  # fmt: skip
+    assert base != rollout.spec_hash({"maxModelLen": 4096}, selection)
+    assert base != rollout.spec_hash({"maxModelLen": 8192}, {**selection, "modelId": "google/gemma-3-1b-it"})
+
+
+def test_the_released_children_are_kept_by_this_release(catalog):
+    """The previous release's Deployment, without the annotation, meets this release's rendering
+    (which adds terminationMessagePolicy to the model container): the live template is what is sent."""
+    released = yaml.safe_load_all(RELEASED.read_text())
+    deployment = next(d for d in released if d["kind"] == "Deployment")
+    spec = GemmaDeploymentSpec.model_validate({})
+    result = plan(spec, pools(node_list("gke-l4"), catalog), catalog)
+    desired = render(result, "chat", "team-a", spec)[0]["spec"]["template"]
+    for_ = rollout.spec_hash({}, result.selection())
+    decision = rollout.decide(deployment, desired, for_, accept=False, legacy_current=True)
+    assert decision.template == deployment["spec"]["template"]
+    assert decision.update_available.startswith("spec.containers[vllm].terminationMessagePolicy")
