@@ -23,6 +23,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from . import cache as cache_mod
 from . import catalog as catalog_mod
 from . import inventory, kube, metrics, peering, planner, render, status, validation
 from .api.v1alpha1 import GROUP, PLURAL, VERSION, GemmaDeploymentSpec
@@ -32,6 +33,8 @@ MANAGED = {"app.kubernetes.io/managed-by": render.MANAGER}
 DIGEST = f"{GROUP}/applied-digest"
 EVENT_REPEAT_S = 60.0  # the same Event reason at most once a minute per resource
 NODES_SETTLE_S = 1.0  # node changes come in bursts (a pool scaling): plan once they settle
+SHARED = ("PersistentVolumeClaim", "Job")  # cache objects, shared by the deployments of one checkpoint
+SHARED_API = {"PersistentVolumeClaim": "v1", "Job": "batch/v1"}
 RETRY_S = (1, 2, 5, 10, 30, 60)  # back-off for API errors that clear by themselves
 SECRET_RECHECK_S = 30.0
 # How often the indices are checked against a fresh list, for deletions a watch missed: after
@@ -73,6 +76,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     # resources and 2,000 children, 3,000 idle workers held ~30 MB of RSS (bench/README.md).
     settings.queueing.idle_timeout = 0.5
     memo.catalog = catalog_mod.load()
+    memo.cache_defaults = cache_mod.defaults_from(os.environ.get(cache_mod.DEFAULTS_ENV))
     memo.kube = getattr(memo, "kube", None)
     memo.connected = asyncio.Event()  # kopf logs in after the startup handlers
     if memo.kube is not None:
@@ -90,7 +94,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.queue = WorkQueue()
     memo.node_index = kwargs["gemma_nodes"]
     memo.resource_index = kwargs["gemma_resources"]
-    memo.children = {"Deployment": kwargs["gemma_deployments"], "Service": kwargs["gemma_services"]}
+    memo.children = {"Deployment": kwargs["gemma_deployments"], "Service": kwargs["gemma_services"],
+                     "PersistentVolumeClaim": kwargs["gemma_claims"], "Job": kwargs["gemma_jobs"]}
     memo.nodes_changed = asyncio.Event()
     memo.gone_nodes = set()  # node names still in the index that a fresh list no longer has
     memo.gone_children = set()  # (kind, namespace, name) likewise
@@ -159,6 +164,16 @@ async def gemma_services(namespace: str, name: str, body: kopf.Body, **_: Any) -
     return _child(namespace, name, body)
 
 
+@kopf.index("", "v1", "persistentvolumeclaims", labels=MANAGED)
+async def gemma_claims(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return _child(namespace, name, body)
+
+
+@kopf.index("batch", "v1", "jobs", labels=MANAGED)
+async def gemma_jobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return _child(namespace, name, body)
+
+
 def _one(index: kopf.Index, key: Any) -> Any:
     values = index.get(key)
     return next(iter(values)) if values else None
@@ -192,6 +207,24 @@ async def child_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     for ref in meta.get("ownerReferences") or []:
         if ref.get("kind") == "GemmaDeployment" and ref.get("controller"):
             memo.queue.add((body["metadata"]["namespace"], ref["name"]), "child")
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+@kopf.on.event("", "v1", "persistentvolumeclaims", labels=MANAGED)
+async def cache_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A loader Job finished (or a shared claim changed): every deployment using it re-checks."""
+    meta = body.get("metadata", {})
+    ns = meta.get("namespace")
+    if kwargs.get("type") != "DELETED" and meta.get("resourceVersion") in (
+        memo.applied.get((body.get("kind"), ns, meta.get("name"))),
+    ):
+        return
+    owners = {ref["name"] for ref in meta.get("ownerReferences") or [] if ref.get("kind") == "GemmaDeployment"}
+    # Retained objects have no owners: wake whoever waits on a fill in the namespace.
+    for (cr_ns, name), values in list(memo.resource_index.items()):
+        cache_state = next(iter((cr.get("status") or {}).get("cache") or {} for cr in values), {})
+        if cr_ns == ns and (name in owners or cache_state.get("state") in ("Filling", "Failed")):
+            memo.queue.add((ns, name), "child")
 
 
 @kopf.on.event("", "v1", "nodes")
@@ -269,19 +302,80 @@ async def _owner_gone(memo: kopf.Memo, cr: Mapping[str, Any]) -> bool:
     return live is None or live["metadata"].get("uid") != meta.get("uid") or bool(live["metadata"].get("deletionTimestamp"))
 
 
+async def _apply_shared(memo: kopf.Memo, cr: Mapping[str, Any], obj: dict[str, Any],
+                        trigger: str) -> dict[str, Any]:  # fmt: skip
+    """Create a cache object, or join its owners. Never re-applied: a claim's and a Job's spec are
+    fixed once created, and other deployments own it too."""
+    meta = obj["metadata"]
+    child = (obj["kind"], meta["namespace"], meta["name"])
+    live = None if child in memo.gone_children else _one(memo.children[obj["kind"]], child[1:])
+    if live is None and trigger != "spec" and await _owner_gone(memo, cr):
+        raise OwnerGone
+    if live is None:
+        live = await memo.kube.apply(obj)
+        metrics.APPLIES.labels(obj["kind"]).inc()
+    else:
+        mine = meta.get("ownerReferences") or []
+        refs = list(live["metadata"].get("ownerReferences") or [])
+        if mine and mine[0]["uid"] not in {r.get("uid") for r in refs}:
+            live = await memo.kube.set_owners(obj, live["metadata"]["resourceVersion"], refs + mine)
+        else:
+            return live
+    memo.applied[child] = live["metadata"].get("resourceVersion")
+    memo.gone_children.discard(child)
+    return live
+
+
+async def _prune_shared(memo: kopf.Memo, cr: Mapping[str, Any], desired: set[tuple[str, str]]) -> None:
+    """Cache objects this deployment owns but no longer uses: leave them to their other owners, or
+    delete them when it was the last (what garbage collection would do once it is deleted)."""
+    meta = cr["metadata"]
+    for kind in SHARED:
+        for key, values in list(memo.children[kind].items()):
+            live = next(iter(values), None)
+            if key[0] != meta["namespace"] or (kind, key[1]) in desired or live is None:
+                continue
+            refs = live["metadata"].get("ownerReferences") or []
+            if meta.get("uid") not in {r.get("uid") for r in refs}:
+                continue
+            others = [r for r in refs if r.get("uid") != meta.get("uid")]
+            if others:
+                await memo.kube.set_owners({"apiVersion": SHARED_API[kind], "kind": kind, "metadata": live["metadata"]},
+                                           live["metadata"]["resourceVersion"], others)  # fmt: skip
+            else:
+                await memo.kube.delete(SHARED_API[kind], kind, live["metadata"])
+
+
 async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[dict[str, Any]],
-                          trigger: str) -> dict[str, Any] | None:  # fmt: skip
-    """Apply what differs from the live children; return the live Deployment.
+                          trigger: str, cache: cache_mod.Cache | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:  # fmt: skip
+    """Apply what differs from the live children; return the live Deployment and status.cache.
 
     A child is current when it carries the digest of exactly this desired object (so fields the
     plan dropped are noticed) and still has every value the operator sets (so hand edits are).
+    With a filled cache, the Deployment waits (is not applied) until the loader Job completes.
     """
     deployment = None
+    job = None
     for obj in objects:
+        if obj["kind"] in SHARED:
+            live = await _apply_shared(memo, cr, obj, trigger)
+            if obj["kind"] == "Job":
+                job = live
+    await _prune_shared(memo, cr, {(o["kind"], o["metadata"]["name"]) for o in objects if o["kind"] in SHARED})
+    cache_status = None
+    if cache is not None:
+        state, message = cache_mod.fill_state(job) if cache.filled else (None, "")
+        cache_status = cache.status(state, message)
+    for obj in objects:
+        if obj["kind"] in SHARED:
+            continue
         meta = obj["metadata"]
         meta.setdefault("annotations", {})[DIGEST] = _digest(obj)
         child = (obj["kind"], meta["namespace"], meta["name"])
         live = None if child in memo.gone_children else _one(memo.children[obj["kind"]], child[1:])
+        if obj["kind"] == "Deployment" and cache_status and cache_status.get("state") not in (None, "Ready"):
+            deployment = live  # waits for the fill; one already serving (from another cache) keeps serving
+            continue
         if live is None and trigger != "spec" and await _owner_gone(memo, cr):
             raise OwnerGone  # a child vanished because its owner did: garbage collection, not drift
         if live is None or not _matches(obj["metadata"], live.get("metadata")) or not _matches(obj["spec"], live.get("spec")):
@@ -291,7 +385,7 @@ async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[
             memo.gone_children.discard(child)
         if obj["kind"] == "Deployment":
             deployment = live
-    return deployment
+    return deployment, cache_status
 
 
 async def reconcile(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger, *, trigger: str,
@@ -366,7 +460,8 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
     try:
         result = planner.plan(spec, _inventory(memo, spec.node_selector), memo.catalog,
                               previous=_previous_selection(cr, trigger))  # fmt: skip
-        objects = render.render(result, name, namespace, spec, owner=cr) if isinstance(result, planner.Plan) else []
+        objects = (render.render(result, name, namespace, spec, owner=cr, cache_defaults=memo.cache_defaults)
+                   if isinstance(result, planner.Plan) else [])  # fmt: skip
     except planner.InvalidSpec as exc:
         outcome = status.Outcome("Invalid", f"Invalid spec: {exc}.")
         await _emit(memo, cr, "Warning", "InvalidSpec", outcome.message, logger)
@@ -393,8 +488,11 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
         return outcome, SECRET_RECHECK_S
 
     old = (cr.get("status") or {}).get("selection") or {}
-    deployment = await _apply_children(memo, cr, objects, trigger)
-    outcome = status.Outcome("Applied", selection=selection, endpoint=endpoint)
+    cache = cache_mod.plan_cache(result, spec, memo.cache_defaults)
+    deployment, cache_status = await _apply_children(memo, cr, objects, trigger, cache)
+    outcome = status.Outcome("Applied", selection=selection, endpoint=endpoint, cache=cache_status)
+    if cache_status and cache_status.get("state") == "Failed":
+        await _emit(memo, cr, "Warning", "CacheFillFailed", cache_status["message"], logger)
     if {k: v for k, v in old.items() if k != "reasons"} != {k: v for k, v in selection.items() if k != "reasons"}:
         metrics.PLANS.labels(result.runtime, result.pool.accelerator, result.quantization).inc()
         summary = (
@@ -492,7 +590,7 @@ async def _worker(memo: kopf.Memo, logger: logging.Logger) -> None:
             memo.locks.pop(key, None)
             memo.failures.pop(key, None)
             memo.status_written.pop(key, None)
-            for kind in ("Deployment", "Service"):
+            for kind in ("Deployment", "Service", *SHARED):
                 memo.applied.pop((kind, *key), None)
                 memo.gone_children.discard((kind, *key))
             continue

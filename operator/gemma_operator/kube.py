@@ -33,6 +33,8 @@ LIST_PAGE = 500
 PLURALS = {
     ("apps/v1", "Deployment"): "deployments",
     ("v1", "Service"): "services",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
+    ("batch/v1", "Job"): "jobs",
     ("v1", "Secret"): "secrets",
     ("v1", "Event"): "events",
     (f"{GROUP}/{VERSION}", "GemmaDeployment"): PLURAL,
@@ -157,6 +159,27 @@ class Kube:
                                     content_type=APPLY)  # fmt: skip
         assert result is not None
         return result
+
+    async def set_owners(self, obj: Mapping[str, Any], resource_version: str,
+                         owners: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+        """Replace a shared object's owner references, only if it is still the version read (else 409)."""
+        meta = obj["metadata"]
+        url = path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        body = {"metadata": {"resourceVersion": resource_version, "ownerReferences": owners}}
+        result = await self.request("PATCH", url, params={"fieldManager": MANAGER}, body=body, content_type=MERGE)
+        assert result is not None
+        return result
+
+    async def delete(self, api_version: str, kind: str, meta: Mapping[str, Any]) -> None:
+        """Delete exactly the version read (a 409 if it changed meanwhile); gone already is fine."""
+        url = path(api_version, kind, meta["namespace"], meta["name"])
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background",
+                "preconditions": {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]}}  # fmt: skip
+        try:
+            await self.request("DELETE", url, body=body)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.request("GET", path(api_version, kind, namespace, name))

@@ -64,6 +64,7 @@ class Plan:
     run_as: tuple[int, int] | None = None  # (uid, gid) the server runs as; None keeps the image's root
     reasons: tuple[str, ...] = ()
     spec_node_selector: dict[str, str] = field(default_factory=dict)  # spec.nodeSelector, on top of the pool's
+    checkpoint_bytes: int = 0  # what the server downloads (sizing.checkpoint_bytes)
 
     @property
     def node_selector(self) -> dict[str, str]:
@@ -550,6 +551,7 @@ def _plan(model: _Model, pool: Pool, option: _Option, tp: int, got: sizing.Fit, 
         estimated_memory_gib=got.total_gib * devices, weights_gib=got.weights_gib * devices,
         vllm_quantization=option.vllm_quantization, chat_template=model.family.chat_template and model.tuning == "it",
         run_as=(image.run_as.user, image.run_as.group) if image.run_as else None,
+        checkpoint_bytes=sizing.checkpoint_bytes(model.size, option.model_id, option.model_file),
     )  # fmt: skip
 
 

@@ -40,19 +40,20 @@ def gib(value: float) -> str:
     return f"{max(1, math.ceil(value))}Gi"
 
 
-def startup_seconds(plan: Plan) -> int:
-    budget = STARTUP_FLOOR_S + STARTUP_S_PER_WEIGHT_GIB * plan.weights_gib
+def startup_seconds(plan: Plan, download: bool = True) -> int:
+    """The startup probe's budget; `download` False when the weights are already on a mounted cache."""
+    budget = STARTUP_FLOOR_S + (STARTUP_S_PER_WEIGHT_GIB * plan.weights_gib if download else 0)
     if plan.pool.kind == "tpu":
         budget += STARTUP_TPU_COMPILE_S
     return int(math.ceil(budget / PROBE_PERIOD_S) * PROBE_PERIOD_S)
 
 
-def progress_deadline_seconds(plan: Plan) -> int:
+def progress_deadline_seconds(plan: Plan, download: bool = True) -> int:
     """The Deployment's progressDeadlineSeconds: no `ProgressDeadlineExceeded` while a model may still load."""
-    return startup_seconds(plan) + PROGRESS_MARGIN_S
+    return startup_seconds(plan, download) + PROGRESS_MARGIN_S
 
 
-def probes(plan: Plan, path: str = "/health") -> dict[str, Any]:
+def probes(plan: Plan, path: str = "/health", download: bool = True) -> dict[str, Any]:
     def http(period: int, failures: int, timeout: int) -> dict[str, Any]:
         return {
             "httpGet": {"path": path, "port": PORT_NAME},
@@ -63,7 +64,7 @@ def probes(plan: Plan, path: str = "/health") -> dict[str, Any]:
 
     return {
         # The startup probe holds off the others until the weights are downloaded and loaded.
-        "startupProbe": http(PROBE_PERIOD_S, startup_seconds(plan) // PROBE_PERIOD_S, 5),
+        "startupProbe": http(PROBE_PERIOD_S, startup_seconds(plan, download) // PROBE_PERIOD_S, 5),
         "readinessProbe": http(5, 3, 5),
         "livenessProbe": http(15, 4, 10),
     }

@@ -1,0 +1,173 @@
+"""spec.cache: every cache type on every node fixture renders valid objects; sizes come from the catalog."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+
+from gemma_operator import cache as cache_mod
+from gemma_operator.api.v1alpha1 import CacheSpec, GemmaDeploymentSpec
+from gemma_operator.inventory import pools
+from gemma_operator.planner import Plan, plan
+from gemma_operator.render import render
+from gemma_operator.runtimes import PROBE_PERIOD_S, startup_seconds
+from tests.conftest import NODES, node_list
+from tests.unit.test_render import KUBE_VERSION, OWNER, restricted_violations
+
+FIXTURES = sorted(p.stem for p in NODES.glob("*.yaml"))
+CACHES = {
+    "emptyDir": {},
+    "pvc": {"type": "pvc"},
+    "pvc-filestore": {"type": "pvc", "storageClassName": "standard-rwx", "accessModes": ["ReadWriteMany"]},
+    "gcsfuse": {"type": "gcsfuse", "bucket": "team-a-models", "serviceAccountName": "model-reader"},
+}
+
+
+def rendered(catalog, fixture: str, spec: dict, defaults: CacheSpec | None = None) -> tuple[Plan, list[dict]]:
+    parsed = GemmaDeploymentSpec.model_validate(spec)
+    result = plan(parsed, pools(node_list(fixture), catalog, parsed.node_selector), catalog)
+    assert isinstance(result, Plan), result
+    return result, render(result, "chat", "team-a", parsed, OWNER, cache_defaults=defaults)
+
+
+def by_kind(objs: list[dict]) -> dict[str, dict]:
+    return {o["kind"]: o for o in objs}
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+@pytest.mark.parametrize("cache", sorted(CACHES))
+def test_every_cache_type_on_every_fixture_is_valid_strict(catalog, fixture, cache):
+    _, objs = rendered(catalog, fixture, {"cache": CACHES[cache]})
+    for obj in objs:
+        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+    kinds = [o["kind"] for o in objs]
+    expected = {"emptyDir": [], "gcsfuse": ["Job"]}.get(cache, ["PersistentVolumeClaim", "Job"])
+    assert kinds == [*expected, "Deployment", "Service"]
+
+
+def test_the_31b_bf16_pvc_plan_of_the_issue(catalog):
+    """Done-when: a 62+ GB claim sized from the catalog, a loader Job, a read-only offline mount."""
+    result, objs = rendered(catalog, "gke-h100x8", {"model": {"family": "gemma4", "size": "31b"},
+                                                    "quantization": "bf16", "cache": {"type": "pvc"}})  # fmt: skip
+    size = catalog.families["gemma4"].sizes["31b"]
+    assert result.checkpoint_bytes == max(size.params_b * 2e9, size.published_memory_gb["bf16"] * 1e9)
+    claim, job, deployment = (by_kind(objs)[k] for k in ("PersistentVolumeClaim", "Job", "Deployment"))
+    storage = claim["spec"]["resources"]["requests"]["storage"]
+    assert storage.endswith("Gi") and int(storage[:-2]) * 2**30 >= 62e9
+    assert int(storage[:-2]) == cache_mod.size_gib(result.checkpoint_bytes)
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "hf", "download", "google/gemma-4-31B-it", "--cache-dir", "/models/huggingface/hub"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    store = next(v for v in pod["volumes"] if v["name"] == "model-cache")
+    assert store == {"name": "model-cache", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"], "readOnly": True}}
+    assert {"name": "model-cache", "mountPath": "/models/huggingface/hub", "readOnly": True} in container["volumeMounts"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["HF_HUB_OFFLINE"] == "1" and env["HF_HOME"] == "/models/huggingface"
+    # Warm: the start-up budget leaves out the download (20 s per GiB of weights).
+    assert container["startupProbe"]["failureThreshold"] * PROBE_PERIOD_S == startup_seconds(result, download=False)
+    assert startup_seconds(result, download=False) < startup_seconds(result)
+    assert pod["securityContext"]["runAsNonRoot"] is True and not restricted_violations(pod)
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_empty_dir_plans_carry_a_size_limit_and_an_ephemeral_storage_request(catalog, fixture):
+    result, objs = rendered(catalog, fixture, {})
+    pod = by_kind(objs)["Deployment"]["spec"]["template"]["spec"]
+    models = next(v for v in pod["volumes"] if v["name"] == "models")
+    want = f"{cache_mod.size_gib(result.checkpoint_bytes)}Gi"
+    assert models["emptyDir"] == {"sizeLimit": want}
+    assert pod["containers"][0]["resources"]["requests"]["ephemeral-storage"] == want
+    assert result.checkpoint_bytes * 1.1 < int(want[:-2]) * 2**30
+
+
+def test_gguf_plans_fill_with_llamas_own_downloader_and_start_offline(catalog):
+    result, objs = rendered(catalog, "gke-cpu-only", {"cache": {"type": "pvc"}})
+    job, deployment = by_kind(objs)["Job"], by_kind(objs)["Deployment"]
+    checkpoint = next(c for c in catalog.families[result.family].sizes[result.size].checkpoints if c.file == result.model_file)
+    assert result.checkpoint_bytes == checkpoint.bytes
+    loader = job["spec"]["template"]["spec"]["containers"][0]
+    assert loader["command"] == ["/app/llama", "download", "--hf-repo", result.model_id, "--hf-file", result.model_file]
+    assert {"name": "LLAMA_CACHE", "value": "/models"} in loader["env"]
+    assert loader["image"] == result.image  # the runtime image's own downloader
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"][-1] == "--offline"
+    assert {"name": "model-cache", "mountPath": "/models", "readOnly": True} in container["volumeMounts"]
+
+
+def test_the_gcsfuse_volume_has_the_drivers_documented_attributes(catalog):
+    result, objs = rendered(catalog, "gke-l4", {"cache": CACHES["gcsfuse"]})
+    deployment, job = by_kind(objs)["Deployment"], by_kind(objs)["Job"]
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["annotations"] == {"gke-gcsfuse/volumes": "true"}
+    assert job["spec"]["template"]["metadata"]["annotations"] == {"gke-gcsfuse/volumes": "true"}
+    pod = template["spec"]
+    assert pod["serviceAccountName"] == "model-reader"
+    volume = next(v for v in pod["volumes"] if v["name"] == "model-cache")
+    assert volume["csi"]["driver"] == "gke-gcsfuse.csi.storage.gke.io" and volume["csi"]["readOnly"] is True
+    attributes = volume["csi"]["volumeAttributes"]
+    # The attribute names the driver documents for CSI ephemeral volumes; every value a string.
+    documented = {"bucketName", "mountOptions", "fileCacheCapacity", "fileCacheForRangeRead", "metadataCacheTTLSeconds",
+                  "metadataStatCacheCapacity", "metadataTypeCacheCapacity"}  # fmt: skip
+    assert set(attributes) <= documented and all(isinstance(v, str) for v in attributes.values())
+    assert attributes["bucketName"] == "team-a-models"
+    assert attributes["fileCacheCapacity"] == "-1" and attributes["fileCacheForRangeRead"] == "true"
+    options = attributes["mountOptions"].split(",")
+    assert "file-cache:enable-parallel-downloads:true" in options
+    assert " " not in attributes["mountOptions"]  # comma-separated, no spaces (GKE's guide)
+    assert {f"uid={result.run_as[0]}", f"gid={result.run_as[1]}"} <= set(options)  # non-root server
+    # The sidecar's file cache: a volume sized for the checkpoint, and a request for it.
+    size = f"{cache_mod.size_gib(result.checkpoint_bytes)}Gi"
+    assert {"name": "gke-gcsfuse-cache", "emptyDir": {"sizeLimit": size}} in pod["volumes"]
+    assert pod["containers"][0]["resources"]["requests"]["ephemeral-storage"] == size
+    loader = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "model-cache")
+    assert loader["csi"]["readOnly"] is False and "fileCacheCapacity" not in loader["csi"]["volumeAttributes"]
+
+
+def test_one_claim_per_checkpoint_and_storage(catalog):
+    names = {}
+    for case, spec in {"a": {}, "b": {"replicas": 3, "maxModelLen": 4096}, "rwx": {"accessModes": ["ReadWriteMany"]},
+                       "retain": {"retention": "Retain"}}.items():  # fmt: skip
+        _, objs = rendered(catalog, "gke-l4", {**({k: v for k, v in spec.items() if k in ("replicas", "maxModelLen")}),
+                                               "cache": {"type": "pvc", **{k: v for k, v in spec.items() if k not in ("replicas", "maxModelLen")}}})  # fmt: skip
+        names[case] = by_kind(objs)["PersistentVolumeClaim"]["metadata"]["name"]
+        assert len(names[case]) <= 52 and names[case] == by_kind(objs)["Job"]["metadata"]["name"]
+    assert names["a"] == names["b"]  # the same checkpoint and storage: one claim
+    assert len({names["a"], names["rwx"], names["retain"]}) == 3
+
+
+def test_ownership_follows_the_retention(catalog):
+    _, objs = rendered(catalog, "gke-l4", {"cache": {"type": "pvc"}})
+    for obj in (by_kind(objs)["PersistentVolumeClaim"], by_kind(objs)["Job"]):
+        (ref,) = obj["metadata"]["ownerReferences"]
+        assert ref["uid"] == OWNER["metadata"]["uid"] and ref["controller"] is False  # shared: no controller
+    _, objs = rendered(catalog, "gke-l4", {"cache": {"type": "pvc", "retention": "Retain"}})
+    assert "ownerReferences" not in by_kind(objs)["PersistentVolumeClaim"]["metadata"]
+    assert "ownerReferences" not in by_kind(objs)["Job"]["metadata"]
+
+
+def test_chart_defaults_apply_under_the_resources_own_fields(catalog):
+    defaults = cache_mod.defaults_from('{"type": "pvc", "storageClassName": "premium-rwo"}')
+    _, objs = rendered(catalog, "gke-l4", {}, defaults)
+    assert by_kind(objs)["PersistentVolumeClaim"]["spec"]["storageClassName"] == "premium-rwo"
+    _, objs = rendered(catalog, "gke-l4", {"cache": {"type": "emptyDir"}}, defaults)
+    assert "PersistentVolumeClaim" not in by_kind(objs)
+    assert cache_mod.defaults_from("") is None and cache_mod.defaults_from("{}") is None
+
+
+@pytest.mark.parametrize(
+    ("job", "state"),
+    [
+        (None, "Filling"),
+        ({"status": {"active": 1}}, "Filling"),
+        ({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}, "Ready"),
+        ({"status": {"conditions": [{"type": "FailureTarget", "status": "True"}]}}, "Filling"),
+        ({"metadata": {"name": "fill"}, "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                                                   "message": "Job has reached the specified backoff limit"}]}}, "Failed"),
+    ],
+)  # fmt: skip
+def test_fill_state_of_the_loader_job(job, state):
+    got, message = cache_mod.fill_state(job)
+    assert got == state
+    if state == "Failed":
+        assert "Job has reached the specified backoff limit" in message and "kubectl logs job/fill" in message
