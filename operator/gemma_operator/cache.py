@@ -25,7 +25,7 @@ from typing import Any
 
 from .api.v1alpha1 import API_VERSION, KIND, CacheSpec, GemmaDeploymentSpec
 from .planner import Plan
-from .runtimes import CACHE_DIR, HOME_DIR, home_volume
+from .runtimes import CACHE_DIR, HOME_DIR, STARTUP_FLOOR_S, STARTUP_S_PER_WEIGHT_GIB, home_volume
 
 GIB = 2**30
 # Beyond the checkpoint's bytes: tokenizer and config files, a download's partial file, file-system
@@ -38,6 +38,8 @@ MANAGER = "gemma-operator"
 CLAIM_LABEL = "gemma.dev/cache"
 VOLUME = "model-cache"
 FILL_BACKOFF_LIMIT = 3
+# A fill that hangs fails (DeadlineExceeded) instead of filling forever: each try may take the
+# start-up budget's download time (>= ~50 MiB/s) plus its floor.
 HUB_DIR = {"vllm": f"{CACHE_DIR}/huggingface/hub", "llamacpp": CACHE_DIR}  # where each runtime reads the hub cache
 DOWNLOADER = {"vllm": "hf download (huggingface_hub)", "llamacpp": "llama download (llama.cpp)"}
 
@@ -224,8 +226,9 @@ def objects(cache: Cache, plan: Plan, spec: GemmaDeploymentSpec, namespace: str,
         if cache.settings.storage_class_name:
             claim["spec"]["storageClassName"] = cache.settings.storage_class_name
         out.append(claim)
-    env = [{"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"}] if plan.runtime == "vllm" else \
-        [{"name": "LLAMA_CACHE", "value": CACHE_DIR}]  # fmt: skip
+    # vLLM's image: HF_HOME stays under HOME (hf writes more than the hub cache there); the hub
+    # cache is the store, named by --cache-dir. llama.cpp: LLAMA_CACHE is the hub cache itself.
+    env = [] if plan.runtime == "vllm" else [{"name": "LLAMA_CACHE", "value": CACHE_DIR}]
     ref = spec.hf_token_secret_ref
     if ref:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
@@ -250,13 +253,18 @@ def objects(cache: Cache, plan: Plan, spec: GemmaDeploymentSpec, namespace: str,
             "terminationMessagePolicy": "FallbackToLogsOnError",
         }],
         "volumes": volumes,
-        # Where the model pods run: a zonal disk is created in their zone (WaitForFirstConsumer).
-        "nodeSelector": plan.node_selector,
         "automountServiceAccountToken": False,
-        "securityContext": pod_security_context,
+        "securityContext": dict(pod_security_context),
     }  # fmt: skip
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
+    if plan.run_as and cache.type == "pvc":
+        # A new volume's root belongs to root: the non-root downloader writes through its group.
+        pod_spec["securityContext"].update(fsGroup=plan.run_as[1], fsGroupChangePolicy="OnRootMismatch")
+    if cache.type == "pvc":
+        # Where the model pods run: a zonal disk is created in the zone of its first pod
+        # (WaitForFirstConsumer), and the model pods must reach it.
+        pod_spec["nodeSelector"] = plan.node_selector
+        if tolerations:
+            pod_spec["tolerations"] = tolerations
     if cache.settings.service_account_name:
         pod_spec["serviceAccountName"] = cache.settings.service_account_name
     # Not managed-by: the loader's pods are no model pods (the pod index selects on that label).
@@ -267,12 +275,18 @@ def objects(cache: Cache, plan: Plan, spec: GemmaDeploymentSpec, namespace: str,
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {"name": cache.claim, "namespace": namespace, "labels": _labels(cache)},
-        "spec": {"backoffLimit": FILL_BACKOFF_LIMIT, "template": {"metadata": pod_meta, "spec": pod_spec}},
+        "spec": {"backoffLimit": FILL_BACKOFF_LIMIT, "activeDeadlineSeconds": fill_deadline_seconds(cache),
+                 "template": {"metadata": pod_meta, "spec": pod_spec}},
     })  # fmt: skip
     if refs:
         for obj in out:
             obj["metadata"]["ownerReferences"] = refs
     return out
+
+
+def fill_deadline_seconds(cache: Cache) -> int:
+    per_try = STARTUP_FLOOR_S + STARTUP_S_PER_WEIGHT_GIB * math.ceil(cache.bytes / GIB)
+    return per_try * (FILL_BACKOFF_LIMIT + 1)
 
 
 def fill_state(job: Mapping[str, Any] | None) -> tuple[str, str]:

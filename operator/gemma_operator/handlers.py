@@ -312,7 +312,7 @@ async def _apply_shared(memo: kopf.Memo, cr: Mapping[str, Any], obj: dict[str, A
     if live is None and trigger != "spec" and await _owner_gone(memo, cr):
         raise OwnerGone
     if live is None:
-        live = await memo.kube.apply(obj)
+        live = await memo.kube.create(obj)  # another owner's create first: 409, retried, then joined
         metrics.APPLIES.labels(obj["kind"]).inc()
     else:
         mine = meta.get("ownerReferences") or []
@@ -627,7 +627,7 @@ async def resync(memo: kopf.Memo, logger: logging.Logger) -> None:
         memo.nodes_changed.set()
     selector = ",".join(f"{k}={v}" for k, v in MANAGED.items())
     namespaces = {ns for ns, _ in memo.resource_index.keys()}
-    for kind, api_version in (("Deployment", "apps/v1"), ("Service", "v1")):
+    for kind, api_version in (("Deployment", "apps/v1"), ("Service", "v1"), *SHARED_API.items()):
         for ns in sorted(namespaces):
             listed = await memo.kube.names(api_version, kind, ns, selector)
             for key in [k for k in memo.children[kind].keys() if k[0] == ns and k[1] not in listed]:
@@ -635,7 +635,7 @@ async def resync(memo: kopf.Memo, logger: logging.Logger) -> None:
                     continue
                 memo.gone_children.add((kind, *key))
                 for ref in (_one(memo.children[kind], key) or {}).get("metadata", {}).get("ownerReferences") or []:
-                    if ref.get("kind") == "GemmaDeployment" and ref.get("controller"):
+                    if ref.get("kind") == "GemmaDeployment" and (ref.get("controller") or kind in SHARED):
                         logger.info(f"Resync: {kind} {ns}/{key[1]} gone unseen; re-checking its owner")
                         memo.queue.add((ns, ref["name"]), "resync")
 

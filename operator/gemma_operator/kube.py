@@ -160,6 +160,15 @@ class Kube:
         assert result is not None
         return result
 
+    async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Create, or fail with 409 AlreadyExists: for objects several owners share, where an apply
+        racing another owner's would replace its owner reference instead of joining it."""
+        meta = obj["metadata"]
+        url = path(obj["apiVersion"], obj["kind"], meta["namespace"])
+        result = await self.request("POST", url, params={"fieldManager": MANAGER}, body=obj)
+        assert result is not None
+        return result
+
     async def set_owners(self, obj: Mapping[str, Any], resource_version: str,
                          owners: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
         """Replace a shared object's owner references, only if it is still the version read (else 409)."""

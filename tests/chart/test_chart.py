@@ -199,7 +199,14 @@ MANAGER = {
     (group, resource, verb)
     for group, resource in (("apps", "deployments"), ("", "services"))
     for verb in ("list", "watch", "create", "patch")
-} | {("", "events", "create"), ("", "secrets", "get")}
+} | {("", "events", "create"), ("", "secrets", "get")} | {
+    (group, resource, verb)
+    for group, resource in (("", "persistentvolumeclaims"), ("batch", "jobs"))
+    for verb in ("list", "watch", "create", "patch", "delete")
+}
+# The only deletes: the cache objects a deployment stops using, when it was their last owner
+# (what garbage collection does once the last owner is deleted).
+PRUNED = {("", "persistentvolumeclaims"), ("batch", "jobs")}
 CLUSTER_READ = {("", "nodes", verb) for verb in ("list", "watch")} | {
     ("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in ("list", "watch")
 }
@@ -215,7 +222,9 @@ def test_rbac_has_no_wildcards_or_dangerous_verbs(render, values):
     for kind, namespace, rule in rules(render(values)):
         for field in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
             assert not any("*" in item for item in rule.get(field, [])), f"{kind} {namespace}: {field} {rule}"
-        assert not set(rule["verbs"]) & {"delete", "deletecollection", "escalate", "bind", "impersonate"}, rule
+        assert not set(rule["verbs"]) & {"deletecollection", "escalate", "bind", "impersonate"}, rule
+        if "delete" in rule["verbs"]:
+            assert {(group, resource) for group in rule["apiGroups"] for resource in rule["resources"]} <= PRUNED, rule
         assert "pods" not in rule["resources"], "the operator does not read pods"
         if "secrets" in rule["resources"]:
             assert rule["resources"] == ["secrets"] and rule["verbs"] == ["get"], "secrets: get by name only"

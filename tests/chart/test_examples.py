@@ -33,6 +33,8 @@ PLAN_ON = {
     "04-cpu-llamacpp/gemmadeployment.yaml": "gke-cpu-only",
     "05-tpu-v5e/gemmadeployment.yaml": "gke-tpu-v5e-2x2",
     "06-gated-model-hf-token/gemmadeployment.yaml": "gke-l4",
+    "08-model-cache/pvc.yaml": "gke-h100x8",
+    "08-model-cache/gcsfuse.yaml": "gke-h100x8",
 }
 
 

@@ -34,6 +34,10 @@ def by_kind(objs: list[dict]) -> dict[str, dict]:
     return {o["kind"]: o for o in objs}
 
 
+def pod_selector(objs: list[dict]) -> dict:
+    return by_kind(objs)["Deployment"]["spec"]["template"]["spec"]["nodeSelector"]
+
+
 @pytest.mark.parametrize("fixture", FIXTURES)
 @pytest.mark.parametrize("cache", sorted(CACHES))
 def test_every_cache_type_on_every_fixture_is_valid_strict(catalog, fixture, cache):
@@ -55,8 +59,15 @@ def test_the_31b_bf16_pvc_plan_of_the_issue(catalog):
     storage = claim["spec"]["resources"]["requests"]["storage"]
     assert storage.endswith("Gi") and int(storage[:-2]) * 2**30 >= 62e9
     assert int(storage[:-2]) == cache_mod.size_gib(result.checkpoint_bytes)
-    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
+    loader_pod = job["spec"]["template"]["spec"]
+    assert loader_pod["containers"][0]["command"] == [
         "hf", "download", "google/gemma-4-31B-it", "--cache-dir", "/models/huggingface/hub"]
+    assert {"name": "model-cache", "mountPath": "/models/huggingface/hub"} in loader_pod["containers"][0]["volumeMounts"]
+    # A zonal disk is created where the loader runs: in the model pods' pool; written through the group.
+    assert loader_pod["nodeSelector"] == pod_selector(objs) and loader_pod["securityContext"]["fsGroup"] == result.run_as[1]
+    assert "nvidia.com/gpu" not in str(loader_pod["containers"][0]["resources"])  # the loader takes no GPU
+    assert job["spec"]["activeDeadlineSeconds"] == cache_mod.fill_deadline_seconds(cache_mod.plan_cache(
+        result, GemmaDeploymentSpec.model_validate({"cache": {"type": "pvc"}})))
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     store = next(v for v in pod["volumes"] if v["name"] == "model-cache")
@@ -122,6 +133,8 @@ def test_the_gcsfuse_volume_has_the_drivers_documented_attributes(catalog):
     assert pod["containers"][0]["resources"]["requests"]["ephemeral-storage"] == size
     loader = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "model-cache")
     assert loader["csi"]["readOnly"] is False and "fileCacheCapacity" not in loader["csi"]["volumeAttributes"]
+    assert "nodeSelector" not in job["spec"]["template"]["spec"]  # a bucket is reachable from any zone
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "model-reader"
 
 
 def test_one_claim_per_checkpoint_and_storage(catalog):
@@ -171,3 +184,31 @@ def test_fill_state_of_the_loader_job(job, state):
     assert got == state
     if state == "Failed":
         assert "Job has reached the specified backoff limit" in message and "kubectl logs job/fill" in message
+
+
+def _conditions(st: dict) -> dict[str, dict]:
+    return {c["type"]: c for c in st["conditions"]}
+
+
+def test_status_while_filling_and_after_a_failed_fill():
+    from gemma_operator import status
+
+    selection = {"modelId": "google/gemma-4-31B-it", "accelerator": "nvidia-h100-80gb", "runtime": "vllm"}
+    cache = {"type": "pvc", "claim": "gemma-cache-x", "bytes": 69_900_000_000}
+
+    def compute(state: str, message: str = "") -> dict:
+        outcome = status.Outcome("Applied", selection=selection, endpoint="http://chat",
+                                 cache={**cache, "state": state, **({"message": message} if message else {})})  # fmt: skip
+        return status.compute(outcome, generation=1, wanted_replicas=1, deployment=None, previous=None, now="t")
+
+    filling = compute("Filling")
+    assert filling["phase"] == "Deploying" and filling["cache"]["state"] == "Filling"
+    assert _conditions(filling)["Progressing"]["reason"] == "FillingCache"
+    assert "gemma-cache-x" in _conditions(filling)["Progressing"]["message"] and "69.9 GB" in _conditions(filling)["Ready"]["message"]
+    assert _conditions(filling)["Stalled"]["status"] == "False"
+    failed = compute("Failed", "The loader Job gemma-cache-x failed: Job has reached the specified backoff limit.")
+    stalled = _conditions(failed)["Stalled"]
+    assert failed["phase"] == "Degraded" and stalled["status"] == "True" and stalled["reason"] == "CacheFillFailed"
+    assert "backoff limit" in stalled["message"] and _conditions(failed)["Progressing"]["status"] == "False"
+    ready = compute("Ready")
+    assert _conditions(ready)["Progressing"]["reason"] == "Creating" and ready["cache"]["state"] == "Ready"
