@@ -122,8 +122,9 @@ def _slug(text: str) -> str:
 def claim_name(plan: Plan, settings: CacheSpec) -> str:
     """DNS-safe, at most 52 characters (a Job's name leaves room for its pods'), and one per
     checkpoint and storage: deployments share a claim only if they would create the same one."""
-    key = "|".join([plan.model_id.lower(), plan.model_file or "", settings.type or "", settings.bucket or "",
-                    settings.storage_class_name or "", ",".join(settings.access_modes or []), settings.retention or ""])  # fmt: skip
+    parts = (plan.model_id.lower(), plan.model_file, settings.type, settings.bucket, settings.storage_class_name,
+             ",".join(settings.access_modes or []), settings.retention)  # fmt: skip
+    key = "|".join(part or "" for part in parts)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return f"gemma-cache-{_slug(plan.model_id.split('/')[-1])[:28].strip('-')}-{digest}"
 
@@ -268,7 +269,8 @@ def objects(cache: Cache, plan: Plan, spec: GemmaDeploymentSpec, namespace: str,
     if cache.settings.service_account_name:
         pod_spec["serviceAccountName"] = cache.settings.service_account_name
     # Not managed-by: the loader's pods are no model pods (the pod index selects on that label).
-    pod_meta: dict[str, Any] = {"labels": {k: v for k, v in _labels(cache).items() if k != "app.kubernetes.io/managed-by"}}
+    pod_labels = {k: v for k, v in _labels(cache).items() if k != "app.kubernetes.io/managed-by"}
+    pod_meta: dict[str, Any] = {"labels": pod_labels}
     if cache.type == "gcsfuse":
         pod_meta["annotations"] = {GCSFUSE_ANNOTATION: "true"}
     out.append({

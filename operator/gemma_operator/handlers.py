@@ -347,7 +347,8 @@ async def _prune_shared(memo: kopf.Memo, cr: Mapping[str, Any], desired: set[tup
 
 
 async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[dict[str, Any]],
-                          trigger: str, cache: cache_mod.Cache | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:  # fmt: skip
+                          trigger: str, cache: cache_mod.Cache | None = None
+                          ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:  # fmt: skip
     """Apply what differs from the live children; return the live Deployment and status.cache.
 
     A child is current when it carries the digest of exactly this desired object (so fields the

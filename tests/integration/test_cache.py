@@ -31,14 +31,16 @@ def owners(obj: dict) -> set[str]:
     return {ref["name"] for ref in obj["metadata"].get("ownerReferences") or []}
 
 
-def test_one_loader_per_checkpoint_and_the_deployments_wait_for_the_fill(operator, cluster, create_nodes, kube_api):  # noqa: F811
+def test_one_loader_per_checkpoint_and_the_deployments_wait_for_the_fill(operator, cluster, create_nodes,  # noqa: F811
+                                                                          kube_api):  # fmt: skip
     create_nodes.from_fixture("gke-l4")
     operator()
     cluster.create("chat", {"cache": PVC})
     cluster.create("chat-2", {"cache": PVC, "maxModelLen": 8192})
     for name in ("chat", "chat-2"):
         cluster.wait(lambda n=name: cache_status(cluster, n).get("state") == "Filling", f"{name} filling")
-    cluster.wait(lambda: len(jobs(cluster)) == 1 and owners(jobs(cluster)[0]) == {"chat", "chat-2"}, "one Job, two owners")
+    cluster.wait(lambda: len(jobs(cluster)) == 1 and owners(jobs(cluster)[0]) == {"chat", "chat-2"},
+                 "one Job, two owners")  # fmt: skip
     (claim,) = claims(cluster)
     (job,) = jobs(cluster)
     assert owners(claim) == {"chat", "chat-2"}
@@ -66,7 +68,8 @@ def test_one_loader_per_checkpoint_and_the_deployments_wait_for_the_fill(operato
     cluster.wait(lambda: claims(cluster) and owners(claims(cluster)[0]) == {"chat-2"}, "chat's owner reference gone")
     assert len(jobs(cluster)) == 1
     cluster.api.request("DELETE", cluster.gd_path("chat-2"))
-    cluster.wait(lambda: not claims(cluster) and not jobs(cluster), "the claim and Job collected with the last owner", 30)
+    cluster.wait(lambda: not claims(cluster) and not jobs(cluster), "the claim and Job collected with the last owner",
+                 30)  # fmt: skip
 
 
 def test_a_failed_fill_stalls_with_the_jobs_message(operator, cluster, create_nodes, kube_api):  # noqa: F811
@@ -89,7 +92,8 @@ def test_a_failed_fill_stalls_with_the_jobs_message(operator, cluster, create_no
     cluster.wait(lambda: any(e["reason"] == "CacheFillFailed" for e in cluster.events("chat")), "a warning Event")
 
 
-def test_leaving_the_cache_prunes_what_only_it_used_and_retain_keeps_it(operator, cluster, create_nodes, kube_api):  # noqa: F811
+def test_leaving_the_cache_prunes_what_only_it_used_and_retain_keeps_it(operator, cluster, create_nodes,  # noqa: F811
+                                                                        kube_api):  # fmt: skip
     create_nodes.from_fixture("gke-l4")
     operator()
     cluster.create("chat", {"cache": {"type": "pvc"}})

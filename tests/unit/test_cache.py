@@ -62,17 +62,20 @@ def test_the_31b_bf16_pvc_plan_of_the_issue(catalog):
     loader_pod = job["spec"]["template"]["spec"]
     assert loader_pod["containers"][0]["command"] == [
         "hf", "download", "google/gemma-4-31B-it", "--cache-dir", "/models/huggingface/hub"]
-    assert {"name": "model-cache", "mountPath": "/models/huggingface/hub"} in loader_pod["containers"][0]["volumeMounts"]
+    loader = loader_pod["containers"][0]
+    assert {"name": "model-cache", "mountPath": "/models/huggingface/hub"} in loader["volumeMounts"]
     # A zonal disk is created where the loader runs: in the model pods' pool; written through the group.
-    assert loader_pod["nodeSelector"] == pod_selector(objs) and loader_pod["securityContext"]["fsGroup"] == result.run_as[1]
+    assert loader_pod["nodeSelector"] == pod_selector(objs)
+    assert loader_pod["securityContext"]["fsGroup"] == result.run_as[1]
     assert "nvidia.com/gpu" not in str(loader_pod["containers"][0]["resources"])  # the loader takes no GPU
     assert job["spec"]["activeDeadlineSeconds"] == cache_mod.fill_deadline_seconds(cache_mod.plan_cache(
         result, GemmaDeploymentSpec.model_validate({"cache": {"type": "pvc"}})))
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     store = next(v for v in pod["volumes"] if v["name"] == "model-cache")
-    assert store == {"name": "model-cache", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"], "readOnly": True}}
+    assert store["persistentVolumeClaim"] == {"claimName": claim["metadata"]["name"], "readOnly": True}
     assert {"name": "model-cache", "mountPath": "/models/huggingface/hub", "readOnly": True} in container["volumeMounts"]
+    assert "ephemeral-storage" not in container["resources"]["requests"]  # the weights are on the claim
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["HF_HUB_OFFLINE"] == "1" and env["HF_HOME"] == "/models/huggingface"
     # Warm: the start-up budget leaves out the download (20 s per GiB of weights).
@@ -95,7 +98,8 @@ def test_empty_dir_plans_carry_a_size_limit_and_an_ephemeral_storage_request(cat
 def test_gguf_plans_fill_with_llamas_own_downloader_and_start_offline(catalog):
     result, objs = rendered(catalog, "gke-cpu-only", {"cache": {"type": "pvc"}})
     job, deployment = by_kind(objs)["Job"], by_kind(objs)["Deployment"]
-    checkpoint = next(c for c in catalog.families[result.family].sizes[result.size].checkpoints if c.file == result.model_file)
+    checkpoints = catalog.families[result.family].sizes[result.size].checkpoints
+    checkpoint = next(c for c in checkpoints if c.file == result.model_file)
     assert result.checkpoint_bytes == checkpoint.bytes
     loader = job["spec"]["template"]["spec"]["containers"][0]
     assert loader["command"] == ["/app/llama", "download", "--hf-repo", result.model_id, "--hf-file", result.model_file]
@@ -138,14 +142,18 @@ def test_the_gcsfuse_volume_has_the_drivers_documented_attributes(catalog):
 
 
 def test_one_claim_per_checkpoint_and_storage(catalog):
+    cases = {
+        "a": {"cache": {"type": "pvc"}},
+        "b": {"cache": {"type": "pvc"}, "replicas": 3, "maxModelLen": 4096},  # the same checkpoint and storage
+        "rwx": {"cache": {"type": "pvc", "accessModes": ["ReadWriteMany"]}},
+        "retain": {"cache": {"type": "pvc", "retention": "Retain"}},
+    }
     names = {}
-    for case, spec in {"a": {}, "b": {"replicas": 3, "maxModelLen": 4096}, "rwx": {"accessModes": ["ReadWriteMany"]},
-                       "retain": {"retention": "Retain"}}.items():  # fmt: skip
-        _, objs = rendered(catalog, "gke-l4", {**({k: v for k, v in spec.items() if k in ("replicas", "maxModelLen")}),
-                                               "cache": {"type": "pvc", **{k: v for k, v in spec.items() if k not in ("replicas", "maxModelLen")}}})  # fmt: skip
+    for case, spec in cases.items():
+        _, objs = rendered(catalog, "gke-l4", spec)
         names[case] = by_kind(objs)["PersistentVolumeClaim"]["metadata"]["name"]
         assert len(names[case]) <= 52 and names[case] == by_kind(objs)["Job"]["metadata"]["name"]
-    assert names["a"] == names["b"]  # the same checkpoint and storage: one claim
+    assert names["a"] == names["b"]
     assert len({names["a"], names["rwx"], names["retain"]}) == 3
 
 
@@ -175,8 +183,9 @@ def test_chart_defaults_apply_under_the_resources_own_fields(catalog):
         ({"status": {"active": 1}}, "Filling"),
         ({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}, "Ready"),
         ({"status": {"conditions": [{"type": "FailureTarget", "status": "True"}]}}, "Filling"),
-        ({"metadata": {"name": "fill"}, "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                                                                   "message": "Job has reached the specified backoff limit"}]}}, "Failed"),
+        ({"metadata": {"name": "fill"}, "status": {"conditions": [
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+             "message": "Job has reached the specified backoff limit"}]}}, "Failed"),
     ],
 )  # fmt: skip
 def test_fill_state_of_the_loader_job(job, state):
@@ -197,14 +206,15 @@ def test_status_while_filling_and_after_a_failed_fill():
     cache = {"type": "pvc", "claim": "gemma-cache-x", "bytes": 69_900_000_000}
 
     def compute(state: str, message: str = "") -> dict:
-        outcome = status.Outcome("Applied", selection=selection, endpoint="http://chat",
-                                 cache={**cache, "state": state, **({"message": message} if message else {})})  # fmt: skip
+        state_of = {**cache, "state": state, **({"message": message} if message else {})}
+        outcome = status.Outcome("Applied", selection=selection, endpoint="http://chat", cache=state_of)
         return status.compute(outcome, generation=1, wanted_replicas=1, deployment=None, previous=None, now="t")
 
     filling = compute("Filling")
     assert filling["phase"] == "Deploying" and filling["cache"]["state"] == "Filling"
     assert _conditions(filling)["Progressing"]["reason"] == "FillingCache"
-    assert "gemma-cache-x" in _conditions(filling)["Progressing"]["message"] and "69.9 GB" in _conditions(filling)["Ready"]["message"]
+    assert "gemma-cache-x" in _conditions(filling)["Progressing"]["message"]
+    assert "69.9 GB" in _conditions(filling)["Ready"]["message"]
     assert _conditions(filling)["Stalled"]["status"] == "False"
     failed = compute("Failed", "The loader Job gemma-cache-x failed: Job has reached the specified backoff limit.")
     stalled = _conditions(failed)["Stalled"]
@@ -212,3 +222,15 @@ def test_status_while_filling_and_after_a_failed_fill():
     assert "backoff limit" in stalled["message"] and _conditions(failed)["Progressing"]["status"] == "False"
     ready = compute("Ready")
     assert _conditions(ready)["Progressing"]["reason"] == "Creating" and ready["cache"]["state"] == "Ready"
+
+
+def test_the_start_up_budget_follows_the_bytes_downloaded(catalog):
+    """An in-flight fp8 plan downloads the bf16 checkpoint: its budget covers that download, not
+    the fp8 weights it holds in memory."""
+    result, objs = rendered(catalog, "gfd-a10g", {"quantization": "fp8"})
+    assert result.vllm_quantization == "fp8"
+    bf16 = catalog.families[result.family].sizes[result.size]
+    assert result.checkpoint_bytes == max(bf16.params_b * 2e9, bf16.published_memory_gb["bf16"] * 1e9)
+    probe = by_kind(objs)["Deployment"]["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    budget = probe["periodSeconds"] * probe["failureThreshold"]
+    assert budget >= 300 + 20 * result.checkpoint_bytes / 2**30

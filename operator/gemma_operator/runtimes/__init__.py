@@ -15,7 +15,7 @@ CACHE_DIR = "/models"
 SHM_DIR = "/dev/shm"
 HOME_DIR = "/home/gemma"
 
-# Start-up budget: a pull of the weights at >= ~50 MiB/s (20 s per GiB) plus a fixed floor for
+# Start-up budget: a pull of the checkpoint at >= ~50 MiB/s (20 s per GiB) plus a fixed floor for
 # the image pull, engine start and warm-up; TPUs add XLA compilation.
 STARTUP_FLOOR_S = 300
 STARTUP_S_PER_WEIGHT_GIB = 20
@@ -41,8 +41,10 @@ def gib(value: float) -> str:
 
 
 def startup_seconds(plan: Plan, download: bool = True) -> int:
-    """The startup probe's budget; `download` False when the weights are already on a mounted cache."""
-    budget = STARTUP_FLOOR_S + (STARTUP_S_PER_WEIGHT_GIB * plan.weights_gib if download else 0)
+    """The startup probe's budget; `download` False when the weights are already on a mounted cache.
+    The download term follows the bytes fetched (an in-flight fp8 plan fetches the bf16 checkpoint)."""
+    fetched_gib = plan.checkpoint_bytes / 2**30 if plan.checkpoint_bytes else plan.weights_gib
+    budget = STARTUP_FLOOR_S + (STARTUP_S_PER_WEIGHT_GIB * fetched_gib if download else 0)
     if plan.pool.kind == "tpu":
         budget += STARTUP_TPU_COMPILE_S
     return int(math.ceil(budget / PROBE_PERIOD_S) * PROBE_PERIOD_S)
