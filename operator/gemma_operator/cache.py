@@ -45,6 +45,7 @@ DOWNLOADER = {"vllm": "hf download (huggingface_hub)", "llamacpp": "llama downlo
 
 # GCS FUSE CSI driver (GKE): the ephemeral volume and the pod annotation that injects its sidecar.
 # https://cloud.google.com/kubernetes-engine/docs/how-to/persistent-volumes/cloud-storage-fuse-csi-driver
+# (volume attribute names as the driver reads them: https://github.com/GoogleCloudPlatform/gcs-fuse-csi-driver)
 GCSFUSE_DRIVER = "gke-gcsfuse.csi.storage.gke.io"
 GCSFUSE_ANNOTATION = "gke-gcsfuse/volumes"
 # Serving settings from GKE's performance guide: metadata cached for the mount's life (the weights

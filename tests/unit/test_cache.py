@@ -121,9 +121,11 @@ def test_the_gcsfuse_volume_has_the_drivers_documented_attributes(catalog):
     volume = next(v for v in pod["volumes"] if v["name"] == "model-cache")
     assert volume["csi"]["driver"] == "gke-gcsfuse.csi.storage.gke.io" and volume["csi"]["readOnly"] is True
     attributes = volume["csi"]["volumeAttributes"]
-    # The attribute names the driver documents for CSI ephemeral volumes; every value a string.
-    documented = {"bucketName", "mountOptions", "fileCacheCapacity", "fileCacheForRangeRead", "metadataCacheTTLSeconds",
-                  "metadataStatCacheCapacity", "metadataTypeCacheCapacity"}  # fmt: skip
+    # The volume attributes the driver reads (GoogleCloudPlatform/gcs-fuse-csi-driver; GKE's page
+    # "Access Cloud Storage buckets with the Cloud Storage FUSE CSI driver"); every value a string.
+    documented = {"bucketName", "mountOptions", "fileCacheCapacity", "fileCacheForRangeRead", "metadataStatCacheCapacity",
+                  "metadataTypeCacheCapacity", "metadataCacheTTLSeconds", "gcsfuseLoggingSeverity",
+                  "skipCSIBucketAccessCheck", "gcsfuseMetadataPrefetchOnMount"}  # fmt: skip
     assert set(attributes) <= documented and all(isinstance(v, str) for v in attributes.values())
     assert attributes["bucketName"] == "team-a-models"
     assert attributes["fileCacheCapacity"] == "-1" and attributes["fileCacheForRangeRead"] == "true"
