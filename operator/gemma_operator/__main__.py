@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from . import catalog as catalog_mod
-from . import clusterread, validation
+from . import capacity, clusterread, validation
 from .api.v1alpha1 import API_VERSION, KIND, GemmaDeploymentSpec
 from .inventory import pools
 from .planner import InvalidSpec, NoFit, plan
@@ -138,12 +138,13 @@ class Outcome:
         return doc
 
 
-def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: catalog_mod.Catalog) -> Outcome:
+def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: catalog_mod.Catalog,
+                  declared: list[Any] = ()) -> Outcome:  # type: ignore[assignment]
     meta = resource.get("metadata") or {}
     outcome = Outcome(name=meta.get("name", "gemma"), namespace=meta.get("namespace", "default"))
     try:
         spec = parse_spec(resource)
-        result = plan(spec, pools(nodes, cat, spec.node_selector), cat)
+        result = plan(spec, pools(nodes, cat, spec.node_selector, declared), cat)
         if isinstance(result, NoFit):
             outcome.no_fit = result
             return outcome
@@ -191,7 +192,11 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"{exc}\n")
         return EXIT_CLUSTER
     cat = catalog_mod.load()
-    outcomes = [plan_resource(resource, nodes, cat) for resource in resources]
+    try:
+        declared = capacity.read(args.capacity, cat) if args.capacity else []
+    except capacity.CapacityError as exc:
+        raise UsageError(f"invalid capacity: {exc}") from None
+    outcomes = [plan_resource(resource, nodes, cat, declared) for resource in resources]
     if len(outcomes) == 1:
         return _print_one(outcomes[0], args, source, source_words, out, err)
     return _print_several(outcomes, args, source, source_words, out, err)
@@ -344,6 +349,8 @@ def parser() -> argparse.ArgumentParser:
     plan_p.add_argument("-o", "--output", choices=("json", "yaml", "table"), default="table",
                         help="output format (default: %(default)s)")
     plan_p.add_argument("--manifests", action="store_true", help="also print the objects that would be applied")
+    plan_p.add_argument("--capacity", metavar="FILE", help="node shapes the cluster adds on demand (`pools:`, "
+                        "as the chart value capacity.pools): GKE pools at zero nodes, node auto-provisioning")
     plan_p.set_defaults(func=cmd_plan)
     crds_p = sub.add_parser("crds", help="print the CRD generated from the API models")
     crds_p.set_defaults(func=cmd_crds)

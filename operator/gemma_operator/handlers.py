@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from . import cache as cache_mod
 from . import catalog as catalog_mod
-from . import inventory, kube, metrics, peering, planner, render, status, validation
+from . import capacity, inventory, kube, metrics, peering, planner, render, status, validation
 from .api.v1alpha1 import GROUP, PLURAL, VERSION, GemmaDeploymentSpec
 
 GD = {"group": GROUP, "version": VERSION, "plural": PLURAL}
@@ -41,6 +41,9 @@ SECRET_RECHECK_S = 30.0
 # an expired watch (410), kopf re-lists but never reports what vanished in the gap.
 RESYNC_ENV = "GEMMA_OPERATOR_RESYNC_S"
 RESYNC_S = 300.0
+# The capacity file (a mounted ConfigMap the kubelet updates in place) is re-read this often.
+CAPACITY_POLL_ENV = "GEMMA_OPERATOR_CAPACITY_POLL_S"
+CAPACITY_POLL_S = 10.0
 # kopf retries a failed API request (5xx, 403, a lost connection) with these pauses, then gives
 # up; a watch that gives up stops the whole operator. kopf's default (1 to 21 s, 54 s in all)
 # is shorter than a control-plane upgrade can keep the API away: this rides out about 10 minutes
@@ -99,6 +102,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.nodes_changed = asyncio.Event()
     memo.gone_nodes = set()  # node names still in the index that a fresh list no longer has
     memo.gone_children = set()  # (kind, namespace, name) likewise
+    # Declared capacity: read once here (an invalid file stops the start with its message), then followed.
+    memo.capacity_file = capacity.watch_from_env(memo.catalog)
+    try:
+        memo.declared = (memo.capacity_file.poll() or []) if memo.capacity_file else []
+    except capacity.CapacityError as exc:
+        raise kopf.PermanentError(f"Invalid declared capacity: {exc}") from exc
     # With peering, kopf pauses its watches for a higher-priority peer; the background work below
     # pauses with it, following the same peering object (cluster-wide, or per namespace in use).
     memo.peering = settings.peering
@@ -112,6 +121,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         asyncio.create_task(_worker(memo, logger)),
         asyncio.create_task(_watch_pools(memo, logger)),
         asyncio.create_task(_resync_every(float(os.environ.get(RESYNC_ENV, RESYNC_S)), memo, logger)),
+        asyncio.create_task(_follow_capacity(float(os.environ.get(CAPACITY_POLL_ENV, CAPACITY_POLL_S)), memo, logger)),
     ]
     memo.metrics_port = metrics.serve()
 
@@ -247,7 +257,7 @@ def _inventory(memo: kopf.Memo, node_selector: Mapping[str, str]) -> inventory.I
     key = tuple(sorted(node_selector.items()))
     if key not in memo.inventories:
         nodes = [node for name, values in memo.node_index.items() if name not in memo.gone_nodes for node in values]
-        memo.inventories[key] = inventory.pools(nodes, memo.catalog, node_selector)
+        memo.inventories[key] = inventory.pools(nodes, memo.catalog, node_selector, memo.declared)
     return memo.inventories[key]
 
 
@@ -641,8 +651,24 @@ async def resync(memo: kopf.Memo, logger: logging.Logger) -> None:
                         memo.queue.add((ns, ref["name"]), "resync")
 
 
+async def _follow_capacity(period: float, memo: kopf.Memo, logger: logging.Logger) -> None:
+    """Re-read the capacity file when it changes; a change wakes resources like a node change does."""
+    while memo.capacity_file is not None:
+        await asyncio.sleep(period)
+        try:
+            declared = memo.capacity_file.poll()
+        except capacity.CapacityError as exc:  # keep planning with the last valid pools
+            logger.error(f"Capacity file not applied, keeping the {len(memo.declared)} pool(s) declared before: {exc}")
+            continue
+        if declared is not None:
+            logger.info(f"Capacity changed: {len(declared)} declared pool(s): {', '.join(p.name for p in declared) or '-'}")
+            memo.declared = declared
+            memo.nodes_changed.set()
+
+
 async def _watch_pools(memo: kopf.Memo, logger: logging.Logger) -> None:
-    """After node changes settle: wake resources that could not be placed, or whose pool went away."""
+    """After node or capacity changes settle: wake resources that could not be placed, that wait
+    for a scale-up, or whose pool went away."""
     while True:
         await memo.nodes_changed.wait()
         await asyncio.sleep(NODES_SETTLE_S)
@@ -655,7 +681,8 @@ async def _watch_pools(memo: kopf.Memo, logger: logging.Logger) -> None:
                 spec = cr.get("spec") or {}
                 pool = (st.get("selection") or {}).get("pool")
                 pools = _inventory(memo, spec.get("nodeSelector") or {})
-                if st.get("phase") == "NoFit" or (pool and pools.by_name(pool) is None):
+                waiting = (st.get("selection") or {}).get("capacity") == "scale-up"
+                if st.get("phase") == "NoFit" or waiting or (pool and pools.by_name(pool) is None):
                     meta = cr["metadata"]
                     logger.info(f"Node pools changed: re-planning {meta['namespace']}/{meta['name']}")
                     memo.queue.add((meta["namespace"], meta["name"]), "nodes")

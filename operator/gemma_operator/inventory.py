@@ -58,6 +58,16 @@ class Pool:
     tpu_topology: str | None = None
     resource_name: str | None = None
     sharing: str | None = None  # GPUs shared with other pods: "time-slicing", "mps" or "shared"
+    # Where the pool comes from: the cluster's nodes, the capacity file (a shape the cluster can add
+    # on demand), or the catalog's standard GKE shape for an accelerator named in the spec.
+    source: Literal["nodes", "declared", "standard"] = "nodes"
+    machine_type: str | None = None
+    max_nodes: int | None = None  # declared pools: the most nodes the pool grows to, if known
+
+    @property
+    def ready(self) -> bool:
+        """Nodes exist; otherwise the cluster autoscaler or node auto-provisioning must add one first."""
+        return bool(self.nodes)
 
     @property
     def cc(self) -> tuple[int, int]:
@@ -65,6 +75,8 @@ class Pool:
         return int(major), int(minor)
 
     def describe(self) -> str:
+        if self.source != "nodes":
+            return self._describe_shape()
         if self.kind == "cpu":
             return f"{self.name}: {len(self.nodes)} CPU node(s), {self.node_cpu:g} CPUs and {self.node_memory_gib:.1f} GiB each"
         unit = "chip" if self.kind == "tpu" else "GPU"
@@ -75,6 +87,21 @@ class Pool:
         return (
             f"{self.name}: {len(self.nodes)} node(s) x {self.devices_per_node} {self.display_name} {unit}(s) "
             f"of {self.device_memory_gib:g} GiB{shared}"
+        )
+
+
+    def _describe_shape(self) -> str:
+        machine = self.machine_type or "a machine"
+        size = f"{machine} ({self.node_cpu:g} CPUs and {self.node_memory_gib:.1f} GiB allocatable)"
+        where = "declared capacity" if self.source == "declared" else "the catalog's standard GKE shape"
+        nodes = f"{len(self.nodes)} ready node(s)" if self.nodes else "no node yet"
+        grows = f", up to {self.max_nodes} node(s)" if self.max_nodes else ""
+        if self.kind == "cpu":
+            return f"{self.name}: {where}, {nodes}{grows}; CPU nodes of {size}"
+        unit = "chip" if self.kind == "tpu" else "GPU"
+        return (
+            f"{self.name}: {where}, {nodes}{grows}; {self.devices_per_node} {self.display_name} {unit}(s) "
+            f"of {self.device_memory_gib:g} GiB on {size}"
         )
 
 
@@ -245,15 +272,20 @@ def essentials(node: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def pools(
-    nodes: Iterable[Mapping[str, Any]], catalog: Catalog, node_selector: Mapping[str, str] | None = None
+    nodes: Iterable[Mapping[str, Any]], catalog: Catalog, node_selector: Mapping[str, str] | None = None,
+    declared: Iterable[Pool] = (),
 ) -> Inventory:
     """Group schedulable nodes into pools. Nodes that can't be used are listed in `skipped`, with why.
 
     With `node_selector` (the spec's), only nodes carrying all those labels are considered.
+    `declared` pools (capacity.py: shapes the cluster adds on demand) follow the observed ones,
+    each with the ready nodes that carry its labels and devices, if any; a declared pool whose
+    labels contradict `node_selector` is left out.
     """
     index = _by_label(catalog)
     groups: dict[tuple, dict[str, Any]] = {}
     inventory = Inventory()
+    usable: list[tuple[str, Mapping[str, str], _Device, int]] = []
     unselected = 0
     for node in nodes:
         meta = node.get("metadata") or {}
@@ -287,6 +319,7 @@ def pools(
                 f"({device.chips} chips)"
             )
             continue
+        usable.append((name, labels, device, devices))
         group = groups.setdefault(
             (device, devices), {"nodes": [], "cpu": cpu, "memory": memory_gib, "tolerations": []}
         )
@@ -322,4 +355,11 @@ def pools(
             )
         )  # fmt: skip
     inventory.pools.sort(key=lambda p: p.name)
+    for pool in declared:
+        if node_selector and any(pool.node_selector.get(k, v) != v for k, v in node_selector.items()):
+            continue
+        ready = [name for name, labels, device, devices in usable
+                 if all(labels.get(k) == v for k, v in pool.node_selector.items())
+                 and device.accelerator == pool.accelerator and devices >= pool.devices_per_node]  # fmt: skip
+        inventory.pools.append(replace(pool, nodes=tuple(sorted(ready))))
     return inventory

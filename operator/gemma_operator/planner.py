@@ -11,7 +11,7 @@ import difflib
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from . import sizing
+from . import capacity, sizing
 from .api.v1alpha1 import GemmaDeploymentSpec
 from .catalog import Catalog, Checkpoint, Family, ModelSize
 from .inventory import Inventory, Pool
@@ -90,6 +90,7 @@ class Plan:
             "maxModelLen": self.max_model_len,
             "estimatedMemoryGiB": round(self.estimated_memory_gib, 1),
             "pool": self.pool.name,
+            "capacity": "ready" if self.pool.ready else "scale-up",
             "nodeSelector": self.node_selector,
             "reasons": list(self.reasons),
         }
@@ -585,9 +586,73 @@ def _rank(plan: Plan, catalog: Catalog) -> tuple:
     )
 
 
+def _quality(plan: Plan) -> tuple:
+    """What makes a plan better for the user, whatever the pool: an accelerator, precision, context.
+    A pool that must be scaled up first wins over a ready one only by these."""
+    return plan.pool.kind == "cpu", _precision(plan.quantization), -plan.max_model_len
+
+
+def _prefer_ready(fits: list[Plan]) -> Plan:
+    """The best of the ranked plans: ready capacity, unless a pool that must be scaled up serves a
+    better plan (no scale-up for nothing)."""
+    ready = [p for p in fits if p.pool.ready]
+    waiting = [p for p in fits if not p.pool.ready]
+    if ready and waiting and _quality(waiting[0]) < _quality(ready[0]):
+        return waiting[0]
+    return ready[0] if ready else fits[0]
+
+
+def _worse_plan(best: Plan, other: Plan) -> str | None:
+    """Why `other` serves a worse plan than `best` (accelerator, precision, context), or None."""
+    if other.pool.kind == "cpu" and best.pool.kind != "cpu":
+        return "a CPU pool; accelerators come first"
+    if _precision(other.quantization) != _precision(best.quantization):
+        if other.quantization == "fp16" and not other.pool.bf16:
+            return f"{other.pool.display_name} has no bf16, so fp16, not {best.quantization}"
+        return f"{other.quantization} at best, not {best.quantization}"
+    if other.max_model_len != best.max_model_len:
+        return f"a context of {other.max_model_len} tokens, not {best.max_model_len}"
+    return None
+
+
+def _capacity_reasons(best: Plan, others: list[Plan], listed: bool) -> list[str]:
+    pool = best.pool
+    out = []
+    if pool.source == "standard":
+        out.append(
+            f"Capacity scale-up: no {pool.accelerator} node exists and no pool is declared for it, so the plan "
+            f"uses the catalog's standard GKE shape ({pool.machine_type}, {pool.devices_per_node} x "
+            f"{pool.display_name}); the pod's selectors and requests make GKE's cluster autoscaler or node "
+            "auto-provisioning add such a node. Declare the pool (plan --capacity, chart value capacity.pools) "
+            "to plan on its own shape."
+        )
+    elif pool.source == "declared" and not pool.ready:
+        spot = " Spot" if pool.node_selector.get(capacity.SPOT) == "true" else ""
+        grows = f", up to {pool.max_nodes}" if pool.max_nodes else ""
+        out.append(
+            f"Capacity scale-up: the declared pool {pool.name} has no node yet; the pod's selectors, tolerations "
+            f"and requests make GKE's cluster autoscaler or node auto-provisioning add a{spot} {pool.machine_type or 'node'}"
+            f" node to it{grows}."
+        )
+    elif pool.source == "declared":
+        out.append(f"Capacity ready: the declared pool {pool.name} has {len(pool.nodes)} ready node(s).")
+    if not pool.ready:
+        better = [f"{o.pool.name} ({why})" for o in others if o.pool.ready and (why := _worse_plan(best, o))]
+        if better and not listed:
+            out.append(f"Scaling up rather than using ready nodes: {', '.join(better)}.")
+    else:
+        idle = [o.pool.name for o in others if not o.pool.ready and _worse_plan(best, o) is None]
+        if idle and not listed:
+            out.append(f"Not scaled up: {', '.join(idle)} would serve no better plan than the ready nodes.")
+    return out
+
+
 def _lost(best: Plan, other: Plan, catalog: Catalog) -> str:
     """Why `other` ranks after `best`: the first criterion of _rank that tells them apart."""
     b, o = best.pool, other.pool
+    if b.ready != o.ready:
+        why = _worse_plan(best, other)
+        return why or "must be scaled up first, for a plan no better than the ready one"
     if o.kind == "cpu" and b.kind != "cpu":
         return "a CPU pool; accelerators come first"
     if _precision(other.quantization) != _precision(best.quantization):
@@ -628,8 +693,10 @@ def plan(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog,
     name, alias = _resolve_accelerator(spec.accelerator, catalog, inventory)
     if name != spec.accelerator:
         spec = spec.model_copy(update={"accelerator": name})
-    if previous and inventory.by_name(previous.get("pool", "")):
-        pinned = Inventory([inventory.by_name(previous["pool"])], inventory.skipped)  # type: ignore[list-item]
+    held = (inventory.by_name(previous.get("pool", "")) or _standard_with_nodes(previous["pool"], spec, inventory, catalog, alias)
+            if previous else None)  # fmt: skip
+    if held:
+        pinned = Inventory([held], inventory.skipped)
         result = _plan_fresh(spec, pinned, catalog, alias)
         if isinstance(result, Plan):
             same = {k: v for k, v in result.selection().items() if k != "reasons"}
@@ -642,12 +709,33 @@ def plan(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog,
     return result
 
 
+def _standard_with_nodes(name: str, spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog,
+                         alias: str | None) -> Pool | None:
+    """The standard shape a serving plan was made on, with the nodes of that device that have come
+    since: the plan (and so the pod) stays as it is, and its capacity turns ready."""
+    if spec.accelerator == "auto":
+        return None
+    standard = capacity.standard_pool(spec.accelerator, alias, catalog)
+    if standard is None or standard.name != name:
+        return None
+    nodes = {node for pool in inventory.pools if pool.accelerator == standard.accelerator and pool.source == "nodes"
+             and pool.devices_per_node >= standard.devices_per_node
+             and all(pool.node_selector.get(k, v) == v for k, v in standard.node_selector.items())
+             for node in pool.nodes}  # fmt: skip
+    return replace(standard, nodes=tuple(sorted(nodes)))
+
+
 def _plan_fresh(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog, alias: str | None) -> Plan | NoFit:
     models, reasons, too_short = resolve_models(spec, catalog)
     _check_static(spec, catalog, models)
     pools, wanted = _pools_for(spec, inventory)
     available = tuple(p.describe() for p in inventory.pools)
     skipped = tuple(inventory.skipped)
+    if not pools and wanted != "auto":
+        # Named, but no node carries it and no pool is declared: the catalog's standard GKE shape,
+        # which the cluster autoscaler or node auto-provisioning adds when the pod asks for it.
+        standard = capacity.standard_pool(wanted, alias, catalog)
+        pools = [standard] if standard else []
     if not pools:
         what = "schedulable nodes" if wanted == "auto" else f"{wanted} nodes"
         what += f" (GKE label value {alias})" if alias else ""
@@ -659,10 +747,10 @@ def _plan_fresh(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalo
         attempts = [_attempt(model, pool, spec, catalog) for pool in pools]
         fits = sorted((a.plan for a in attempts if a.plan), key=lambda p: _rank(p, catalog))
         if fits:
-            best = fits[0]
+            best = _prefer_ready(fits)
             chosen = next(a for a in attempts if a.plan is best)
             context = _Context(reasons, skipped_sizes, too_short, skipped, alias, catalog)
-            return _explain(best, model, spec, context, fits[1:], attempts, chosen)
+            return _explain(best, model, spec, context, [p for p in fits if p is not best], attempts, chosen)
         skipped_sizes.append(model.size_key)
         tried.append((model, attempts))
     model = models[-1]
@@ -735,13 +823,15 @@ class _Context:
     catalog: Catalog
 
 
-def _placeable(best: Plan) -> tuple[int, int]:
-    """Replicas the pool can hold at once, and how many per node."""
+def _placeable(best: Plan) -> tuple[int | None, int]:
+    """Replicas the pool can hold at once (None: as many as it grows to), and how many per node."""
     pool = best.pool
     if pool.kind == "gpu":
         per_node = pool.devices_per_node // max(1, best.accelerator_count)
     else:
         per_node = 1  # a TPU pod takes every chip of its host; a CPU pod all but one of the node's CPUs
+    if pool.source != "nodes":
+        return (per_node * pool.max_nodes if pool.max_nodes else None), per_node
     return per_node * len(pool.nodes), per_node
 
 
@@ -800,10 +890,13 @@ def _explain(best: Plan, model: _Model, spec: GemmaDeploymentSpec, context: _Con
         out.append(f"Pools that cannot serve it: {', '.join(no)}.")
     if context.skipped_nodes:
         out.append(f"Nodes not used: {'; '.join(context.skipped_nodes)}.")
+    # With accelerator auto and several pools, the Accelerator reason already lists the others.
+    out += _capacity_reasons(best, others, listed=spec.accelerator == "auto" and len(attempts) > 1)
     placeable, per_node = _placeable(best)
-    if spec.replicas > placeable:
+    if placeable is not None and spec.replicas > placeable:
+        nodes = f"maxNodes {pool.max_nodes}" if pool.source != "nodes" else f"{len(pool.nodes)} node(s)"
         out.append(
-            f"Replicas {spec.replicas}: only {placeable} can be placed on {pool.name} ({len(pool.nodes)} node(s), "
+            f"Replicas {spec.replicas}: only {placeable} can be placed on {pool.name} ({nodes}, "
             f"{per_node} replica(s) per node) until the pool grows; the others stay Pending."
         )
 

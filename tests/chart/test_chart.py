@@ -78,9 +78,13 @@ def test_ci_scenarios_cover_the_issue():
         ({"replicaCount": 2}, "replicaCount"),  # two standalone operators would fight
         ({"metrics": {"serviceMonitor": {"enabled": True}}}, "metrics/service/enabled"),
         ({"logLevel": "trace"}, "logLevel"),
+        ({"capacity": {"pools": [{"name": "l4", "accelerator": "nvidia-l4", "maxnodes": 3}]}},
+         "additional properties 'maxnodes' not allowed"),
+        ({"capacity": {"pools": [{"name": "l4"}]}}, "missing property 'accelerator'"),
     ],
     ids=["unknown-top", "unknown-nested", "unknown-deep", "unknown-k8s-field", "unknown-in-list",
-         "bad-namespace", "replicas-without-peering", "servicemonitor-without-service", "bad-enum"],
+         "bad-namespace", "replicas-without-peering", "servicemonitor-without-service", "bad-enum",
+         "capacity-unknown-field", "capacity-no-accelerator"],
 )
 def test_schema_rejects(helm, tmp_path, values, error):
     path = tmp_path / "values.yaml"
@@ -282,7 +286,7 @@ def test_bindings_name_the_operator_service_account(render, values):
 
 def test_rbac_can_be_left_to_the_cluster_admin(render):
     objects = render(sets=("rbac.create=false", "serviceAccount.create=false", "serviceAccount.name=ops"))
-    assert {obj["kind"] for obj in objects} == {"Deployment"}
+    assert {obj["kind"] for obj in objects} == {"Deployment", "ConfigMap"}  # the ConfigMap: declared capacity
     assert only(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
 
 
@@ -302,8 +306,10 @@ def test_pod_security_restricted(render, values):
     assert context["readOnlyRootFilesystem"] is True
     assert not context.get("privileged")
     assert not any(pod.get(key) for key in ("hostNetwork", "hostPID", "hostIPC"))
-    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": pod["volumes"][0]["emptyDir"]["sizeLimit"]}}]
-    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": pod["volumes"][0]["emptyDir"]["sizeLimit"]}},
+                              {"name": "capacity", "configMap": {"name": f"{SA if values != CI['lint'] else 'gemma-operator-lint'}-capacity"}}]
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"},
+                                         {"name": "capacity", "mountPath": "/etc/gemma-operator/capacity", "readOnly": True}]
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=IDS)
@@ -410,3 +416,37 @@ def test_each_release_has_its_own_peering_object_and_joins_it(helm, kind, sets):
         names[name] = peering["metadata"]["name"]
     assert names["alpha"] != names["beta"], names
     assert all(name in names[name] for name in names), "the object's name says whose it is"
+
+
+# --- declared capacity (issue 12) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=IDS)
+def test_capacity_pools_reach_the_operator_as_a_file(render, values, catalog):
+    """capacity.pools -> a ConfigMap, mounted as a directory (a subPath mount would never update),
+    at the path the operator reads from GEMMA_OPERATOR_CAPACITY_FILE; the content is what capacity.py parses."""
+    from gemma_operator import capacity
+
+    objects = render(values)
+    deployment = only(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    path = pathlib.PurePosixPath(env[capacity.ENV])
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    assert "subPath" not in mount and mount.get("readOnly") is True
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    (config,) = [c for c in of_kind(objects, "ConfigMap") if c["metadata"]["name"] == volume["configMap"]["name"]]
+    declared = capacity.parse_text(config["data"][path.name], catalog)
+    assert [p.name for p in declared] == [p["name"] for p in merged_values(values)["capacity"]["pools"]]
+    assert config["metadata"]["namespace"] == NAMESPACE
+
+
+def test_capacity_schema_matches_the_capacity_model():
+    from gemma_operator.capacity import DeclaredPool
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    pool = schema["properties"]["capacity"]["properties"]["pools"]["items"]
+    fields = {f.alias or name for name, f in DeclaredPool.model_fields.items()}
+    assert set(pool["properties"]) == fields
+    assert set(pool["required"]) == {f.alias or n for n, f in DeclaredPool.model_fields.items() if f.is_required()}

@@ -26,16 +26,21 @@ NODES = ROOT / "tests" / "fixtures" / "nodes"
 # Which node fixture each example GemmaDeployment is planned against.
 PLAN_ON = {
     "01-quickstart/gemmadeployment.yaml": "gke-l4",
-    "02-helm-gke/gemma-l4.yaml": "gke-l4",
-    "02-helm-gke/gemma-tpu-v5e.yaml": "gke-tpu-v5e-2x2",
+    # 02's GPU and TPU pools scale from zero: only the system node exists, plus the declared pools.
+    "02-helm-gke/gemma-l4.yaml": "gke-l4-at-zero",
+    "02-helm-gke/gemma-tpu-v5e.yaml": "gke-l4-at-zero",
     "03-argocd/gemmadeployments/chat.yaml": "gke-l4",
     "03-argocd/gemmadeployments/code.yaml": "gke-l4",
     "04-cpu-llamacpp/gemmadeployment.yaml": "gke-cpu-only",
     "05-tpu-v5e/gemmadeployment.yaml": "gke-tpu-v5e-2x2",
     "06-gated-model-hf-token/gemmadeployment.yaml": "gke-l4",
+    "07-node-auto-provisioning/gemmadeployment.yaml": "gke-l4-at-zero",
     "08-model-cache/pvc.yaml": "gke-h100x8",
     "08-model-cache/gcsfuse.yaml": "gke-h100x8",
 }
+# The capacity file each example folder declares (plan --capacity), if any.
+CAPACITY = {"02-helm-gke": "02-helm-gke/capacity.yaml", "07-node-auto-provisioning": "07-node-auto-provisioning/capacity.yaml"}
+COMPUTE_CLASS = ("cloud.google.com/v1", "ComputeClass")  # GKE's CRD: checked by hand below
 
 
 def name(path: pathlib.Path) -> str:
@@ -46,16 +51,29 @@ def is_values(path: pathlib.Path) -> bool:
     return path.name.endswith("-values.yaml")
 
 
+def is_capacity(path: pathlib.Path) -> bool:
+    return path.name == "capacity.yaml"
+
+
+def plan_command(file: str, *extra: str) -> list[str]:
+    """`gemma-operator plan` of an example, on its fixture and with its folder's capacity file."""
+    command = [sys.executable, "-m", "gemma_operator", "plan", "-f", str(EXAMPLES / file),
+               "--nodes", str(NODES / f"{PLAN_ON[file]}.yaml"), "-o", "json", *extra]  # fmt: skip
+    capacity = CAPACITY.get(file.split("/")[0])
+    return command + (["--capacity", str(EXAMPLES / capacity)] if capacity else [])
+
+
 DOCS = [
     (name(path), index, doc)
     for path in FILES
-    if not is_values(path)
+    if not is_values(path) and not is_capacity(path)
     for index, doc in enumerate(yaml.safe_load_all(path.read_text()))
     if doc is not None
 ]
 GEMMAS = [(file, doc) for file, _, doc in DOCS if doc.get("kind") == KIND]
 APPLICATIONS = [(file, doc) for file, _, doc in DOCS if doc.get("apiVersion") == "argoproj.io/v1alpha1"]
-OTHERS = [(file, doc) for file, _, doc in DOCS if (file, doc) not in GEMMAS + APPLICATIONS]
+CLASSES = [(file, doc) for file, _, doc in DOCS if (doc.get("apiVersion"), doc.get("kind")) == COMPUTE_CLASS]
+OTHERS = [(file, doc) for file, _, doc in DOCS if (file, doc) not in GEMMAS + APPLICATIONS + CLASSES]
 
 
 def test_every_scenario_folder_has_a_readme():
@@ -94,11 +112,7 @@ def test_every_gemmadeployment_is_planned():
 
 @pytest.mark.parametrize("file, fixture", sorted(PLAN_ON.items()))
 def test_gemmadeployment_plans(file, fixture):
-    done = subprocess.run(
-        [sys.executable, "-m", "gemma_operator", "plan", "-f", str(EXAMPLES / file),
-         "--nodes", str(NODES / f"{fixture}.yaml"), "-o", "json"],
-        capture_output=True, text=True, cwd=ROOT,
-    )
+    done = subprocess.run(plan_command(file), capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     selection = json.loads(done.stdout)["selection"]
     spec = yaml.safe_load((EXAMPLES / file).read_text())["spec"] or {}
@@ -213,11 +227,7 @@ def _pod_security_level(file: str, doc: dict[str, Any]) -> str:
     spec = doc.get("spec") or {}
     if spec.get("accelerator", "auto") == "auto":
         return "baseline"  # auto may choose a TPU pool, whose vLLM image runs as root
-    done = subprocess.run(
-        [sys.executable, "-m", "gemma_operator", "plan", "-f", str(EXAMPLES / file),
-         "--nodes", str(NODES / f"{PLAN_ON[file]}.yaml"), "-o", "json", "--manifests"],
-        capture_output=True, text=True, cwd=ROOT, check=True,
-    )
+    done = subprocess.run(plan_command(file, "--manifests"), capture_output=True, text=True, cwd=ROOT, check=True)
     pod = json.loads(done.stdout)["manifests"][0]["spec"]["template"]["spec"]
     containers = pod["containers"]
     restricted = (
@@ -275,3 +285,85 @@ def test_quickstart_and_cpu_example_reference_the_token():
     for file in ("01-quickstart/gemmadeployment.yaml", "04-cpu-llamacpp/gemmadeployment.yaml"):
         doc = yaml.safe_load((EXAMPLES / file).read_text())
         assert doc["spec"]["hfTokenSecretRef"]["name"] == "hf-token", file
+
+
+# --- declared capacity (issue 12): pools at zero nodes, node auto-provisioning ------------
+
+AT_ZERO = NODES / "gke-l4-at-zero.yaml"
+L4 = "cloud.google.com/gke-accelerator"
+
+
+def test_the_at_zero_fixture_is_gke_l4_without_its_l4_node():
+    full = yaml.safe_load((NODES / "gke-l4.yaml").read_text())["items"]
+    assert yaml.safe_load(AT_ZERO.read_text())["items"] == [n for n in full if L4 not in n["metadata"]["labels"]]
+
+
+@pytest.mark.parametrize("folder", sorted(CAPACITY))
+def test_capacity_files_are_valid_and_match_the_chart_values(folder):
+    from gemma_operator import capacity, catalog
+
+    text = (EXAMPLES / CAPACITY[folder]).read_text()
+    assert capacity.parse_text(text, catalog.load())
+    (values,) = [p for p in (EXAMPLES / folder).glob("*-values.yaml")]
+    assert chart_values(values)["capacity"]["pools"] == yaml.safe_load(text)["pools"]
+
+
+def _plan(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gemma_operator", "plan", *args, "-o", "json", "--manifests"],
+                          capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+
+
+def _pod_asks_for_an_l4(document: dict) -> None:
+    pod = document["manifests"][0]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"][L4] == "nvidia-l4"
+    assert pod["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    assert {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"} in pod["tolerations"]
+
+
+def test_newcomer_spec_empty_with_the_example_capacity_scales_up_the_l4(tmp_path):
+    """Issue 12, first repro: gke-l4 without its L4 node, `spec: {}`: was llama.cpp on the system pool."""
+    resource = tmp_path / "chat.yaml"
+    resource.write_text("apiVersion: gemma.dev/v1alpha1\nkind: GemmaDeployment\nmetadata: {name: chat}\nspec: {}\n")
+    done = _plan("-f", str(resource), "--nodes", str(AT_ZERO), "--capacity", str(EXAMPLES / CAPACITY["02-helm-gke"]))
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    selection = document["selection"]
+    assert (selection["accelerator"], selection["pool"], selection["capacity"]) == ("nvidia-l4", "l4", "scale-up")
+    _pod_asks_for_an_l4(document)
+
+
+def test_newcomer_gemma_l4_without_an_l4_node_plans_on_the_standard_shape():
+    """Issue 12, second repro: examples/02-helm-gke/gemma-l4.yaml with no L4 node: was exit 3 (NoFit)."""
+    done = _plan("-f", str(EXAMPLES / "02-helm-gke/gemma-l4.yaml"), "--nodes", str(AT_ZERO))
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    selection = document["selection"]
+    assert (selection["accelerator"], selection["pool"], selection["capacity"]) == (
+        "nvidia-l4", "nvidia-l4-g2-standard-4", "scale-up")
+    _pod_asks_for_an_l4(document)
+
+
+@pytest.mark.parametrize(("file", "pool"), [("02-helm-gke/gemma-l4.yaml", "l4"), ("02-helm-gke/gemma-tpu-v5e.yaml", "tpu-v5e-2x2"),
+                                            ("07-node-auto-provisioning/gemmadeployment.yaml", "gemma-l4")])  # fmt: skip
+def test_examples_at_zero_nodes_plan_a_scale_up_of_their_declared_pool(file, pool):
+    done = subprocess.run(plan_command(file, "--manifests"), capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert (document["selection"]["pool"], document["selection"]["capacity"]) == (pool, "scale-up")
+    assert any(pool in r and r.startswith("Capacity scale-up") for r in document["selection"]["reasons"])
+
+
+@pytest.mark.parametrize("file, doc", CLASSES, ids=[f for f, _ in CLASSES])
+def test_compute_class_matches_its_declared_pool(file, doc):
+    """GKE's ComputeClass (a CRD kubernetes-validate does not know): its GPU priorities are the shape
+    the capacity entry that selects it declares."""
+    assert set(doc["spec"]) <= {"priorities", "nodePoolAutoCreation", "whenUnsatisfiable", "activeMigration",
+                                "autoscalingPolicy", "priorityDefaults"}  # fmt: skip
+    assert doc["spec"]["nodePoolAutoCreation"]["enabled"] is True
+    assert doc["spec"]["whenUnsatisfiable"] in ("DoNotScaleUp", "ScaleUpAnyway")
+    pools = yaml.safe_load((EXAMPLES / CAPACITY[file.split("/")[0]]).read_text())["pools"]
+    (pool,) = [p for p in pools if p.get("nodeSelector", {}).get("cloud.google.com/compute-class") == doc["metadata"]["name"]]
+    for priority in doc["spec"]["priorities"]:
+        assert set(priority) <= {"machineType", "machineFamily", "spot", "gpu", "tpu", "minCores", "minMemoryGb", "storage"}
+        assert priority["machineType"] == pool["machineType"]
+        assert (priority["gpu"]["type"], priority["gpu"]["count"]) == (pool["accelerator"], pool["acceleratorCount"])

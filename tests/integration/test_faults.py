@@ -12,10 +12,11 @@ import threading
 import time
 
 import pytest
+import yaml
 
 from gemma_operator import handlers, metrics
-from tests.conftest import ROOT
-from tests.integration.test_operator import Cluster, args_of, condition, gpu_nodes
+from tests.conftest import NODES, ROOT
+from tests.integration.test_operator import Cluster, args_of, condition
 
 
 @pytest.fixture
@@ -125,7 +126,8 @@ def test_kill_9_in_the_middle_of_a_reconcile_then_a_restart(emulator, operator, 
 def test_events_are_not_repeated_within_a_minute(emulator, operator, cluster, create_nodes):
     create_nodes.from_fixture("gke-cpu-only")
     operator()
-    cluster.create("chat", {"accelerator": "nvidia-l4"})
+    # An A10G: no such node, and no GKE shape to scale up (a GKE GPU would plan on its standard shape).
+    cluster.create("chat", {"accelerator": "nvidia-a10g"})
     cluster.wait(lambda: cluster.phase("chat") == "NoFit", "phase NoFit")
     for _ in range(3):  # node churn wakes the NoFit resource again and again
         create_nodes([{"metadata": {"name": f"churn-{time.monotonic_ns()}", "labels": {"kubernetes.io/arch": "arm64"}},
@@ -285,14 +287,19 @@ def test_a_node_pool_added_while_the_node_watch_is_down_is_seen_once_it_is_back(
                                                                                  create_nodes, hold):  # fmt: skip
     create_nodes.from_fixture("gke-cpu-only")
     operator()
-    cluster.create("chat", {"accelerator": "nvidia-l4"})
+    cluster.create("chat", {"accelerator": "nvidia-a10g"})  # no GKE shape to scale up: NoFit until nodes come
     cluster.wait(lambda: cluster.phase("chat") == "NoFit", "phase NoFit")
     faults = drop_watch(emulator, "nodes", *hold)
-    create_nodes(gpu_nodes("gke-l4"))
-    cluster.wait(lambda: settled(cluster, "chat"), "a plan on the new L4 pool once the node watch is back", timeout=30)
+    create_nodes(a10g_nodes())
+    cluster.wait(lambda: settled(cluster, "chat"), "a plan on the new A10G pool once the node watch is back", timeout=30)
     assert [f.hits for f in faults] == [f.times for f in faults]
-    assert cluster.gd("chat")["status"]["selection"]["accelerator"] == "nvidia-l4"
+    assert cluster.gd("chat")["status"]["selection"]["accelerator"] == "nvidia-a10g"
     assert deployments_in(cluster) == ["chat"] and services_in(cluster) == ["chat"]
+
+
+def a10g_nodes():
+    items = yaml.safe_load((NODES / "gfd-a10g.yaml").read_text())["items"]
+    return [n for n in items if "nvidia.com/gpu.product" in n["metadata"]["labels"]]
 
 
 # After a 410 kopf re-lists, but never reports what vanished in the gap, so its indices keep it;

@@ -173,16 +173,18 @@ def test_hand_edits_of_children_are_reverted(operator, cluster, create_nodes):
 def test_no_fit_stalls_with_figures_and_plans_when_a_pool_appears(operator, cluster, create_nodes):
     create_nodes.from_fixture("gke-cpu-only")
     operator()
-    cluster.create("chat", {"accelerator": "nvidia-l4"})
+    # An A10G: no such node and no GKE shape to scale up (a GKE GPU would plan on its standard shape).
+    cluster.create("chat", {"accelerator": "nvidia-a10g"})
     cluster.wait(lambda: cluster.phase("chat") == "NoFit", "phase NoFit")
     gd = cluster.gd("chat")
     stalled = condition(gd, "Stalled")
     assert stalled["status"] == "True" and stalled["reason"] == "NoFit"
-    assert "No nvidia-l4 nodes" in stalled["message"] and "The cluster has:" in stalled["message"]
+    assert "No nvidia-a10g nodes" in stalled["message"] and "The cluster has:" in stalled["message"]
     assert any(e["reason"] == "NoFit" and e["type"] == "Warning" for e in cluster.events("chat"))
     assert cluster.deployment("chat") is None
-    create_nodes(gpu_nodes("gke-l4"))
-    cluster.wait(lambda: cluster.deployment("chat"), "a Deployment once an L4 pool appears")
+    items = yaml.safe_load((NODES / "gfd-a10g.yaml").read_text())["items"]
+    create_nodes([n for n in items if "nvidia.com/gpu.product" in n["metadata"]["labels"]])
+    cluster.wait(lambda: cluster.deployment("chat"), "a Deployment once an A10G pool appears")
     cluster.wait(lambda: cluster.phase("chat") == "Deploying", "phase Deploying")
 
 
@@ -414,3 +416,59 @@ def test_the_status_subresource_is_validated_against_the_crd(cluster):
     causes = {(c["field"], c["message"]) for c in json.loads(info.value.body)["details"]["causes"]}
     assert ("status.selection.modelId", "Required value") in causes
     assert cluster.gd("chat").get("status") in (None, {}), "a refused status write changed nothing"
+
+
+def test_declared_capacity_plans_a_scale_up_and_edits_are_picked_up_without_a_restart(
+        operator, cluster, create_nodes, monkeypatch, tmp_path):  # fmt: skip
+    """Issue 12: a GKE pool at zero nodes, declared in the capacity file the chart mounts from a ConfigMap."""
+    from gemma_operator import capacity, handlers
+
+    nodes = yaml.safe_load((NODES / "gke-l4.yaml").read_text())["items"]
+    create_nodes([n for n in nodes if "cloud.google.com/gke-accelerator" not in n["metadata"]["labels"]])
+    path = tmp_path / "capacity.yaml"
+    l4 = {"name": "l4-spot", "accelerator": "nvidia-l4", "machineType": "g2-standard-8", "maxNodes": 4, "spot": True}
+    path.write_text(yaml.safe_dump({"pools": [l4]}))
+    monkeypatch.setenv(capacity.ENV, str(path))
+    monkeypatch.setenv(handlers.CAPACITY_POLL_ENV, "0.2")
+    running = operator()
+    cluster.create("chat", {})
+
+    gd = cluster.wait(lambda: (g := cluster.gd("chat")).get("status", {}).get("selection") and g, "a selection")
+    selection = gd["status"]["selection"]
+    assert (selection["pool"], selection["capacity"], selection["accelerator"]) == ("l4-spot", "scale-up", "nvidia-l4")
+    assert any(r.startswith("Capacity scale-up: the declared pool l4-spot") for r in selection["reasons"])
+    pod = cluster.wait(lambda: cluster.deployment("chat"), "the Deployment")["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4", "cloud.google.com/gke-spot": "true"}
+    assert {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in pod["tolerations"]
+    assert {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"} in pod["tolerations"]
+    requests = pod["containers"][0]["resources"]["requests"]
+    assert requests["nvidia.com/gpu"] == "1" and int(requests["cpu"]) <= 7 and int(requests["memory"].removesuffix("Gi")) <= 27
+
+    # The pool turns on-demand: the same operator re-reads the file, and the pod no longer asks for Spot.
+    path.write_text(yaml.safe_dump({"pools": [{**l4, "spot": False}]}))
+    cluster.wait(lambda: "cloud.google.com/gke-spot" not in cluster.deployment("chat")["spec"]["template"]["spec"]["nodeSelector"],
+                 "the Deployment without the Spot selector")  # fmt: skip
+    # The pool is no longer declared: the resource re-plans on what is ready.
+    path.write_text("pools: []\n")
+    cluster.wait(lambda: (cluster.gd("chat")["status"]["selection"] or {}).get("capacity") == "ready", "capacity ready")
+    selection = cluster.gd("chat")["status"]["selection"]
+    assert (selection["pool"], selection["runtime"]) == ("cpu-e2-standard-4", "llamacpp")
+    assert running.memo.declared == []  # the operator that started is the one that followed
+
+
+def test_an_invalid_capacity_file_stops_the_start_naming_the_entry(kube_api, tmp_path):
+    """Validated at start, like KubeAI's resource profiles: the operator exits with the entry and field."""
+    import os
+    import subprocess
+    import sys
+
+    from gemma_operator import capacity
+
+    path = tmp_path / "capacity.yaml"
+    path.write_text(yaml.safe_dump({"pools": [{"name": "l4", "accelerator": "nvidia-l4", "machineType": "g2-standard-7"}]}))
+    env = {**os.environ, "KUBECONFIG": str(kube_api.kubeconfig), metrics.PORT_ENV: "0", capacity.ENV: str(path)}
+    done = subprocess.run([sys.executable, "-m", "gemma_operator", "run", "--standalone", "--log-format=plain"],
+                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode != 0
+    assert "Invalid declared capacity" in done.stdout + done.stderr
+    assert "pools[0] (l4).machineType: 'g2-standard-7' is not among the catalog's GKE machine shapes" in done.stdout + done.stderr

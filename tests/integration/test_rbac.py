@@ -25,7 +25,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from gemma_operator import handlers, metrics
+from gemma_operator import capacity, handlers, metrics
 from tests.chart.chart_files import CI_VALUES, NAMESPACE
 from tests.chart.conftest import helm, render  # noqa: F401  (fixtures)
 from tests.conftest import ROOT
@@ -143,7 +143,7 @@ def drive_lifecycle(cluster: Cluster, emulator) -> None:
         cluster.patch_spec(name, {"cache": {"type": "emptyDir"}})
     cluster.wait(lambda: not cluster.get(jobs)["items"], "the unused Job deleted", 30)
     cluster.create("gated", {"hfTokenSecretRef": {"name": "missing"}})
-    cluster.create("huge", {"accelerator": "nvidia-h100-80gb"})
+    cluster.create("huge", {"accelerator": "nvidia-a10g"})  # no node, no GKE shape to scale up: NoFit
     cluster.wait(lambda: {e["reason"] for e in cluster.events("gated") + cluster.events("huge")}
                  >= {"SecretNotFound", "NoFit"}, "the warning Events", 30)  # fmt: skip
     for name in ("chat", "gated", "huge", "cached", "cached-2"):
@@ -191,6 +191,10 @@ def test_chart_rbac_is_exactly_what_the_operator_uses(emulator, render, values, 
     start_peering(emulator, objects)
     create_nodes.from_fixture("gke-l4")
 
+    # The chart's capacity ConfigMap, where the rendered pod mounts it: the operator starts on it.
+    config = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-capacity"))
+    (tmp_path / "capacity.yaml").write_text(config["data"]["capacity.yaml"])
+    chart_env[capacity.ENV] = str(tmp_path / "capacity.yaml")
     env = {**os.environ, **chart_env, "KUBECONFIG": str(emulator.kubeconfig), metrics.PORT_ENV: "0",
            handlers.RESYNC_ENV: "1",  # the periodic resync is part of what the RBAC must allow
            "PYTHONUNBUFFERED": "1"}  # fmt: skip

@@ -168,7 +168,8 @@ def test_invalid_specs_are_refused_with_the_field(catalog, spec, field, words):
 
 
 NOFIT = [
-    ("gke-cpu-only", {"accelerator": "nvidia-l4"}, "No nvidia-l4 nodes"),
+    # No node, and no GKE shape to scale up (a GKE GPU with none plans on its standard shape: test_capacity).
+    ("gke-cpu-only", {"accelerator": "nvidia-a10g"}, "No nvidia-a10g nodes"),
     ("gke-t4", {"model": {"family": "gemma4", "size": "31b"}}, "Nothing fits gemma-4-31b-it"),
     ("gke-l4", {"model": {"family": "gemma3", "size": "27b"}, "quantization": "bf16"}, "Nothing fits gemma-3-27b-it"),
     ("gke-tpu-v5e-2x2", {"model": {"family": "gemma4", "size": "31b"}, "accelerator": "tpu-v5e"}, "Nothing fits"),
@@ -319,7 +320,15 @@ def test_every_gke_label_value_names_its_accelerator(catalog):
             assert re.fullmatch(field["pattern"], alias) and len(alias) <= field["maxLength"], alias
             spec = GemmaDeploymentSpec.model_validate({"accelerator": alias})
             result = plan(spec, pools(node_list("gke-cpu-only"), catalog), catalog)
-            if name != "cpu":
+            if name == "cpu":
+                continue
+            if alias in catalog.machines.standard:
+                # No such node: the catalog's standard GKE shape, selected by the label value as written.
+                assert isinstance(result, Plan), (alias, result.message)
+                assert result.selection()["capacity"] == "scale-up", alias
+                label = "cloud.google.com/gke-tpu-accelerator" if accelerator.kind == "tpu" else "cloud.google.com/gke-accelerator"
+                assert result.node_selector[label] == alias
+            else:
                 assert isinstance(result, NoFit) and f"No {name} nodes" in result.message, (alias, result)
 
 
@@ -382,7 +391,7 @@ def test_replicas_that_fit_say_nothing_more(catalog, fixture, replicas):
 # (fixture, spec) -> (field, value) of the first suggestion
 SUGGESTIONS = [
     ("gke-l4", {"model": {"family": "gemma3", "size": "27b"}, "quantization": "bf16"}, ("spec.quantization", "q4_0")),
-    ("gke-cpu-only", {"accelerator": "nvidia-l4"}, ("spec.accelerator", "cpu")),
+    ("gke-cpu-only", {"accelerator": "nvidia-a10g"}, ("spec.accelerator", "cpu")),
     ("gke-l4", {"maxModelLen": 131072, "model": {"family": "gemma3", "size": "27b"}, "quantization": "q4_0"},
      ("spec.maxModelLen", 53504)),
     ("gke-t4", {"model": {"family": "gemma4", "size": "31b"}}, ("spec.model.size", "12b")),

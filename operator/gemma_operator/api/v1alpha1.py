@@ -332,6 +332,11 @@ class Selection(Model):
     max_model_len: int
     estimated_memory_gi_b: float = Field(alias="estimatedMemoryGiB")
     pool: str = Field(description="Node pool the plan targets; the plan is re-made if it disappears.")
+    capacity: Literal["ready", "scale-up"] | None = Field(
+        default=None,
+        description="ready: nodes of the pool exist; scale-up: a declared or standard GKE node shape that the "
+        "cluster autoscaler or node auto-provisioning must add first.",
+    )
     node_selector: dict[str, str] = Field(default_factory=dict)
     reasons: list[str] = Field(default_factory=list, description="Why each choice was made.")
 

@@ -195,9 +195,62 @@ class AcceleratorCatalog(Strict):
     images: dict[Literal["vllm-gpu", "vllm-tpu", "llamacpp-cpu", "llamacpp-cuda"], Image]
 
 
+class Reserve(Strict):
+    """What GKE keeps of a node for itself: allocatable = machine - reserve - eviction threshold."""
+
+    source: HttpUrl
+    memory_tiers: list[tuple[float | None, float]] = Field(min_length=1, description="(GiB in the tier, share kept); None: the rest")
+    eviction_threshold_mib: float = Field(ge=0)
+    cpu_tiers: list[tuple[float | None, float]] = Field(min_length=1, description="(cores in the tier, share kept)")
+    kernel_share: float = Field(ge=0, lt=0.5, description="machine memory the node never reports as capacity")
+
+    @staticmethod
+    def _tiered(amount: float, tiers: list[tuple[float | None, float]]) -> float:
+        kept, left = 0.0, amount
+        for size, share in tiers:
+            part = left if size is None else min(left, size)
+            kept += part * share
+            left -= part
+            if left <= 0:
+                break
+        return kept
+
+    def allocatable(self, vcpus: float, memory_gib: float) -> tuple[float, float]:
+        """(CPUs, GiB) a node of this size offers pods."""
+        memory = memory_gib * (1 - self.kernel_share)
+        memory -= self._tiered(memory, self.memory_tiers) + self.eviction_threshold_mib / 1024
+        cpu = vcpus - self._tiered(vcpus, self.cpu_tiers)
+        return round(cpu, 3), round(memory, 2)
+
+
+class MachineShape(Strict):
+    vcpus: int = Field(gt=0)
+    memory_gib: float = Field(gt=0)
+    accelerators: dict[str, list[int]] = Field(
+        default_factory=dict, description="GKE accelerator label value -> device counts a node of this type can have"
+    )
+    tpu_topology: str | None = Field(default=None, pattern=r"^[1-9]\d*(x[1-9]\d*){1,2}$")
+    source: HttpUrl
+
+
+class MachineCatalog(Strict):
+    reserve: Reserve
+    machines: dict[str, MachineShape]
+    standard: dict[str, str] = Field(description="GKE accelerator label value -> its standard machine type")
+
+    @model_validator(mode="after")
+    def _standard_machines_carry_their_device(self) -> MachineCatalog:
+        for label, machine in self.standard.items():
+            shape = self.machines.get(machine)
+            if shape is None or label not in shape.accelerators:
+                raise ValueError(f"standard shape {machine} for {label} is not a machine type carrying {label}")
+        return self
+
+
 class Catalog(Strict):
     models: ModelCatalog
     hardware: AcceleratorCatalog
+    machines: MachineCatalog
 
     @property
     def families(self) -> dict[str, Family]:
@@ -221,6 +274,13 @@ class Catalog(Strict):
                 if value in seen:
                     raise ValueError(f"label value {value!r} names both {seen[value]} and {name}")
                 seen[value] = name
+        for machine, shape in self.machines.machines.items():
+            for value in shape.accelerators:
+                if value not in seen:
+                    raise ValueError(f"machine {machine}: {value!r} is no accelerator's GKE label value")
+                accelerator = self.hardware.accelerators[seen[value]]
+                if accelerator.kind == "tpu" and shape.tpu_topology not in accelerator.single_host_topologies:
+                    raise ValueError(f"machine {machine}: topology {shape.tpu_topology} is not a single-host {value} slice")
         return self
 
 
@@ -231,4 +291,4 @@ def _read(name: str) -> dict:
 @functools.cache
 def load() -> Catalog:
     """The packaged catalog, validated once per process."""
-    return Catalog(models=_read("models.yaml"), hardware=_read("accelerators.yaml"))
+    return Catalog(models=_read("models.yaml"), hardware=_read("accelerators.yaml"), machines=_read("machines.yaml"))

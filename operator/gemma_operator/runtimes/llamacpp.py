@@ -12,6 +12,7 @@ COMMAND = ["/app/llama-server"]
 ALL_LAYERS = "999"
 # Memory beyond the estimate: tokenizer, HTTP slots, page cache churn while mmapping the file.
 MEMORY_HEADROOM_GIB = 1.0
+HOST_MEMORY_SHARE = 0.9  # of the node's allocatable memory, as for vLLM
 
 
 def threads(plan: Plan) -> int:
@@ -45,7 +46,9 @@ def resources(plan: Plan) -> dict:
     if pool.kind == "cpu":
         memory = gib(plan.estimated_memory_gib + MEMORY_HEADROOM_GIB)
         return {"requests": {"cpu": str(threads(plan)), "memory": memory}, "limits": {"memory": memory}}
-    memory = gib(plan.weights_gib + 2)
+    # The GGUF is read through page cache onto the GPU: the host needs little beyond it, and never
+    # more than the node has (a request above allocatable would keep the autoscaler from adding it).
+    memory = gib(min(plan.weights_gib + 2, pool.node_memory_gib * HOST_MEMORY_SHARE))
     device = {pool.resource_name: "1"}
     return {"requests": {"cpu": "2", "memory": memory, **device}, "limits": {"memory": memory, **device}}
 
