@@ -287,6 +287,29 @@ def objects(cache: Cache, plan: Plan, spec: GemmaDeploymentSpec, namespace: str,
     return out
 
 
+def owners_joined(refs: list[dict[str, Any]], mine: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """A shared object's owners once this deployment joins; None when nothing changes (it is one
+    already, or the object is retained and has no owners)."""
+    if not mine or mine[0]["uid"] in {r.get("uid") for r in refs}:
+        return None
+    return [*refs, *mine]
+
+
+def owners_left(refs: list[dict[str, Any]], uid: str) -> list[dict[str, Any]] | None:
+    """The owners that stay once this deployment stops using a shared object; an empty list when it
+    was the last (then the object is deleted, as garbage collection would once it is gone); None
+    when it was no owner (a retained object, or another deployment's)."""
+    if uid not in {r.get("uid") for r in refs}:
+        return None
+    return [r for r in refs if r.get("uid") != uid]
+
+
+def deployment_waits(cache_status: Mapping[str, Any] | None) -> bool:
+    """The model Deployment is applied only once its cache is filled (a filled cache's pods mount
+    it read-only, and a ReadWriteOnce disk can't be both filled and read)."""
+    return bool(cache_status) and cache_status.get("state") not in (None, "Ready")
+
+
 def fill_deadline_seconds(cache: Cache) -> int:
     per_try = STARTUP_FLOOR_S + STARTUP_S_PER_WEIGHT_GIB * math.ceil(cache.bytes / GIB)
     return per_try * (FILL_BACKOFF_LIMIT + 1)

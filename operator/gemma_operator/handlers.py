@@ -325,12 +325,11 @@ async def _apply_shared(memo: kopf.Memo, cr: Mapping[str, Any], obj: dict[str, A
         live = await memo.kube.create(obj)  # another owner's create first: 409, retried, then joined
         metrics.APPLIES.labels(obj["kind"]).inc()
     else:
-        mine = meta.get("ownerReferences") or []
-        refs = list(live["metadata"].get("ownerReferences") or [])
-        if mine and mine[0]["uid"] not in {r.get("uid") for r in refs}:
-            live = await memo.kube.set_owners(obj, live["metadata"]["resourceVersion"], refs + mine)
-        else:
+        refs = live["metadata"].get("ownerReferences") or []
+        owners = cache_mod.owners_joined(refs, meta.get("ownerReferences") or [])
+        if owners is None:
             return live
+        live = await memo.kube.set_owners(obj, live["metadata"]["resourceVersion"], owners)
     memo.applied[child] = live["metadata"].get("resourceVersion")
     memo.gone_children.discard(child)
     return live
@@ -345,10 +344,9 @@ async def _prune_shared(memo: kopf.Memo, cr: Mapping[str, Any], desired: set[tup
             live = next(iter(values), None)
             if key[0] != meta["namespace"] or (kind, key[1]) in desired or live is None:
                 continue
-            refs = live["metadata"].get("ownerReferences") or []
-            if meta.get("uid") not in {r.get("uid") for r in refs}:
+            others = cache_mod.owners_left(live["metadata"].get("ownerReferences") or [], meta.get("uid"))
+            if others is None:
                 continue
-            others = [r for r in refs if r.get("uid") != meta.get("uid")]
             if others:
                 await memo.kube.set_owners({"apiVersion": SHARED_API[kind], "kind": kind, "metadata": live["metadata"]},
                                            live["metadata"]["resourceVersion"], others)  # fmt: skip
@@ -384,7 +382,7 @@ async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[
         meta.setdefault("annotations", {})[DIGEST] = _digest(obj)
         child = (obj["kind"], meta["namespace"], meta["name"])
         live = None if child in memo.gone_children else _one(memo.children[obj["kind"]], child[1:])
-        if obj["kind"] == "Deployment" and cache_status and cache_status.get("state") not in (None, "Ready"):
+        if obj["kind"] == "Deployment" and cache_mod.deployment_waits(cache_status):
             deployment = live  # waits for the fill; one already serving (from another cache) keeps serving
             continue
         if live is None and trigger != "spec" and await _owner_gone(memo, cr):

@@ -236,3 +236,41 @@ def test_the_start_up_budget_follows_the_bytes_downloaded(catalog):
     probe = by_kind(objs)["Deployment"]["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
     budget = probe["periodSeconds"] * probe["failureThreshold"]
     assert budget >= 300 + 20 * result.checkpoint_bytes / 2**30
+
+
+A, B = ({"kind": "GemmaDeployment", "name": n, "uid": n} for n in ("a", "b"))
+
+
+@pytest.mark.parametrize(
+    ("refs", "mine", "joined"),
+    [
+        ([], [A], [A]),  # a claim whose owners all left (GC removed their references) gains one again
+        ([A], [B], [A, B]),
+        ([A, B], [B], None),  # already an owner: no write
+        ([], [], None),  # retention Retain: no owner references at all
+    ],
+)
+def test_joining_a_shared_object(refs, mine, joined):
+    assert cache_mod.owners_joined(refs, mine) == joined
+
+
+@pytest.mark.parametrize(
+    ("refs", "uid", "left"),
+    [
+        ([A, B], "a", [B]),  # the others keep it
+        ([A], "a", []),  # the last owner: delete it
+        ([B], "a", None),  # not ours
+        ([], "a", None),  # retained: never pruned
+    ],
+)
+def test_leaving_a_shared_object(refs, uid, left):
+    assert cache_mod.owners_left(refs, uid) == left
+
+
+@pytest.mark.parametrize(
+    ("cache", "waits"),
+    [(None, False), ({"type": "emptyDir", "bytes": 1}, False), ({"type": "pvc", "state": "Filling"}, True),
+     ({"type": "pvc", "state": "Failed"}, True), ({"type": "gcsfuse", "state": "Ready"}, False)],
+)  # fmt: skip
+def test_the_deployment_waits_for_the_fill(cache, waits):
+    assert cache_mod.deployment_waits(cache) is waits
