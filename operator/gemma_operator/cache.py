@@ -38,6 +38,9 @@ MANAGER = "gemma-operator"
 CLAIM_LABEL = "gemma.dev/cache"
 VOLUME = "model-cache"
 FILL_BACKOFF_LIMIT = 3
+# The downloaders stream to disk; room for their buffers (hf_xet reassembles chunks in memory).
+# unverified: hf_xet's peak memory on a 60 GB repository was not measured here.
+LOADER_RESOURCES = {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"memory": "4Gi"}}
 # A fill that hangs fails (DeadlineExceeded) instead of filling forever: each try may take the
 # start-up budget's download time (>= ~50 MiB/s) plus its floor.
 HUB_DIR = {"vllm": f"{CACHE_DIR}/huggingface/hub", "llamacpp": CACHE_DIR}  # where each runtime reads the hub cache
@@ -48,6 +51,8 @@ DOWNLOADER = {"vllm": "hf download (huggingface_hub)", "llamacpp": "llama downlo
 # (volume attribute names as the driver reads them: https://github.com/GoogleCloudPlatform/gcs-fuse-csi-driver)
 GCSFUSE_DRIVER = "gke-gcsfuse.csi.storage.gke.io"
 GCSFUSE_ANNOTATION = "gke-gcsfuse/volumes"
+# The driver authenticates with the pod's service account through the CSIDriver's token requests,
+# so the pods keep automountServiceAccountToken: false. unverified on a live cluster.
 # Serving settings from GKE's performance guide: metadata cached for the mount's life (the weights
 # never change under a mount), an unlimited file cache that also caches range reads (safetensors and
 # GGUF are read by ranges), and parallel downloads into it.
@@ -249,7 +254,7 @@ def objects(cache: Cache, plan: Plan, spec: GemmaDeploymentSpec, namespace: str,
             "imagePullPolicy": "IfNotPresent",
             "command": loader_command(plan),
             "env": env,
-            "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
+            "resources": {part: dict(values) for part, values in LOADER_RESOURCES.items()},
             "volumeMounts": mounts,
             "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
             "terminationMessagePolicy": "FallbackToLogsOnError",
