@@ -23,6 +23,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from . import cache as cache_mod
 from . import catalog as catalog_mod
 from . import capacity, inventory, kube, metrics, peering, planner, pods, render, rollout, scaling, status, validation
 from .api.v1alpha1 import GROUP, PLURAL, VERSION, GemmaDeploymentSpec
@@ -46,6 +47,8 @@ PROMETHEUS_URL_ENV = "GEMMA_OPERATOR_PROMETHEUS_URL"
 ROLLOUT_POLICY_ENV = "GEMMA_OPERATOR_ROLLOUT_POLICY"  # "keep" (default) | "accept"
 EVENT_REPEAT_S = 60.0  # the same Event reason at most once a minute per resource
 NODES_SETTLE_S = 1.0  # node changes come in bursts (a pool scaling): plan once they settle
+SHARED = ("PersistentVolumeClaim", "Job")  # cache objects, shared by the deployments of one checkpoint
+SHARED_API = {"PersistentVolumeClaim": "v1", "Job": "batch/v1"}
 RETRY_S = (1, 2, 5, 10, 30, 60)  # back-off for API errors that clear by themselves
 SECRET_RECHECK_S = 30.0
 # The early check that spec.hfTokenSecretRef exists needs `get` on Secrets: off unless the chart
@@ -95,6 +98,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     # resources and 2,000 children, 3,000 idle workers held ~30 MB of RSS (bench/README.md).
     settings.queueing.idle_timeout = 0.5
     memo.catalog = catalog_mod.load()
+    memo.cache_defaults = cache_mod.defaults_from(os.environ.get(cache_mod.DEFAULTS_ENV))
     memo.kube = getattr(memo, "kube", None)
     memo.connected = asyncio.Event()  # kopf logs in after the startup handlers
     if memo.kube is not None:
@@ -113,7 +117,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.node_index = kwargs["gemma_nodes"]
     memo.resource_index = kwargs["gemma_resources"]
     memo.children = {"Deployment": kwargs["gemma_deployments"], "Service": kwargs["gemma_services"],
-                     "PodDisruptionBudget": kwargs["gemma_pdbs"], "HorizontalPodAutoscaler": kwargs["gemma_hpas"]}
+                     "PodDisruptionBudget": kwargs["gemma_pdbs"], "HorizontalPodAutoscaler": kwargs["gemma_hpas"],
+                     "PersistentVolumeClaim": kwargs["gemma_claims"], "Job": kwargs["gemma_jobs"]}
     memo.applied_digests = {}  # (kind, namespace, name) -> digest, for the kinds without an index
     memo.discovery = (float("-inf"), set())  # (monotonic time, served optional (apiVersion, kind))
     memo.pod_index = kwargs["gemma_pods"]
@@ -215,6 +220,16 @@ async def gemma_pods(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, Any
     return {(namespace, instance): pods.essentials(body)} if instance else {}
 
 
+@kopf.index("", "v1", "persistentvolumeclaims", labels=MANAGED)
+async def gemma_claims(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return _child(namespace, name, body)
+
+
+@kopf.index("batch", "v1", "jobs", labels=MANAGED)
+async def gemma_jobs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return _child(namespace, name, body)
+
+
 def _one(index: kopf.Index, key: Any) -> Any:
     values = index.get(key)
     return next(iter(values)) if values else None
@@ -274,6 +289,24 @@ async def pod_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
             return
         memo.pods_seen[key] = seen
     memo.queue.add((key[0], instance), "pod")
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+@kopf.on.event("", "v1", "persistentvolumeclaims", labels=MANAGED)
+async def cache_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A loader Job finished (or a shared claim changed): every deployment using it re-checks."""
+    meta = body.get("metadata", {})
+    ns = meta.get("namespace")
+    if kwargs.get("type") != "DELETED" and meta.get("resourceVersion") in (
+        memo.applied.get((body.get("kind"), ns, meta.get("name"))),
+    ):
+        return
+    owners = {ref["name"] for ref in meta.get("ownerReferences") or [] if ref.get("kind") == "GemmaDeployment"}
+    # Retained objects have no owners: wake whoever waits on a fill in the namespace.
+    for (cr_ns, name), values in list(memo.resource_index.items()):
+        cache_state = next(iter((cr.get("status") or {}).get("cache") or {} for cr in values), {})
+        if cr_ns == ns and (name in owners or cache_state.get("state") in ("Filling", "Failed")):
+            memo.queue.add((ns, name), "child")
 
 
 @kopf.on.event("", "v1", "nodes")
@@ -376,24 +409,84 @@ async def _prune(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[dict[str,
             uid = None  # applied by the operator (recorded on the Deployment), not watched
         else:
             continue
-        if await memo.kube.delete(api_version, kind, namespace, name, uid):
+        if await memo.kube.delete(api_version, kind, namespace, name, uid=uid):
             logger.info(f"Deleted {kind} {namespace}/{name}: the spec no longer needs it.")
             metrics.APPLIES.labels(f"delete {kind}").inc()
         memo.applied.pop(child, None)
         memo.applied_digests.pop(child, None)
 
 
+async def _apply_shared(memo: kopf.Memo, cr: Mapping[str, Any], obj: dict[str, Any],
+                        trigger: str) -> dict[str, Any]:  # fmt: skip
+    """Create a cache object, or join its owners. Never re-applied: a claim's and a Job's spec are
+    fixed once created, and other deployments own it too."""
+    meta = obj["metadata"]
+    child = (obj["kind"], meta["namespace"], meta["name"])
+    live = None if child in memo.gone_children else _one(memo.children[obj["kind"]], child[1:])
+    if live is None and trigger != "spec" and await _owner_gone(memo, cr):
+        raise OwnerGone
+    if live is None:
+        live = await memo.kube.create(obj)  # another owner's create first: 409, retried, then joined
+        metrics.APPLIES.labels(obj["kind"]).inc()
+    else:
+        refs = live["metadata"].get("ownerReferences") or []
+        owners = cache_mod.owners_joined(refs, meta.get("ownerReferences") or [])
+        if owners is None:
+            return live
+        if await _owner_gone(memo, cr):
+            raise OwnerGone  # deleted meanwhile: joining would leave a reference to an owner that is gone
+        live = await memo.kube.set_owners(obj, live["metadata"]["resourceVersion"], owners)
+    memo.applied[child] = live["metadata"].get("resourceVersion")
+    memo.gone_children.discard(child)
+    return live
+
+
+async def _prune_shared(memo: kopf.Memo, cr: Mapping[str, Any], desired: set[tuple[str, str]]) -> None:
+    """Cache objects this deployment owns but no longer uses: leave them to their other owners, or
+    delete them when it was the last (what garbage collection would do once it is deleted)."""
+    meta = cr["metadata"]
+    for kind in SHARED:
+        for key, values in list(memo.children[kind].items()):
+            live = next(iter(values), None)
+            if key[0] != meta["namespace"] or (kind, key[1]) in desired or live is None:
+                continue
+            others = cache_mod.owners_left(live["metadata"].get("ownerReferences") or [], meta.get("uid"))
+            if others is None:
+                continue
+            if others:
+                await memo.kube.set_owners({"apiVersion": SHARED_API[kind], "kind": kind, "metadata": live["metadata"]},
+                                           live["metadata"]["resourceVersion"], others)  # fmt: skip
+            else:
+                meta = live["metadata"]
+                await memo.kube.delete(SHARED_API[kind], kind, meta["namespace"], meta["name"], uid=meta["uid"],
+                                       resource_version=meta["resourceVersion"])  # fmt: skip
+
+
 async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[dict[str, Any]],
-                          trigger: str, logger: logging.Logger | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """Prune what must no longer exist, apply what differs from the live children; return them as
-    they are now, by kind.
+                          trigger: str, logger: logging.Logger | None = None, cache: cache_mod.Cache | None = None
+                          ) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:  # fmt: skip
+    """Create or join the cache objects, prune what must no longer exist, apply what differs from
+    the live children; return them as they are now, by kind, and status.cache.
 
     A child is current when it carries the digest of exactly this desired object (so fields the
     plan dropped are noticed) and still has every value the operator sets (so hand edits are).
     Kinds without an index (third-party CRDs) are applied when their desired digest changes.
+    With a filled cache, the Deployment waits (is not applied) until the loader Job completes.
     """
     children = {}
     namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
+    job = None
+    for obj in objects:
+        if obj["kind"] in SHARED:
+            live = await _apply_shared(memo, cr, obj, trigger)
+            if obj["kind"] == "Job":
+                job = live
+    await _prune_shared(memo, cr, {(o["kind"], o["metadata"]["name"]) for o in objects if o["kind"] in SHARED})
+    cache_status = None
+    if cache is not None:
+        state, message = cache_mod.fill_state(job) if cache.filled else (None, "")
+        cache_status = cache.status(state, message)
+    objects = [obj for obj in objects if obj["kind"] not in SHARED]
     live_deployment = None
     if ("Deployment", namespace, name) not in memo.gone_children:
         live_deployment = _one(memo.children["Deployment"], (namespace, name))
@@ -412,6 +505,9 @@ async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[
                 memo.applied_digests[child] = meta["annotations"][DIGEST]
             continue
         live = None if child in memo.gone_children else _one(memo.children[obj["kind"]], child[1:])
+        if obj["kind"] == "Deployment" and cache_mod.deployment_waits(cache_status):
+            children["Deployment"] = live  # waits for the fill; one serving from another cache keeps serving
+            continue
         if live is None and trigger != "spec" and await _owner_gone(memo, cr):
             raise OwnerGone  # a child vanished because its owner did: garbage collection, not drift
         if live is None or not _matches(obj["metadata"], live.get("metadata")) or not _matches(obj["spec"], live.get("spec")):
@@ -426,7 +522,7 @@ async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[
             memo.applied[child] = live["metadata"].get("resourceVersion")
             memo.gone_children.discard(child)
         children[obj["kind"]] = live
-    return children
+    return children, cache_status
 
 
 async def _observe(memo: kopf.Memo, cr: Mapping[str, Any], children: Mapping[str, Any],
@@ -544,7 +640,8 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
         if spec.autoscaling is not None and isinstance(result, planner.Plan):
             choice = scaling.choose(spec, await _served(memo), os.environ.get(COLLECTOR_ENV, "auto"),
                                     os.environ.get(PROMETHEUS_URL_ENV, scaling.PROMETHEUS_URL_DEFAULT))  # fmt: skip
-        objects = (render.render(result, name, namespace, spec, owner=cr, choice=choice)
+        objects = (render.render(result, name, namespace, spec, owner=cr, choice=choice,
+                                  cache_defaults=memo.cache_defaults)
                    if isinstance(result, planner.Plan) else [])  # fmt: skip
     except planner.InvalidSpec as exc:
         outcome = status.Outcome("Invalid", f"Invalid spec: {exc}.")
@@ -572,16 +669,19 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
         return outcome, SECRET_RECHECK_S
 
     old = (cr.get("status") or {}).get("selection") or {}
-    update, rolls_out = _keep_or_roll(memo, cr, spec, objects[0], selection)
+    update, rolls_out = _keep_or_roll(memo, cr, spec, _deployment_of(objects), selection)
     if rolls_out:
         await _emit(memo, cr, "Normal", "RollingOut", f"Replacing the model pods; first change: {rolls_out}.", logger)
     reported = next((c for c in (cr.get("status") or {}).get("conditions") or [] if c.get("type") == update[0]),
                     {}) if update else {}  # fmt: skip
     if update and reported.get("message") != update[3]:  # once per new rendering, not per reconcile
         await _emit(memo, cr, "Normal", "UpdateAvailable", update[3], logger)
-    children = await _apply_children(memo, cr, objects, trigger, logger)
+    cache = cache_mod.plan_cache(result, spec, memo.cache_defaults)
+    children, cache_status = await _apply_children(memo, cr, objects, trigger, logger, cache)
     observed = await _observe(memo, cr, children, logger)
-    outcome = status.Outcome("Applied", selection=selection, endpoint=endpoint)
+    outcome = status.Outcome("Applied", selection=selection, endpoint=endpoint, cache=cache_status)
+    if cache_status and cache_status.get("state") == "Failed":
+        await _emit(memo, cr, "Warning", "CacheFillFailed", cache_status["message"], logger)
     if planner.replans(old, selection):
         metrics.PLANS.labels(result.runtime, result.pool.accelerator, result.quantization).inc()
         summary = (
@@ -605,6 +705,10 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
     if new_status.get("phase") == "Ready" and (cr.get("status") or {}).get("phase") != "Ready":
         await _emit(memo, cr, "Normal", "Ready", f"{wanted} replica(s) ready at {endpoint}.", logger)
     return outcome, None
+
+
+def _deployment_of(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(obj for obj in objects if obj["kind"] == "Deployment")
 
 
 def _keep_or_roll(memo: kopf.Memo, cr: Mapping[str, Any], spec: GemmaDeploymentSpec, deployment: dict[str, Any],
@@ -776,7 +880,7 @@ async def resync(memo: kopf.Memo, logger: logging.Logger) -> None:
         memo.nodes_changed.set()
     selector = ",".join(f"{k}={v}" for k, v in MANAGED.items())
     namespaces = {ns for ns, _ in memo.resource_index.keys()}
-    for kind, api_version in (("Deployment", "apps/v1"), ("Service", "v1")):
+    for kind, api_version in (("Deployment", "apps/v1"), ("Service", "v1"), *SHARED_API.items()):
         for ns in sorted(namespaces):
             listed = await memo.kube.names(api_version, kind, ns, selector)
             for key in [k for k in memo.children[kind].keys() if k[0] == ns and k[1] not in listed]:
@@ -784,7 +888,7 @@ async def resync(memo: kopf.Memo, logger: logging.Logger) -> None:
                     continue
                 memo.gone_children.add((kind, *key))
                 for ref in (_one(memo.children[kind], key) or {}).get("metadata", {}).get("ownerReferences") or []:
-                    if ref.get("kind") == "GemmaDeployment" and ref.get("controller"):
+                    if ref.get("kind") == "GemmaDeployment" and (ref.get("controller") or kind in SHARED):
                         logger.info(f"Resync: {kind} {ns}/{key[1]} gone unseen; re-checking its owner")
                         memo.queue.add((ns, ref["name"]), "resync")
 

@@ -37,6 +37,8 @@ LIST_PAGE = 500
 PLURALS = {
     ("apps/v1", "Deployment"): "deployments",
     ("v1", "Service"): "services",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
+    ("batch/v1", "Job"): "jobs",
     ("v1", "Secret"): "secrets",
     ("v1", "Event"): "events",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
@@ -167,16 +169,38 @@ class Kube:
         assert result is not None
         return result
 
-    async def delete(self, api_version: str, kind: str, namespace: str, name: str, uid: str | None = None) -> bool:
-        """Delete one object; with `uid`, only that very object (a precondition: a namesake created
-        since is left alone). False when it was already gone."""
+    async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Create, or fail with 409 AlreadyExists: for objects several owners share, where an apply
+        racing another owner's would replace its owner reference instead of joining it."""
+        meta = obj["metadata"]
+        url = path(obj["apiVersion"], obj["kind"], meta["namespace"])
+        result = await self.request("POST", url, params={"fieldManager": MANAGER}, body=obj)
+        assert result is not None
+        return result
+
+    async def set_owners(self, obj: Mapping[str, Any], resource_version: str,
+                         owners: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+        """Replace a shared object's owner references, only if it is still the version read (else 409)."""
+        meta = obj["metadata"]
+        url = path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        body = {"metadata": {"resourceVersion": resource_version, "ownerReferences": owners}}
+        result = await self.request("PATCH", url, params={"fieldManager": MANAGER}, body=body, content_type=MERGE)
+        assert result is not None
+        return result
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str, *, uid: str | None = None,
+                     resource_version: str | None = None) -> bool:  # fmt: skip
+        """Delete one object; False when it was already gone. With `uid`, only that very object (a
+        namesake created since is left alone: False); with `resource_version` too, only the version
+        read (a 409 if it changed meanwhile, for the caller to retry)."""
+        preconditions = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background",
-                **({"preconditions": {"uid": uid}} if uid else {})}  # fmt: skip
+                **({"preconditions": preconditions} if preconditions else {})}  # fmt: skip
         try:
             await self.request("DELETE", path(api_version, kind, namespace, name), body=body)
         except ApiError as exc:
-            if exc.status == 404 or (exc.status == 409 and uid):  # gone, or a namesake that isn't ours
-                return False
+            if exc.status == 404 or (exc.status == 409 and uid and not resource_version):
+                return False  # gone, or a namesake that isn't ours
             raise
         return True
 

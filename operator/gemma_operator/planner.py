@@ -66,6 +66,7 @@ class Plan:
     reasons: tuple[str, ...] = ()
     spec_node_selector: dict[str, str] = field(default_factory=dict)  # spec.nodeSelector, on top of the pool's
     gated: bool = False  # the Hub serves the checkpoint only with a token (catalog `gated`)
+    checkpoint_bytes: int = 0  # what the server downloads (sizing.checkpoint_bytes)
 
     @property
     def node_selector(self) -> dict[str, str]:
@@ -585,6 +586,7 @@ def _plan(model: _Model, pool: Pool, option: _Option, tp: int, got: sizing.Fit, 
         vllm_quantization=option.vllm_quantization, chat_template=model.family.chat_template and model.tuning == "it",
         run_as=(image.run_as.user, image.run_as.group) if image.run_as else None,
         gated=_gated(model, option.model_id),
+        checkpoint_bytes=sizing.checkpoint_bytes(model.size, option.model_id, option.model_file),
     )  # fmt: skip
 
 

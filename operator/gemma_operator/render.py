@@ -9,10 +9,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from . import cache as cache_mod
 from . import flags, scaling
-from .api.v1alpha1 import API_VERSION, KIND, GemmaDeploymentSpec
+from .api.v1alpha1 import API_VERSION, KIND, CacheSpec, GemmaDeploymentSpec
 from .planner import InvalidSpec, Plan
-from .runtimes import HOME_DIR, PORT_NAME, Server, home_volume, llamacpp, progress_deadline_seconds, vllm
+from .runtimes import (HOME_DIR, PORT_NAME, PROBE_PERIOD_S, Server, home_volume, llamacpp, progress_deadline_seconds,
+                       startup_seconds, vllm)  # fmt: skip
 
 MANAGER = "gemma-operator"
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -111,9 +113,10 @@ def pod_security_context(plan: Plan) -> dict[str, Any]:
     return context
 
 
-def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan) -> dict[str, Any]:
+def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan,
+               cache: cache_mod.Cache | None = None) -> dict[str, Any]:  # fmt: skip
+    cache = cache or cache_mod.plan_cache(plan, spec)
     srv = server(plan, spec)
-    srv.container["resources"] = _merge_resources(srv.container["resources"], spec)
     srv.container["securityContext"] = {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
@@ -141,16 +144,22 @@ def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan)
     tolerations = _tolerations(plan, spec)
     if tolerations:
         pod_spec["tolerations"] = tolerations
+    pod_meta: dict[str, Any] = {"labels": labels(name, plan)}
+    cache_mod.apply_to_pod(cache, plan, pod_spec, pod_meta)
+    srv.container["resources"] = _merge_resources(srv.container["resources"], spec)  # the user's last
+    # A filled claim is read, not downloaded: the start-up budget leaves out the download.
+    download = cache.type != "pvc"
+    srv.container["startupProbe"]["failureThreshold"] = startup_seconds(plan, download) // PROBE_PERIOD_S
     result = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name, "namespace": namespace, "labels": labels(name, plan)},
         "spec": {
             "replicas": scaling.deployment_replicas(spec),
-            "progressDeadlineSeconds": progress_deadline_seconds(plan),
+            "progressDeadlineSeconds": progress_deadline_seconds(plan, download),
             "selector": {"matchLabels": selector_labels(name)},
             "strategy": scaling.strategy(spec, plan),
-            "template": {"metadata": {"labels": labels(name, plan)}, "spec": pod_spec},
+            "template": {"metadata": pod_meta, "spec": pod_spec},
         },
     }
     if result["spec"]["replicas"] is None:  # the autoscaler's field: not sent, not owned
@@ -185,8 +194,11 @@ def optional_children(name: str, namespace: str, spec: GemmaDeploymentSpec, plan
 
 
 def render(plan: Plan, name: str, namespace: str, spec: GemmaDeploymentSpec,
-           owner: dict[str, Any] | None = None, choice: scaling.Choice | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """The children to apply, in apply order. With `owner` (the CR, with its uid), each is owned by it.
+           owner: dict[str, Any] | None = None, choice: scaling.Choice | None = None,
+           cache_defaults: CacheSpec | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """The children to apply, in apply order: the cache objects (shared claim, loader Job) first.
+    With `owner` (the CR, with its uid), the Deployment, Service and optional children are
+    controlled by it, and the cache objects (retention Delete) owned by it among others.
 
     `choice` resolves autoscaling against what the cluster serves; without it, `scaling.choose`
     with nothing served (an HPA and a PodMonitoring). Kinds of `scaling.OPTIONAL_KINDS` missing
@@ -195,9 +207,11 @@ def render(plan: Plan, name: str, namespace: str, spec: GemmaDeploymentSpec,
     check(name, spec, plan)
     scaling.signal(spec, plan)  # refuse a metric the engine lacks before anything else
     choice = choice or scaling.choose(spec, set())
-    objects = [deployment(name, namespace, spec, plan), service(name, namespace, spec, plan)]
+    cache = cache_mod.plan_cache(plan, spec, cache_defaults)
+    objects = [deployment(name, namespace, spec, plan, cache), service(name, namespace, spec, plan)]
     objects += [obj for obj in optional_children(name, namespace, spec, plan, choice) if obj is not None]
     if owner is not None:
         for obj in objects:
             obj["metadata"]["ownerReferences"] = [owner_reference(owner)]
-    return objects
+    shared = cache_mod.objects(cache, plan, spec, namespace, _tolerations(plan, spec), pod_security_context(plan), owner)
+    return shared + objects

@@ -6,6 +6,7 @@ unit tests against the weight sizes Google publishes (catalog `published_memory_
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .catalog import Architecture, Checkpoint, ModelSize
@@ -57,6 +58,16 @@ def weights_gib(size: ModelSize, quantization: str, checkpoint: Checkpoint | Non
     if checkpoint is not None and checkpoint.quantization == quantization:
         floors.append(checkpoint.bytes / GIB)
     return max(floors)
+
+
+def checkpoint_bytes(size: ModelSize, repo: str, file: str | None) -> int:
+    """Bytes a server downloads for a repo (and file): a catalogued checkpoint's listed size; for the
+    base safetensors repos, whose size the catalog does not list, their bf16 weights (in-flight fp8
+    still downloads them), taken as the larger of params x 2 and Google's published bf16 figure."""
+    for checkpoint in size.checkpoints:
+        if (checkpoint.repo.lower(), checkpoint.file) == (repo.lower(), file):
+            return checkpoint.bytes
+    return math.ceil(weights_gib(size, "bf16") * GIB)
 
 
 def layer_kinds(arch: Architecture) -> list[str]:

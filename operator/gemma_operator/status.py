@@ -24,6 +24,7 @@ class Outcome:
     message: str = ""
     selection: Mapping[str, Any] | None = None
     endpoint: str | None = None
+    cache: Mapping[str, Any] | None = None  # status.cache (cache.Cache.status)
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,23 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int, o
             ready = ("False", reason, message)
             progressing = ("True", reason, message)
             stalled = ("False", reason, "")
+        fill = (outcome.cache or {}).get("state")
+        if fill == "Failed":
+            message = outcome.cache["message"]
+            phase = phase if phase == "Ready" else "Degraded"
+            if ready[0] != "True":
+                ready = ("False", "CacheFillFailed", message)
+            progressing = ("False", "CacheFillFailed", message)
+            stalled = ("True", "CacheFillFailed", message)
+        elif fill == "Filling":
+            where = outcome.cache.get("claim") or outcome.cache.get("bucket")
+            message = (
+                f"The loader Job fills the cache {where} with {selection.get('modelId')} "
+                f"({outcome.cache['bytes'] / 1e9:.1f} GB) once; the model pods start when it completes."
+            )
+            if ready[0] != "True":
+                ready = ("False", "FillingCache", message)
+            progressing = ("True", "FillingCache", message)
         status.update(
             phase=phase,
             selection=dict(selection),
@@ -171,6 +189,8 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int, o
             replicas=replicas,
             readyReplicas=ready_count,
         )
+        if outcome.cache:
+            status["cache"] = dict(outcome.cache)
     status["conditions"] = [
         _condition(prior, READY, *ready, generation, now),
         _condition(prior, PROGRESSING, *progressing, generation, now),

@@ -207,7 +207,11 @@ MANAGER = {
     (group, resource, verb)
     for group, resource in (("policy", "poddisruptionbudgets"), ("autoscaling", "horizontalpodautoscalers"))
     for verb in ("list", "watch", "create", "patch", "delete")
-} | {("keda.sh", "scaledobjects", verb) for verb in ("create", "patch", "delete")}
+} | {("keda.sh", "scaledobjects", verb) for verb in ("create", "patch", "delete")} | {
+    (group, resource, verb)
+    for group, resource in (("", "persistentvolumeclaims"), ("batch", "jobs"))
+    for verb in ("list", "watch", "create", "patch", "delete")
+}
 # Only with secretCheck.enabled: the early check that spec.hfTokenSecretRef exists.
 SECRET_GET = {("", "secrets", "get")}
 COLLECTOR = {
@@ -216,8 +220,11 @@ COLLECTOR = {
 }
 MANAGER_ONE_COLLECTOR = MANAGER  # models.metricsCollector set to one kind: only its grants
 MANAGER = MANAGER | COLLECTOR["PodMonitoring"] | COLLECTOR["ServiceMonitor"]  # auto: either
-# The only kinds the operator deletes: optional children the spec no longer needs (it prunes them).
-PRUNED = {"poddisruptionbudgets", "horizontalpodautoscalers", "scaledobjects", "podmonitorings", "servicemonitors"}
+# The only kinds the operator deletes: optional children the spec no longer needs (it prunes them),
+# and the cache objects a deployment stops using when it was their last owner (as garbage
+# collection does once the last owner is deleted).
+PRUNED = {"poddisruptionbudgets", "horizontalpodautoscalers", "scaledobjects", "podmonitorings", "servicemonitors",
+          "persistentvolumeclaims", "jobs"}
 CLUSTER_READ = {("", "nodes", verb) for verb in ("list", "watch")} | {
     ("apiextensions.k8s.io", "customresourcedefinitions", verb) for verb in ("list", "watch")
 }

@@ -177,6 +177,21 @@ def test_apply_removes_fields_the_manager_stopped_applying(kube_api, namespace):
     assert trimmed["metadata"]["labels"] == {"app": "web"}
 
 
+def test_apply_that_fills_an_empty_map_it_owned_keeps_the_new_field(kube_api, namespace):
+    """`emptyDir: {}`, then `emptyDir: {sizeLimit: ...}` from the same manager: the server removes
+    what the manager stopped applying, then adds back what it still owns, so the map stays."""
+    def with_scratch(scratch: dict) -> dict:
+        body = deployment("web")
+        pod = body["spec"]["template"]["spec"]
+        pod["volumes"] = [{"name": "models", "emptyDir": scratch}]
+        pod["containers"][0]["volumeMounts"] = [{"name": "models", "mountPath": "/models"}]
+        return body
+
+    _apply(kube_api, namespace, with_scratch({}))
+    filled = _apply(kube_api, namespace, with_scratch({"sizeLimit": "13Gi"}))
+    assert filled["spec"]["template"]["spec"]["volumes"] == [{"name": "models", "emptyDir": {"sizeLimit": "13Gi"}}]
+
+
 # --- lists, watches, deletion ---------------------------------------------------------------------
 
 

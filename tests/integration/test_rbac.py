@@ -144,6 +144,15 @@ def drive_lifecycle(cluster: Cluster, emulator, secret_check: bool) -> None:
     cluster.patch_spec("chat", {"maxModelLen": 8192})
     cluster.wait(lambda: (cluster.gd("chat").get("status") or {}).get("observedGeneration") == 2, "the update", 30)
     drive_optional_children(cluster, emulator)
+    # A shared cache: created by one, joined by another, left by both (the last deletes it).
+    for name in ("cached", "cached-2"):
+        cluster.create(name, {"cache": {"type": "pvc"}})
+    jobs = f"/apis/batch/v1/namespaces/{cluster.ns}/jobs"
+    cluster.wait(lambda: [j for j in cluster.get(jobs)["items"]
+                          if len(j["metadata"].get("ownerReferences") or []) == 2], "a Job shared by two", 30)  # fmt: skip
+    for name in ("cached", "cached-2"):
+        cluster.patch_spec(name, {"cache": {"type": "emptyDir"}})
+    cluster.wait(lambda: not cluster.get(jobs)["items"], "the unused Job deleted", 30)
     cluster.create("gated", {"hfTokenSecretRef": {"name": "missing"}})
     if not secret_check:  # applied; the pod cannot start without the Secret
         gated = model_pod(cluster, "gated")
@@ -154,7 +163,7 @@ def drive_lifecycle(cluster: Cluster, emulator, secret_check: bool) -> None:
     cluster.create("huge", {"accelerator": "nvidia-a10g"})  # no node, no GKE shape to scale up: NoFit
     cluster.wait(lambda: {e["reason"] for e in cluster.events("gated") + cluster.events("huge")}
                  >= {"SecretNotFound", "NoFit"}, "the warning Events", 30)  # fmt: skip
-    for name in ("chat", "gated", "huge"):
+    for name in ("chat", "gated", "huge", "cached", "cached-2"):
         cluster.api.request("DELETE", cluster.gd_path(name))
     cluster.wait(lambda: not cluster.get(cluster.gd_path())["items"], "everything deleted", 30)
     time.sleep(1.0)  # let the operator see the children go

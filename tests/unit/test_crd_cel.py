@@ -51,6 +51,7 @@ def test_the_rules_are_where_the_table_expects_them():
         ".spec.resources.requests": KEY_MESSAGE,
         ".spec.resources.limits": KEY_MESSAGE,
         ".spec.nodeSelector": KEY_MESSAGE,
+        ".spec.cache": "cache.type gcsfuse needs cache.bucket",
     }
 
 
@@ -82,6 +83,10 @@ OPERATOR = "operator"  # the API server lets it through; the model (the operator
 # these are holes both share (prefix match on the exact spelling), kept visible on purpose.
 CASES = [
     ("no-args", {}, ALLOWED, None),
+    ("cache-gcsfuse-without-bucket", {"cache": {"type": "gcsfuse"}}, REFUSED, "spec.cache"),
+    ("cache-gcsfuse-with-bucket", {"cache": {"type": "gcsfuse", "bucket": "models"}}, ALLOWED, None),
+    ("cache-pvc", {"cache": {"type": "pvc", "accessModes": ["ReadWriteMany"]}}, ALLOWED, None),
+    ("cache-bucket-only", {"cache": {"bucket": "models"}}, ALLOWED, None),
     ("empty-args", {"extraArgs": []}, ALLOWED, None),
     ("harmless-flag", {"extraArgs": ["--enable-prefix-caching"]}, ALLOWED, None),
     ("harmless-flag-value", {"extraArgs": ["--max-num-seqs=8", "--gpu-memory-utilization", "0.85"]}, ALLOWED, None),

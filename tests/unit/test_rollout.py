@@ -96,8 +96,9 @@ def test_the_released_children_are_kept_by_this_release(catalog):
     deployment = next(d for d in released if d["kind"] == "Deployment")
     spec = GemmaDeploymentSpec.model_validate({})
     result = plan(spec, pools(node_list("gke-l4"), catalog), catalog)
-    desired = render(result, "chat", "team-a", spec)[0]["spec"]["template"]
+    desired = next(o for o in render(result, "chat", "team-a", spec) if o["kind"] == "Deployment")["spec"]["template"]
     for_ = rollout.spec_hash({}, result.selection())
     decision = rollout.decide(deployment, desired, for_, accept=False, legacy_current=True)
     assert decision.template == deployment["spec"]["template"]
-    assert decision.update_available.startswith("spec.containers[vllm].terminationMessagePolicy")
+    # The first change in the fixed order: this release asks for scratch space for the weights.
+    assert decision.update_available.startswith("spec.containers[vllm].resources.requests.ephemeral-storage")

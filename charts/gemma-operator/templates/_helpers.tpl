@@ -67,6 +67,14 @@ A rule the values schema cannot word: helm prints a failed schema rule as
 RBAC rules for the namespaced objects the operator reconciles. Used by the ClusterRole
 (cluster-wide watch) or by one Role per watched namespace.
 */}}
+{{- define "gemma-operator.cacheDefaults" -}}
+{{- $cache := dict -}}
+{{- range $key, $value := .Values.cache -}}
+{{- if $value }}{{ $_ := set $cache $key $value }}{{ end -}}
+{{- end -}}
+{{- toJson $cache -}}
+{{- end -}}
+
 {{- define "gemma-operator.namespacedRules" -}}
 # Exactly the requests the operator sends (tests/integration/test_rbac.py derives them), plus
 # one grant that admission checks (gemmadeployments/finalizers, at the end).
@@ -110,6 +118,14 @@ RBAC rules for the namespaced objects the operator reconciles. Used by the Clust
   resources: ["servicemonitors"]
   verbs: ["create", "patch", "delete"]
 {{- end }}
+# Cache objects (spec.cache pvc/gcsfuse): watched, applied once, owner references patched as
+# deployments join or leave a shared claim, deleted by the last one that stops using it.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # Events explaining decisions, on the GemmaDeployment (core/v1, always new ones).
 # Events explaining decisions, on the GemmaDeployment (core/v1, always new ones); listed by field
 # selector for one model pod the scheduler cannot place, to quote the cluster autoscaler.

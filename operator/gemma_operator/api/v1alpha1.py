@@ -216,6 +216,54 @@ class Autoscaling(Model):
         return self
 
 
+CacheType = Literal["emptyDir", "pvc", "gcsfuse"]
+AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
+# Cloud Storage bucket names: 3-63 characters of lowercase letters, digits, '-', '_' and '.'.
+GCS_BUCKET = r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$"
+
+
+class CacheSpec(Model):
+    """Where the weights live. Unset fields take the chart's `cache` values."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "!has(self.type) || self.type != 'gcsfuse' || has(self.bucket)",
+                 "message": "cache.type gcsfuse needs cache.bucket"},
+            ]
+        }
+    )  # fmt: skip
+
+    type: CacheType | None = Field(
+        default=None,
+        description="emptyDir: each pod downloads into a size-limited emptyDir (the default). pvc: one "
+        "PersistentVolumeClaim per checkpoint, filled once by a loader Job, mounted read-only. gcsfuse: a "
+        "Cloud Storage bucket through the GCS FUSE CSI driver, filled once by a loader Job.",
+    )
+    bucket: str | None = Field(default=None, max_length=63, pattern=GCS_BUCKET, description="Bucket (gcsfuse).")
+    storage_class_name: str | None = Field(
+        default=None, max_length=MAX_NAME, pattern=DNS_SUBDOMAIN, description="StorageClass of the claim (pvc)."
+    )
+    access_modes: list[AccessMode] | None = Field(
+        default=None, min_length=1, max_length=4, description="Access modes of the claim (pvc); default ReadWriteOnce."
+    )
+    service_account_name: str | None = Field(
+        default=None, max_length=MAX_NAME, pattern=DNS_SUBDOMAIN,
+        description="Service account of the model and loader pods (gcsfuse: the one Workload Identity lets read the bucket).",
+    )  # fmt: skip
+    retention: Literal["Delete", "Retain"] | None = Field(
+        default=None,
+        description="Delete (default): the claim and its loader Job are owned by every GemmaDeployment using them and "
+        "garbage-collected with the last one. Retain: they stay until deleted by hand.",
+    )
+
+    @model_validator(mode="after")
+    def _bucket_for_gcsfuse(self) -> CacheSpec:
+        if self.type == "gcsfuse" and not self.bucket:
+            raise ValueError("cache.type gcsfuse needs cache.bucket")
+        return self
+
+
 class GemmaDeploymentSpec(Model):
     model: ModelSpec = Field(default_factory=ModelSpec, description="Which Gemma to serve.")
     quantization: Quantization = Field(
@@ -280,6 +328,7 @@ class GemmaDeploymentSpec(Model):
         default_factory=list, max_length=32, description="Added to the tolerations the plan needs."
     )
     service: ServiceSpec = Field(default_factory=ServiceSpec)
+    cache: CacheSpec = Field(default_factory=CacheSpec, description="Where the weights are downloaded and kept.")
 
     # A field validator, so that the error names spec.env, not the whole spec.
     @field_validator("env")
@@ -327,6 +376,17 @@ class Selection(Model):
     reasons: list[str] = Field(default_factory=list, description="Why each choice was made.")
 
 
+class CacheStatus(Model):
+    type: CacheType
+    claim: str | None = Field(default=None, description="PersistentVolumeClaim (pvc).")
+    bucket: str | None = Field(default=None, description="Bucket (gcsfuse).")
+    bytes: int = Field(description="Bytes of the checkpoint the cache holds.")
+    state: Literal["Filling", "Ready", "Failed"] | None = Field(
+        default=None, description="The loader Job's progress (pvc, gcsfuse)."
+    )
+    message: str | None = None
+
+
 class GemmaDeploymentStatus(Model):
     observed_generation: int | None = None
     phase: Phase | None = None
@@ -337,6 +397,7 @@ class GemmaDeploymentStatus(Model):
     ready_replicas: int | None = None
     desired_replicas: int | None = Field(default=None, description="Replicas wanted now (the autoscaler's, when on).")
     selector: str | None = Field(default=None, description="The pods' label selector (the scale subresource's).")
+    cache: CacheStatus | None = None
 
 
 PRINTER_COLUMNS = [

@@ -15,7 +15,7 @@ CACHE_DIR = "/models"
 SHM_DIR = "/dev/shm"
 HOME_DIR = "/home/gemma"
 
-# Start-up budget: a pull of the weights at >= ~50 MiB/s (20 s per GiB) plus a fixed floor for
+# Start-up budget: a pull of the checkpoint at >= ~50 MiB/s (20 s per GiB) plus a fixed floor for
 # the image pull, engine start and warm-up; TPUs add XLA compilation.
 STARTUP_FLOOR_S = 300
 STARTUP_S_PER_WEIGHT_GIB = 20
@@ -40,19 +40,22 @@ def gib(value: float) -> str:
     return f"{max(1, math.ceil(value))}Gi"
 
 
-def startup_seconds(plan: Plan) -> int:
-    budget = STARTUP_FLOOR_S + STARTUP_S_PER_WEIGHT_GIB * plan.weights_gib
+def startup_seconds(plan: Plan, download: bool = True) -> int:
+    """The startup probe's budget; `download` False when the weights are already on a mounted cache.
+    The download term follows the bytes fetched (an in-flight fp8 plan fetches the bf16 checkpoint)."""
+    fetched_gib = plan.checkpoint_bytes / 2**30 if plan.checkpoint_bytes else plan.weights_gib
+    budget = STARTUP_FLOOR_S + (STARTUP_S_PER_WEIGHT_GIB * fetched_gib if download else 0)
     if plan.pool.kind == "tpu":
         budget += STARTUP_TPU_COMPILE_S
     return int(math.ceil(budget / PROBE_PERIOD_S) * PROBE_PERIOD_S)
 
 
-def progress_deadline_seconds(plan: Plan) -> int:
+def progress_deadline_seconds(plan: Plan, download: bool = True) -> int:
     """The Deployment's progressDeadlineSeconds: no `ProgressDeadlineExceeded` while a model may still load."""
-    return startup_seconds(plan) + PROGRESS_MARGIN_S
+    return startup_seconds(plan, download) + PROGRESS_MARGIN_S
 
 
-def probes(plan: Plan, path: str = "/health") -> dict[str, Any]:
+def probes(plan: Plan, path: str = "/health", download: bool = True) -> dict[str, Any]:
     def http(period: int, failures: int, timeout: int) -> dict[str, Any]:
         return {
             "httpGet": {"path": path, "port": PORT_NAME},
@@ -63,7 +66,7 @@ def probes(plan: Plan, path: str = "/health") -> dict[str, Any]:
 
     return {
         # The startup probe holds off the others until the weights are downloaded and loaded.
-        "startupProbe": http(PROBE_PERIOD_S, startup_seconds(plan) // PROBE_PERIOD_S, 5),
+        "startupProbe": http(PROBE_PERIOD_S, startup_seconds(plan, download) // PROBE_PERIOD_S, 5),
         "readinessProbe": http(5, 3, 5),
         "livenessProbe": http(15, 4, 10),
     }

@@ -252,6 +252,19 @@ class KubeAPI:
             lambda: (d := self.request("GET", path)).get("status", {}).get("readyReplicas", 0) == want and d,
             timeout=timeout, message=f"{name} to report {want} ready replicas")
 
+    def set_job_finished(self, namespace: str, name: str, succeeded: bool, message: str = "") -> dict:
+        """Write what the Job controller writes when a Job ends (there is no kubelet to run it):
+        the interim condition (SuccessCriteriaMet / FailureTarget) and the terminal one."""
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        first, last, reason = (("SuccessCriteriaMet", "Complete", "CompletionsReached") if succeeded
+                               else ("FailureTarget", "Failed", "BackoffLimitExceeded"))  # fmt: skip
+        conditions = [{"type": t, "status": "True", "reason": reason, "message": message,
+                       "lastProbeTime": now, "lastTransitionTime": now} for t in (first, last)]  # fmt: skip
+        status = {"startTime": now, "conditions": conditions, "active": 0, "terminating": 0, "ready": 0,
+                  **({"succeeded": 1, "completionTime": now} if succeeded else {"failed": 4})}  # fmt: skip
+        return self.request("PATCH", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}/status", {"status": status},
+                            content_type="application/merge-patch+json")
+
     def delete_node(self, name: str) -> None:
         self._delete_if_present(f"/api/v1/nodes/{name}")
 

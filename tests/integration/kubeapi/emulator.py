@@ -154,11 +154,14 @@ BUILTIN_KINDS = [
     Kind("", "v1", "configmaps", "ConfigMap", True, "configmap", (), ("cm",)),
     Kind("", "v1", "secrets", "Secret", True, "secret"),
     Kind("", "v1", "serviceaccounts", "ServiceAccount", True, "serviceaccount", (), ("sa",)),
+    Kind("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, "persistentvolumeclaim", ("status",),
+         ("pvc",)),
     Kind("", "v1", "events", "Event", True, "event", (), ("ev",)),
     Kind("apps", "v1", "deployments", "Deployment", True, "deployment", ("status", "scale"),
          ("deploy",), ("all",), generation=True),
     Kind("apps", "v1", "replicasets", "ReplicaSet", True, "replicaset", ("status", "scale"),
          ("rs",), ("all",), generation=True),
+    Kind("batch", "v1", "jobs", "Job", True, "job", ("status",), (), ("all",), generation=True),
     Kind("apps", "v1", "statefulsets", "StatefulSet", True, "statefulset", ("status", "scale"),
          ("sts",), ("all",), generation=True),
     Kind("events.k8s.io", "v1", "events", "Event", True, "event", (), ("ev",)),
@@ -1192,7 +1195,10 @@ class GemmaEmulator(kmock.KubernetesEmulator):
         # Ancestors first: removing a list item removes its fields; removing its key field first
         # would leave an item that can no longer be found.
         for path in sorted(previous - new_set, key=len):
-            if not any(p[:len(path)] == path for e in others for p in e["fields"]):
+            # A field still owned, or the parent of one (`emptyDir: {}` then `emptyDir: {sizeLimit}`),
+            # stays: kube-apiserver removes the old set, then adds back every item still owned.
+            if not any(p[:len(path)] == path for p in new_set) and \
+                    not any(p[:len(path)] == path for e in others for p in e["fields"]):
                 F.delete_path(merged, path)
         if ours is None:
             ours = {"manager": manager, "operation": "Apply", "apiVersion": kind.api_version,

@@ -1,0 +1,115 @@
+"""spec.cache against an API server: one loader Job per checkpoint, the Deployment waits for the fill,
+a failed fill stalls, and the shared claim follows its retention rule.
+
+There is no kubelet: Jobs stay un-run, and the tests write their end as the Job controller would
+(`set_job_finished`). Garbage collection is the server's (the emulator's, or kube-controller-manager's).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.test_operator import Cluster, cluster, condition, operator  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.integration
+PVC = {"type": "pvc", "storageClassName": "standard-rwx", "accessModes": ["ReadWriteMany"]}
+
+
+def claims(cluster: Cluster) -> list[dict]:
+    return cluster.get(f"/api/v1/namespaces/{cluster.ns}/persistentvolumeclaims")["items"]
+
+
+def jobs(cluster: Cluster) -> list[dict]:
+    return cluster.get(f"/apis/batch/v1/namespaces/{cluster.ns}/jobs")["items"]
+
+
+def cache_status(cluster: Cluster, name: str) -> dict:
+    return (cluster.gd(name).get("status") or {}).get("cache") or {}
+
+
+def owners(obj: dict) -> set[str]:
+    return {ref["name"] for ref in obj["metadata"].get("ownerReferences") or []}
+
+
+def test_one_loader_per_checkpoint_and_the_deployments_wait_for_the_fill(operator, cluster, create_nodes,  # noqa: F811
+                                                                          kube_api):  # fmt: skip
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {"cache": PVC})
+    cluster.create("chat-2", {"cache": PVC, "maxModelLen": 8192})
+    for name in ("chat", "chat-2"):
+        cluster.wait(lambda n=name: cache_status(cluster, n).get("state") == "Filling", f"{name} filling")
+    cluster.wait(lambda: len(jobs(cluster)) == 1 and owners(jobs(cluster)[0]) == {"chat", "chat-2"},
+                 "one Job, two owners")  # fmt: skip
+    (claim,) = claims(cluster)
+    (job,) = jobs(cluster)
+    assert owners(claim) == {"chat", "chat-2"}
+    assert claim["metadata"]["name"] == job["metadata"]["name"] == cache_status(cluster, "chat")["claim"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and claim["spec"]["storageClassName"] == "standard-rwx"
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"][:2] == ["hf", "download"]
+    gd = cluster.gd("chat")
+    assert condition(gd, "Progressing")["reason"] == "FillingCache" and condition(gd, "Stalled")["status"] == "False"
+    # The Deployments wait: not created while the Job runs.
+    assert cluster.deployment("chat") is None and cluster.deployment("chat-2") is None
+    assert cache_status(cluster, "chat")["bytes"] > 0
+
+    kube_api.set_job_finished(cluster.ns, job["metadata"]["name"], succeeded=True)
+    for name in ("chat", "chat-2"):
+        deployment = cluster.wait(lambda n=name: cluster.deployment(n), f"{name}'s Deployment after the fill")
+        pod = deployment["spec"]["template"]["spec"]
+        volume = next(v for v in pod["volumes"] if v["name"] == "model-cache")
+        assert volume["persistentVolumeClaim"] == {"claimName": claim["metadata"]["name"], "readOnly": True}
+        assert {"name": "HF_HUB_OFFLINE", "value": "1"} in pod["containers"][0]["env"]
+        cluster.wait(lambda n=name: cache_status(cluster, n).get("state") == "Ready", f"{name}'s cache Ready")
+    assert len(jobs(cluster)) == 1 and len(claims(cluster)) == 1
+
+    # Retention Delete: the claim goes with the last deployment that uses it, not before.
+    cluster.api.request("DELETE", cluster.gd_path("chat"))
+    cluster.wait(lambda: claims(cluster) and owners(claims(cluster)[0]) == {"chat-2"}, "chat's owner reference gone")
+    assert len(jobs(cluster)) == 1
+    cluster.api.request("DELETE", cluster.gd_path("chat-2"))
+    cluster.wait(lambda: not claims(cluster) and not jobs(cluster), "the claim and Job collected with the last owner",
+                 30)  # fmt: skip
+
+
+def test_a_failed_fill_stalls_with_the_jobs_message(operator, cluster, create_nodes, kube_api):  # noqa: F811
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {"cache": {"type": "gcsfuse", "bucket": "team-models"}})
+    (job,) = cluster.wait(lambda: jobs(cluster), "the loader Job")
+    assert not claims(cluster)  # gcsfuse: the bucket holds the weights, no claim
+    kube_api.set_job_finished(cluster.ns, job["metadata"]["name"], succeeded=False,
+                              message="Job has reached the specified backoff limit")  # fmt: skip
+    cluster.wait(lambda: condition(cluster.gd("chat"), "Stalled").get("status") == "True", "Stalled")
+    gd = cluster.gd("chat")
+    stalled = condition(gd, "Stalled")
+    assert stalled["reason"] == "CacheFillFailed"
+    assert "Job has reached the specified backoff limit" in stalled["message"]
+    assert f"kubectl logs job/{job['metadata']['name']}" in stalled["message"]
+    assert gd["status"]["cache"]["state"] == "Failed" and gd["status"]["cache"]["bucket"] == "team-models"
+    assert gd["status"]["phase"] == "Degraded"
+    assert cluster.deployment("chat") is None
+    cluster.wait(lambda: any(e["reason"] == "CacheFillFailed" for e in cluster.events("chat")), "a warning Event")
+
+
+def test_leaving_the_cache_prunes_what_only_it_used_and_retain_keeps_it(operator, cluster, create_nodes,  # noqa: F811
+                                                                        kube_api):  # fmt: skip
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {"cache": {"type": "pvc"}})
+    cluster.wait(lambda: jobs(cluster) and claims(cluster), "the claim and its Job")
+    cluster.patch_spec("chat", {"cache": {"type": "emptyDir"}})
+    deployment = cluster.wait(lambda: cluster.deployment("chat"), "the Deployment on an emptyDir")
+    models = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "models")
+    assert models["emptyDir"]["sizeLimit"].endswith("Gi")
+    # It was their only owner: switching away deletes them (what GC would do once it is deleted).
+    cluster.wait(lambda: not jobs(cluster) and not claims(cluster), "the unused claim and Job deleted", 30)
+
+    cluster.create("kept", {"cache": {"type": "pvc", "retention": "Retain"}})
+    (job,) = cluster.wait(lambda: jobs(cluster), "the retained loader Job")
+    assert "ownerReferences" not in job["metadata"]
+    kube_api.set_job_finished(cluster.ns, job["metadata"]["name"], succeeded=True)
+    cluster.wait(lambda: cluster.deployment("kept"), "kept's Deployment after the fill")
+    cluster.api.request("DELETE", cluster.gd_path("kept"))
+    cluster.wait(lambda: cluster.deployment("kept") is None, "kept's Deployment collected", 30)
+    assert len(claims(cluster)) == 1 and len(jobs(cluster)) == 1  # Retain: they stay for the next deployment

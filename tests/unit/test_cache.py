@@ -1,0 +1,276 @@
+"""spec.cache: every cache type on every node fixture renders valid objects; sizes come from the catalog."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+
+from gemma_operator import cache as cache_mod
+from gemma_operator.api.v1alpha1 import CacheSpec, GemmaDeploymentSpec
+from gemma_operator.inventory import pools
+from gemma_operator.planner import Plan, plan
+from gemma_operator.render import render
+from gemma_operator.runtimes import PROBE_PERIOD_S, startup_seconds
+from tests.conftest import NODES, node_list
+from tests.unit.test_render import KUBE_VERSION, OWNER, restricted_violations
+
+FIXTURES = sorted(p.stem for p in NODES.glob("*.yaml"))
+CACHES = {
+    "emptyDir": {},
+    "pvc": {"type": "pvc"},
+    "pvc-filestore": {"type": "pvc", "storageClassName": "standard-rwx", "accessModes": ["ReadWriteMany"]},
+    "gcsfuse": {"type": "gcsfuse", "bucket": "team-a-models", "serviceAccountName": "model-reader"},
+}
+
+
+def rendered(catalog, fixture: str, spec: dict, defaults: CacheSpec | None = None) -> tuple[Plan, list[dict]]:
+    parsed = GemmaDeploymentSpec.model_validate(spec)
+    result = plan(parsed, pools(node_list(fixture), catalog, parsed.node_selector), catalog)
+    assert isinstance(result, Plan), result
+    return result, render(result, "chat", "team-a", parsed, OWNER, cache_defaults=defaults)
+
+
+def by_kind(objs: list[dict]) -> dict[str, dict]:
+    return {o["kind"]: o for o in objs}
+
+
+def pod_selector(objs: list[dict]) -> dict:
+    return by_kind(objs)["Deployment"]["spec"]["template"]["spec"]["nodeSelector"]
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+@pytest.mark.parametrize("cache", sorted(CACHES))
+def test_every_cache_type_on_every_fixture_is_valid_strict(catalog, fixture, cache):
+    _, objs = rendered(catalog, fixture, {"cache": CACHES[cache]})
+    for obj in objs:
+        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+    kinds = [o["kind"] for o in objs]
+    expected = {"emptyDir": [], "gcsfuse": ["Job"]}.get(cache, ["PersistentVolumeClaim", "Job"])
+    assert kinds == [*expected, "Deployment", "Service"]
+
+
+def test_the_31b_bf16_pvc_plan_of_the_issue(catalog):
+    """Done-when: a 62+ GB claim sized from the catalog, a loader Job, a read-only offline mount."""
+    result, objs = rendered(catalog, "gke-h100x8", {"model": {"family": "gemma4", "size": "31b"},
+                                                    "quantization": "bf16", "cache": {"type": "pvc"}})  # fmt: skip
+    size = catalog.families["gemma4"].sizes["31b"]
+    assert result.checkpoint_bytes == max(size.params_b * 2e9, size.published_memory_gb["bf16"] * 1e9)
+    claim, job, deployment = (by_kind(objs)[k] for k in ("PersistentVolumeClaim", "Job", "Deployment"))
+    storage = claim["spec"]["resources"]["requests"]["storage"]
+    assert storage.endswith("Gi") and int(storage[:-2]) * 2**30 >= 62e9
+    assert int(storage[:-2]) == cache_mod.size_gib(result.checkpoint_bytes)
+    loader_pod = job["spec"]["template"]["spec"]
+    assert loader_pod["containers"][0]["command"] == [
+        "hf", "download", "google/gemma-4-31B-it", "--cache-dir", "/models/huggingface/hub"]
+    loader = loader_pod["containers"][0]
+    assert {"name": "model-cache", "mountPath": "/models/huggingface/hub"} in loader["volumeMounts"]
+    # A zonal disk is created where the loader runs: in the model pods' pool; written through the group.
+    assert loader_pod["nodeSelector"] == pod_selector(objs)
+    assert loader_pod["securityContext"]["fsGroup"] == result.run_as[1]
+    assert "nvidia.com/gpu" not in str(loader_pod["containers"][0]["resources"])  # the loader takes no GPU
+    assert job["spec"]["activeDeadlineSeconds"] == cache_mod.fill_deadline_seconds(cache_mod.plan_cache(
+        result, GemmaDeploymentSpec.model_validate({"cache": {"type": "pvc"}})))
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    store = next(v for v in pod["volumes"] if v["name"] == "model-cache")
+    assert store["persistentVolumeClaim"] == {"claimName": claim["metadata"]["name"], "readOnly": True}
+    assert {"name": "model-cache", "mountPath": "/models/huggingface/hub", "readOnly": True} in container["volumeMounts"]
+    assert "ephemeral-storage" not in container["resources"]["requests"]  # the weights are on the claim
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["HF_HUB_OFFLINE"] == "1" and env["HF_HOME"] == "/models/huggingface"
+    # Warm: the start-up budget leaves out the download (20 s per GiB of weights).
+    assert container["startupProbe"]["failureThreshold"] * PROBE_PERIOD_S == startup_seconds(result, download=False)
+    assert startup_seconds(result, download=False) < startup_seconds(result)
+    assert pod["securityContext"]["runAsNonRoot"] is True and not restricted_violations(pod)
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+def test_empty_dir_plans_carry_a_size_limit_and_an_ephemeral_storage_request(catalog, fixture):
+    result, objs = rendered(catalog, fixture, {})
+    pod = by_kind(objs)["Deployment"]["spec"]["template"]["spec"]
+    models = next(v for v in pod["volumes"] if v["name"] == "models")
+    want = f"{cache_mod.size_gib(result.checkpoint_bytes)}Gi"
+    assert models["emptyDir"] == {"sizeLimit": want}
+    assert pod["containers"][0]["resources"]["requests"]["ephemeral-storage"] == want
+    assert result.checkpoint_bytes * 1.1 < int(want[:-2]) * 2**30
+
+
+def test_gguf_plans_fill_with_llamas_own_downloader_and_start_offline(catalog):
+    result, objs = rendered(catalog, "gke-cpu-only", {"cache": {"type": "pvc"}})
+    job, deployment = by_kind(objs)["Job"], by_kind(objs)["Deployment"]
+    checkpoints = catalog.families[result.family].sizes[result.size].checkpoints
+    checkpoint = next(c for c in checkpoints if c.file == result.model_file)
+    assert result.checkpoint_bytes == checkpoint.bytes
+    loader = job["spec"]["template"]["spec"]["containers"][0]
+    assert loader["command"] == ["/app/llama", "download", "--hf-repo", result.model_id, "--hf-file", result.model_file]
+    assert {"name": "LLAMA_CACHE", "value": "/models"} in loader["env"]
+    assert loader["image"] == result.image  # the runtime image's own downloader
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"][-1] == "--offline"
+    assert {"name": "model-cache", "mountPath": "/models", "readOnly": True} in container["volumeMounts"]
+
+
+def test_the_gcsfuse_volume_has_the_drivers_documented_attributes(catalog):
+    result, objs = rendered(catalog, "gke-l4", {"cache": CACHES["gcsfuse"]})
+    deployment, job = by_kind(objs)["Deployment"], by_kind(objs)["Job"]
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["annotations"] == {"gke-gcsfuse/volumes": "true"}
+    assert job["spec"]["template"]["metadata"]["annotations"] == {"gke-gcsfuse/volumes": "true"}
+    pod = template["spec"]
+    assert pod["serviceAccountName"] == "model-reader"
+    volume = next(v for v in pod["volumes"] if v["name"] == "model-cache")
+    assert volume["csi"]["driver"] == "gke-gcsfuse.csi.storage.gke.io" and volume["csi"]["readOnly"] is True
+    attributes = volume["csi"]["volumeAttributes"]
+    # The volume attributes the driver reads (GoogleCloudPlatform/gcs-fuse-csi-driver; GKE's page
+    # "Access Cloud Storage buckets with the Cloud Storage FUSE CSI driver"); every value a string.
+    documented = {"bucketName", "mountOptions", "fileCacheCapacity", "fileCacheForRangeRead", "metadataStatCacheCapacity",
+                  "metadataTypeCacheCapacity", "metadataCacheTTLSeconds", "gcsfuseLoggingSeverity",
+                  "skipCSIBucketAccessCheck", "gcsfuseMetadataPrefetchOnMount"}  # fmt: skip
+    assert set(attributes) <= documented and all(isinstance(v, str) for v in attributes.values())
+    assert attributes["bucketName"] == "team-a-models"
+    assert attributes["fileCacheCapacity"] == "-1" and attributes["fileCacheForRangeRead"] == "true"
+    options = attributes["mountOptions"].split(",")
+    assert "file-cache:enable-parallel-downloads:true" in options
+    assert " " not in attributes["mountOptions"]  # comma-separated, no spaces (GKE's guide)
+    assert {f"uid={result.run_as[0]}", f"gid={result.run_as[1]}"} <= set(options)  # non-root server
+    # The sidecar's file cache: a volume sized for the checkpoint, and a request for it.
+    size = f"{cache_mod.size_gib(result.checkpoint_bytes)}Gi"
+    assert {"name": "gke-gcsfuse-cache", "emptyDir": {"sizeLimit": size}} in pod["volumes"]
+    assert pod["containers"][0]["resources"]["requests"]["ephemeral-storage"] == size
+    loader = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "model-cache")
+    assert loader["csi"]["readOnly"] is False and "fileCacheCapacity" not in loader["csi"]["volumeAttributes"]
+    assert "nodeSelector" not in job["spec"]["template"]["spec"]  # a bucket is reachable from any zone
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "model-reader"
+
+
+def test_one_claim_per_checkpoint_and_storage(catalog):
+    cases = {
+        "a": {"cache": {"type": "pvc"}},
+        "b": {"cache": {"type": "pvc"}, "replicas": 3, "maxModelLen": 4096},  # the same checkpoint and storage
+        "rwx": {"cache": {"type": "pvc", "accessModes": ["ReadWriteMany"]}},
+        "retain": {"cache": {"type": "pvc", "retention": "Retain"}},
+    }
+    names = {}
+    for case, spec in cases.items():
+        _, objs = rendered(catalog, "gke-l4", spec)
+        names[case] = by_kind(objs)["PersistentVolumeClaim"]["metadata"]["name"]
+        assert len(names[case]) <= 52 and names[case] == by_kind(objs)["Job"]["metadata"]["name"]
+    assert names["a"] == names["b"]
+    assert len({names["a"], names["rwx"], names["retain"]}) == 3
+
+
+def test_ownership_follows_the_retention(catalog):
+    _, objs = rendered(catalog, "gke-l4", {"cache": {"type": "pvc"}})
+    for obj in (by_kind(objs)["PersistentVolumeClaim"], by_kind(objs)["Job"]):
+        (ref,) = obj["metadata"]["ownerReferences"]
+        assert ref["uid"] == OWNER["metadata"]["uid"] and ref["controller"] is False  # shared: no controller
+    _, objs = rendered(catalog, "gke-l4", {"cache": {"type": "pvc", "retention": "Retain"}})
+    assert "ownerReferences" not in by_kind(objs)["PersistentVolumeClaim"]["metadata"]
+    assert "ownerReferences" not in by_kind(objs)["Job"]["metadata"]
+
+
+def test_chart_defaults_apply_under_the_resources_own_fields(catalog):
+    defaults = cache_mod.defaults_from('{"type": "pvc", "storageClassName": "premium-rwo"}')
+    _, objs = rendered(catalog, "gke-l4", {}, defaults)
+    assert by_kind(objs)["PersistentVolumeClaim"]["spec"]["storageClassName"] == "premium-rwo"
+    _, objs = rendered(catalog, "gke-l4", {"cache": {"type": "emptyDir"}}, defaults)
+    assert "PersistentVolumeClaim" not in by_kind(objs)
+    assert cache_mod.defaults_from("") is None and cache_mod.defaults_from("{}") is None
+
+
+@pytest.mark.parametrize(
+    ("job", "state"),
+    [
+        (None, "Filling"),
+        ({"status": {"active": 1}}, "Filling"),
+        ({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}, "Ready"),
+        ({"status": {"conditions": [{"type": "FailureTarget", "status": "True"}]}}, "Filling"),
+        ({"metadata": {"name": "fill"}, "status": {"conditions": [
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+             "message": "Job has reached the specified backoff limit"}]}}, "Failed"),
+    ],
+)  # fmt: skip
+def test_fill_state_of_the_loader_job(job, state):
+    got, message = cache_mod.fill_state(job)
+    assert got == state
+    if state == "Failed":
+        assert "Job has reached the specified backoff limit" in message and "kubectl logs job/fill" in message
+
+
+def _conditions(st: dict) -> dict[str, dict]:
+    return {c["type"]: c for c in st["conditions"]}
+
+
+def test_status_while_filling_and_after_a_failed_fill():
+    from gemma_operator import status
+
+    selection = {"modelId": "google/gemma-4-31B-it", "accelerator": "nvidia-h100-80gb", "runtime": "vllm"}
+    cache = {"type": "pvc", "claim": "gemma-cache-x", "bytes": 69_900_000_000}
+
+    def compute(state: str, message: str = "") -> dict:
+        state_of = {**cache, "state": state, **({"message": message} if message else {})}
+        outcome = status.Outcome("Applied", selection=selection, endpoint="http://chat", cache=state_of)
+        return status.compute(outcome, generation=1, wanted_replicas=1, previous=None, now="t")
+
+    filling = compute("Filling")
+    assert filling["phase"] == "Deploying" and filling["cache"]["state"] == "Filling"
+    assert _conditions(filling)["Progressing"]["reason"] == "FillingCache"
+    assert "gemma-cache-x" in _conditions(filling)["Progressing"]["message"]
+    assert "69.9 GB" in _conditions(filling)["Ready"]["message"]
+    assert _conditions(filling)["Stalled"]["status"] == "False"
+    failed = compute("Failed", "The loader Job gemma-cache-x failed: Job has reached the specified backoff limit.")
+    stalled = _conditions(failed)["Stalled"]
+    assert failed["phase"] == "Degraded" and stalled["status"] == "True" and stalled["reason"] == "CacheFillFailed"
+    assert "backoff limit" in stalled["message"] and _conditions(failed)["Progressing"]["status"] == "False"
+    ready = compute("Ready")
+    assert _conditions(ready)["Progressing"]["reason"] == "Creating" and ready["cache"]["state"] == "Ready"
+
+
+def test_the_start_up_budget_follows_the_bytes_downloaded(catalog):
+    """An in-flight fp8 plan downloads the bf16 checkpoint: its budget covers that download, not
+    the fp8 weights it holds in memory."""
+    result, objs = rendered(catalog, "gfd-a10g", {"quantization": "fp8"})
+    assert result.vllm_quantization == "fp8"
+    bf16 = catalog.families[result.family].sizes[result.size]
+    assert result.checkpoint_bytes == max(bf16.params_b * 2e9, bf16.published_memory_gb["bf16"] * 1e9)
+    probe = by_kind(objs)["Deployment"]["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    budget = probe["periodSeconds"] * probe["failureThreshold"]
+    assert budget >= 300 + 20 * result.checkpoint_bytes / 2**30
+
+
+A, B = ({"kind": "GemmaDeployment", "name": n, "uid": n} for n in ("a", "b"))
+
+
+@pytest.mark.parametrize(
+    ("refs", "mine", "joined"),
+    [
+        ([], [A], [A]),  # a claim whose owners all left (GC removed their references) gains one again
+        ([A], [B], [A, B]),
+        ([A, B], [B], None),  # already an owner: no write
+        ([], [], None),  # retention Retain: no owner references at all
+    ],
+)
+def test_joining_a_shared_object(refs, mine, joined):
+    assert cache_mod.owners_joined(refs, mine) == joined
+
+
+@pytest.mark.parametrize(
+    ("refs", "uid", "left"),
+    [
+        ([A, B], "a", [B]),  # the others keep it
+        ([A], "a", []),  # the last owner: delete it
+        ([B], "a", None),  # not ours
+        ([], "a", None),  # retained: never pruned
+    ],
+)
+def test_leaving_a_shared_object(refs, uid, left):
+    assert cache_mod.owners_left(refs, uid) == left
+
+
+@pytest.mark.parametrize(
+    ("cache", "waits"),
+    [(None, False), ({"type": "emptyDir", "bytes": 1}, False), ({"type": "pvc", "state": "Filling"}, True),
+     ({"type": "pvc", "state": "Failed"}, True), ({"type": "gcsfuse", "state": "Ready"}, False)],
+)  # fmt: skip
+def test_the_deployment_waits_for_the_fill(cache, waits):
+    assert cache_mod.deployment_waits(cache) is waits
