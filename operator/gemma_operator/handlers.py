@@ -333,15 +333,6 @@ def _inventory(memo: kopf.Memo, node_selector: Mapping[str, str]) -> inventory.I
     return memo.inventories[key]
 
 
-def _matches(desired: Any, live: Any) -> bool:
-    """Every field the operator sets has that value in the live object (the server may add more)."""
-    if isinstance(desired, Mapping):
-        return isinstance(live, Mapping) and all(_matches(v, live.get(k)) for k, v in desired.items())
-    if isinstance(desired, list):
-        return isinstance(live, list) and len(desired) == len(live) and all(map(_matches, desired, live))
-    return desired == live or (desired is not None and str(desired) == str(live))
-
-
 def _previous_selection(cr: Mapping[str, Any], trigger: str) -> dict[str, Any] | None:
     """The selection already serving this very spec, which the plan should keep (sticky)."""
     st = cr.get("status") or {}
@@ -510,7 +501,8 @@ async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[
             continue
         if live is None and trigger != "spec" and await _owner_gone(memo, cr):
             raise OwnerGone  # a child vanished because its owner did: garbage collection, not drift
-        if live is None or not _matches(obj["metadata"], live.get("metadata")) or not _matches(obj["spec"], live.get("spec")):
+        if live is None or not (rollout.matches(obj["metadata"], live.get("metadata"))
+                                and rollout.matches(obj["spec"], live.get("spec"))):  # fmt: skip
             replicas = ((live or {}).get("spec") or {}).get("replicas")
             if obj["kind"] == "Deployment" and "replicas" not in obj["spec"] and isinstance(replicas, int):
                 # Autoscaled: the count stays the autoscaler's (see kube.HANDOVER).

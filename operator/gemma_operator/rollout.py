@@ -41,12 +41,12 @@ def spec_hash(spec: Mapping[str, Any], selection: Mapping[str, Any]) -> str:
     return _digest([shaping, chosen])
 
 
-def _matches(desired: Any, live: Any) -> bool:
+def matches(desired: Any, live: Any) -> bool:
     """Every value desired is in live (the server adds defaults the renderer leaves out)."""
     if isinstance(desired, Mapping):
-        return isinstance(live, Mapping) and all(_matches(v, live.get(k)) for k, v in desired.items())
+        return isinstance(live, Mapping) and all(matches(v, live.get(k)) for k, v in desired.items())
     if isinstance(desired, list):
-        return isinstance(live, list) and len(desired) == len(live) and all(map(_matches, desired, live))
+        return isinstance(live, list) and len(desired) == len(live) and all(map(matches, desired, live))
     return desired == live or (desired is not None and str(desired) == str(live))
 
 
@@ -60,7 +60,7 @@ def _short(value: Any) -> str:
 
 
 def _first_difference(path: str, desired: Any, live: Any) -> str | None:
-    if _matches(desired, live):
+    if matches(desired, live):
         return None
     if isinstance(desired, Mapping) and isinstance(live, Mapping):
         order = POD_ORDER if path.endswith("spec") else CONTAINER_ORDER if "containers[" in path else ()

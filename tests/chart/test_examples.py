@@ -36,8 +36,8 @@ PLAN_ON = {
     "06-gated-model-hf-token/gemmadeployment.yaml": "gke-l4",
     "08-autoscaling/gemmadeployment.yaml": "gke-l4",
     "07-node-auto-provisioning/gemmadeployment.yaml": "gke-l4-at-zero",
-    "08-model-cache/pvc.yaml": "gke-h100x8",
-    "08-model-cache/gcsfuse.yaml": "gke-h100x8",
+    "09-model-cache/pvc.yaml": "gke-h100x8",
+    "09-model-cache/gcsfuse.yaml": "gke-h100x8",
 }
 # The capacity file each example folder declares (plan --capacity), if any.
 CAPACITY = {"02-helm-gke": "02-helm-gke/capacity.yaml", "07-node-auto-provisioning": "07-node-auto-provisioning/capacity.yaml"}

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from gemma_operator.handlers import WorkQueue, _matches, _previous_selection
+from gemma_operator.handlers import WorkQueue, _previous_selection
+from gemma_operator.rollout import matches as _matches
 
 
 @pytest.mark.parametrize(
