@@ -662,6 +662,8 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
 
     old = (cr.get("status") or {}).get("selection") or {}
     update, rolls_out = _keep_or_roll(memo, cr, spec, _deployment_of(objects), selection)
+    if update:  # the pods keep the template they run: the selection names the image they run
+        selection = {**selection, "image": rollout.running_image(_deployment_of(objects)["spec"]["template"])}
     if rolls_out:
         await _emit(memo, cr, "Normal", "RollingOut", f"Replacing the model pods; first change: {rolls_out}.", logger)
     reported = next((c for c in (cr.get("status") or {}).get("conditions") or [] if c.get("type") == update[0]),
@@ -716,7 +718,7 @@ def _keep_or_roll(memo: kopf.Memo, cr: Mapping[str, Any], spec: GemmaDeploymentS
     # A Deployment of an earlier release: rendered for this spec if it was reconciled and the plan
     # chose the same (keys an earlier release did not report are not compared).
     legacy_current = (st.get("observedGeneration") == meta.get("generation") and bool(old)
-                      and all(selection.get(k) == v for k, v in old.items() if k != "reasons"))  # fmt: skip
+                      and all(selection.get(k) == v for k, v in rollout.choice(old).items()))  # fmt: skip
     accept = spec.accept_operator_updates
     if accept is None:
         accept = os.environ.get(ROLLOUT_POLICY_ENV, "keep") == "accept"

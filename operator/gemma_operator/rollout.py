@@ -23,6 +23,7 @@ TEMPLATE_FOR = "gemma.dev/template-for"
 LEGACY = "legacy"  # the digest of a template an earlier release rendered (unknown)
 # Spec fields that do not shape the pod template: changing them rolls nothing out.
 NOT_TEMPLATE = ("replicas", "autoscaling", "acceptOperatorUpdates", "service")
+NOT_CHOICES = ("reasons", "capacity", "image", "estimatedMemoryGiB")
 # The order fields are compared in, so that the reason names the same field every time.
 CONTAINER_ORDER = ("image", "command", "args", "env", "resources", "ports", "volumeMounts", "startupProbe",
                    "readinessProbe", "livenessProbe", "securityContext")  # fmt: skip
@@ -34,11 +35,23 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def choice(selection: Mapping[str, Any]) -> dict[str, Any]:
+    """The plan's choices, without what the operator's release decides: the catalog's image pin
+    (spec.image is in the spec) and the estimate are rendering, which an upgrade may change without
+    restarting anything; the explanation and whether the pool had a node yet are not choices."""
+    return {k: v for k, v in selection.items() if k not in NOT_CHOICES}
+
+
 def spec_hash(spec: Mapping[str, Any], selection: Mapping[str, Any]) -> str:
     """What a template is rendered for: the spec fields that shape it and the plan's choices."""
     shaping = {k: v for k, v in spec.items() if k not in NOT_TEMPLATE}
-    chosen = {k: v for k, v in selection.items() if k != "reasons"}
-    return _digest([shaping, chosen])
+    return _digest([shaping, choice(selection)])
+
+
+def running_image(template: Mapping[str, Any]) -> str | None:
+    """The model server's image in a pod template (its first container)."""
+    containers = (template.get("spec") or {}).get("containers") or [{}]
+    return containers[0].get("image")
 
 
 def matches(desired: Any, live: Any) -> bool:

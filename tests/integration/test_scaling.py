@@ -121,14 +121,11 @@ def _released_children(owner: dict) -> list[dict]:
     return objects
 
 
-def test_an_operator_upgrade_keeps_the_released_template_until_the_opt_in(operator, cluster, create_nodes, kube_api):
-    """The previous release's children are in the cluster, reconciled; this release renders the
-    model container differently (terminationMessagePolicy: FallbackToLogsOnError, since issue 12):
-    nothing restarts, UpdateAvailable says what would change, and after the opt-in exactly one
-    rollout follows."""
+def _previous_release(cluster, kube_api, create_nodes, image: str | None = None) -> dict:
+    """What the previous release left: its children, applied by its field manager, and its status;
+    returns the Deployment."""
     create_nodes.from_fixture("gke-l4")
     created = cluster.create("chat", {})
-    # What the previous release left: its children, applied by its field manager, and its status.
     from gemma_operator import catalog as catalog_mod
     from gemma_operator import inventory, planner
     from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
@@ -136,7 +133,11 @@ def test_an_operator_upgrade_keeps_the_released_template_until_the_opt_in(operat
     known = catalog_mod.load()
     nodes = yaml.safe_load((pathlib.Path(__file__).parents[1] / "fixtures/nodes/gke-l4.yaml").read_text())["items"]
     selection = planner.plan(GemmaDeploymentSpec(), inventory.pools(nodes, known), known).selection()
+    if image:  # the previous release pinned another server image
+        selection["image"] = image
     for obj in _released_children(created):
+        if image and obj["kind"] == "Deployment":
+            obj["spec"]["template"]["spec"]["containers"][0]["image"] = image
         plural = "deployments" if obj["kind"] == "Deployment" else "services"
         base = "/apis/apps/v1" if obj["kind"] == "Deployment" else "/api/v1"
         kube_api.request("PATCH", f"{base}/namespaces/{cluster.ns}/{plural}/{obj['metadata']['name']}", obj,
@@ -145,7 +146,15 @@ def test_an_operator_upgrade_keeps_the_released_template_until_the_opt_in(operat
     kube_api.request("PATCH", cluster.gd_path("chat") + "/status", {"status": {
         "observedGeneration": created["metadata"]["generation"], "phase": "Deploying", "selection": selection}},
         content_type="application/merge-patch+json")  # fmt: skip
-    before = cluster.deployment("chat")
+    return cluster.deployment("chat")
+
+
+def test_an_operator_upgrade_keeps_the_released_template_until_the_opt_in(operator, cluster, create_nodes, kube_api):
+    """The previous release's children are in the cluster, reconciled; this release renders the
+    model container differently (terminationMessagePolicy: FallbackToLogsOnError, since issue 12):
+    nothing restarts, UpdateAvailable says what would change, and after the opt-in exactly one
+    rollout follows."""
+    before = _previous_release(cluster, kube_api, create_nodes)
 
     operator()
     # The new operator has applied the Deployment once (its digest annotation is on it).
@@ -176,3 +185,18 @@ def test_an_operator_upgrade_keeps_the_released_template_until_the_opt_in(operat
     time.sleep(1.0)
     assert cluster.deployment("chat")["metadata"]["generation"] == settled
     assert copy.deepcopy(cluster.deployment("chat")["spec"]["template"]) == rolled["spec"]["template"]
+
+
+def test_an_upgrade_that_pins_a_newer_server_image_restarts_nothing(operator, cluster, create_nodes, kube_api):
+    """A release whose catalog pins a newer vLLM image renders the same choice for the same spec:
+    the pods keep the image they run, the selection says so, and UpdateAvailable names the new one."""
+    older = "vllm/vllm-openai:v0.31.0-cu129"
+    before = _previous_release(cluster, kube_api, create_nodes, image=older)
+    operator()
+    update = cluster.wait(lambda: (c := condition(cluster.gd("chat"), "UpdateAvailable")).get("status") == "True" and c,
+                          "UpdateAvailable", timeout=30)  # fmt: skip
+    assert f"spec.containers[vllm].image: \"{older}\" ->" in update["message"], update["message"]
+    kept = cluster.deployment("chat")
+    assert kept["spec"]["template"] == before["spec"]["template"], "the upgrade changed the pod template"
+    assert kept["metadata"]["generation"] == before["metadata"]["generation"]
+    assert cluster.status("chat")["selection"]["image"] == older, "the selection names an image that does not run"

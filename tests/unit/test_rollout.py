@@ -89,6 +89,20 @@ def test_the_spec_hash_ignores_what_does_not_shape_the_pod():
     assert base != rollout.spec_hash({"maxModelLen": 8192}, {**selection, "modelId": "google/gemma-3-1b-it"})
 
 
+def test_a_new_catalog_image_pin_is_rendering_not_a_new_choice():
+    """An operator release that pins a newer server image (or revises an estimate) renders the
+    same choice: the running pods keep their template until the opt-in. spec.image is the spec's."""
+    selection = {"modelId": "google/gemma-4-E2B-it", "image": "vllm/vllm-openai:v0.32.0-cu129",
+                 "estimatedMemoryGiB": 13.4, "capacity": "scale-up", "pool": "l4"}  # fmt: skip
+    base = rollout.spec_hash({}, selection)
+    assert base == rollout.spec_hash({}, {**selection, "image": "vllm/vllm-openai:v0.33.0-cu129",
+                                          "estimatedMemoryGiB": 13.9, "capacity": "ready"})  # fmt: skip
+    assert base != rollout.spec_hash({"image": "registry.example.com/vllm:patched"}, selection)
+    assert base != rollout.spec_hash({}, {**selection, "pool": "t4"})
+    template = {"spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.32.0-cu129"}]}}
+    assert rollout.running_image(template) == "vllm/vllm-openai:v0.32.0-cu129"
+
+
 def test_the_released_children_are_kept_by_this_release(catalog):
     """The previous release's Deployment, without the annotation, meets this release's rendering
     (which adds terminationMessagePolicy to the model container): the live template is what is sent."""
