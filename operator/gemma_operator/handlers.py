@@ -126,6 +126,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.autoscaler_events = {}  # (namespace, pod) -> (monotonic time read, the pod's autoscaler Events)
     memo.rechecks = {}  # (namespace, name) -> the timer that looks again at a time-bound pod state
     memo.secret_check = os.environ.get(SECRET_CHECK_ENV, "").lower() in ("1", "true", "yes")
+    memo.collector = os.environ.get(COLLECTOR_ENV, "auto")
+    memo.prometheus_url = os.environ.get(PROMETHEUS_URL_ENV, scaling.PROMETHEUS_URL_DEFAULT)
+    memo.accept_updates = os.environ.get(ROLLOUT_POLICY_ENV, "keep") == "accept"  # the chart's rollout policy
+    memo.discovery_ttl_s = float(os.environ.get(DISCOVERY_ENV, DISCOVERY_TTL_S))
     memo.scale_up_budget_s = int(os.environ.get(pods.SCALE_UP_BUDGET_ENV) or pods.SCALE_UP_BUDGET_S)
     memo.nodes_changed = asyncio.Event()
     memo.gone_nodes = set()  # node names still in the index that a fresh list no longer has
@@ -297,9 +301,8 @@ async def cache_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """A loader Job finished (or a shared claim changed): every deployment using it re-checks."""
     meta = body.get("metadata", {})
     ns = meta.get("namespace")
-    if kwargs.get("type") != "DELETED" and meta.get("resourceVersion") in (
-        memo.applied.get((body.get("kind"), ns, meta.get("name"))),
-    ):
+    echo = memo.applied.get((body.get("kind"), ns, meta.get("name")))
+    if kwargs.get("type") != "DELETED" and meta.get("resourceVersion") == echo:
         return
     owners = {ref["name"] for ref in meta.get("ownerReferences") or [] if ref.get("kind") == "GemmaDeployment"}
     # Retained objects have no owners: wake whoever waits on a fill in the namespace.
@@ -444,13 +447,13 @@ async def _prune_shared(memo: kopf.Memo, cr: Mapping[str, Any], desired: set[tup
             others = cache_mod.owners_left(live["metadata"].get("ownerReferences") or [], meta.get("uid"))
             if others is None:
                 continue
+            shared = live["metadata"]
             if others:
-                await memo.kube.set_owners({"apiVersion": SHARED_API[kind], "kind": kind, "metadata": live["metadata"]},
-                                           live["metadata"]["resourceVersion"], others)  # fmt: skip
+                await memo.kube.set_owners({"apiVersion": SHARED_API[kind], "kind": kind, "metadata": shared},
+                                           shared["resourceVersion"], others)  # fmt: skip
             else:
-                meta = live["metadata"]
-                await memo.kube.delete(SHARED_API[kind], kind, meta["namespace"], meta["name"], uid=meta["uid"],
-                                       resource_version=meta["resourceVersion"])  # fmt: skip
+                await memo.kube.delete(SHARED_API[kind], kind, shared["namespace"], shared["name"], uid=shared["uid"],
+                                       resource_version=shared["resourceVersion"])  # fmt: skip
 
 
 async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[dict[str, Any]],
@@ -630,8 +633,7 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
                               previous=_previous_selection(cr, trigger))  # fmt: skip
         choice = scaling.Choice()
         if spec.autoscaling is not None and isinstance(result, planner.Plan):
-            choice = scaling.choose(spec, await _served(memo), os.environ.get(COLLECTOR_ENV, "auto"),
-                                    os.environ.get(PROMETHEUS_URL_ENV, scaling.PROMETHEUS_URL_DEFAULT))  # fmt: skip
+            choice = scaling.choose(spec, await _served(memo), memo.collector, memo.prometheus_url)
         objects = (render.render(result, name, namespace, spec, owner=cr, choice=choice,
                                   cache_defaults=memo.cache_defaults)
                    if isinstance(result, planner.Plan) else [])  # fmt: skip
@@ -719,9 +721,7 @@ def _keep_or_roll(memo: kopf.Memo, cr: Mapping[str, Any], spec: GemmaDeploymentS
     # chose the same (keys an earlier release did not report are not compared).
     legacy_current = (st.get("observedGeneration") == meta.get("generation") and bool(old)
                       and all(selection.get(k) == v for k, v in rollout.choice(old).items()))  # fmt: skip
-    accept = spec.accept_operator_updates
-    if accept is None:
-        accept = os.environ.get(ROLLOUT_POLICY_ENV, "keep") == "accept"
+    accept = memo.accept_updates if spec.accept_operator_updates is None else spec.accept_operator_updates
     rendered_for = rollout.spec_hash(spec.model_dump(by_alias=True, exclude_defaults=True), selection)
     decision = rollout.decide(live, deployment["spec"]["template"], rendered_for, accept=accept,
                               legacy_current=legacy_current)  # fmt: skip
@@ -737,7 +737,7 @@ def _keep_or_roll(memo: kopf.Memo, cr: Mapping[str, Any], spec: GemmaDeploymentS
 async def _served(memo: kopf.Memo) -> set[tuple[str, str]]:
     """Which optional third-party kinds the cluster serves (discovery, cached for a minute)."""
     at, served = memo.discovery
-    if time.monotonic() - at < float(os.environ.get(DISCOVERY_ENV, DISCOVERY_TTL_S)):
+    if time.monotonic() - at < memo.discovery_ttl_s:
         return served
     found = set()
     for api_version, kind in (scaling.KEDA, scaling.POD_MONITORING, scaling.SERVICE_MONITOR):
