@@ -23,9 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .api.v1alpha1 import API_VERSION, KIND, CacheSpec, GemmaDeploymentSpec
+from .api.v1alpha1 import CacheSpec, GemmaDeploymentSpec
 from .planner import Plan
-from .runtimes import CACHE_DIR, HOME_DIR, STARTUP_FLOOR_S, STARTUP_S_PER_WEIGHT_GIB, home_volume
+from .runtimes import (CACHE_DIR, HOME_DIR, STARTUP_FLOOR_S, STARTUP_S_PER_WEIGHT_GIB, container_security_context,
+                       home_volume, token_env)  # fmt: skip
 
 GIB = 2**30
 # Beyond the checkpoint's bytes: tokenizer and config files, a download's partial file, file-system
@@ -191,13 +192,6 @@ def apply_to_pod(cache: Cache, plan: Plan, pod_spec: dict[str, Any], pod_meta: d
         pod_spec["serviceAccountName"] = cache.settings.service_account_name
 
 
-def _owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
-    """Shared objects have several owners and no controller: garbage collection deletes them with the last."""
-    meta = owner["metadata"]
-    return {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"], "uid": meta["uid"],
-            "controller": False, "blockOwnerDeletion": True}  # fmt: skip
-
-
 def _labels(cache: Cache) -> dict[str, str]:
     return {"app.kubernetes.io/name": "gemma-cache", "app.kubernetes.io/component": "model-cache",
             "app.kubernetes.io/managed-by": MANAGER, CLAIM_LABEL: cache.claim or ""}  # fmt: skip
@@ -214,11 +208,12 @@ def loader_command(plan: Plan) -> list[str]:
 
 
 def objects(cache: Cache, plan: Plan, spec: GemmaDeploymentSpec, namespace: str, tolerations: list[dict[str, Any]],
-            pod_security_context: dict[str, Any], owner: Mapping[str, Any] | None) -> list[dict[str, Any]]:  # fmt: skip
-    """The claim (pvc) and the loader Job (pvc, gcsfuse); none for emptyDir."""
+            pod_security_context: dict[str, Any], owner_ref: Mapping[str, Any] | None) -> list[dict[str, Any]]:  # fmt: skip
+    """The claim (pvc) and the loader Job (pvc, gcsfuse); none for emptyDir. `owner_ref` is the
+    GemmaDeployment as one owner among several (no controller), kept only with retention Delete."""
     if not cache.filled:
         return []
-    refs = [_owner_reference(owner)] if owner is not None and cache.settings.retention == "Delete" else None
+    refs = [dict(owner_ref)] if owner_ref is not None and cache.settings.retention == "Delete" else None
     out: list[dict[str, Any]] = []
     if cache.type == "pvc":
         claim = {
@@ -236,9 +231,7 @@ def objects(cache: Cache, plan: Plan, spec: GemmaDeploymentSpec, namespace: str,
     # vLLM's image: HF_HOME stays under HOME (hf writes more than the hub cache there); the hub
     # cache is the store, named by --cache-dir. llama.cpp: LLAMA_CACHE is the hub cache itself.
     env = [] if plan.runtime == "vllm" else [{"name": "LLAMA_CACHE", "value": CACHE_DIR}]
-    ref = spec.hf_token_secret_ref
-    if ref:
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    env += token_env(spec)
     volumes = [_store_volume(cache, plan, read_only=False)]
     mounts = [{"name": VOLUME, "mountPath": HUB_DIR[plan.runtime]}]
     if plan.run_as:
@@ -256,7 +249,7 @@ def objects(cache: Cache, plan: Plan, spec: GemmaDeploymentSpec, namespace: str,
             "env": env,
             "resources": {part: dict(values) for part, values in LOADER_RESOURCES.items()},
             "volumeMounts": mounts,
-            "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+            "securityContext": container_security_context(),
             "terminationMessagePolicy": "FallbackToLogsOnError",
         }],
         "volumes": volumes,

@@ -13,8 +13,8 @@ from . import cache as cache_mod
 from . import flags, scaling
 from .api.v1alpha1 import API_VERSION, KIND, CacheSpec, GemmaDeploymentSpec
 from .planner import InvalidSpec, Plan
-from .runtimes import (HOME_DIR, PORT_NAME, PROBE_PERIOD_S, Server, home_volume, llamacpp, progress_deadline_seconds,
-                       startup_seconds, vllm)  # fmt: skip
+from .runtimes import (HOME_DIR, PORT_NAME, PROBE_PERIOD_S, Server, container_security_context, home_volume, llamacpp,
+                       progress_deadline_seconds, startup_seconds, vllm)  # fmt: skip
 
 MANAGER = "gemma-operator"
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -46,15 +46,16 @@ def endpoint(name: str, namespace: str, spec: GemmaDeploymentSpec) -> str:
     return f"http://{name}.{namespace}.svc.cluster.local:{spec.service.port}/v1"
 
 
-def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
-    """The GemmaDeployment as controlling owner: deleting it garbage-collects the children."""
+def owner_reference(owner: dict[str, Any], controller: bool = True) -> dict[str, Any]:
+    """The GemmaDeployment as owner: deleting it garbage-collects the children. A shared cache object
+    has several owners and no controller, so garbage collection deletes it with the last."""
     meta = owner["metadata"]
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
         "name": meta["name"],
         "uid": meta["uid"],
-        "controller": True,
+        "controller": controller,
         "blockOwnerDeletion": True,
     }
 
@@ -117,10 +118,7 @@ def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan,
                cache: cache_mod.Cache | None = None) -> dict[str, Any]:  # fmt: skip
     cache = cache or cache_mod.plan_cache(plan, spec)
     srv = server(plan, spec)
-    srv.container["securityContext"] = {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-    }
+    srv.container["securityContext"] = container_security_context()
     if plan.run_as:
         home, home_mount = home_volume()
         srv.volumes.append(home)
@@ -213,5 +211,7 @@ def render(plan: Plan, name: str, namespace: str, spec: GemmaDeploymentSpec,
     if owner is not None:
         for obj in objects:
             obj["metadata"]["ownerReferences"] = [owner_reference(owner)]
-    shared = cache_mod.objects(cache, plan, spec, namespace, _tolerations(plan, spec), pod_security_context(plan), owner)
+    shared_ref = owner_reference(owner, controller=False) if owner is not None else None
+    shared = cache_mod.objects(cache, plan, spec, namespace, _tolerations(plan, spec), pod_security_context(plan),
+                               shared_ref)  # fmt: skip
     return shared + objects

@@ -72,12 +72,20 @@ def probes(plan: Plan, path: str = "/health", download: bool = True) -> dict[str
     }
 
 
+def token_env(spec: GemmaDeploymentSpec) -> list[dict[str, Any]]:
+    """HF_TOKEN from the Secret spec.hfTokenSecretRef names (never a literal); none without one."""
+    ref = spec.hf_token_secret_ref
+    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}] if ref else []
+
+
+def container_security_context() -> dict[str, Any]:
+    """Every container the operator runs: no privilege escalation, no capabilities."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
 def env(spec: GemmaDeploymentSpec, own: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The runtime's own variables, the token from its Secret (never a literal), then the user's."""
-    result = list(own)
-    ref = spec.hf_token_secret_ref
-    if ref:
-        result.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    result = [*own, *token_env(spec)]
     for var in spec.env:
         result.append(var.model_dump(by_alias=True, exclude_none=True))
     return result
