@@ -15,7 +15,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .catalog import Catalog
-from .inventory import ARCH, GKE_GPU, GKE_TPU, GKE_TPU_TOPOLOGY, GPU_RESOURCE, INSTANCE_TYPE, TPU_RESOURCE, Pool
+from .inventory import ARCH, GKE_GPU, GKE_TPU, GKE_TPU_TOPOLOGY, GPU_RESOURCE, INSTANCE_TYPE, TPU_RESOURCE, Pool, slug
 
 ENV = "GEMMA_OPERATOR_CAPACITY_FILE"
 SPOT = "cloud.google.com/gke-spot"
@@ -258,13 +257,9 @@ def standard_pool(accelerator: str, label: str | None, catalog: Catalog) -> Pool
     if machine is None:
         return None
     shape = catalog.machines.machines[machine]
-    entry = DeclaredPool(name=_slug(f"{accelerator}-{machine}"), accelerator=label, machineType=machine,
+    entry = DeclaredPool(name=slug(f"{accelerator}-{machine}"), accelerator=label, machineType=machine,
                          acceleratorCount=shape.accelerators[label][0])  # fmt: skip
     return declared_pool(entry, catalog, f"standard shape {machine}", source="standard")
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63]
 
 
 @dataclass

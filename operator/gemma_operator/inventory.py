@@ -123,7 +123,8 @@ def quantity(value: Any) -> float:
     return float(match.group(1)) * _SUFFIX[match.group(2)]
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """A name part from free text: lowercase letters, digits and '-', at most 63 (a label value's limit)."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63]
 
 
@@ -245,7 +246,7 @@ def _device(labels: Mapping[str, str], index: dict, catalog: Catalog) -> _Device
         except (KeyError, ValueError) as exc:
             raise ValueError(f"unknown GPU {product!r} with missing or non-numeric GFD labels ({exc})") from None
         return _Device(
-            kind="gpu", accelerator=_slug(product), display_name=product,
+            kind="gpu", accelerator=slug(product), display_name=product,
             memory_gib=round(memory_mib / 1024 / replicas, 1), bf16=major >= 8, fp8=(major, minor) >= (8, 9),
             compute_capability=f"{major}.{minor}", selector=tuple(sorted(selector.items())),
             resource_name=GPU_RESOURCE, sharing=sharing,
@@ -348,7 +349,7 @@ def pools(
             name = f"{device.accelerator}{shared}-x{devices}"
         else:
             selector = dict(device.selector)
-            name = f"cpu-{_slug(selector.get(INSTANCE_TYPE, selector[ARCH]))}"
+            name = f"cpu-{slug(selector.get(INSTANCE_TYPE, selector[ARCH]))}"
         inventory.pools.append(
             Pool(
                 name=name, kind=device.kind, accelerator=device.accelerator, display_name=device.display_name,
