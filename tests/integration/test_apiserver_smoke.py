@@ -189,7 +189,8 @@ def test_apply_that_fills_an_empty_map_it_owned_keeps_the_new_field(kube_api, na
 
     _apply(kube_api, namespace, with_scratch({}))
     filled = _apply(kube_api, namespace, with_scratch({"sizeLimit": "13Gi"}))
-    assert filled["spec"]["template"]["spec"]["volumes"] == [{"name": "models", "emptyDir": {"sizeLimit": "13Gi"}}]
+    (volume,) = filled["spec"]["template"]["spec"]["volumes"]
+    assert (volume["name"], volume.get("emptyDir")) == ("models", {"sizeLimit": "13Gi"})
 
 
 # --- lists, watches, deletion ---------------------------------------------------------------------
