@@ -6,7 +6,8 @@ parsing, error rendering and object store (``emulator.objects``, with history) a
 request handling with real API semantics:
 
 * metadata: ``uid``, ``resourceVersion`` (one counter for the whole store, as etcd's revision),
-  ``creationTimestamp``, ``generation`` (bumped on changes outside metadata and status only),
+  ``creationTimestamp``, ``generation`` (bumped on changes outside metadata and status only, and
+  on a Deployment's annotations too, as the real server does),
   ``generateName``, the namespace taken from the URL, ``managedFields``;
 * discovery that kopf and the official client accept (core ``v1``, not kmock's ``/v1``), built
   from registered resources; a CustomResourceDefinition created through the API registers its
@@ -1020,7 +1021,11 @@ class GemmaEmulator(kmock.KubernetesEmulator):
         if kind.generation:
             if old is None:
                 meta["generation"] = 1
-            elif _spec_part(old) != _spec_part(new):
+            elif _spec_part(old) != _spec_part(new) or (
+                    # apps/v1 Deployments: annotations are copied to the ReplicaSets, so a change
+                    # to them bumps the generation too (pkg/registry/apps/deployment/strategy.go).
+                    kind.kind == "Deployment"
+                    and (old["metadata"].get("annotations") or {}) != (meta.get("annotations") or {})):
                 meta["generation"] = old["metadata"].get("generation", 0) + 1
         for key in [k for k, v in meta.items() if v in ({}, []) and k in ("labels", "annotations",
                                                                             "finalizers", "ownerReferences")]:
