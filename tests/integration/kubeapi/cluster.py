@@ -254,15 +254,20 @@ class KubeAPI:
 
     def set_job_finished(self, namespace: str, name: str, succeeded: bool, message: str = "") -> dict:
         """Write what the Job controller writes when a Job ends (there is no kubelet to run it):
-        the interim condition (SuccessCriteriaMet / FailureTarget) and the terminal one."""
+        the interim condition (SuccessCriteriaMet / FailureTarget) and the terminal one.
+
+        ``status.startTime`` is kept when the Job controller has set it: a real server refuses to
+        change it on an unsuspended Job (the emulator sets and guards it the same way)."""
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        path = f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
+        started = (self.request("GET", path).get("status") or {}).get("startTime") or now
         first, last, reason = (("SuccessCriteriaMet", "Complete", "CompletionsReached") if succeeded
                                else ("FailureTarget", "Failed", "BackoffLimitExceeded"))  # fmt: skip
         conditions = [{"type": t, "status": "True", "reason": reason, "message": message,
                        "lastProbeTime": now, "lastTransitionTime": now} for t in (first, last)]  # fmt: skip
-        status = {"startTime": now, "conditions": conditions, "active": 0, "terminating": 0, "ready": 0,
+        status = {"startTime": started, "conditions": conditions, "active": 0, "terminating": 0, "ready": 0,
                   **({"succeeded": 1, "completionTime": now} if succeeded else {"failed": 4})}  # fmt: skip
-        return self.request("PATCH", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}/status", {"status": status},
+        return self.request("PATCH", f"{path}/status", {"status": status},
                             content_type="application/merge-patch+json")
 
     def delete_node(self, name: str) -> None:

@@ -27,6 +27,8 @@ request handling with real API semantics:
   deletes its contents; every new namespace gets the ``kube-root-ca.crt`` ConfigMap a moment
   later, as kube-controller-manager's root CA publisher gives it, so tests can't assume an
   empty namespace;
+* a Job gets ``status.startTime`` a moment after its creation, as the Job controller sets it,
+  and a real server's rule that it then stays (422 on a change while unsuspended);
 * finalizers and ``deletionTimestamp``; garbage collection of dependents by ``ownerReferences``
   when the owner goes away (background; ``propagationPolicy=Orphan`` removes the references);
 * custom resources are pruned, defaulted and validated against the CRD's structural schema
@@ -182,6 +184,7 @@ BUILTIN_KINDS = [
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 ROOT_CA_CONFIGMAP = "kube-root-ca.crt"  # published in every namespace by kube-controller-manager
 ROOT_CA_DELAY_S = 0.1  # after the namespace, as the controller reacts to its watch event
+JOB_START_DELAY_S = 0.05  # after a Job's creation, as the Job controller reacts to its watch event
 ROOT_CA_PLACEHOLDER = "-----BEGIN CERTIFICATE-----\n(plain HTTP: no CA)\n-----END CERTIFICATE-----\n"
 
 # Field selectors that the real server supports beyond metadata.name/metadata.namespace.
@@ -946,6 +949,8 @@ class GemmaEmulator(kmock.KubernetesEmulator):
             self._register_crd(frozen)
         if old is None and kind.plural == "namespaces" and kind.group == "":
             self._publish_root_ca(frozen["metadata"])
+        if old is None and kind.plural == "jobs" and kind.group == "batch":
+            self._start_job(kind, frozen["metadata"])
         refs = frozen["metadata"].get("ownerReferences") or []
         if old is None and refs and self.gc and not self._in_gc and not any(self._uid_exists(r.get("uid")) for r in refs):
             # Real garbage collection also removes a dependent created after its owners were gone.
@@ -981,6 +986,35 @@ class GemmaEmulator(kmock.KubernetesEmulator):
         self._controller_tasks.add(task)
         task.add_done_callback(self._controller_tasks.discard)
 
+    def _start_job(self, kind: Kind, job: dict) -> None:
+        """What kube-controller-manager's Job controller writes first on an unsuspended Job:
+        ``status.startTime``, a moment after its creation (it runs no pods here). A real server
+        then refuses to change it (see _check_job_start_time), so tests that finish a Job keep it."""
+        ns, name = job.get("namespace"), job["name"]
+
+        def start() -> None:
+            current = self._current(kind, ns, name)
+            if (current is None or current["metadata"]["uid"] != job["uid"]
+                    or (current.get("spec") or {}).get("suspend")
+                    or (current.get("status") or {}).get("startTime")):
+                return
+            new = copy.deepcopy(current)
+            new.setdefault("status", {})["startTime"] = now_iso()
+            self._commit(kind, current, new, dry_run=False)
+
+        async def later() -> None:
+            await asyncio.sleep(JOB_START_DELAY_S)
+            async with self._lock:
+                start()
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(later())
+        self._controller_tasks.add(task)
+        task.add_done_callback(self._controller_tasks.discard)
+
     def _store_new(self, kind: Kind, ns: str | None, obj: dict) -> dict:
         """Create without the request checks: for initial objects."""
         meta = obj.setdefault("metadata", {})
@@ -1008,6 +1042,8 @@ class GemmaEmulator(kmock.KubernetesEmulator):
             if "generation" in old["metadata"]:
                 meta["generation"] = old["metadata"]["generation"]
         apply_defaults(kind, new, old, self)
+        if old is not None and kind.group == "batch" and kind.plural == "jobs":
+            _check_job_start_time(old, new)
         if kind.schema:
             S.prune(kind.schema, new)
             S.default(kind.schema, new)
@@ -1395,6 +1431,19 @@ def _comparable(obj: dict) -> dict:
     for entry in meta.get("managedFields") or []:
         entry.pop("time", None)
     return result
+
+
+def _check_job_start_time(old: dict, new: dict) -> None:
+    """batch/v1 Job status: startTime is immutable once set while the Job is not suspended
+    (pkg/apis/batch/validation, RejectStartTimeUpdateForUnsuspendedJob)."""
+    before = (old.get("status") or {}).get("startTime")
+    after = (new.get("status") or {}).get("startTime")
+    if before and after != before and not (new.get("spec") or {}).get("suspend"):
+        name = new["metadata"].get("name")
+        cause = {"reason": "FieldValueInvalid", "field": "status.startTime",
+                 "message": f'Invalid value: "{after}": field is immutable for unsuspended job once set'}
+        raise ApiError(422, "Invalid", f'Job.batch "{name}" is invalid: status.startTime: {cause["message"]}',
+                       {"name": name, "group": "batch", "kind": "Job", "causes": [cause]})
 
 
 def _spec_part(obj: dict) -> dict:
