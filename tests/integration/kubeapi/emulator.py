@@ -327,6 +327,10 @@ def apply_defaults(kind: Kind, obj: dict, old: dict | None, emulator: "GemmaEmul
             _default_pod_spec(template_spec)
     elif kind.group == "" and kind.plural == "pods" and isinstance(spec, dict):
         _default_pod_spec(spec)
+    elif kind.group == "autoscaling" and kind.plural == "horizontalpodautoscalers" and old is None:
+        # A new HPA's status, before the HPA controller computes anything: desiredReplicas (no
+        # omitempty) is 0 and currentMetrics null, as a real server returns it.
+        obj["status"] = {"desiredReplicas": 0, "currentMetrics": None}
     elif kind.group == "" and kind.plural == "services" and isinstance(spec, dict):
         spec.setdefault("type", "ClusterIP")
         spec.setdefault("sessionAffinity", "None")
