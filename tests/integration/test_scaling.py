@@ -93,8 +93,13 @@ def test_the_autoscaler_owns_the_replicas_while_autoscaling_is_on(operator, clus
                                          "vllm:num_requests_waiting: no custom metrics API (custom.metrics.k8s.io) registered",
                               "lastTransitionTime": "2026-11-29T21:00:00Z"}]}},
                          content_type="application/merge-patch+json")  # fmt: skip
-    active = cluster.wait(lambda: (c := condition(cluster.gd("chat"), "ScalingActive")).get("status") == "False" and c,
-                          "the HPA's ScalingActive=False in status", timeout=30)  # fmt: skip
+    try:  # kube-controller-manager's HPA controller first syncs a new HPA up to 15 s after its creation
+        active = cluster.wait(lambda: (c := condition(cluster.gd("chat"), "ScalingActive")).get("status") == "False"
+                              and c, "the HPA's ScalingActive=False in status", timeout=45)  # fmt: skip
+    except TimeoutError as e:  # say which side is late: the HPA controller, or the operator
+        raise AssertionError(f"{e}; HPA status: {cluster.hpa('chat').get('status')}; "
+                             f"the resource: generation {cluster.gd('chat')['metadata']['generation']}, "
+                             f"status {cluster.status('chat')}") from e
     assert active["reason"].startswith("FailedGet") and "metrics adapter" in active["message"]
     # The HPA computed no count (its status.desiredReplicas is 0): the replicas it last set stand.
     cluster.wait(lambda: cluster.status("chat").get("desiredReplicas") == 3, "desired replicas: the Deployment's")

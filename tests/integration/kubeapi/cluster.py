@@ -218,6 +218,22 @@ class KubeAPI:
                          content_type="application/merge-patch+json")
         return name
 
+    def renew_node_lease(self, name: str) -> None:
+        """What a kubelet does every 10 s: renew its Node's Lease in kube-node-lease (owned by the
+        Node, so it goes with it). With kube-controller-manager, the node lifecycle controller
+        marks a Node NotReady (Unknown) and taints it once neither its Lease nor its Ready
+        heartbeat moved for its grace period (50 s), counted from when it first saw a Node of
+        that name: tests re-create the same names, so without renewals they soon start NotReady."""
+        node = self.request("GET", f"/api/v1/nodes/{name}")
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                 "metadata": {"name": name, "namespace": "kube-node-lease", "ownerReferences": [
+                     {"apiVersion": "v1", "kind": "Node", "name": name, "uid": node["metadata"]["uid"]}]},
+                 "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now}}  # fmt: skip
+        self.request("PATCH", f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}", lease,
+                     query={"fieldManager": "gemma-tests-kubelet", "force": "true"},
+                     content_type="application/apply-patch+yaml")  # fmt: skip
+
     def set_deployment_ready(self, namespace: str, name: str, ready: int | None = None,
                              timeout: float = 30) -> dict:
         """Make ``ready`` replicas of a Deployment ready (default: all); returns the Deployment.
