@@ -48,7 +48,8 @@ def find_assets(environ=os.environ) -> tuple[Assets | None, str]:
             kcm = str(base / "kube-controller-manager")
     if not (etcd and apiserver):
         return None, ("real API server tier: set KUBEBUILDER_ASSETS (a directory with etcd and "
-                      "kube-apiserver) or TEST_ASSET_ETCD and TEST_ASSET_KUBE_APISERVER")
+                      "kube-apiserver) or TEST_ASSET_ETCD and TEST_ASSET_KUBE_APISERVER; "
+                      "`make test-real` runs it")
     for path in (etcd, apiserver) + ((kcm,) if kcm else ()):
         if not os.access(path, os.X_OK):
             return None, f"real API server tier: {path} is not an executable file"
