@@ -99,8 +99,8 @@ class Prediction:
             "outputTokensPerSecond": r(self.tokens_per_second, 1),
             "maxConcurrency": self.max_concurrency,
             "replicas": self.replicas,
-            "costPerMillionTokens": r(self.cost_per_million_tokens),
-            "costPerMillionTokensFullLoad": r(self.cost_per_million_tokens_full_load),
+            "costPerMillionTokens": r(self.cost_per_million_tokens, 4),
+            "costPerMillionTokensFullLoad": r(self.cost_per_million_tokens_full_load, 4),
             "pricePerHour": r(self.price_per_hour, 4),
             "priceVerified": self.price_verified,
         }  # fmt: skip

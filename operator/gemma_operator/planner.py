@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from . import capacity, sizing
+from . import capacity, objective, sizing
 from .api.v1alpha1 import GemmaDeploymentSpec
 from .catalog import Catalog, Checkpoint, Family, ModelSize
 from .inventory import Inventory, Pool
@@ -67,6 +67,7 @@ class Plan:
     spec_node_selector: dict[str, str] = field(default_factory=dict)  # spec.nodeSelector, on top of the pool's
     gated: bool = False  # the Hub serves the checkpoint only with a token (catalog `gated`)
     checkpoint_bytes: int = 0  # what the server downloads (sizing.checkpoint_bytes)
+    predicted: dict | None = None  # status.selection.predicted (objective.annotate)
 
     @property
     def node_selector(self) -> dict[str, str]:
@@ -94,13 +95,14 @@ class Plan:
             "pool": self.pool.name,
             "capacity": "ready" if self.pool.ready else "scale-up",
             "nodeSelector": self.node_selector,
+            **({"predicted": self.predicted} if self.predicted else {}),
             "reasons": list(self.reasons),
         }
 
 
 # Selection keys that describe a plan without being one: the explanation, and whether its pool
 # had a node yet (a scale-up that completes serves the same plan).
-_NOT_THE_PLAN = ("reasons", "capacity")
+_NOT_THE_PLAN = ("reasons", "capacity", "predicted")
 
 
 def replans(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
@@ -733,13 +735,13 @@ def plan(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog,
         pinned = Inventory([held], inventory.skipped)
         result = _plan_fresh(spec, pinned, catalog, alias)
         if isinstance(result, Plan):
-            same = {k: v for k, v in result.selection().items() if k != "reasons"}
-            if same == {k: v for k, v in previous.items() if k != "reasons"}:
+            same = {k: v for k, v in result.selection().items() if k not in ("reasons", "predicted")}
+            if same == {k: v for k, v in previous.items() if k not in ("reasons", "predicted")}:
                 return replace(result, reasons=tuple(previous.get("reasons", ())))
             return result
     result = _plan_fresh(spec, inventory, catalog, alias)
     if isinstance(result, NoFit):
-        result = replace(result, suggestions=_suggestions(spec, inventory, catalog))
+        result = replace(result, suggestions=result.suggestions + _suggestions(spec, inventory, catalog))
     return result
 
 
@@ -777,16 +779,32 @@ def _plan_fresh(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalo
 
     skipped_sizes: list[str] = []
     tried: list[tuple[_Model, list[_Attempt]]] = []
+    missed: list = []  # plans that fit but are predicted to miss spec.objective (objective.py)
+    cheap: list = []  # sizePolicy cheapest: every size's plans, chosen from below
     for model in models:
         attempts = [_attempt(model, pool, spec, catalog) for pool in pools]
         fits = sorted((a.plan for a in attempts if a.plan), key=lambda p: _rank(p, catalog))
+        fits, lost = objective.meeting(spec, fits, catalog)
+        missed += lost
+        if fits and spec.model.size_policy == "cheapest":
+            cheap.append((model, attempts, fits))
+            continue
         if fits:
             best = _prefer_ready(fits)
             chosen = next(a for a in attempts if a.plan is best)
             context = _Context(reasons, skipped_sizes, too_short, skipped, alias, catalog)
-            return _explain(best, model, spec, context, [p for p in fits if p is not best], attempts, chosen)
+            return objective.annotate(_explain(best, model, spec, context, [p for p in fits if p is not best], attempts, chosen),
+                                      spec, catalog)  # fmt: skip
         skipped_sizes.append(model.size_key)
         tried.append((model, attempts))
+    if cheap:
+        model, attempts, best, ranking = objective.cheapest(cheap, spec, catalog)
+        chosen = next(a for a in attempts if a.plan is best)
+        context = _Context(reasons, skipped_sizes, too_short, skipped, alias, catalog)
+        others = [p for m, _, fits in cheap if m is model for p in fits if p is not best]
+        return objective.annotate(_explain(best, model, spec, context, others, attempts, chosen), spec, catalog, ranking)
+    if missed:
+        return objective.no_fit(spec, missed, available, skipped)
     model = models[-1]
     details = []
     for each, attempts in tried:
@@ -898,6 +916,8 @@ def _explain(best: Plan, model: _Model, spec: GemmaDeploymentSpec, context: _Con
         pass
     elif spec.model.size != "auto":
         out.append(f"Size {best.size}: as asked.")
+    elif spec.model.size_policy == "cheapest":
+        out.append(f"Size {best.size}: chosen by sizePolicy cheapest, with the pool and precision (see Cost).")
     elif spec.model.size_policy == "largest":
         tail = f"; {', '.join(skipped_sizes)} cannot be served here" if skipped_sizes else ""
         out.append(f"Size {best.size}: the largest {best.family} size that fits (sizePolicy largest){short}{tail}.")
