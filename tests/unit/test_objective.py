@@ -116,3 +116,62 @@ def test_a_sequence_longer_than_the_planned_context_misses(catalog):
     result = decide(catalog, {"maxModelLen": 1024, "objective": CHAT}, "gke-l4")
     assert isinstance(result, NoFit)
     assert any("context of 1024 tokens is shorter than 1280" in d for d in result.details)
+
+
+# -- the CLI: plan -o table and plan --compare ------------------------------------------------------
+
+
+def _cli(tmp_path, spec: dict, nodes: str, *extra: str) -> tuple[int, str, str]:
+    import io
+
+    import yaml
+
+    from gemma_operator.__main__ import main
+    from tests.conftest import NODES
+
+    cr = tmp_path / "cr.yaml"
+    cr.write_text(yaml.safe_dump({"apiVersion": "gemma.dev/v1alpha1", "kind": "GemmaDeployment",
+                                  "metadata": {"name": "chat"}, "spec": spec}))  # fmt: skip
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["plan", "-f", str(cr), "--nodes", str(NODES / f"{nodes}.yaml"), *extra], out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_plan_table_lists_every_candidate_pool_with_its_prediction_and_why_it_lost(tmp_path):
+    code, out, err = _cli(tmp_path, {}, "gke-l4")  # an L4 node and a CPU node
+    assert code == 0, err
+    assert "predicted           1024 + 256 tokens x 1: TTFT" in out
+    candidates = out.split("Candidates (each pool planned alone")[1].splitlines()[1:]
+    assert candidates[0].split()[:3] == ["pool", "size", "quant"]
+    rows = {line.split()[0]: line for line in candidates[1:] if line.strip()}
+    assert set(rows) == {"nvidia-l4-x1", "cpu-e2-standard-4"}
+    assert rows["nvidia-l4-x1"].endswith("chosen")
+    assert rows["cpu-e2-standard-4"].endswith("lost: a CPU pool; accelerators come first")
+
+
+def test_plan_compare_names_pools_including_capacity_shapes(tmp_path):
+    import json
+
+    capacity = tmp_path / "capacity.yaml"
+    capacity.write_text(
+        "pools:\n"
+        "  - {name: a100-spot, accelerator: nvidia-tesla-a100, acceleratorCount: 1, machineType: a2-highgpu-1g, maxNodes: 2, spot: true}\n"
+        "  - {name: v5e, accelerator: tpu-v5e, acceleratorCount: 4, machineType: ct5lp-hightpu-4t, tpuTopology: 2x2, maxNodes: 1}\n"
+    )
+    spec = {"objective": CHAT}
+    code, out, err = _cli(tmp_path, spec, "gke-l4", "--capacity", str(capacity), "--compare", "nvidia-l4,a100-spot,tpu-v5e", "-o", "json")
+    assert code == 0, err
+    (item,) = json.loads(out)["items"]
+    rows = {row["pool"]: row for row in item["candidates"]}
+    assert set(rows) == {"nvidia-l4-x1", "a100-spot", "v5e"}
+    # The Spot A100 is priced at Spot: a2-highgpu-1g's $1.1020 an hour, not $3.6734.
+    assert rows["a100-spot"]["pricePerHour"] == pytest.approx(1.102)
+    assert rows["v5e"]["pricePerHour"] == pytest.approx(4.80)
+    assert all(row["outputTokensPerSecondPerUser"] > 0 for row in rows.values())
+    code, out, _ = _cli(tmp_path, spec, "gke-l4", "--capacity", str(capacity), "--compare", "a100-spot")
+    assert code == 0 and out.splitlines()[1].startswith("a100-spot")
+
+
+def test_plan_compare_of_no_such_pool_says_so(tmp_path):
+    code, out, _ = _cli(tmp_path, {}, "gke-l4", "--compare", "tpu-v6e")
+    assert code == 3 and "no pool of those names" in out
