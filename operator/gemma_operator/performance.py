@@ -91,7 +91,7 @@ class Prediction:
         def r(value: float | None, digits: int = 2) -> float | None:
             return None if value is None else round(value, digits)
 
-        return {
+        status = {
             "workload": {"promptTokens": self.workload.prompt_tokens, "outputTokens": self.workload.output_tokens,
                          "concurrency": self.workload.concurrency},
             "ttftSeconds": r(self.ttft_seconds, 3),
@@ -104,6 +104,8 @@ class Prediction:
             "pricePerHour": r(self.price_per_hour, 4),
             "priceVerified": self.price_verified,
         }  # fmt: skip
+        # Unknown figures (no price) are left out rather than written as null.
+        return {k: v for k, v in status.items() if v is not None}
 
     def summary(self) -> str:
         cost = f"${self.cost_per_million_tokens:.2f} per million output tokens" if self.cost_per_million_tokens is not None \

@@ -175,3 +175,14 @@ def test_plan_compare_names_pools_including_capacity_shapes(tmp_path):
 def test_plan_compare_of_no_such_pool_says_so(tmp_path):
     code, out, _ = _cli(tmp_path, {}, "gke-l4", "--compare", "tpu-v6e")
     assert code == 3 and "no pool of those names" in out
+
+
+def test_a_new_prediction_or_objective_alone_rolls_nothing_out(catalog):
+    from gemma_operator import rollout
+
+    result = decide(catalog, {}, "gke-l4")
+    selection = result.selection()
+    before = {k: v for k, v in selection.items() if k != "predicted"}
+    assert rollout.spec_hash({}, selection) == rollout.spec_hash({}, before)
+    # An objective the same plan meets does not re-render the pods either.
+    assert rollout.spec_hash({"objective": CHAT}, selection) == rollout.spec_hash({}, selection)
