@@ -68,7 +68,7 @@ def cheapest(candidates: list[tuple[Any, Any, list[Plan]]], spec: GemmaDeploymen
              catalog: Catalog) -> tuple[Any, Any, Plan, list[tuple[Plan, Prediction]]]:  # fmt: skip
     """Among every size's fitting plans, the lowest predicted cost per million output tokens (unpriced
     last; ties: the planner's own order). Returns the model and attempts it came from, the plan, and
-    every candidate with its prediction, cheapest first."""
+    the other candidates with their predictions, cheapest first."""
     ranked: list[tuple[float, int, Any, Any, Plan, Prediction]] = []
     order = 0
     for model, attempts, fits in candidates:
@@ -78,7 +78,7 @@ def cheapest(candidates: list[tuple[Any, Any, list[Plan]]], spec: GemmaDeploymen
             order += 1
     ranked.sort(key=lambda r: (r[0], r[1]))
     _, _, model, attempts, best, _ = ranked[0]
-    return model, attempts, best, [(r[4], r[5]) for r in ranked]
+    return model, attempts, best, [(r[4], r[5]) for r in ranked[1:]]
 
 
 def _where(plan: Plan) -> str:
@@ -111,7 +111,7 @@ def annotate(plan: Plan, spec: GemmaDeploymentSpec, catalog: Catalog,
                 f"({predicted.max_concurrency} sequences each); spec.replicas is {spec.replicas}."
             )
     if ranking is not None:
-        others = [f"{_where(p)} {_cost_text(pr)}" for p, pr in ranking if p is not plan][:4]
+        others = [f"{_where(p)} {_cost_text(pr)}" for p, pr in ranking][:4]
         tail = f"; next: {', '.join(others)}" if others else ""
         reasons.append(
             f"Cost: {_where(plan)} has the lowest predicted cost per million output tokens "
