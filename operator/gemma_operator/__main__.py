@@ -15,7 +15,8 @@ import yaml
 from pydantic import ValidationError
 
 from . import catalog as catalog_mod
-from . import capacity, clusterread, objective, scaling, validation
+from . import candidates as candidates_mod
+from . import capacity, clusterread, scaling, validation
 from .api.v1alpha1 import API_VERSION, KIND, GemmaDeploymentSpec
 from .inventory import on_gke, pools
 from .planner import InvalidSpec, NoFit, plan, token_warning
@@ -132,7 +133,7 @@ class Outcome:
     no_fit: NoFit | None = None
     invalid: str | None = None
     warning: str | None = None  # e.g. a gated checkpoint and no token
-    candidates: list[dict[str, Any]] = field(default_factory=list)  # every pool planned alone (objective.compare)
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # every pool planned alone (candidates.compare)
 
     @property
     def exit_code(self) -> int:
@@ -161,7 +162,7 @@ def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: ca
         inventory = pools(nodes, cat, spec.node_selector, declared)
         result = plan(spec, inventory, cat)
         if candidates is not None:
-            outcome.candidates = objective.compare(spec, inventory, cat, result if not isinstance(result, NoFit) else None,
+            outcome.candidates = candidates_mod.compare(spec, inventory, cat, result if not isinstance(result, NoFit) else None,
                                                    candidates or None)  # fmt: skip
         if isinstance(result, NoFit):
             outcome.no_fit = result
@@ -242,14 +243,14 @@ def _print_compare(outcomes: list[Outcome], args: argparse.Namespace, out: TextI
             if outcome.invalid:
                 out.write(f"{outcome.invalid}\n")
                 continue
-            out.write(objective.table(outcome.candidates) if outcome.candidates else "no pool of those names\n")
+            out.write(candidates_mod.table(outcome.candidates) if outcome.candidates else "no pool of those names\n")
     return EXIT_INVALID if any(o.invalid for o in outcomes) else 0 if any(o.candidates for o in outcomes) else EXIT_NOFIT
 
 
 def _candidates(outcome: Outcome, out: TextIO) -> None:
     if outcome.candidates:
         out.write("\nCandidates (each pool planned alone; predictions from performance.py):\n")
-        out.write(objective.table(outcome.candidates))
+        out.write(candidates_mod.table(outcome.candidates))
 
 
 def _print_problem(outcome: Outcome, output: str, err: TextIO) -> None:

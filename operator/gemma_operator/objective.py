@@ -19,7 +19,7 @@ from .performance import Prediction, Workload
 if TYPE_CHECKING:
     from .api.v1alpha1 import GemmaDeploymentSpec, Objective
     from .catalog import Catalog
-    from .planner import NoFit, Plan, Suggestion
+    from .planner import Plan
 
 
 def workload(spec: GemmaDeploymentSpec) -> Workload:
@@ -121,12 +121,9 @@ def annotate(plan: Plan, spec: GemmaDeploymentSpec, catalog: Catalog,
     return replace(plan, predicted=predicted.as_status(), reasons=tuple(reasons))
 
 
-def no_fit(spec: GemmaDeploymentSpec, missed: list[tuple[Plan, Prediction, list[str]]], available: tuple[str, ...],
-           skipped: tuple[str, ...]) -> NoFit:  # fmt: skip
-    """Plans fit, but none is predicted to meet the objective: the best prediction, and the nearest change
-    to the objective that the best plan would meet."""
-    from .planner import NoFit, Suggestion
-
+def unmet(spec: GemmaDeploymentSpec, missed: list[tuple[Plan, Prediction, list[str]]]) -> tuple[str, tuple[str, ...], tuple[tuple[str, str, str], ...]]:
+    """Plans fit, but none is predicted to meet the objective: what a NoFit says (needed, details) and the
+    nearest changes to the objective the best plan would meet, as (field, value, what it plans)."""
     o = spec.objective
     assert o is not None
 
@@ -140,19 +137,18 @@ def no_fit(spec: GemmaDeploymentSpec, missed: list[tuple[Plan, Prediction, list[
         return worst if predicted.max_concurrency else math.inf
 
     ranked = sorted(missed, key=shortfall)
-    best, predicted, why = ranked[0]
-    details = [f"{_where(p)}: {'; '.join(w)}." for p, _, w in ranked[:6]]
-    suggestions: list[Suggestion] = []
+    best, predicted, _ = ranked[0]
+    details = tuple(f"{_where(p)}: {'; '.join(w)}." for p, _, w in ranked[:6])
+    changes: list[tuple[str, str, str]] = []
     fits = f"{_where(best)}, {predicted.summary()}"
     if predicted.max_concurrency:
         if o.ttft_seconds and predicted.ttft_seconds > o.ttft_seconds:
-            suggestions.append(Suggestion("spec.objective.ttftSeconds", _up(predicted.ttft_seconds), fits))
+            changes.append(("spec.objective.ttftSeconds", _up(predicted.ttft_seconds), fits))
         if o.output_tokens_per_second and predicted.tokens_per_second_per_user < o.output_tokens_per_second:
-            suggestions.append(Suggestion("spec.objective.outputTokensPerSecond",
-                                          _down(predicted.tokens_per_second_per_user), fits))  # fmt: skip
+            changes.append(("spec.objective.outputTokensPerSecond", _down(predicted.tokens_per_second_per_user), fits))
     needed = (f"No plan is predicted to meet the objective ({workload(spec).describe()}). "
               f"Best: {_where(best)}, {predicted.summary()}.")  # fmt: skip
-    return NoFit(needed, available, tuple(details), skipped, tuple(suggestions))
+    return needed, details, tuple(changes)
 
 
 def _up(value: float) -> str:
@@ -163,57 +159,3 @@ def _up(value: float) -> str:
 def _down(value: float) -> str:
     return f"{math.floor(value * 0.95 * 10) / 10:g}"
 
-
-def compare(spec: GemmaDeploymentSpec, inventory: Any, catalog: Catalog, chosen: Plan | None,
-            names: list[str] | None = None) -> list[dict]:  # fmt: skip
-    """Every candidate pool (or those `names` picks, by pool or accelerator name) planned on its own, with
-    its prediction and why it lost to `chosen`: the rows of `plan -o table` and `plan --compare`."""
-    from .inventory import Inventory
-    from .planner import InvalidSpec, NoFit, _lost, plan
-
-    rows = []
-    for pool in inventory.pools:
-        if names and pool.name not in names and pool.accelerator not in names:
-            continue
-        row: dict[str, Any] = {"pool": pool.name}
-        try:
-            alone = plan(spec.model_copy(update={"accelerator": "auto"}), Inventory([pool], list(inventory.skipped)), catalog)
-        except InvalidSpec as exc:
-            rows.append({**row, "outcome": f"invalid: {exc}"})
-            continue
-        if isinstance(alone, NoFit):
-            rows.append({**row, "outcome": f"no fit: {alone.details[0] if alone.details else alone.needed}"})
-            continue
-        predicted = alone.predicted or performance.predict(alone, workload(spec), catalog).as_status()
-        row.update({"size": alone.size, "quantization": alone.quantization, "runtime": alone.runtime, **predicted})
-        row.pop("workload", None)
-        if chosen is not None and pool.name == chosen.pool.name:
-            row["outcome"] = "chosen"
-        elif chosen is None:
-            row["outcome"] = "fits"
-        elif spec.model.size_policy == "cheapest" and chosen.predicted:
-            mine, theirs = predicted.get("costPerMillionTokens"), chosen.predicted.get("costPerMillionTokens")
-            row["outcome"] = (f"lost: ${mine:.2f} per million output tokens, not ${theirs:.2f}" if mine is not None and theirs is not None
-                              else "lost: no price for its machine type")  # fmt: skip
-        elif alone.size != chosen.size:
-            row["outcome"] = f"lost: size {alone.size}, not {chosen.size} (sizePolicy {spec.model.size_policy})"
-        else:
-            row["outcome"] = f"lost: {_lost(chosen, alone, catalog)}"
-        rows.append(row)
-    return rows
-
-
-COLUMNS = (("pool", "pool"), ("size", "size"), ("quantization", "quant"), ("ttftSeconds", "TTFT s"),
-           ("outputTokensPerSecondPerUser", "tok/s/user"), ("outputTokensPerSecond", "tok/s total"),
-           ("maxConcurrency", "max conc"), ("replicas", "replicas"), ("costPerMillionTokens", "$/M tok"),
-           ("outcome", "outcome"))  # fmt: skip
-
-
-def table(rows: list[dict]) -> str:
-    """The rows as a text table, one pool a line."""
-    cells = [[label for _, label in COLUMNS]]
-    for row in rows:
-        cells.append(["-" if row.get(key) is None else f"{row[key]:g}" if isinstance(row.get(key), float) else str(row[key])
-                      for key, _ in COLUMNS])  # fmt: skip
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS) - 1)]
-    return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)) + "  " + line[-1] + "\n" for line in cells)

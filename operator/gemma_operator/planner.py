@@ -708,6 +708,11 @@ def _lost(best: Plan, other: Plan, catalog: Catalog) -> str:
     return "ranks the same; the pool name breaks the tie"
 
 
+def lost_to(best: Plan, other: Plan, catalog: Catalog) -> str:
+    """Why `other` ranks below `best` (plan -o table's candidates)."""
+    return _lost(best, other, catalog)
+
+
 def _pools_for(spec: GemmaDeploymentSpec, inventory: Inventory) -> tuple[list[Pool], str]:
     if spec.accelerator == "auto":
         return list(inventory.pools), "auto"
@@ -804,7 +809,8 @@ def _plan_fresh(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalo
         others = [p for m, _, fits in cheap if m is model for p in fits if p is not best]
         return objective.annotate(_explain(best, model, spec, context, others, attempts, chosen), spec, catalog, ranking)
     if missed:
-        return objective.no_fit(spec, missed, available, skipped)
+        needed, unmet, changes = objective.unmet(spec, missed)
+        return NoFit(needed, available, unmet, skipped, tuple(Suggestion(*change) for change in changes))
     model = models[-1]
     details = []
     for each, attempts in tried:
