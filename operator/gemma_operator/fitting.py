@@ -229,6 +229,10 @@ def try_pool(model: Model, pool: Pool, spec: GemmaDeploymentSpec, catalog: Catal
             attempt.plan, attempt.chosen = plan, i
             return attempt
         attempt.rejected.append(Rejected(option.runtime, option.quantization, "memory", why[-1], i))
+    if options and pool.time_sliced:
+        # The figures below are the share, not the GPU: say so once, first.
+        why.insert(0, f"a 1/{pool.replicas} share of a time-sliced {pool.display_name} ({pool.device_memory_gib:g} GiB): "
+                      "every pod sharing it sees all of its memory, so each plans for its share")  # fmt: skip
     return attempt
 
 

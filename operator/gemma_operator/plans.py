@@ -4,10 +4,12 @@ names its modules share. Pure data; no decisions beyond what a plan says about i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from . import sizing
 from .api.v1alpha1 import GemmaDeploymentSpec
 from .inventory import Pool
 
@@ -50,6 +52,14 @@ class Plan:
     spec_node_selector: dict[str, str] = field(default_factory=dict)  # spec.nodeSelector, on top of the pool's
     gated: bool = False  # the Hub serves the checkpoint only with a token (catalog `gated`)
     checkpoint_bytes: int = 0  # what the server downloads (sizing.checkpoint_bytes)
+
+    @property
+    def gpu_memory_utilization(self) -> float:
+        """vLLM's --gpu-memory-utilization: a fraction of the whole device, per instance (vLLM's engine
+        arguments). A time-sliced GPU shows each of its pods all of its memory, so each claims its share
+        of the usual fraction; an MPS client's device is its share already."""
+        share = sizing.GPU_MEMORY_UTILIZATION / (self.pool.replicas if self.pool.time_sliced else 1)
+        return math.floor(share * 1000 + 1e-9) / 1000  # rounded down: never more than planned
 
     @property
     def node_selector(self) -> dict[str, str]:

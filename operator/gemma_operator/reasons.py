@@ -9,6 +9,7 @@ from . import capacity
 from .api.v1alpha1 import GemmaDeploymentSpec
 from .catalog import Catalog
 from .fitting import Attempt
+from .inventory import GFD_REPLICAS
 from .plans import PRECISION, RUNTIME_NAMES, Plan, and_join, or_join, token_warning
 from .ranking import RANKING, why_lost, worse_plan
 from .request import Model
@@ -37,7 +38,8 @@ def _placeable(best: Plan) -> tuple[int | None, int]:
     """Replicas the pool can hold at once (None: as many as it grows to), and how many per node."""
     pool = best.pool
     if pool.kind == "gpu":
-        per_node = pool.devices_per_node // max(1, best.accelerator_count)
+        # A shared GPU takes one pod per replica, each planned for its share.
+        per_node = pool.devices_per_node // max(1, best.accelerator_count) * pool.replicas
     else:
         per_node = 1  # a TPU pod takes every chip of its host; a CPU pod all but one of the node's CPUs
     if pool.source != "nodes":
@@ -51,7 +53,9 @@ def _quantization_why(best: Plan, chosen: Attempt) -> str:
     parts = []
     memory = list(dict.fromkeys(f"{RUNTIME_NAMES[r.runtime]} {r.quantization}" for r in preferred if r.kind == "memory"))
     if memory:
-        parts.append(f"higher precisions do not fit {best.pool.display_name} ({', '.join(memory)})")
+        pool = best.pool
+        device = f"a 1/{pool.replicas} share of {pool.display_name}" if pool.replicas > 1 else pool.display_name
+        parts.append(f"higher precisions do not fit {device} ({', '.join(memory)})")
     for runtime, fmt in (("vllm", "checkpoint"), ("llamacpp", "GGUF")):
         missing = list(dict.fromkeys(r.quantization for r in preferred if r.kind == "missing" and r.runtime == runtime))
         if missing:
@@ -95,6 +99,14 @@ def explain(best: Plan, model: Model, spec: GemmaDeploymentSpec, context: Contex
     else:
         how = f", as GKE labels it ({context.alias})" if context.alias else ""
         out.append(f"Accelerator {pool.accelerator} ({pool.describe()}): as asked{how}.")
+    if pool.time_sliced:
+        claims = (f"vLLM claims only that (--gpu-memory-utilization {best.gpu_memory_utilization:g}, a fraction of the "
+                  "whole GPU)" if best.runtime == "vllm" else "llama.cpp allocates no more than the plan")  # fmt: skip
+        out.append(
+            f"Time-sliced GPU: {pool.replicas} pods share each {pool.display_name} ({GFD_REPLICAS}) and time-slicing "
+            f"does not partition its memory, so each pod plans for a 1/{pool.replicas} share, "
+            f"{pool.device_memory_gib:g} GiB; {claims}."
+        )
     no = [f"{a.pool.name} ({'; '.join(a.why_not)})" for a in attempts if not a.plan and a.why_not]
     if no:
         out.append(f"Pools that cannot serve it: {', '.join(no)}.")
