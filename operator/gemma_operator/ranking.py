@@ -67,7 +67,7 @@ def worse_plan(best: Plan, other: Plan) -> str | None:
 
 
 def why_lost(best: Plan, other: Plan, catalog: Catalog) -> str:
-    """Why `other` ranks after `best`: the first criterion of _rank that tells them apart."""
+    """Why `other` ranks after `best`: the first criterion of rank that tells them apart."""
     b, o = best.pool, other.pool
     if b.ready != o.ready:
         why = worse_plan(best, other)
