@@ -10,7 +10,9 @@ from .api.v1alpha1 import GemmaDeploymentSpec
 from .catalog import Catalog
 from .inventory import Inventory
 from .objective import workload
-from .planner import InvalidSpec, NoFit, Plan, lost_to, plan
+from .planner import plan
+from .plans import InvalidSpec, NoFit, Plan
+from .ranking import why_lost
 
 
 def compare(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog, chosen: Plan | None,
@@ -44,7 +46,7 @@ def compare(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog, c
         elif alone.size != chosen.size:
             row["outcome"] = f"lost: size {alone.size}, not {chosen.size} (sizePolicy {spec.model.size_policy})"
         else:
-            row["outcome"] = f"lost: {lost_to(chosen, alone, catalog)}"
+            row["outcome"] = f"lost: {why_lost(chosen, alone, catalog)}"
         rows.append(row)
     return rows
 

@@ -19,7 +19,7 @@ from .performance import Prediction, Workload
 if TYPE_CHECKING:
     from .api.v1alpha1 import GemmaDeploymentSpec, Objective
     from .catalog import Catalog
-    from .planner import Plan
+    from .plans import Plan
 
 
 def workload(spec: GemmaDeploymentSpec) -> Workload:

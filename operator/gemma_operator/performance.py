@@ -27,7 +27,7 @@ from .catalog import Architecture, Catalog, ModelSize
 from .inventory import GKE_GPU, GKE_TPU
 
 if TYPE_CHECKING:
-    from .planner import Plan
+    from .plans import Plan
 
 # GKE's Spot node label (capacity.py puts it in a declared Spot shape's selector).
 SPOT = "cloud.google.com/gke-spot"

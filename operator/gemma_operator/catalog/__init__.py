@@ -388,3 +388,9 @@ def _read(name: str) -> dict:
 def load() -> Catalog:
     """The packaged catalog, validated once per process."""
     return Catalog(models=_read("models.yaml"), hardware=_read("accelerators.yaml"), machines=_read("machines.yaml"))
+
+
+def gke_aliases(catalog: Catalog) -> dict[str, str]:
+    """GKE node label values -> the catalog accelerator they name."""
+    return {value: name for name, acc in catalog.accelerators.items()
+            for value in (*acc.match.gke_accelerator, *acc.match.gke_tpu_accelerator)}  # fmt: skip
