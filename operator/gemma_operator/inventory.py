@@ -340,9 +340,10 @@ def pools(
             continue
         usable.append((name, labels, device, devices))
         group = groups.setdefault(
-            (device, devices), {"nodes": [], "cpu": cpu, "memory": memory_gib, "tolerations": []}
+            (device, devices), {"nodes": [], "cpu": cpu, "memory": memory_gib, "tolerations": [], "machines": set()}
         )
         group["nodes"].append(name)
+        group["machines"].add(labels.get(INSTANCE_TYPE))
         group["cpu"] = min(group["cpu"], cpu)
         group["memory"] = min(group["memory"], memory_gib)
         for toleration in _tolerations(node):
@@ -370,6 +371,8 @@ def pools(
                 tolerations=tuple(sorted(group["tolerations"], key=lambda t: sorted(t.items()))),
                 nodes=tuple(sorted(group["nodes"])), tpu_topology=device.topology, resource_name=device.resource_name,
                 sharing=device.sharing, replicas=device.replicas,
+                # One machine type across the pool's nodes prices it (performance.py); mixed or unlabelled: unknown.
+                machine_type=next(iter(group["machines"])) if len(group["machines"]) == 1 else None,
             )
         )  # fmt: skip
     inventory.pools.sort(key=lambda p: p.name)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from . import capacity
+from . import capacity, objective
 from .api.v1alpha1 import GemmaDeploymentSpec
 from .catalog import Catalog, gke_aliases
 from .fitting import Attempt, try_pool
@@ -55,13 +55,13 @@ def plan(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog,
         pinned = Inventory([held], inventory.skipped)
         result = _plan_fresh(spec, pinned, catalog, alias)
         if isinstance(result, Plan):
-            same = {k: v for k, v in result.selection().items() if k != "reasons"}
-            if same == {k: v for k, v in previous.items() if k != "reasons"}:
+            same = {k: v for k, v in result.selection().items() if k not in ("reasons", "predicted")}
+            if same == {k: v for k, v in previous.items() if k not in ("reasons", "predicted")}:
                 return replace(result, reasons=tuple(previous.get("reasons", ())))
             return result
     result = _plan_fresh(spec, inventory, catalog, alias)
     if isinstance(result, NoFit):
-        result = replace(result, suggestions=_suggestions(spec, inventory, catalog))
+        result = replace(result, suggestions=result.suggestions + _suggestions(spec, inventory, catalog))
     return result
 
 
@@ -99,16 +99,33 @@ def _plan_fresh(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalo
 
     skipped_sizes: list[str] = []
     tried: list[tuple[Model, list[Attempt]]] = []
+    missed: list = []  # plans that fit but are predicted to miss spec.objective (objective.py)
+    cheap: list = []  # sizePolicy cheapest: every size's plans, chosen from below
     for model in models:
         attempts = [try_pool(model, pool, spec, catalog) for pool in pools]
         fits = sorted((a.plan for a in attempts if a.plan), key=lambda p: rank(p, catalog))
+        fits, lost = objective.meeting(spec, fits, catalog)
+        missed += lost
+        if fits and spec.model.size_policy == "cheapest":
+            cheap.append((model, attempts, fits))
+            continue
         if fits:
             best = prefer_ready(fits)
             chosen = next(a for a in attempts if a.plan is best)
             context = Context(reasons, skipped_sizes, too_short, skipped, alias, catalog)
-            return explain(best, model, spec, context, [p for p in fits if p is not best], attempts, chosen)
+            return objective.annotate(explain(best, model, spec, context, [p for p in fits if p is not best], attempts, chosen),
+                                      spec, catalog)  # fmt: skip
         skipped_sizes.append(model.size_key)
         tried.append((model, attempts))
+    if cheap:
+        model, attempts, best, ranking = objective.cheapest(cheap, spec, catalog)
+        chosen = next(a for a in attempts if a.plan is best)
+        context = Context(reasons, skipped_sizes, too_short, skipped, alias, catalog)
+        others = [p for m, _, fits in cheap if m is model for p in fits if p is not best]
+        return objective.annotate(explain(best, model, spec, context, others, attempts, chosen), spec, catalog, ranking)
+    if missed:
+        needed, unmet, changes = objective.unmet(spec, missed)
+        return NoFit(needed, available, unmet, skipped, tuple(Suggestion(*change) for change in changes))
     model = models[-1]
     details = []
     for each, attempts in tried:

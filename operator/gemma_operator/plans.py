@@ -52,6 +52,7 @@ class Plan:
     spec_node_selector: dict[str, str] = field(default_factory=dict)  # spec.nodeSelector, on top of the pool's
     gated: bool = False  # the Hub serves the checkpoint only with a token (catalog `gated`)
     checkpoint_bytes: int = 0  # what the server downloads (sizing.checkpoint_bytes)
+    predicted: dict | None = None  # status.selection.predicted (objective.annotate)
 
     @property
     def gpu_memory_utilization(self) -> float:
@@ -87,13 +88,14 @@ class Plan:
             "pool": self.pool.name,
             "capacity": "ready" if self.pool.ready else "scale-up",
             "nodeSelector": self.node_selector,
+            **({"predicted": self.predicted} if self.predicted else {}),
             "reasons": list(self.reasons),
         }
 
 
 # Selection keys that describe a plan without being one: the explanation, and whether its pool
 # had a node yet (a scale-up that completes serves the same plan).
-_NOT_THE_PLAN = ("reasons", "capacity")
+_NOT_THE_PLAN = ("reasons", "capacity", "predicted")
 
 
 def replans(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:

@@ -78,6 +78,8 @@ def explain(best: Plan, model: Model, spec: GemmaDeploymentSpec, context: Contex
         pass
     elif spec.model.size != "auto":
         out.append(f"Size {best.size}: as asked.")
+    elif spec.model.size_policy == "cheapest":
+        out.append(f"Size {best.size}: chosen by sizePolicy cheapest, with the pool and precision (see Cost).")
     elif spec.model.size_policy == "largest":
         tail = f"; {', '.join(skipped_sizes)} cannot be served here" if skipped_sizes else ""
         out.append(f"Size {best.size}: the largest {best.family} size that fits (sizePolicy largest){short}{tail}.")
