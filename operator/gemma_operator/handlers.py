@@ -186,9 +186,9 @@ for _group, _version, _plural, _index_id in CHILDREN.values():
 async def resource_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """A new resource, a spec change, the listing at start-up, or a deletion: reconcile it. Not the
     echo of the operator's own status patch (same generation as the status observed)."""
-    meta = body.get("metadata", {})
-    if kwargs.get("type") in (None, "ADDED", "DELETED") or decide.spec_is_new(body):
-        memo.queue.add((meta.get("namespace"), meta.get("name")), "spec")
+    meta, type_ = body.get("metadata", {}), kwargs.get("type")
+    if type_ in (None, "ADDED", "DELETED") or decide.spec_is_new(body):
+        memo.queue.add((meta.get("namespace"), meta.get("name")), "resume" if type_ is None else "spec")
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
