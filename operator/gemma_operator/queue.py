@@ -22,7 +22,7 @@ from . import decide as decide_mod
 from . import execute, inventory, kube, metrics, pods, scaling
 
 RETRY_S = (1, 2, 5, 10, 30, 60)  # back-off for API errors that clear by themselves
-WORKERS = 2
+WORKERS = 8  # reconciles in flight: their API requests overlap (each is mostly waiting on the server)
 AUTOSCALER_EVENTS_S = 30.0  # a pod waiting for a node: its autoscaler Events are read at most this often
 # How long which optional CRDs the cluster serves is taken as known.
 DISCOVERY_ENV = "GEMMA_OPERATOR_DISCOVERY_S"
