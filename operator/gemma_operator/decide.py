@@ -173,12 +173,13 @@ def waits_for_fill(resource: Mapping[str, Any]) -> bool:
 
 
 def owners_to_wake(body: Mapping[str, Any]) -> list[str]:
-    """The GemmaDeployments that control a child; KEDA's HPA is owned by the ScaledObject that
-    carries the GemmaDeployment's name."""
+    """The GemmaDeployments a child's change concerns: its controller; every owner of a shared
+    cache object; for KEDA's HPA, the ScaledObject's owner, whose name it carries."""
     owners = (body.get("metadata") or {}).get("ownerReferences") or []
     if body.get("kind") == "HorizontalPodAutoscaler" and not any(r.get("kind") == "GemmaDeployment" for r in owners):
         return [r["name"] for r in owners if r.get("kind") == "ScaledObject"]
-    return [r["name"] for r in owners if r.get("kind") == "GemmaDeployment" and r.get("controller")]
+    shared = body.get("kind") in SHARED
+    return [r["name"] for r in owners if r.get("kind") == "GemmaDeployment" and (r.get("controller") or shared)]
 
 
 def wants(resource: Mapping[str, Any], settings: Settings) -> Wants:

@@ -74,27 +74,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.connected = asyncio.Event()  # kopf logs in after the startup handlers
     if memo.kube is not None:
         memo.connected.set()
-    memo.inventories = {}  # nodeSelector -> Inventory, dropped whenever a node changes
-    memo.locks = {}  # (namespace, name) -> asyncio.Lock: one reconcile at a time per resource
-    memo.failures = {}  # (namespace, name) -> consecutive API failures, for back-off
-    memo.events = {}  # (uid, type, reason) -> monotonic time of the last Event
-    # The index's copy of a resource lags our own status patch: (namespace, name) -> (the
-    # resourceVersion that patch replaced, the status it left), to compare against instead.
-    memo.status_written = {}
-    # (kind, namespace, name) -> resourceVersion of our last apply of a child: its watch event is
-    # only the echo of that apply, with nothing new to react to.
-    memo.applied = {}
-    memo.queue = queue.WorkQueue()
+    queue.prepare(memo, float(os.environ.get(DISCOVERY_ENV, DISCOVERY_TTL_S)))
     memo.node_index = kwargs["gemma_nodes"]
     memo.resource_index = kwargs["gemma_resources"]
     memo.children = {kind: kwargs[index_id] for kind, (*_, index_id) in CHILDREN.items()}
-    memo.applied_digests = {}  # (kind, namespace, name) -> digest, for the kinds without an index
-    memo.discovery = (float("-inf"), set())  # (monotonic time, served optional (apiVersion, kind))
-    memo.discovery_ttl_s = float(os.environ.get(DISCOVERY_ENV, DISCOVERY_TTL_S))
     memo.pod_index = kwargs["gemma_pods"]
     memo.pods_seen = {}  # (namespace, pod) -> digest of what the index keeps: other changes wake nobody
-    memo.autoscaler_events = {}  # (namespace, pod) -> (monotonic time read, the pod's autoscaler Events)
-    memo.rechecks = {}  # (namespace, name) -> the timer that looks again at a time-bound pod state
     memo.nodes_changed = asyncio.Event()
     memo.gone_nodes = set()  # node names still in the index that a fresh list no longer has
     memo.gone_children = set()  # (kind, namespace, name) likewise
@@ -238,7 +223,7 @@ async def cache_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     echo = memo.applied.get((body.get("kind"), ns, meta.get("name")))
     if kwargs.get("type") != "DELETED" and meta.get("resourceVersion") == echo:
         return
-    owners = {ref["name"] for ref in meta.get("ownerReferences") or [] if ref.get("kind") == "GemmaDeployment"}
+    owners = set(decide.owners_to_wake(body))
     # Retained objects have no owners: wake whoever waits on a fill in the namespace.
     for (resource_ns, name), values in list(memo.resource_index.items()):
         if resource_ns == ns and (name in owners or any(decide.waits_for_fill(r) for r in values)):

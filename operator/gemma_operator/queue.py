@@ -50,6 +50,26 @@ class WorkQueue:
         return key, trigger
 
 
+def prepare(memo: kopf.Memo, discovery_ttl_s: float) -> None:
+    """The queue's and the executor's bookkeeping, in kopf's memo."""
+    memo.queue = WorkQueue()
+    memo.inventories = {}  # nodeSelector -> Inventory, dropped whenever a node changes
+    memo.locks = {}  # (namespace, name) -> asyncio.Lock: one reconcile at a time per resource
+    memo.failures = {}  # (namespace, name) -> consecutive API failures, for back-off
+    memo.rechecks = {}  # (namespace, name) -> the timer that looks again at a time-bound pod state
+    memo.events = {}  # (uid, type, reason) -> monotonic time of the last Event
+    # The index's copy of a resource lags our own status patch: (namespace, name) -> (the
+    # resourceVersion that patch replaced, the status it left), to compare against instead.
+    memo.status_written = {}
+    # (kind, namespace, name) -> resourceVersion of our last apply of a child: its watch event is
+    # only the echo of that apply, with nothing new to react to.
+    memo.applied = {}
+    memo.applied_digests = {}  # (kind, namespace, name) -> digest, for the kinds without an index
+    memo.discovery = (float("-inf"), set())  # (monotonic time, served optional (apiVersion, kind))
+    memo.discovery_ttl_s = discovery_ttl_s
+    memo.autoscaler_events = {}  # (namespace, pod) -> (monotonic time read, the pod's autoscaler Events)
+
+
 def one(index: kopf.Index, key: Any) -> Any:
     values = index.get(key)
     return next(iter(values)) if values else None

@@ -10,7 +10,7 @@ import logging
 import kopf
 
 from . import capacity, kube, peering, render
-from .decide import SHARED, SHARED_API, replan_on_pools
+from .decide import SHARED_API, owners_to_wake, replan_on_pools
 from .queue import RETRY_S, one, pools_for
 
 # How often the indices are checked against a fresh list, for deletions a watch missed: after
@@ -83,10 +83,9 @@ async def resync(memo: kopf.Memo, logger: logging.Logger) -> None:
                 if (kind, *key) in memo.gone_children:
                     continue
                 memo.gone_children.add((kind, *key))
-                for ref in (one(memo.children[kind], key) or {}).get("metadata", {}).get("ownerReferences") or []:
-                    if ref.get("kind") == "GemmaDeployment" and (ref.get("controller") or kind in SHARED):
-                        logger.info(f"Resync: {kind} {ns}/{key[1]} gone unseen; re-checking its owner")
-                        memo.queue.add((ns, ref["name"]), "resync")
+                for owner in owners_to_wake({"kind": kind, **(one(memo.children[kind], key) or {})}):
+                    logger.info(f"Resync: {kind} {ns}/{key[1]} gone unseen; re-checking its owner")
+                    memo.queue.add((ns, owner), "resync")
 
 
 async def follow_capacity(period: float, memo: kopf.Memo, logger: logging.Logger) -> None:

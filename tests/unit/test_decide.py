@@ -75,8 +75,8 @@ def fresh(spec: dict[str, Any] | None = None, nodes: tuple[str, ...] = ("gke-l4"
     return World(resource(spec), Observed(**observed), nodes)
 
 
-def settled(catalog, spec: dict[str, Any] | None = None, nodes: tuple[str, ...] = ("gke-l4",), settings: Settings = Settings(),
-            served: frozenset = frozenset()) -> World:  # fmt: skip
+def settled(catalog, spec: dict[str, Any] | None = None, nodes: tuple[str, ...] = ("gke-l4",),
+            settings: Settings = Settings(), served: frozenset = frozenset()) -> World:  # fmt: skip
     """The resource after its first reconcile: its status written, its children as applied."""
     world = fresh(spec, nodes, served=served if (spec or {}).get("autoscaling") else None)
     intent = run(catalog, world, settings)
@@ -436,6 +436,7 @@ def test_keda_hpa_wakes_the_gemma_deployment_its_scaled_object_is_named_after():
         {"kind": "GemmaDeployment", "name": "chat", "controller": True},
         {"kind": "GemmaDeployment", "name": "shared", "controller": False}]}}  # fmt: skip
     assert decide_mod.owners_to_wake(service) == ["chat"]
+    assert decide_mod.owners_to_wake({**service, "kind": "PersistentVolumeClaim"}) == ["chat", "shared"]
 
 
 def test_the_intent_is_data():
