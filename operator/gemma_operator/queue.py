@@ -30,24 +30,29 @@ DISCOVERY_TTL_S = 60.0
 
 
 class WorkQueue:
-    """Keys to reconcile, each at most once in the queue; delayed re-adds for retries."""
+    """Keys to reconcile, each at most once in the queue; delayed re-adds for retries. A key waiting
+    keeps the trigger it came with, unless a spec change or the start-up listing comes after it
+    (the reconcile's metric label: what it is for)."""
+
+    FIRST = ("spec", "resume")
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[tuple[Any, str]] = asyncio.Queue()
-        self._pending: set[Any] = set()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._pending: dict[Any, str] = {}
 
     def add(self, key: Any, trigger: str) -> None:
         if key not in self._pending:
-            self._pending.add(key)
-            self._queue.put_nowait((key, trigger))
+            self._pending[key] = trigger
+            self._queue.put_nowait(key)
+        elif trigger in self.FIRST and self._pending[key] not in self.FIRST:
+            self._pending[key] = trigger
 
     def add_after(self, key: Any, trigger: str, delay: float) -> None:
         asyncio.get_running_loop().call_later(delay, self.add, key, trigger)
 
     async def get(self) -> tuple[Any, str]:
-        key, trigger = await self._queue.get()
-        self._pending.discard(key)
-        return key, trigger
+        key = await self._queue.get()
+        return key, self._pending.pop(key)
 
 
 def prepare(memo: kopf.Memo, discovery_ttl_s: float) -> None:

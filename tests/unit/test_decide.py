@@ -9,9 +9,11 @@ before, as the server keeps them: real parts, not hand-written stand-ins.
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
 import datetime
+import pathlib
 from typing import Any
 
 import pytest
@@ -444,3 +446,37 @@ def test_the_intent_is_data():
     with pytest.raises(dataclasses.FrozenInstanceError):
         intent.outcome = "Applied"  # type: ignore[misc]
     assert digest({"a": 1}) == digest({"a": 1}) != digest({"a": 2})
+
+
+def _imports(module: str) -> set[str]:
+    tree = ast.parse((pathlib.Path(decide_mod.__file__).parent / f"{module}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level:  # from . import x, from .x import y
+            found |= {"." + node.module} if node.module else {"." + alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            found.add(node.module)
+    return found
+
+
+def test_the_loop_modules_import_downwards_only_and_decide_does_no_io():
+    """handlers -> resync -> queue -> execute -> decide: no cycle; decide has no kopf, asyncio or kube."""
+    order = ["handlers", "resync", "queue", "execute", "decide"]
+    for i, module in enumerate(order):
+        local = {name.lstrip(".").split(".")[0] for name in _imports(module) if name.startswith(".")}
+        assert not local & set(order[: i + 1]), f"{module} imports {local & set(order[:i + 1])}"
+    assert not {"kopf", "asyncio", "aiohttp", ".kube"} & _imports("decide")
+
+
+@pytest.mark.parametrize(("status", "generation", "waits"), [
+    ({"observedGeneration": 1, "cache": {"state": "Filling"}}, 1, True),
+    ({"observedGeneration": 1, "cache": {"state": "Failed"}}, 1, True),
+    ({"observedGeneration": 1, "cache": {"state": "Ready"}}, 1, False),
+    ({"observedGeneration": 1}, 1, False),
+    (None, 1, True),  # its first status is not written yet: the Job it just created may be the one
+    ({"observedGeneration": 1, "cache": {"state": "Ready"}}, 2, True),
+])  # fmt: skip
+def test_which_resources_a_retained_cache_object_wakes(status, generation, waits):
+    assert decide_mod.waits_for_fill(resource({}, status, generation)) is waits

@@ -61,3 +61,16 @@ def test_work_queue_holds_a_key_once_until_taken():
         return [first, second, third]
 
     assert asyncio.run(scenario()) == [(("ns", "a"), "child"), (("ns", "b"), "child"), (("ns", "a"), "child")]
+
+
+def test_a_spec_change_or_the_start_up_listing_names_a_waiting_key():
+    async def scenario():
+        queue = WorkQueue()
+        queue.add(("ns", "a"), "child")
+        queue.add(("ns", "a"), "resume")  # the start-up listing after a child's: a resume
+        queue.add(("ns", "a"), "pod")
+        queue.add(("ns", "b"), "spec")
+        queue.add(("ns", "b"), "resume")  # a spec change stays one
+        return [await queue.get(), await queue.get()]
+
+    assert asyncio.run(scenario()) == [(("ns", "a"), "resume"), (("ns", "b"), "spec")]
