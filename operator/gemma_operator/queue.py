@@ -1,7 +1,7 @@
 """The work queue and one reconcile: observe -> decide -> execute.
 
 Every change that can alter a GemmaDeployment's outcome (its spec, a child edited or deleted,
-a model pod's state, node pools) adds the resource's key here; two workers take keys, one
+a model pod's state, node pools) adds the resource's key here; WORKERS workers take keys, one
 reconcile at a time per key. A reconcile reads what `decide.wants` (from the indices, and the
 few API reads the indices cannot answer), decides, and executes the Intent; API errors are
 retried with back-off, time-bound pod states are looked at again after the Intent's delay.
