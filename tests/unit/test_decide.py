@@ -244,6 +244,9 @@ def scenario(catalog) -> dict[str, tuple[World, Settings, dict[str, Any]]]:
     # An A10G: no such node and no GKE shape to scale up.
     rows["no-fit"] = (fresh({"accelerator": "nvidia-a10g"}, ("gke-cpu-only",)), default,
                       expect("NoFit", events=[("Warning", "NoFit")], status=("NoFit", "NoFit")))
+    # test_declared_capacity_plans_a_scale_up_...: no L4 node yet, GKE's standard shape is added on demand.
+    rows["scale-up"] = (fresh({"accelerator": "nvidia-l4"}, ("gke-cpu-only",)), default,
+                        expect(applies=["Deployment", "Service"], status=("Deploying", "RollingOut")))
     # test_invalid_spec_is_refused_without_applying_anything / ..._ends_invalid
     rows["invalid-plan"] = (fresh({"model": {"family": "nosuch"}}), default,
                             expect("Invalid", events=[("Warning", "InvalidSpec")], status=("Invalid", "InvalidSpec")))
@@ -331,7 +334,7 @@ def _released(catalog, world: World) -> World:
 ROWS = ["create", "ready", "idle", "idle-ready", "hand-edit", "hand-edit-service", "vanished-child", "spec-change",
         "pool-lost", "sticky", "no-fit", "invalid-plan", "invalid-schema", "secret-missing", "secret-present",
         "token-missing", "pdb", "pdb-pruned", "hpa", "scaled-object", "autoscaling-off", "cache-fill", "cache-failed",
-        "cache-left", "cache-shared-left", "update-available", "update-accepted"]  # fmt: skip
+        "cache-left", "cache-shared-left", "update-available", "update-accepted", "scale-up"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -346,6 +349,11 @@ def test_decide(rows, catalog, row):
 
 
 # ------------------------------------------------------------------- the Intent's details
+def test_a_scale_up_plan_says_so_in_the_selection(catalog):
+    intent = run(catalog, fresh({"accelerator": "nvidia-l4"}, ("gke-cpu-only",)))
+    assert intent.status["selection"]["capacity"] == "scale-up"
+
+
 def test_the_ready_event_says_what_is_served(catalog):
     intent = run(catalog, ready(settled(catalog)))
     (event,) = intent.events
