@@ -80,7 +80,8 @@ def load_nodes(path: str) -> list[dict[str, Any]]:
         items = doc.get("items") if doc.get("kind") in ("List", "NodeList") else [doc]
         for item in items or []:
             if not isinstance(item, dict) or item.get("kind", "Node") != "Node":
-                raise UsageError(f"{_where(path)}: items must be Nodes")
+                # Name what is there, as load_resources does: a ConfigMap or Pod list given by mistake.
+                raise UsageError(f"{_where(path)}: items must be Nodes; found {_kinds(items)}")
             nodes.append(item)
     if not nodes:
         held = "is empty" if not docs else "holds " + " and ".join(f"a {d.get('kind', 'document')} with no items" for d in docs)
