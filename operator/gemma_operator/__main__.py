@@ -19,7 +19,7 @@ from . import capacity, clusterread, scaling, validation
 from .api.v1alpha1 import API_VERSION, KIND, GemmaDeploymentSpec
 from .inventory import on_gke, pools
 from .planner import InvalidSpec, NoFit, plan, token_warning
-from .render import endpoint, render
+from .render import endpoint, example_request, render
 
 EXIT_CLUSTER = 1  # the cluster could not be read (plan) or no credentials were found (run)
 EXIT_INVALID = 2
@@ -123,6 +123,7 @@ class Outcome:
     no_fit: NoFit | None = None
     invalid: str | None = None
     warning: str | None = None  # e.g. a gated checkpoint and no token
+    example: str | None = None  # a request to try (embedding models)
 
     @property
     def exit_code(self) -> int:
@@ -136,6 +137,8 @@ class Outcome:
             doc["noFit"] = no_fit_document(self.no_fit)
         else:
             doc["endpoint"] = self.endpoint
+            if self.example:
+                doc["example"] = self.example
         doc["manifests"] = self.manifests if manifests else []
         return doc
 
@@ -164,6 +167,7 @@ def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: ca
         return outcome
     outcome.selection = result.selection()
     outcome.endpoint = endpoint(outcome.name, outcome.namespace, spec)
+    outcome.example = example_request(outcome.endpoint, result)
     outcome.warning = token_warning(result, spec)
     return outcome
 
@@ -234,11 +238,14 @@ def _print_one(outcome: Outcome, args: argparse.Namespace, source: dict[str, Any
         err.write(f"warning: {outcome.warning}\n")
     if args.output == "table":
         _table(outcome.selection, {"endpoint": outcome.endpoint, "nodes": source_words}, out)
+        if outcome.example:
+            out.write(f"\nTry it (from a pod in the cluster):\n  {outcome.example}\n")
         if args.manifests:
             out.write("\n")
             yaml.safe_dump_all(outcome.manifests, out, sort_keys=False)
     else:
         document = {"selection": outcome.selection, "endpoint": outcome.endpoint,
+                    **({"example": outcome.example} if outcome.example else {}),
                     "manifests": outcome.manifests if args.manifests else [], "nodes": source}
         _dump(document, args.output, out)
     return 0
