@@ -28,6 +28,11 @@ OWNED_FLAGS = {
     "llamacpp": ("-m", "--model", "-hf", "-hfr", "--hf-repo", "-hff", "--hf-file", "-a", "--alias", "--host",
                  "--port", "-c", "--ctx-size", "-ngl", "--gpu-layers", "--n-gpu-layers", "-t", "--threads"),
 }  # fmt: skip
+# ...and those an embedding plan sets besides (the pooling runner, its batch, the Matryoshka sizes).
+EMBED_OWNED_FLAGS = {
+    "vllm": ("--runner", "--convert", "--max-num-batched-tokens", "--hf-overrides"),
+    "llamacpp": ("--embedding", "--embeddings", "--pooling", "-b", "--batch-size", "-ub", "--ubatch-size"),
+}
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -87,8 +92,9 @@ def check(name: str, spec: GemmaDeploymentSpec, plan: Plan) -> None:
         )
     # vLLM's argparse also reads `--max_model_len`, `--max-model` and `-qfp8` as flags it owns.
     reads_as = flags.argparse_names if plan.runtime == "vllm" else flags.exact_names
+    owned = OWNED_FLAGS[plan.runtime] + (EMBED_OWNED_FLAGS[plan.runtime] if plan.task == "embed" else ())
     for arg in spec.extra_args:
-        flag = next((f for f in OWNED_FLAGS[plan.runtime] if reads_as(arg, f)), None)
+        flag = next((f for f in owned if reads_as(arg, f)), None)
         if flag:
             written = arg.split("=", 1)[0]
             spelled = "" if written == flag else f" (as {written})"

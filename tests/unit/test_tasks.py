@@ -232,3 +232,23 @@ def test_plan_prints_the_embeddings_endpoint_and_a_request_to_try(tmp_path):
     document = json.loads(out.getvalue())
     assert document["endpoint"].endswith("/v1/embeddings") and document["example"].startswith("curl ")
     assert document["selection"]["task"] == "embed"
+
+
+@pytest.mark.parametrize(("fixture", "spec", "extra", "flag"), [
+    ("gke-cpu-only", EMBED, "--pooling=cls", "--pooling"),
+    ("gke-cpu-only", EMBED, "-ub", "-ub"),
+    ("gke-l4", {**EMBED, "accelerator": "nvidia-l4"}, "--runner=generate", "--runner"),
+    ("gke-l4", {**EMBED, "accelerator": "nvidia-l4"}, "--max-num-batched-tokens=512", "--max-num-batched-tokens"),
+])  # fmt: skip
+def test_extra_args_may_not_contradict_the_embedding_plan(catalog, fixture, spec, extra, flag):
+    parsed = GemmaDeploymentSpec.model_validate({**spec, "extraArgs": [extra]})
+    result = decide(catalog, spec, fixture)
+    with pytest.raises(InvalidSpec) as info:
+        render(result, "embed", "rag", parsed)
+    assert info.value.field == "spec.extraArgs" and flag in str(info.value)
+
+
+def test_a_chat_plan_still_takes_a_batch_size_in_extra_args(catalog):
+    spec = {"extraArgs": ["--max-num-batched-tokens=512"]}
+    parsed = GemmaDeploymentSpec.model_validate(spec)
+    assert render(decide(catalog, spec, "gke-l4"), "chat", "team-a", parsed)
