@@ -171,6 +171,11 @@ def explain(best: Plan, model: Model, spec: GemmaDeploymentSpec, context: Contex
             why = "vLLM has no plan that fits this GPU"
         out.append(f"Runtime llamacpp on CUDA: {why}; every layer is offloaded to the GPU.")
 
+    if best.task == "embed":
+        how = ("vLLM's pooling runner (--runner pooling), which applies the checkpoint's sentence-transformers "
+               "pooling and Dense layers" if best.runtime == "vllm"
+               else f"llama.cpp's server with --embeddings and --pooling {best.pooling or 'mean'}")  # fmt: skip
+        out.append(f"Serving embeddings: {how}; clients call /v1/embeddings (the model generates no text).")
     if best.runtime == "vllm" and pool.kind == "tpu":
         out.append(
             f"Tensor parallelism {best.tensor_parallel_size}: a GKE TPU pod takes all {pool.devices_per_node} chips "
