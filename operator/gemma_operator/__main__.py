@@ -20,7 +20,7 @@ from . import capacity, clusterread, scaling, validation
 from .api.v1alpha1 import API_VERSION, KIND, GemmaDeploymentSpec
 from .inventory import on_gke, pools
 from .planner import InvalidSpec, NoFit, plan, token_warning
-from .render import endpoint, render
+from .render import endpoint, example_request, render
 
 EXIT_CLUSTER = 1  # the cluster could not be read (plan) or no credentials were found (run)
 EXIT_INVALID = 2
@@ -81,7 +81,8 @@ def load_nodes(path: str) -> list[dict[str, Any]]:
         items = doc.get("items") if doc.get("kind") in ("List", "NodeList") else [doc]
         for item in items or []:
             if not isinstance(item, dict) or item.get("kind", "Node") != "Node":
-                raise UsageError(f"{_where(path)}: items must be Nodes")
+                # Name what is there, as load_resources does: a ConfigMap or Pod list given by mistake.
+                raise UsageError(f"{_where(path)}: items must be Nodes; found {_kinds(items)}")
             nodes.append(item)
     if not nodes:
         held = "is empty" if not docs else "holds " + " and ".join(f"a {d.get('kind', 'document')} with no items" for d in docs)
@@ -134,6 +135,7 @@ class Outcome:
     invalid: str | None = None
     warning: str | None = None  # e.g. a gated checkpoint and no token
     candidates: list[dict[str, Any]] = field(default_factory=list)  # every pool planned alone (candidates.compare)
+    example: str | None = None  # a request to try (embedding models)
 
     @property
     def exit_code(self) -> int:
@@ -147,6 +149,8 @@ class Outcome:
             doc["noFit"] = no_fit_document(self.no_fit)
         else:
             doc["endpoint"] = self.endpoint
+            if self.example:
+                doc["example"] = self.example
         doc["manifests"] = self.manifests if manifests else []
         return doc
 
@@ -181,6 +185,7 @@ def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: ca
         return outcome
     outcome.selection = result.selection()
     outcome.endpoint = endpoint(outcome.name, outcome.namespace, spec)
+    outcome.example = example_request(outcome.endpoint, result)
     outcome.warning = token_warning(result, spec)
     return outcome
 
@@ -278,11 +283,14 @@ def _print_one(outcome: Outcome, args: argparse.Namespace, source: dict[str, Any
     if args.output == "table":
         _table(outcome.selection, {"endpoint": outcome.endpoint, "nodes": source_words}, out)
         _candidates(outcome, out)
+        if outcome.example:
+            out.write(f"\nTry it (from a pod in the cluster):\n  {outcome.example}\n")
         if args.manifests:
             out.write("\n")
             yaml.safe_dump_all(outcome.manifests, out, sort_keys=False)
     else:
         document = {"selection": outcome.selection, "endpoint": outcome.endpoint,
+                    **({"example": outcome.example} if outcome.example else {}),
                     "manifests": outcome.manifests if args.manifests else [], "nodes": source}
         _dump(document, args.output, out)
     return 0

@@ -255,9 +255,11 @@ def _fit(model: Model, pool: Pool, option: Option, wanted_len: int | None, catal
     # The catalogued file this option serves, if any: its size is the floor of the weights.
     served = (option.model_id.lower(), option.model_file, option.quantization)
     checkpoint = next((c for c in size.checkpoints if (c.repo.lower(), c.file, c.quantization) == served), None)
+    embed = model.family.task == "embed"
+    fit, needed = (sizing.fit_embedding, sizing.needed_embedding_gib) if embed else (sizing.fit, sizing.needed_gib)
     best: tuple[int, sizing.Fit] | None = None
     for tp in tps:
-        got = sizing.fit(size, option.quantization, option.runtime, budget, tp, wanted_len, checkpoint)
+        got = fit(size, option.quantization, option.runtime, budget, tp, wanted_len, checkpoint)
         if got is None or got.max_model_len < floor:
             continue
         if best is None or got.max_model_len > best[1].max_model_len:
@@ -266,7 +268,7 @@ def _fit(model: Model, pool: Pool, option: Option, wanted_len: int | None, catal
             break
     if best:
         return _plan(model, pool, option, best[0], best[1], catalog)
-    need = sizing.needed_gib(size, option.quantization, option.runtime, floor, tps[-1] if tps else 1, checkpoint)
+    need = needed(size, option.quantization, option.runtime, floor, tps[-1] if tps else 1, checkpoint)
     unit = "node" if pool.kind == "cpu" else ("chip" if pool.kind == "tpu" else "GPU")
     why.append(
         f"{option.runtime} {option.quantization} needs {need:.1f} GiB per {unit} for {floor} tokens"
@@ -296,4 +298,7 @@ def _plan(model: Model, pool: Pool, option: Option, tp: int, got: sizing.Fit, ca
         run_as=(image.run_as.user, image.run_as.group) if image.run_as else None,
         gated=_gated(model, option.model_id),
         checkpoint_bytes=sizing.checkpoint_bytes(model.size, option.model_id, option.model_file),
+        **(dict(task="embed", embedding_dimensions=tuple(model.size.embedding_dimensions), pooling=model.size.pooling,
+                batch_tokens=sizing.embed_batch_tokens(option.runtime, got.max_model_len))
+           if model.family.task == "embed" else {}),
     )  # fmt: skip

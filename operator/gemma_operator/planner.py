@@ -19,7 +19,7 @@ from .api.v1alpha1 import GemmaDeploymentSpec
 from .catalog import Catalog, gke_aliases
 from .fitting import Attempt, try_pool
 from .inventory import Inventory, Pool
-from .plans import InvalidSpec, NoFit, Plan, Suggestion, and_join, replans, token_warning
+from .plans import RUNTIME_NAMES, InvalidSpec, NoFit, Plan, Suggestion, and_join, replans, token_warning
 from .ranking import prefer_ready, rank
 from .reasons import Context, by_length, explain
 from .request import Model, check_static, latest_core, resolve_accelerator, resolve_models
@@ -87,6 +87,12 @@ def _plan_fresh(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalo
     pools, wanted = _pools_for(spec, inventory)
     available = tuple(p.describe() for p in inventory.pools)
     skipped = tuple(inventory.skipped)
+    family = models[0].family
+    if not family.servable:
+        # In the catalog so that asking for it says why, not "unknown family".
+        why = " ".join(f"{RUNTIME_NAMES[name]}: {support.notes.strip()}" for name, support in family.runtimes.items())
+        return NoFit(f"No runtime gemma-operator pins can serve {models[0].family_key} ({family.display_name}). {why}",
+                     available, skipped=skipped)  # fmt: skip
     if not pools and wanted != "auto":
         # Named, but no node carries it and no pool is declared: the catalog's standard GKE shape,
         # which the cluster autoscaler or node auto-provisioning adds when the pod asks for it.

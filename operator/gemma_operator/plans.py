@@ -53,6 +53,17 @@ class Plan:
     gated: bool = False  # the Hub serves the checkpoint only with a token (catalog `gated`)
     checkpoint_bytes: int = 0  # what the server downloads (sizing.checkpoint_bytes)
     predicted: dict | None = None  # status.selection.predicted (objective.annotate)
+    # An embedding model (spec.model.task embed): its vector sizes, the pooling llama.cpp applies, and
+    # the tokens one forward pass takes (the memory plan's batch, in place of a KV cache).
+    task: Literal["chat", "embed"] = "chat"
+    embedding_dimensions: tuple[int, ...] = ()
+    pooling: str | None = None
+    batch_tokens: int = 0
+
+    @property
+    def api_path(self) -> str:
+        """The OpenAI-compatible path clients call."""
+        return "/v1/embeddings" if self.task == "embed" else "/v1/chat/completions"
 
     @property
     def gpu_memory_utilization(self) -> float:
@@ -89,6 +100,8 @@ class Plan:
             "capacity": "ready" if self.pool.ready else "scale-up",
             "nodeSelector": self.node_selector,
             **({"predicted": self.predicted} if self.predicted else {}),
+            **({"task": "embed", "embeddingDimensions": list(self.embedding_dimensions), "batchTokens": self.batch_tokens}
+               if self.task == "embed" else {}),  # fmt: skip
             "reasons": list(self.reasons),
         }
 

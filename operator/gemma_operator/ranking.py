@@ -12,6 +12,18 @@ RANKING = (
     "a TPU, which takes every chip of its host, after a GPU), then the fewest devices"
 )
 
+# An embedding model is small (EmbeddingGemma: 308M parameters) and reads each input once: a CPU node
+# serves it without reserving an accelerator, so for task embed the CPU pools come first.
+RANKING_EMBED = (
+    "ranked cheapest first: a CPU pool before an accelerator (an embedding model this small needs no GPU), "
+    "then by precision, the device and the fewest devices as for chat models"
+)
+
+
+def _cpu_last(plan: Plan) -> bool:
+    """Sort key part: accelerators before CPUs for chat; CPUs before accelerators for embeddings."""
+    return (plan.pool.kind == "cpu") != (plan.task == "embed")
+
 
 def _bandwidth(pool: Pool, catalog: Catalog) -> float:
     accelerator = catalog.accelerators.get(pool.accelerator)
@@ -27,7 +39,7 @@ def rank(plan: Plan, catalog: Catalog) -> tuple:
     """Sort key among pools serving the same model: smaller is better."""
     pool = plan.pool
     return (
-        pool.kind == "cpu",
+        _cpu_last(plan),
         _precision(plan.quantization),
         pool.kind == "tpu",
         tuple(-part for part in pool.cc),
@@ -40,7 +52,7 @@ def rank(plan: Plan, catalog: Catalog) -> tuple:
 def quality(plan: Plan) -> tuple:
     """What makes a plan better for the user, whatever the pool: an accelerator, precision, context.
     A pool that must be scaled up first wins over a ready one only by these."""
-    return plan.pool.kind == "cpu", _precision(plan.quantization), -plan.max_model_len
+    return _cpu_last(plan), _precision(plan.quantization), -plan.max_model_len
 
 
 def prefer_ready(fits: list[Plan]) -> Plan:
@@ -55,8 +67,8 @@ def prefer_ready(fits: list[Plan]) -> Plan:
 
 def worse_plan(best: Plan, other: Plan) -> str | None:
     """Why `other` serves a worse plan than `best` (accelerator, precision, context), or None."""
-    if other.pool.kind == "cpu" and best.pool.kind != "cpu":
-        return "a CPU pool; accelerators come first"
+    if _cpu_last(other) and not _cpu_last(best):
+        return _cpu_why(other)
     if _precision(other.quantization) != _precision(best.quantization):
         if other.quantization == "fp16" and not other.pool.bf16:
             return f"{other.pool.display_name} has no bf16, so fp16, not {best.quantization}"
@@ -72,8 +84,8 @@ def why_lost(best: Plan, other: Plan, catalog: Catalog) -> str:
     if b.ready != o.ready:
         why = worse_plan(best, other)
         return why or "must be scaled up first, for a plan no better than the ready one"
-    if o.kind == "cpu" and b.kind != "cpu":
-        return "a CPU pool; accelerators come first"
+    if _cpu_last(other) and not _cpu_last(best):
+        return _cpu_why(other)
     if _precision(other.quantization) != _precision(best.quantization):
         if other.quantization == "fp16" and not o.bf16:
             return f"{o.display_name} has no bf16, so fp16, not {best.quantization}"
@@ -89,3 +101,9 @@ def why_lost(best: Plan, other: Plan, catalog: Catalog) -> str:
     if other.accelerator_count != best.accelerator_count:
         return f"{other.accelerator_count} {unit}s, not {best.accelerator_count}"
     return "ranks the same; the pool name breaks the tie"
+
+
+def _cpu_why(other: Plan) -> str:
+    if other.task == "embed":
+        return "an accelerator pool; a CPU pool serves an embedding model this small without reserving a GPU"
+    return "a CPU pool; accelerators come first"

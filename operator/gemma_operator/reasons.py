@@ -11,7 +11,7 @@ from .catalog import Catalog
 from .fitting import Attempt
 from .inventory import GFD_REPLICAS
 from .plans import PRECISION, RUNTIME_NAMES, Plan, and_join, or_join, token_warning
-from .ranking import RANKING, why_lost, worse_plan
+from .ranking import RANKING, RANKING_EMBED, why_lost, worse_plan
 from .request import Model
 
 
@@ -86,10 +86,25 @@ def explain(best: Plan, model: Model, spec: GemmaDeploymentSpec, context: Contex
     else:
         tail = f"; {', '.join(skipped_sizes)} cannot be served here" if skipped_sizes else ""
         out.append(f"Size {best.size}: the smallest {best.family} size (sizePolicy smallest, Google's default advice){short}{tail}.")
-    if best.tuning == "it":
+    family = model.family
+    if best.task == "embed":
+        out.append("Task embed: an embedding model has one checkpoint (no instruction-tuned variant) and no chat "
+                   "template; clients POST text to /v1/embeddings and get one vector per input.")  # fmt: skip
+        out.append(_embedding_reason(best))
+    elif best.tuning == "it" and family.chat_template:
         out.append("Tuning it: instruction-tuned; the server applies Gemma's chat template, so clients call /v1/chat/completions.")
+    elif best.tuning == "it":
+        out.append(f"Tuning it: {family.display_name} has no Gemma chat template; see the request format below.")
     else:
         out.append("Tuning pt: the pre-trained base model, for /v1/completions; it has no chat template.")
+    if family.kind != "core" and family.prompt_format:
+        # Specialised families expect their own request format: say which, from the model card.
+        out.append(f"Requests ({family.display_name}): {family.prompt_format.strip()}")
+    if family.kind != "core" and family.license:
+        # A specialised family may carry other terms than Gemma's (MedGemma, TxGemma: HAI-DEF): say which.
+        gate = ("gated on the Hugging Face Hub: accept the license on the model's page with the account whose token "
+                "spec.hfTokenSecretRef holds" if best.gated else "not gated on the Hugging Face Hub")  # fmt: skip
+        out.append(f"License: {family.license} ({family.license_url}); {best.model_id} is {gate}.")
 
     unit = {"gpu": "GPU", "tpu": "TPU chip", "cpu": "node"}[pool.kind]
     if spec.accelerator == "auto" and len(attempts) == 1:
@@ -97,7 +112,8 @@ def explain(best: Plan, model: Model, spec: GemmaDeploymentSpec, context: Contex
     elif spec.accelerator == "auto":
         lost = [f"{p.pool.name} ({why_lost(best, p, context.catalog)})" for p in others]
         tail = f"; also possible: {', '.join(lost)}" if lost else ""
-        out.append(f"Accelerator {pool.accelerator} ({pool.describe()}): the best pool for it, {RANKING}{tail}.")
+        ranking = RANKING_EMBED if best.task == "embed" else RANKING
+        out.append(f"Accelerator {pool.accelerator} ({pool.describe()}): the best pool for it, {ranking}{tail}.")
     else:
         how = f", as GKE labels it ({context.alias})" if context.alias else ""
         out.append(f"Accelerator {pool.accelerator} ({pool.describe()}): as asked{how}.")
@@ -157,6 +173,11 @@ def explain(best: Plan, model: Model, spec: GemmaDeploymentSpec, context: Contex
             why = "vLLM has no plan that fits this GPU"
         out.append(f"Runtime llamacpp on CUDA: {why}; every layer is offloaded to the GPU.")
 
+    if best.task == "embed":
+        how = ("vLLM's pooling runner (--runner pooling), which applies the checkpoint's sentence-transformers "
+               "pooling and Dense layers" if best.runtime == "vllm"
+               else f"llama.cpp's server with --embeddings and --pooling {best.pooling or 'mean'}")  # fmt: skip
+        out.append(f"Serving embeddings: {how}; clients call /v1/embeddings (the model generates no text).")
     if best.runtime == "vllm" and pool.kind == "tpu":
         out.append(
             f"Tensor parallelism {best.tensor_parallel_size}: a GKE TPU pod takes all {pool.devices_per_node} chips "
@@ -172,7 +193,15 @@ def explain(best: Plan, model: Model, spec: GemmaDeploymentSpec, context: Contex
 
     arch = size.architecture
     window = f"; sliding-window layers hold at most {arch.sliding_window} tokens" if arch.sliding_window else ""
-    if spec.max_model_len:
+    if best.task == "embed":
+        batch = best.estimated_memory_gib / max(1, best.tensor_parallel_size)
+        out.append(
+            f"Context {best.max_model_len} tokens: {'as asked, within ' if spec.max_model_len else ''}the embedding "
+            f"model's input limit ({size.max_context}); it keeps no KV cache (each input is read once and pooled), so "
+            f"memory is planned for a batch of {best.batch_tokens} tokens per forward pass instead "
+            f"({batch:.1f} GiB per {unit} with the weights)."
+        )
+    elif spec.max_model_len:
         out.append(f"Context {best.max_model_len} tokens: as asked{window}.")
     elif best.max_model_len == size.max_context:
         out.append(f"Context {best.max_model_len} tokens: the model's maximum, and its KV cache fits{window}.")
@@ -223,3 +252,11 @@ def _capacity_reasons(best: Plan, others: list[Plan], listed: bool) -> list[str]
         if idle and not listed:
             out.append(f"Not scaled up: {', '.join(idle)} would serve no better plan than the ready nodes.")
     return out
+
+
+def _embedding_reason(best: Plan) -> str:
+    full, *smaller = best.embedding_dimensions
+    matryoshka = (f"; Matryoshka: truncate to {or_join([str(d) for d in smaller])} and renormalise"
+                  f"{' (vLLM: the request field dimensions)' if best.runtime == 'vllm' else ''}" if smaller else "")  # fmt: skip
+    pooling = f", {best.pooling} pooling" if best.pooling else ""
+    return f"Embeddings: {full}-dimensional vectors{pooling}{matryoshka}."

@@ -34,6 +34,33 @@ def latest_core(catalog: Catalog) -> str:
                key=lambda f: catalog.families[f].generation)  # fmt: skip
 
 
+def latest_of_task(catalog: Catalog, task: str) -> str:
+    """The family model.family auto means: the latest core Gemma for chat; the latest family of any other task."""
+    if task == "chat":
+        return latest_core(catalog)
+    return max((f for f in catalog.families if catalog.families[f].task == task),
+               key=lambda f: catalog.families[f].generation)  # fmt: skip
+
+
+def _check_task(spec: GemmaDeploymentSpec, fkey: str, family: Family, catalog: Catalog) -> None:
+    """A family serves one task: an embedding model has no chat endpoint, a chat model no embeddings."""
+    asked = spec.model.task
+    if family.task == asked:
+        return
+    others = sorted(f for f, fam in catalog.families.items() if fam.task == asked)
+    if family.task == "embed":
+        raise InvalidSpec("model.task", f"{fkey} is an embedding model, served at /v1/embeddings: set model.task embed, "
+                                        "or name a chat family")  # fmt: skip
+    raise InvalidSpec("model.task", f"{asked}: {fkey} is a {family.task} model; the {asked} families are {', '.join(others)}")
+
+
+def _tuning(family: Family, size: ModelSize, asked: str) -> str | None:
+    """The tuning served: as asked for chat families; an embedding model's one checkpoint whatever was asked."""
+    if family.task == "embed":
+        return next(iter(size.ids))
+    return asked if asked in size.ids else None
+
+
 def _find_id(catalog: Catalog, repo: str) -> tuple[str, str, str, Checkpoint | None] | None:
     for fkey, family in catalog.families.items():
         for skey, size in family.sizes.items():
@@ -59,6 +86,7 @@ def resolve_models(spec: GemmaDeploymentSpec, catalog: Catalog) -> tuple[list[Mo
                 if asked not in ("auto", got):
                     raise InvalidSpec(f"model.{name}", f"{asked!r} contradicts model.id {m.id} ({name} {got})")
             family = catalog.families[fkey]
+            _check_task(spec, fkey, family, catalog)
             size = family.sizes[skey]
             reasons.append(f"Model {m.id}: named by spec.model.id; the catalog knows it as {fkey} {skey} {tuning}.")
             served = _basename(size.ids.get(tuning, m.id))
@@ -70,7 +98,10 @@ def resolve_models(spec: GemmaDeploymentSpec, catalog: Catalog) -> tuple[list[Mo
                 "fine-tuned from, so it can be sized",
             )
     fkey = m.family
-    if fkey == "auto":
+    if fkey == "auto" and m.task != "chat":
+        fkey = latest_of_task(catalog, m.task)
+        reasons.append(f"Family {fkey}: the latest {m.task} family in the catalog (model.task {m.task}, model.family auto).")
+    elif fkey == "auto":
         fkey = latest_core(catalog)
         reasons.append(f"Family {fkey}: the latest core Gemma in the catalog (model.family is auto).")
     elif fkey not in catalog.families:
@@ -78,17 +109,18 @@ def resolve_models(spec: GemmaDeploymentSpec, catalog: Catalog) -> tuple[list[Mo
     else:
         reasons.append(f"Family {fkey}: as asked.")
     family = catalog.families[fkey]
+    _check_task(spec, fkey, family, catalog)
 
     if m.size != "auto":
         if m.size not in family.sizes:
             raise InvalidSpec("model.size", f"{fkey} has no size {m.size!r}; it has {', '.join(family.sizes)}")
-        if m.tuning not in family.sizes[m.size].ids:
+        if _tuning(family, family.sizes[m.size], m.tuning) is None:
             raise InvalidSpec(
                 "model.tuning", f"{fkey} {m.size} has no {m.tuning} checkpoint; it has {', '.join(family.sizes[m.size].ids)}"
             )
         sizes = [m.size]
     else:
-        sizes = sorted((s for s in family.sizes if m.tuning in family.sizes[s].ids),
+        sizes = sorted((s for s in family.sizes if _tuning(family, family.sizes[s], m.tuning)),
                        key=lambda s: family.sizes[s].params_b, reverse=m.size_policy == "largest")  # fmt: skip
         if not sizes:
             raise InvalidSpec("model.tuning", f"{fkey} has no {m.tuning} checkpoints")
@@ -96,8 +128,10 @@ def resolve_models(spec: GemmaDeploymentSpec, catalog: Catalog) -> tuple[list[Mo
         too_long = [s for s in sizes if family.sizes[s].max_context < spec.max_model_len]
         if len(too_long) == len(sizes):
             longest = max(family.sizes[s].max_context for s in sizes)
+            what = ("input limit: an embedding model reads at most that many tokens per input" if family.task == "embed"
+                    else "context")  # fmt: skip
             raise InvalidSpec(
-                "maxModelLen", f"{spec.max_model_len} tokens is beyond {fkey}'s context ({longest} tokens at most)"
+                "maxModelLen", f"{spec.max_model_len} tokens is beyond {fkey}'s {what} ({longest} tokens at most)"
             )
         sizes = [s for s in sizes if s not in too_long]
     else:
@@ -105,8 +139,9 @@ def resolve_models(spec: GemmaDeploymentSpec, catalog: Catalog) -> tuple[list[Mo
     models = []
     for skey in sizes:
         size = family.sizes[skey]
-        base = m.id or size.ids[m.tuning]
-        models.append(Model(fkey, family, skey, size, m.tuning, base, _basename(base)))
+        tuning = _tuning(family, size, m.tuning) or m.tuning
+        base = m.id or size.ids[tuning]
+        models.append(Model(fkey, family, skey, size, tuning, base, _basename(base)))
     return models, reasons, {s: family.sizes[s].max_context for s in too_long}
 
 
@@ -125,6 +160,9 @@ def check_static(spec: GemmaDeploymentSpec, catalog: Catalog, models: list[Model
         raise InvalidSpec("quantization", f"vLLM refuses float16 for {family_key} (numerical instability); use bf16")
     if spec.accelerator == "cpu" and rt == "vllm":
         raise InvalidSpec("runtime", "gemma-operator runs vLLM on GPUs and TPUs only; use llamacpp on CPU")
+    if spec.autoscaling and spec.autoscaling.metric == "kvCache" and family.task == "embed":
+        raise InvalidSpec("autoscaling.metric", f"kvCache: {family_key} is an embedding model and keeps no KV cache "
+                                                "between requests; scale on metric queue")  # fmt: skip
     pinned = models[0].pinned
     if pinned and q != "auto" and q != pinned.quantization:
         raise InvalidSpec("quantization", f"{q} contradicts model.id {pinned.repo}, a {pinned.quantization} checkpoint")

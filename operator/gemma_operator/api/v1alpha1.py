@@ -58,6 +58,7 @@ Quantity = int | Annotated[str, StringConstraints(max_length=64, pattern=QUANTIT
 Quantization = Literal["auto", "bf16", "fp16", "fp8", "int8", "int4", "q4_0", "q8_0"]
 Runtime = Literal["auto", "vllm", "llamacpp"]
 Tuning = Literal["it", "pt"]
+Task = Literal["chat", "embed"]
 SizePolicy = Literal["smallest", "largest", "cheapest"]
 AutoscalingMetric = Literal["queue", "kvCache"]
 AutoscalingProvider = Literal["auto", "hpa", "keda"]
@@ -76,6 +77,11 @@ class ModelSpec(Model):
         pattern=r"^(auto|[a-z0-9][a-z0-9-]*)$",
         description="Gemma family (gemma4, gemma3, gemma3n, gemma2, codegemma, shieldgemma, ...). "
         "auto: the latest core family in the catalog.",
+    )
+    task: Task = Field(
+        default="chat",
+        description="chat: a generative Gemma behind /v1/chat/completions (and /v1/completions); embed: an "
+        "embedding model (EmbeddingGemma) behind /v1/embeddings. family auto picks the latest family of the task.",
     )
     size: str = Field(
         default="auto",
@@ -422,6 +428,11 @@ class Selection(Model):
     )
     node_selector: dict[str, str] = Field(default_factory=dict)
     predicted: Predicted | None = Field(default=None, description="Predicted speed and cost (performance.py).")
+    task: Task | None = Field(default=None, description="embed for an embedding model (absent: chat).")
+    embedding_dimensions: list[int] | None = Field(
+        default=None, description="Vector sizes the embedding model returns: the full size first, then its Matryoshka truncations."
+    )
+    batch_tokens: int | None = Field(default=None, description="Tokens per forward pass planned for an embedding model.")
     reasons: list[str] = Field(default_factory=list, description="Why each choice was made.")
 
 

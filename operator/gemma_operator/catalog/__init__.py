@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 Quantization = Literal["bf16", "fp16", "fp8", "int8", "int4", "q4_0", "q8_0"]
 Tuning = Literal["it", "pt"]
 RuntimeName = Literal["vllm", "llamacpp"]
+# What a family's checkpoints are served for: chat (and completion) endpoints, or /v1/embeddings.
+Task = Literal["chat", "embed"]
 
 
 class Strict(BaseModel):
@@ -90,6 +92,10 @@ class ModelSize(Strict):
     )
     published_memory_source: HttpUrl | None = None
     checkpoints: list[Checkpoint] = []
+    # Embedding models: the output sizes the model card gives (the first is the full vector;
+    # the rest Matryoshka truncations), and the pooling llama.cpp must apply (--pooling).
+    embedding_dimensions: list[int] = Field(default_factory=list, description="output dimensions, full first")
+    pooling: Literal["mean", "cls", "last"] | None = None
 
     @model_validator(mode="after")
     def _memory_has_source(self) -> ModelSize:
@@ -109,7 +115,11 @@ class RuntimeSupport(Strict):
 
 class Family(Strict):
     display_name: str
-    kind: Literal["core", "code", "safety", "other"]
+    kind: Literal["core", "code", "safety", "embedding", "health", "vision", "research", "other"]
+    task: Task = Field(default="chat", description="chat: generation endpoints; embed: /v1/embeddings")
+    prompt_format: str = Field(default="", description="what a request to this family looks like, from its model card")
+    license: str | None = None
+    license_url: HttpUrl | None = None
     generation: float
     released: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
     chat_template: bool = Field(
@@ -119,6 +129,20 @@ class Family(Strict):
     runtimes: dict[RuntimeName, RuntimeSupport]
     sources: list[HttpUrl] = Field(min_length=1)
     sizes: dict[str, ModelSize] = Field(min_length=1)
+
+    @property
+    def servable(self) -> bool:
+        """Some pinned runtime serves the family."""
+        return any(support.supported for support in self.runtimes.values())
+
+    @model_validator(mode="after")
+    def _embedding_facts(self) -> Family:
+        for key, size in self.sizes.items():
+            if self.task == "embed" and (not size.embedding_dimensions or size.pooling is None):
+                raise ValueError(f"embedding model {key} needs embedding_dimensions and pooling")
+            if self.task != "embed" and (size.embedding_dimensions or size.pooling):
+                raise ValueError(f"{key}: embedding_dimensions and pooling are for task embed")
+        return self
 
 
 class ModelCatalog(Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 from ..api.v1alpha1 import GemmaDeploymentSpec
@@ -33,6 +34,17 @@ def args(plan: Plan) -> list[str]:
     ]  # fmt: skip
     if plan.vllm_quantization:
         result += ["--quantization", plan.vllm_quantization]
+    if plan.task == "embed":
+        result += embedding_args(plan)
+    return result
+
+
+def embedding_args(plan: Plan) -> list[str]:
+    """An embedding model on vLLM's pooling runner (vLLM 0.32: `--runner pooling`), the batch the memory
+    plan counted, and the Matryoshka sizes, so that a request's `dimensions` is honoured."""
+    result = ["--runner", "pooling", "--max-num-batched-tokens", str(plan.batch_tokens)]
+    if len(plan.embedding_dimensions) > 1:
+        result += ["--hf-overrides", json.dumps({"matryoshka_dimensions": list(plan.embedding_dimensions)})]
     return result
 
 
