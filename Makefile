@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 DEMO_CR ?= examples/01-quickstart/gemmadeployment.yaml
 DEMO_NODES ?= tests/fixtures/nodes/gke-l4.yaml
 
-.PHONY: venv demo test test-real crds bench bench-profile lock clean helm llama-server vllm-venv bench-dataplane bench-coldstart
+.PHONY: venv demo test test-real crds bench bench-profile lock clean helm llama-server vllm-venv bench-dataplane bench-coldstart bench-predict
 
 venv: $(STAMP)
 
@@ -58,6 +58,10 @@ bench-dataplane: venv llama-server
 # fetched and seconds to healthy, and the 31B bf16 read time at GKE's published throughputs.
 bench-coldstart: venv llama-server vllm-venv
 	$(BIN)/python bench/coldstart.py
+
+# performance.py's predictions against the public figures in bench/published_throughput.yaml.
+bench-predict: venv
+	$(BIN)/python bench/predict.py
 
 crds: venv
 	$(BIN)/gemma-operator crds > crds/gemma.dev_gemmadeployments.yaml

@@ -43,6 +43,7 @@ os.environ["HF_HUB_OFFLINE"] = "0"
 PARSED_FIELDS = (
     "model", "model_tag", "served_model_name", "host", "port", "dtype", "max_model_len",
     "tensor_parallel_size", "gpu_memory_utilization", "quantization",
+    "runner", "max_num_batched_tokens", "hf_overrides",
 )  # fmt: skip
 
 

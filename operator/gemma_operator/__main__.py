@@ -15,11 +15,12 @@ import yaml
 from pydantic import ValidationError
 
 from . import catalog as catalog_mod
+from . import candidates as candidates_mod
 from . import capacity, clusterread, scaling, validation
 from .api.v1alpha1 import API_VERSION, KIND, GemmaDeploymentSpec
 from .inventory import on_gke, pools
 from .planner import InvalidSpec, NoFit, plan, token_warning
-from .render import endpoint, render
+from .render import endpoint, example_request, render
 
 EXIT_CLUSTER = 1  # the cluster could not be read (plan) or no credentials were found (run)
 EXIT_INVALID = 2
@@ -80,7 +81,8 @@ def load_nodes(path: str) -> list[dict[str, Any]]:
         items = doc.get("items") if doc.get("kind") in ("List", "NodeList") else [doc]
         for item in items or []:
             if not isinstance(item, dict) or item.get("kind", "Node") != "Node":
-                raise UsageError(f"{_where(path)}: items must be Nodes")
+                # Name what is there, as load_resources does: a ConfigMap or Pod list given by mistake.
+                raise UsageError(f"{_where(path)}: items must be Nodes; found {_kinds(items)}")
             nodes.append(item)
     if not nodes:
         held = "is empty" if not docs else "holds " + " and ".join(f"a {d.get('kind', 'document')} with no items" for d in docs)
@@ -98,11 +100,21 @@ def parse_spec(resource: dict[str, Any]) -> GemmaDeploymentSpec:
         raise UsageError("invalid: " + "; ".join(validation.problems(exc, GemmaDeploymentSpec))) from None
 
 
+def _predicted_words(p: dict[str, Any]) -> str:
+    w = p["workload"]
+    cost = f"${p['costPerMillionTokens']:g} per million output tokens" if p.get("costPerMillionTokens") is not None else "no price"
+    return (f"{w['promptTokens']} + {w['outputTokens']} tokens x {w['concurrency']}: TTFT {p['ttftSeconds']:g} s, "
+            f"{p['outputTokensPerSecondPerUser']:g} tok/s per user, {p['outputTokensPerSecond']:g} in total, "
+            f"max {p['maxConcurrency']} at once, {p['replicas']} replica(s), {cost}")
+
+
 def _table(selection: dict[str, Any], extra: dict[str, str], out: TextIO) -> None:
     rows = [(k, v) for k, v in selection.items() if k != "reasons"] + list(extra.items())
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
-        if isinstance(value, dict):
+        if key == "predicted" and isinstance(value, dict):
+            value = _predicted_words(value)
+        elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
         out.write(f"{key:<{width}}  {value}\n")
     out.write("\nWhy:\n")
@@ -122,6 +134,8 @@ class Outcome:
     no_fit: NoFit | None = None
     invalid: str | None = None
     warning: str | None = None  # e.g. a gated checkpoint and no token
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # every pool planned alone (candidates.compare)
+    example: str | None = None  # a request to try (embedding models)
 
     @property
     def exit_code(self) -> int:
@@ -135,17 +149,25 @@ class Outcome:
             doc["noFit"] = no_fit_document(self.no_fit)
         else:
             doc["endpoint"] = self.endpoint
+            if self.example:
+                doc["example"] = self.example
         doc["manifests"] = self.manifests if manifests else []
         return doc
 
 
 def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: catalog_mod.Catalog,
-                  declared: list[Any] = (), collector: str = "auto") -> Outcome:  # type: ignore[assignment]
+                  declared: list[Any] = (), collector: str = "auto",  # type: ignore[assignment]
+                  candidates: list[str] | None = None) -> Outcome:  # fmt: skip
+    """`candidates`: fill outcome.candidates for these pool or accelerator names ([] for every pool; None: not at all)."""
     meta = resource.get("metadata") or {}
     outcome = Outcome(name=meta.get("name", "gemma"), namespace=meta.get("namespace", "default"))
     try:
         spec = parse_spec(resource)
-        result = plan(spec, pools(nodes, cat, spec.node_selector, declared), cat)
+        inventory = pools(nodes, cat, spec.node_selector, declared)
+        result = plan(spec, inventory, cat)
+        if candidates is not None:
+            outcome.candidates = candidates_mod.compare(spec, inventory, cat, result if not isinstance(result, NoFit) else None,
+                                                   candidates or None)  # fmt: skip
         if isinstance(result, NoFit):
             outcome.no_fit = result
             return outcome
@@ -163,6 +185,7 @@ def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: ca
         return outcome
     outcome.selection = result.selection()
     outcome.endpoint = endpoint(outcome.name, outcome.namespace, spec)
+    outcome.example = example_request(outcome.endpoint, result)
     outcome.warning = token_warning(result, spec)
     return outcome
 
@@ -203,10 +226,36 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         declared = capacity.read(args.capacity, cat) if args.capacity else []
     except capacity.CapacityError as exc:
         raise UsageError(f"invalid capacity: {exc}") from None
-    outcomes = [plan_resource(resource, nodes, cat, declared, args.collector) for resource in resources]
+    # The candidate table: with -o table (every pool), or --compare (the pools named).
+    names = [n for n in (args.compare or "").split(",") if n] if args.compare else ([] if args.output == "table" else None)
+    outcomes = [plan_resource(resource, nodes, cat, declared, args.collector, names) for resource in resources]
+    if args.compare:
+        return _print_compare(outcomes, args, out)
     if len(outcomes) == 1:
         return _print_one(outcomes[0], args, source, source_words, out, err)
     return _print_several(outcomes, args, source, source_words, out, err)
+
+
+def _print_compare(outcomes: list[Outcome], args: argparse.Namespace, out: TextIO) -> int:
+    """`plan --compare`: the named pools' predictions side by side, for each GemmaDeployment."""
+    if args.output in ("json", "yaml"):
+        _dump({"items": [{"name": o.name, "namespace": o.namespace, "candidates": o.candidates} for o in outcomes]},
+              args.output, out)  # fmt: skip
+    else:
+        for outcome in outcomes:
+            if len(outcomes) > 1:
+                out.write(f"=== {outcome.namespace}/{outcome.name} ===\n")
+            if outcome.invalid:
+                out.write(f"{outcome.invalid}\n")
+                continue
+            out.write(candidates_mod.table(outcome.candidates) if outcome.candidates else "no pool of those names\n")
+    return EXIT_INVALID if any(o.invalid for o in outcomes) else 0 if any(o.candidates for o in outcomes) else EXIT_NOFIT
+
+
+def _candidates(outcome: Outcome, out: TextIO) -> None:
+    if outcome.candidates:
+        out.write("\nCandidates (each pool planned alone; predictions from performance.py):\n")
+        out.write(candidates_mod.table(outcome.candidates))
 
 
 def _print_problem(outcome: Outcome, output: str, err: TextIO) -> None:
@@ -233,11 +282,15 @@ def _print_one(outcome: Outcome, args: argparse.Namespace, source: dict[str, Any
         err.write(f"warning: {outcome.warning}\n")
     if args.output == "table":
         _table(outcome.selection, {"endpoint": outcome.endpoint, "nodes": source_words}, out)
+        _candidates(outcome, out)
+        if outcome.example:
+            out.write(f"\nTry it (from a pod in the cluster):\n  {outcome.example}\n")
         if args.manifests:
             out.write("\n")
             yaml.safe_dump_all(outcome.manifests, out, sort_keys=False)
     else:
         document = {"selection": outcome.selection, "endpoint": outcome.endpoint,
+                    **({"example": outcome.example} if outcome.example else {}),
                     "manifests": outcome.manifests if args.manifests else [], "nodes": source}
         _dump(document, args.output, out)
     return 0
@@ -360,6 +413,8 @@ def parser() -> argparse.ArgumentParser:
     plan_p.add_argument("-o", "--output", choices=("json", "yaml", "table"), default="table",
                         help="output format (default: %(default)s)")
     plan_p.add_argument("--manifests", action="store_true", help="also print the objects that would be applied")
+    plan_p.add_argument("--compare", metavar="POOLS", help="print the predicted speed and cost of the named pools or "
+                        "accelerators (comma-separated; --capacity shapes included), each planned alone, side by side")
     plan_p.add_argument("--capacity", metavar="FILE", help="node shapes the cluster adds on demand (`pools:`, "
                         "as the chart value capacity.pools): GKE pools at zero nodes, node auto-provisioning")
     plan_p.add_argument("--collector", choices=("auto", "PodMonitoring", "ServiceMonitor"), default="auto",

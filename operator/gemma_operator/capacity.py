@@ -22,7 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .catalog import Catalog
+from .catalog import Catalog, gke_aliases
 from .inventory import ARCH, GKE_GPU, GKE_TPU, GKE_TPU_TOPOLOGY, GPU_RESOURCE, INSTANCE_TYPE, TPU_RESOURCE, Pool, slug
 
 ENV = "GEMMA_OPERATOR_CAPACITY_FILE"
@@ -127,8 +127,6 @@ def _near(word: str, names: list[str]) -> str:
 
 def _accelerator(asked: str, catalog: Catalog, where: str) -> tuple[str, str | None]:
     """The catalog name and the GKE label value for a declared accelerator."""
-    from .planner import gke_aliases  # the one alias table (planner imports this module)
-
     aliases = gke_aliases(catalog)
     if asked in aliases:
         return aliases[asked], asked

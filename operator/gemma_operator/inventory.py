@@ -58,6 +58,8 @@ class Pool:
     tpu_topology: str | None = None
     resource_name: str | None = None
     sharing: str | None = None  # GPUs shared with other pods: "time-slicing", "mps" or "shared"
+    # Pods that share each GPU (nvidia.com/gpu.replicas); device_memory_gib is one pod's share of it.
+    replicas: int = 1
     # Where the pool comes from: the cluster's nodes, the capacity file (a shape the cluster can add
     # on demand), or the catalog's standard GKE shape for an accelerator named in the spec.
     source: Literal["nodes", "declared", "standard"] = "nodes"
@@ -68,6 +70,11 @@ class Pool:
     def ready(self) -> bool:
         """Nodes exist; otherwise the cluster autoscaler or node auto-provisioning must add one first."""
         return bool(self.nodes)
+
+    @property
+    def time_sliced(self) -> bool:
+        """GPUs time-sliced between pods (a -SHARED product without MPS): memory that is not partitioned."""
+        return self.sharing is not None and self.sharing != "mps"
 
     @property
     def cc(self) -> tuple[int, int]:
@@ -83,7 +90,7 @@ class Pool:
         shared = {
             None: "",
             "mps": ", an MPS share of a GPU other pods also use",
-        }.get(self.sharing, ", time-sliced with other pods (device memory not isolated)")
+        }.get(self.sharing, f", a 1/{self.replicas} share of a GPU time-sliced with other pods (memory not isolated)")
         return (
             f"{self.name}: {len(self.nodes)} node(s) x {self.devices_per_node} {self.display_name} {unit}(s) "
             f"of {self.device_memory_gib:g} GiB{shared}"
@@ -166,6 +173,7 @@ class _Device:
     topology: str | None = None
     chips: int = 0
     sharing: str | None = None
+    replicas: int = 1
 
 
 def _by_label(catalog: Catalog) -> dict[tuple[str, str], tuple[str, Accelerator]]:
@@ -226,18 +234,22 @@ def _device(labels: Mapping[str, str], index: dict, catalog: Catalog) -> _Device
             if GFD_SHARING in labels:
                 selector[GFD_SHARING] = labels[GFD_SHARING]
         replicas = 1
-        if sharing == "mps":
-            # MPS gives each client an equal fraction of the device memory: the replica count sizes it.
+        if sharing:
+            # MPS gives each client an equal fraction of the device memory. Time-slicing partitions
+            # nothing: every pod sees the whole memory, and one planned for all of it runs the others
+            # out of memory. Either way a pod is planned for its share, which the replica count sizes.
+            how = "MPS-shared" if sharing == "mps" else "time-sliced"
             try:
                 replicas = int(labels[GFD_REPLICAS])
             except (KeyError, ValueError):
-                raise ValueError(f"MPS-shared GPU without a numeric {GFD_REPLICAS} label") from None
+                raise ValueError(f"{how} GPU without a numeric {GFD_REPLICAS} label: its share of memory is unknown") from None
             if replicas < 1:
                 raise ValueError(f"{GFD_REPLICAS}={replicas} is not a replica count")
+            # Nodes that split a GPU in other counts are other pools: a plan for a half must not land on an eighth.
             selector[GFD_REPLICAS] = labels[GFD_REPLICAS]
         if (GFD_PRODUCT, product) in index:
             name, acc = index[(GFD_PRODUCT, product)]
-            device = _known(name, acc, selector, GPU_RESOURCE, sharing=sharing)
+            device = _known(name, acc, selector, GPU_RESOURCE, sharing=sharing, replicas=replicas)
             return replace(device, memory_gib=round(acc.memory_gib / replicas, 1))
         # A GPU the catalog doesn't know: trust GFD's own memory and compute capability labels.
         try:
@@ -249,7 +261,7 @@ def _device(labels: Mapping[str, str], index: dict, catalog: Catalog) -> _Device
             kind="gpu", accelerator=slug(product), display_name=product,
             memory_gib=round(memory_mib / 1024 / replicas, 1), bf16=major >= 8, fp8=(major, minor) >= (8, 9),
             compute_capability=f"{major}.{minor}", selector=tuple(sorted(selector.items())),
-            resource_name=GPU_RESOURCE, sharing=sharing,
+            resource_name=GPU_RESOURCE, sharing=sharing, replicas=replicas,
         )  # fmt: skip
     # CPU pools are told apart by machine type, so a plan sized for one shape stays on it.
     selector = {ARCH: labels.get(ARCH, "amd64")}
@@ -328,9 +340,10 @@ def pools(
             continue
         usable.append((name, labels, device, devices))
         group = groups.setdefault(
-            (device, devices), {"nodes": [], "cpu": cpu, "memory": memory_gib, "tolerations": []}
+            (device, devices), {"nodes": [], "cpu": cpu, "memory": memory_gib, "tolerations": [], "machines": set()}
         )
         group["nodes"].append(name)
+        group["machines"].add(labels.get(INSTANCE_TYPE))
         group["cpu"] = min(group["cpu"], cpu)
         group["memory"] = min(group["memory"], memory_gib)
         for toleration in _tolerations(node):
@@ -344,8 +357,7 @@ def pools(
             name = f"{device.accelerator}-{device.topology}"
         elif device.kind == "gpu":
             # A shared pool is another pool than the whole GPUs of the same model (another selector).
-            replicas = dict(device.selector).get(GFD_REPLICAS, "")
-            shared = {None: "", "mps": f"-mps{replicas}"}.get(device.sharing, "-shared")
+            shared = {None: "", "mps": f"-mps{device.replicas}"}.get(device.sharing, f"-shared{device.replicas}")
             name = f"{device.accelerator}{shared}-x{devices}"
         else:
             selector = dict(device.selector)
@@ -358,7 +370,9 @@ def pools(
                 node_memory_gib=round(group["memory"], 2), node_selector=dict(device.selector),
                 tolerations=tuple(sorted(group["tolerations"], key=lambda t: sorted(t.items()))),
                 nodes=tuple(sorted(group["nodes"])), tpu_topology=device.topology, resource_name=device.resource_name,
-                sharing=device.sharing,
+                sharing=device.sharing, replicas=device.replicas,
+                # One machine type across the pool's nodes prices it (performance.py); mixed or unlabelled: unknown.
+                machine_type=next(iter(group["machines"])) if len(group["machines"]) == 1 else None,
             )
         )  # fmt: skip
     inventory.pools.sort(key=lambda p: p.name)

@@ -6,7 +6,9 @@ field, and the server's arguments are an argv list (no `sh -c`).
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from typing import Any
 
 from . import cache as cache_mod
@@ -26,6 +28,11 @@ OWNED_FLAGS = {
     "llamacpp": ("-m", "--model", "-hf", "-hfr", "--hf-repo", "-hff", "--hf-file", "-a", "--alias", "--host",
                  "--port", "-c", "--ctx-size", "-ngl", "--gpu-layers", "--n-gpu-layers", "-t", "--threads"),
 }  # fmt: skip
+# ...and those an embedding plan sets besides (the pooling runner, its batch, the Matryoshka sizes).
+EMBED_OWNED_FLAGS = {
+    "vllm": ("--runner", "--convert", "--max-num-batched-tokens", "--hf-overrides"),
+    "llamacpp": ("--embedding", "--embeddings", "--pooling", "-b", "--batch-size", "-ub", "--ubatch-size"),
+}
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -42,8 +49,24 @@ def labels(name: str, plan: Plan) -> dict[str, str]:
     }
 
 
+# The Service names the API an embedding model serves (chat Services carry no annotation).
+API_PATH_ANNOTATION = "gemma.dev/api-path"
+EMBEDDINGS_PATH = "/v1/embeddings"
+
+
 def endpoint(name: str, namespace: str, spec: GemmaDeploymentSpec) -> str:
-    return f"http://{name}.{namespace}.svc.cluster.local:{spec.service.port}/v1"
+    """status.endpoint: the OpenAI-compatible base URL; for an embedding model, its /v1/embeddings URL."""
+    path = EMBEDDINGS_PATH if spec.model.task == "embed" else "/v1"
+    return f"http://{name}.{namespace}.svc.cluster.local:{spec.service.port}{path}"
+
+
+def example_request(url: str, plan: Plan) -> str | None:
+    """A request a user can paste (from a pod in the cluster, or through `kubectl port-forward`): for an
+    embedding model, a query with the task prefix its model card asks for. None for chat plans."""
+    if plan.task != "embed":
+        return None
+    body = json.dumps({"model": plan.served_model_name, "input": ["task: search result | query: what is Gemma?"]})
+    return f"curl -s {shlex.quote(url)} -H 'Content-Type: application/json' -d {shlex.quote(body)}"
 
 
 def owner_reference(owner: dict[str, Any], controller: bool = True) -> dict[str, Any]:
@@ -69,8 +92,9 @@ def check(name: str, spec: GemmaDeploymentSpec, plan: Plan) -> None:
         )
     # vLLM's argparse also reads `--max_model_len`, `--max-model` and `-qfp8` as flags it owns.
     reads_as = flags.argparse_names if plan.runtime == "vllm" else flags.exact_names
+    owned = OWNED_FLAGS[plan.runtime] + (EMBED_OWNED_FLAGS[plan.runtime] if plan.task == "embed" else ())
     for arg in spec.extra_args:
-        flag = next((f for f in OWNED_FLAGS[plan.runtime] if reads_as(arg, f)), None)
+        flag = next((f for f in owned if reads_as(arg, f)), None)
         if flag:
             written = arg.split("=", 1)[0]
             spelled = "" if written == flag else f" (as {written})"
@@ -169,7 +193,8 @@ def service(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan) ->
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels(name, plan)},
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(name, plan),
+                     **({"annotations": {API_PATH_ANNOTATION: EMBEDDINGS_PATH}} if plan.task == "embed" else {})},
         "spec": {
             "type": spec.service.type,
             "selector": selector_labels(name),

@@ -22,8 +22,9 @@ from typing import Any
 TEMPLATE_FOR = "gemma.dev/template-for"
 LEGACY = "legacy"  # the digest of a template an earlier release rendered (unknown)
 # Spec fields that do not shape the pod template: changing them rolls nothing out.
-NOT_TEMPLATE = ("replicas", "autoscaling", "acceptOperatorUpdates", "service")
-NOT_CHOICES = ("reasons", "capacity", "image", "estimatedMemoryGiB")
+NOT_TEMPLATE = ("replicas", "autoscaling", "acceptOperatorUpdates", "service", "objective")
+# `predicted` is an estimate of the plan (issue 21): a new price or constant restarts nothing.
+NOT_CHOICES = ("reasons", "capacity", "image", "estimatedMemoryGiB", "predicted")
 # The order fields are compared in, so that the reason names the same field every time.
 CONTAINER_ORDER = ("image", "command", "args", "env", "resources", "ports", "volumeMounts", "startupProbe",
                    "readinessProbe", "livenessProbe", "securityContext")  # fmt: skip

@@ -2,7 +2,7 @@
 
 The PodDisruptionBudget, the autoscaler (an HPA or a KEDA ScaledObject) and the metrics
 collector (a PodMonitoring or a ServiceMonitor). Each builder returns None when the object must
-not exist; the apply step then deletes the one the operator owns (`handlers._apply_children`).
+not exist; the apply step then deletes the one the operator owns (`decide._prunes`).
 The Deployment's update strategy and who owns its replica count are decided here too.
 """
 

@@ -179,3 +179,49 @@ def needed_gib(size: ModelSize, quantization: str, runtime: str, tokens: int, te
     """Memory per device for a context of `tokens`: what a no-fit message reports."""
     weights = weights_gib(size, quantization, checkpoint) / tensor_parallel
     return weights + overhead_gib(runtime, weights) + kv_cache_gib(size.architecture, tokens, tensor_parallel)
+
+
+# Embedding models (spec.model.task embed) keep no KV cache between requests: each input is read once,
+# with bidirectional attention, and pooled into one vector. What grows with load is the batch a forward
+# pass takes: vLLM's --max-num-batched-tokens, llama.cpp's --ubatch-size (which must hold a whole input,
+# since a non-causal model cannot split one). Its activations are estimated per token as this many
+# hidden-size vectors in fp32 (residual, Q/K/V, MLP intermediate, norms: a rule of thumb, not measured),
+# plus each sequence's attention scores (heads x tokens x tokens, fp32), counted although flash attention
+# does not materialise them (the estimate errs high).
+EMBED_BATCH_TOKENS = {"vllm": 8192}  # llama.cpp: the context (one whole input per ubatch)
+EMBED_ACTIVATION_VECTORS = 16
+ACTIVATION_BYTES = 4
+
+
+def embed_batch_tokens(runtime: str, context: int) -> int:
+    return max(EMBED_BATCH_TOKENS.get(runtime, context), context)
+
+
+def embed_activations_gib(arch: Architecture, context: int, batch_tokens: int, tensor_parallel: int = 1) -> float:
+    """Activation memory of one forward pass over `batch_tokens` tokens of inputs up to `context` long."""
+    per_token = EMBED_ACTIVATION_VECTORS * arch.hidden_size * ACTIVATION_BYTES
+    sequences = max(1, batch_tokens // context)
+    heads = max(1, -(-arch.attention_heads // tensor_parallel))
+    scores = sequences * heads * context * context * ACTIVATION_BYTES
+    return (batch_tokens * per_token / tensor_parallel + scores) / GIB
+
+
+def fit_embedding(size: ModelSize, quantization: str, runtime: str, budget_gib: float, tensor_parallel: int = 1,
+                  max_model_len: int | None = None, checkpoint: Checkpoint | None = None) -> Fit | None:  # fmt: skip
+    """Whether an embedding model's weights, overhead and one batch's activations fit `budget_gib` per device.
+    The context is the model's own input limit (or the asked one, at most that): no KV cache to trade it for.
+    Fit.kv_gib holds the batch's activations."""
+    context = min(max_model_len or size.max_context, size.max_context)
+    weights = weights_gib(size, quantization, checkpoint) / tensor_parallel
+    overhead = overhead_gib(runtime, weights)
+    batch = embed_activations_gib(size.architecture, context, embed_batch_tokens(runtime, context), tensor_parallel)
+    if weights + overhead + batch > budget_gib:
+        return None
+    return Fit(weights, batch, overhead, budget_gib, context)
+
+
+def needed_embedding_gib(size: ModelSize, quantization: str, runtime: str, tokens: int, tensor_parallel: int = 1,
+                         checkpoint: Checkpoint | None = None) -> float:  # fmt: skip
+    weights = weights_gib(size, quantization, checkpoint) / tensor_parallel
+    batch = embed_activations_gib(size.architecture, tokens, embed_batch_tokens(runtime, tokens), tensor_parallel)
+    return weights + overhead_gib(runtime, weights) + batch

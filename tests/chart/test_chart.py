@@ -198,7 +198,7 @@ def test_argocd_health_script_ships_with_the_chart():
 
 # What the operator sends, as tests/integration/test_rbac.py derives it from a recorded run.
 MANAGER = {
-    ("gemma.dev", "gemmadeployments", verb) for verb in ("get", "list", "watch", "patch")
+    ("gemma.dev", "gemmadeployments", verb) for verb in ("get", "list", "watch")
 } | {("gemma.dev", "gemmadeployments/status", "patch")} | {
     (group, resource, verb)
     for group, resource in (("apps", "deployments"), ("", "services"))

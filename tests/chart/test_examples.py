@@ -38,9 +38,12 @@ PLAN_ON = {
     "07-node-auto-provisioning/gemmadeployment.yaml": "gke-l4-at-zero",
     "09-model-cache/pvc.yaml": "gke-h100x8",
     "09-model-cache/gcsfuse.yaml": "gke-h100x8",
+    "13-objective-cheapest/gemmadeployment.yaml": "gke-l4",
+    "10-embeddings/gemmadeployment.yaml": "gke-l4",
 }
 # The capacity file each example folder declares (plan --capacity), if any.
-CAPACITY = {"02-helm-gke": "02-helm-gke/capacity.yaml", "07-node-auto-provisioning": "07-node-auto-provisioning/capacity.yaml"}
+CAPACITY = {"02-helm-gke": "02-helm-gke/capacity.yaml", "07-node-auto-provisioning": "07-node-auto-provisioning/capacity.yaml",
+            "13-objective-cheapest": "13-objective-cheapest/capacity.yaml"}
 COMPUTE_CLASS = ("cloud.google.com/v1", "ComputeClass")  # GKE's CRD: checked by hand below
 
 

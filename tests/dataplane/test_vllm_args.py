@@ -36,6 +36,9 @@ SPECS = {
     "shieldgemma": {"model": {"family": "shieldgemma"}},
     "pt": {"model": {"tuning": "pt"}},
     "runtime-vllm": {"runtime": "vllm"},
+    # Embedding models go to a CPU pool when one fits (the cheapest); asked onto a GPU, vLLM's pooling runner.
+    "embed-l4": {"model": {"task": "embed"}, "accelerator": "nvidia-l4"},
+    "embed-h100": {"model": {"task": "embed"}, "accelerator": "nvidia-h100-80gb"},
 }
 # Fixtures where no vLLM plan is expected: CPU-only nodes run llama.cpp (test_llama_server.py), and
 # vLLM's CUDA image needs compute capability 7.5, which a V100 (7.0) lacks.
@@ -76,6 +79,9 @@ def _cases() -> dict[str, dict]:
                     "max_model_len": result.max_model_len,
                     "tp": result.tensor_parallel_size,
                     "quantization": result.vllm_quantization,
+                    "task": result.task,
+                    "batch_tokens": result.batch_tokens,
+                    "dimensions": list(result.embedding_dimensions),
                 },
             }
     return cases
@@ -156,7 +162,8 @@ def test_the_venv_is_the_catalogs_vllm_release(results):
 
 
 def test_every_accelerator_fixture_has_vllm_command_lines():
-    fixtures = {cid.split("/")[0] for cid in CASES}
+    # (Embedding specs name a GPU, which plans on its standard GKE shape even where no node carries one.)
+    fixtures = {cid.split("/")[0] for cid, case in CASES.items() if case["plan"]["task"] != "embed"}
     assert fixtures == set(servers.node_fixtures()) - NO_VLLM, fixtures
     kinds = {c["accelerator"] for c in CASES.values()}
     assert {"gpu", "tpu"} <= kinds, kinds
@@ -181,3 +188,22 @@ def test_an_invalid_command_line_is_rejected(results, case_id):
     result = results[case_id]
     assert not result["ok"], result
     assert result["error"], result
+
+
+EMBED_CASES = [cid for cid, case in CASES.items() if case["plan"]["task"] == "embed"]
+
+
+def test_embedding_plans_have_vllm_command_lines():
+    assert len(EMBED_CASES) >= 2, EMBED_CASES
+
+
+@pytest.mark.parametrize("case_id", EMBED_CASES)
+def test_vllm_reads_the_embedding_flags_as_planned(results, case_id):
+    """--runner pooling is vLLM 0.32's spelling (not the older --task embed); the batch and the
+    Matryoshka sizes reach the engine arguments as planned."""
+    case, result = CASES[case_id], results[case_id]
+    assert result["ok"], f"vllm serve {' '.join(case['args'])}\n-> {result['error']}"
+    parsed, plan = result["parsed"], case["plan"]
+    assert parsed["runner"] == "pooling"
+    assert parsed["max_num_batched_tokens"] == plan["batch_tokens"]
+    assert parsed["hf_overrides"] == {"matryoshka_dimensions": plan["dimensions"]}

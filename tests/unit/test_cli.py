@@ -270,6 +270,25 @@ def test_empty_node_list_exits_2_not_3(tmp_path, nodes_text, words):
         assert word in err.getvalue()
 
 
+@pytest.mark.parametrize(
+    ("nodes_text", "found"),
+    [
+        ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n", "found ConfigMap"),
+        ("apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Node, metadata: {name: n}}\n"
+         "- {apiVersion: v1, kind: Pod, metadata: {name: p}}\n", "found Node, Pod"),
+    ],
+)
+def test_nodes_file_of_other_kinds_names_what_it_found(tmp_path, nodes_text, found):
+    nodes = tmp_path / "nodes.yaml"
+    nodes.write_text(nodes_text)
+    cr = tmp_path / "cr.yaml"
+    cr.write_text(yaml.safe_dump({"apiVersion": "gemma.dev/v1alpha1", "kind": "GemmaDeployment",
+                                  "metadata": {"name": "x"}, "spec": {}}))
+    err = io.StringIO()
+    assert main(["plan", "-f", str(cr), "--nodes", str(nodes)], io.StringIO(), err) == 2
+    assert "items must be Nodes" in err.getvalue() and found in err.getvalue()
+
+
 def test_a_file_of_other_kinds_says_what_it_found(tmp_path):
     code, _, err = run(tmp_path, {}, raw="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n"
                                          "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: b}\n")

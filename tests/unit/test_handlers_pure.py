@@ -1,4 +1,4 @@
-"""The pure helpers inside handlers.py: drift detection, stickiness, and the work queue."""
+"""The loop's small pure helpers: drift detection (rollout), stickiness (decide), and the work queue."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from gemma_operator.handlers import WorkQueue, _previous_selection
+from gemma_operator.decide import previous_selection as _previous_selection
+from gemma_operator.queue import WorkQueue
 from gemma_operator.rollout import matches as _matches
 
 
@@ -31,20 +32,20 @@ SELECTION = {"pool": "nvidia-l4-x1", "modelId": "google/gemma-4-E2B-it"}
 
 
 @pytest.mark.parametrize(
-    ("trigger", "generation", "observed", "phase", "sticky"),
+    ("generation", "observed", "phase", "sticky"),
     [
-        ("resume", 2, 2, "Ready", True),
-        ("child", 2, 2, "Deploying", True),
-        ("spec", 2, 2, "Ready", False),  # a spec change always plans afresh
-        ("resume", 3, 2, "Ready", False),  # the selection answers an older spec
-        ("nodes", 2, 2, "NoFit", False),  # left over from an older, serving spec
-        ("nodes", 2, 2, "Invalid", False),
+        (2, 2, "Ready", True),  # the same spec (a restart, a child or pod event, nodes)
+        (2, 2, "Deploying", True),
+        (3, 2, "Ready", False),  # a spec change (generation ahead of status) plans afresh
+        (1, None, None, False),  # a new resource
+        (2, 2, "NoFit", False),  # left over from an older, serving spec
+        (2, 2, "Invalid", False),
     ],
 )
-def test_previous_selection_is_kept_only_for_the_same_spec(trigger, generation, observed, phase, sticky):
+def test_previous_selection_is_kept_only_for_the_same_spec(generation, observed, phase, sticky):
     cr = {"metadata": {"generation": generation},
           "status": {"observedGeneration": observed, "phase": phase, "selection": SELECTION}}  # fmt: skip
-    assert (_previous_selection(cr, trigger) == SELECTION) is sticky
+    assert (_previous_selection(cr) == SELECTION) is sticky
 
 
 def test_work_queue_holds_a_key_once_until_taken():
@@ -60,3 +61,16 @@ def test_work_queue_holds_a_key_once_until_taken():
         return [first, second, third]
 
     assert asyncio.run(scenario()) == [(("ns", "a"), "child"), (("ns", "b"), "child"), (("ns", "a"), "child")]
+
+
+def test_a_spec_change_or_the_start_up_listing_names_a_waiting_key():
+    async def scenario():
+        queue = WorkQueue()
+        queue.add(("ns", "a"), "child")
+        queue.add(("ns", "a"), "resume")  # the start-up listing after a child's: a resume
+        queue.add(("ns", "a"), "pod")
+        queue.add(("ns", "b"), "spec")
+        queue.add(("ns", "b"), "resume")  # a spec change stays one
+        return [await queue.get(), await queue.get()]
+
+    assert asyncio.run(scenario()) == [(("ns", "a"), "resume"), (("ns", "b"), "spec")]

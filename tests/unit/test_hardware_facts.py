@@ -54,6 +54,26 @@ def test_no_tensor_parallelism_over_replicas_of_one_gpu(catalog):
     assert result.estimated_memory_gib <= 22.5
 
 
+def _vllm_args(result: Plan, spec: GemmaDeploymentSpec) -> list[str]:
+    (container,) = [c for c in _pod(render(result, "chat", "team-a", spec, OWNER))["containers"] if c["name"] == "vllm"]
+    return container["args"]
+
+
+@pytest.mark.parametrize(("strategy", "utilization"), [("time-slicing", "0.225"), ("mps", "0.90")])
+def test_vllm_on_a_shared_gpu_claims_only_its_share(catalog, strategy, utilization):
+    # vLLM's --gpu-memory-utilization is a fraction of the whole device, per instance (vLLM's engine
+    # arguments). Time-slicing shows each pod all of the GPU, so 4 pods claim a quarter of 0.9 each;
+    # an MPS client's device is its share already (issue 20, item 3).
+    nodes = node_list("gfd-l4-shared")
+    for node in nodes:
+        node["metadata"]["labels"]["nvidia.com/gpu.sharing-strategy"] = strategy
+    spec = GemmaDeploymentSpec.model_validate({"runtime": "vllm", "model": {"family": "gemma3", "size": "1b"}})
+    result = plan(spec, pools(nodes, catalog), catalog)
+    assert isinstance(result, Plan), getattr(result, "message", result)
+    args = _vllm_args(result, spec)
+    assert args[args.index("--gpu-memory-utilization") + 1] == utilization
+
+
 # -- checkpoint file sizes (issue 11, item 3) ----------------------------------------------------
 
 

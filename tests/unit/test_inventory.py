@@ -21,8 +21,9 @@ from tests.conftest import node_list
         ("gke-tpu-v5e-2x2", {"cpu-e2-standard-4": ("cpu", 0, 0), "tpu-v5e-2x2": ("tpu-v5e", 4, 16)}),
         ("gke-tpu-v6e-2x4", {"cpu-e2-standard-4": ("cpu", 0, 0), "tpu-v6e-2x4": ("tpu-v6e", 8, 32)}),
         ("gfd-a10g", {"nvidia-a10g-x1": ("nvidia-a10g", 1, 22.5)}),
-        # Four time-slicing replicas of one L4 per node: one GPU a pod can use, not four.
-        ("gfd-l4-shared", {"nvidia-l4-shared-x1": ("nvidia-l4", 1, 22.5)}),
+        # Four time-slicing replicas of one L4 per node: one GPU a pod can use, not four, and a
+        # quarter of its memory, which time-slicing does not partition (issue 20, item 3).
+        ("gfd-l4-shared", {"nvidia-l4-shared4-x1": ("nvidia-l4", 1, 5.6)}),
         ("gke-v100", {"cpu-e2-standard-4": ("cpu", 0, 0), "nvidia-tesla-v100-x1": ("nvidia-tesla-v100", 1, 15.8)}),
     ],
 )
@@ -80,8 +81,37 @@ def test_unknown_gfd_gpu_is_sized_from_its_labels(catalog):
 
 
 def test_time_sliced_gpu_is_the_same_device(catalog):
-    (gpu,) = pools([_gpu_node(**{"nvidia.com/gpu.product": "NVIDIA-L4-SHARED"})], catalog).pools
+    node = _gpu_node(**{"nvidia.com/gpu.product": "NVIDIA-L4-SHARED", "nvidia.com/gpu.replicas": "2"})
+    (gpu,) = pools([node], catalog).pools
     assert gpu.accelerator == "nvidia-l4"
+    # Without a sharing-strategy label (device plugins before MPS support), -SHARED is time-slicing.
+    assert (gpu.sharing, gpu.replicas, gpu.device_memory_gib) == ("shared", 2, 11.2)
+
+
+@pytest.mark.parametrize("replicas", [None, "many", "0"])
+def test_a_time_sliced_gpu_without_its_replica_count_is_not_used(catalog, replicas):
+    labels = {"nvidia.com/gpu.product": "NVIDIA-L4-SHARED", "nvidia.com/gpu.sharing-strategy": "time-slicing"}
+    if replicas is not None:
+        labels["nvidia.com/gpu.replicas"] = replicas
+    inventory = pools([_gpu_node("ts", **labels)], catalog)
+    # Its pods' share of the memory is unknown: planning at the whole GPU would run out of memory.
+    assert inventory.pools == []
+    (skipped,) = inventory.skipped
+    assert skipped.startswith("ts: ") and "nvidia.com/gpu.replicas" in skipped
+
+
+def test_time_sliced_nodes_with_other_replica_counts_are_other_pools(catalog):
+    labels = {"nvidia.com/gpu.product": "NVIDIA-L4-SHARED", "nvidia.com/gpu.sharing-strategy": "time-slicing"}
+    nodes = [_gpu_node("ts2", **labels, **{"nvidia.com/gpu.replicas": "2"}),
+             _gpu_node("ts8", **labels, **{"nvidia.com/gpu.replicas": "8"})]  # fmt: skip
+    by_name = {p.name: p for p in pools(nodes, catalog).pools}
+    # A plan for a half of an L4 must not land where eight pods share it.
+    assert {name: (p.nodes, p.device_memory_gib) for name, p in by_name.items()} == {
+        "nvidia-l4-shared2-x1": (("ts2",), 11.2),
+        "nvidia-l4-shared8-x1": (("ts8",), 2.8),
+    }
+    for pool in by_name.values():
+        assert [n["metadata"]["name"] for n in nodes if _selects(pool.node_selector, n)] == list(pool.nodes)
 
 
 def _selects(selector: dict, node: dict) -> bool:
@@ -96,9 +126,10 @@ def test_time_sliced_pool_selects_the_label_value_its_nodes_carry(catalog):
     assert gpu.node_selector == {
         "nvidia.com/gpu.product": "NVIDIA-L4-SHARED",
         "nvidia.com/gpu.sharing-strategy": "time-slicing",
+        "nvidia.com/gpu.replicas": "4",
     }
     assert all(_selects(gpu.node_selector, node) for node in nodes)
-    assert (gpu.name, gpu.accelerator, gpu.sharing) == ("nvidia-l4-shared-x1", "nvidia-l4", "time-slicing")
+    assert (gpu.name, gpu.accelerator, gpu.sharing, gpu.replicas) == ("nvidia-l4-shared4-x1", "nvidia-l4", "time-slicing", 4)
     # 4 allocatable replicas are one GPU: two of them may be the same device, so never tensor-parallel.
     assert gpu.devices_per_node == 1
     assert "time-sliced" in gpu.describe()
@@ -109,7 +140,7 @@ def test_shared_and_whole_gpus_of_one_model_are_different_pools(catalog):
     whole = _gpu_node("whole-l4", **{"nvidia.com/gpu.product": "NVIDIA-L4"})
     inventory = pools([*shared, whole], catalog)
     by_name = {p.name: p for p in inventory.pools}
-    assert set(by_name) == {"nvidia-l4-shared-x1", "nvidia-l4-x1"}
+    assert set(by_name) == {"nvidia-l4-shared4-x1", "nvidia-l4-x1"}
     for pool in inventory.pools:
         picked = {n["metadata"]["name"] for n in [*shared, whole] if _selects(pool.node_selector, n)}
         assert picked == set(pool.nodes)

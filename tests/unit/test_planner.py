@@ -372,7 +372,9 @@ def test_an_uncatalogued_gpu_in_the_cluster_is_still_accepted_by_its_slug(catalo
 
 @pytest.mark.parametrize(
     ("fixture", "replicas", "placeable"),
-    [("gke-l4", 5, 1), ("gke-tpu-v5e-2x2", 2, 1), ("gke-cpu-only", 3, 2)],
+    [("gke-l4", 5, 1), ("gke-tpu-v5e-2x2", 2, 1), ("gke-cpu-only", 3, 2),
+     # Two nodes whose L4 four pods share, each planned at its share.
+     ("gfd-l4-shared", 9, 8)],
 )
 def test_replicas_beyond_the_pool_are_named(catalog, fixture, replicas, placeable):
     result = decide(catalog, {"replicas": replicas}, fixture)
@@ -384,6 +386,50 @@ def test_replicas_beyond_the_pool_are_named(catalog, fixture, replicas, placeabl
 def test_replicas_that_fit_say_nothing_more(catalog, fixture, replicas):
     result = decide(catalog, {"replicas": replicas}, fixture)
     assert not [r for r in result.reasons if r.startswith("Replicas")]
+
+
+# --- GPUs shared by time-slicing: each pod plans for its share (issue 20, item 3). ---
+
+
+def shared_l4(replicas: int, strategy: str = "time-slicing") -> list[dict]:
+    """gfd-l4-shared's two nodes, each L4 shared by `replicas` pods."""
+    labels = {"nvidia.com/gpu.replicas": str(replicas), "nvidia.com/gpu.sharing-strategy": strategy}
+    return [renamed(n, n["metadata"]["name"], labels, {"nvidia.com/gpu": str(replicas)}) for n in node_list("gfd-l4-shared")]
+
+
+# (pods per L4, sharing strategy, spec) -> the memory one pod may plan for (GiB), or the refusal's words.
+# Time-slicing does not partition a GPU's memory: every pod sees all of it, so a plan at the whole
+# 22.5 GiB runs out of memory as soon as a second pod lands on the GPU.
+SHARED_GPUS = [
+    (4, "time-slicing", {}, 5.6),
+    (2, "time-slicing", {"model": {"sizePolicy": "largest"}}, 11.2),
+    (4, "time-slicing", {"runtime": "vllm", "model": {"family": "gemma3", "size": "1b"}}, 5.6),
+    (4, "time-slicing", {"runtime": "llamacpp"}, 5.6),
+    # MPS already gave each client its share; it stays so.
+    (4, "mps", {}, 5.6),
+    # 48 pods of one L4 get 0.5 GiB each: no Gemma fits, and the refusal says it is the share.
+    (48, "time-slicing", {}, "Nothing fits any gemma4 size"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("replicas", "strategy", "spec", "expected"), SHARED_GPUS, ids=lambda v: str(v))
+def test_a_time_sliced_gpu_is_planned_at_its_share(catalog, replicas, strategy, spec, expected):
+    result = decide(catalog, spec, shared_l4(replicas, strategy))
+    if isinstance(expected, str):
+        assert isinstance(result, NoFit), result
+        assert expected in result.message
+        assert f"a 1/{replicas} share of a time-sliced NVIDIA L4" in result.message, result.message
+        return
+    assert isinstance(result, Plan), getattr(result, "message", result)
+    assert result.pool.device_memory_gib == expected
+    assert result.estimated_memory_gib <= expected
+    if strategy == "time-slicing":
+        (said,) = [r for r in result.reasons if r.startswith("Time-sliced GPU")]
+        assert f"{replicas} pods share each NVIDIA L4" in said and f"1/{replicas} share" in said, said
+        assert f"{expected:g} GiB" in said
+    quantization = next(r for r in result.reasons if r.startswith("Quantization"))
+    if "do not fit" in quantization:
+        assert f"do not fit a 1/{replicas} share of NVIDIA L4" in quantization, quantization
 
 
 # --- NoFit: suggestions, the nearest change that would fit. ---

@@ -27,6 +27,9 @@ CASES = {
     "h100-largest-tp2": ("gke-h100x8", {"model": {"sizePolicy": "largest"}}),
     "tpu-v5e-default": ("gke-tpu-v5e-2x2", {}),
     "a10g-gfd-fp8": ("gfd-a10g", {"quantization": "fp8"}),
+    # Embedding models: llama.cpp on the cheapest pool (a CPU node), vLLM's pooling runner when asked onto a GPU.
+    "cpu-embed": ("gke-cpu-only", {"model": {"task": "embed"}}),
+    "l4-embed-vllm": ("gke-l4", {"model": {"task": "embed"}, "accelerator": "nvidia-l4"}),
     "l4-everything-set": (
         "gke-l4",
         {

@@ -78,11 +78,11 @@ RBAC rules for the namespaced objects the operator reconciles. Used by the Clust
 {{- define "gemma-operator.namespacedRules" -}}
 # Exactly the requests the operator sends (tests/integration/test_rbac.py derives them), plus
 # one grant that admission checks (gemmadeployments/finalizers, at the end).
-# The custom resource: listed and watched, read by name before re-creating a child, patched
-# (kopf's annotations), and its status reported with merge patches.
+# The custom resource: listed and watched, read by name before re-creating a child, and its
+# status reported with merge patches (kopf keeps no state on it: no patch of the resource).
 - apiGroups: ["gemma.dev"]
   resources: ["gemmadeployments"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["gemma.dev"]
   resources: ["gemmadeployments/status"]
   verbs: ["patch"]

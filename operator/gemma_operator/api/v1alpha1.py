@@ -58,7 +58,8 @@ Quantity = int | Annotated[str, StringConstraints(max_length=64, pattern=QUANTIT
 Quantization = Literal["auto", "bf16", "fp16", "fp8", "int8", "int4", "q4_0", "q8_0"]
 Runtime = Literal["auto", "vllm", "llamacpp"]
 Tuning = Literal["it", "pt"]
-SizePolicy = Literal["smallest", "largest"]
+Task = Literal["chat", "embed"]
+SizePolicy = Literal["smallest", "largest", "cheapest"]
 AutoscalingMetric = Literal["queue", "kvCache"]
 AutoscalingProvider = Literal["auto", "hpa", "keda"]
 Phase = Literal["Planning", "Deploying", "Ready", "Degraded", "NoFit", "Invalid"]
@@ -77,6 +78,11 @@ class ModelSpec(Model):
         description="Gemma family (gemma4, gemma3, gemma3n, gemma2, codegemma, shieldgemma, ...). "
         "auto: the latest core family in the catalog.",
     )
+    task: Task = Field(
+        default="chat",
+        description="chat: a generative Gemma behind /v1/chat/completions (and /v1/completions); embed: an "
+        "embedding model (EmbeddingGemma) behind /v1/embeddings. family auto picks the latest family of the task.",
+    )
     size: str = Field(
         default="auto",
         max_length=32,
@@ -86,7 +92,10 @@ class ModelSpec(Model):
     )
     size_policy: SizePolicy = Field(
         default="smallest",
-        description="With size auto: smallest (Google's default advice) or largest (the largest that fits).",
+        description="With size auto: smallest (Google's default advice), largest (the largest that fits), or "
+        "cheapest (the size, pool and precision with the lowest predicted cost per million output tokens that "
+        "meets spec.objective, counting the replicas its concurrency needs; without an objective, for the "
+        "default workload). cheapest also picks the pool and precision when size is set.",
     )
     tuning: Tuning = Field(default="it", description="it: instruction-tuned (chat); pt: pre-trained (base).")
     id: str | None = Field(
@@ -264,6 +273,20 @@ class CacheSpec(Model):
         return self
 
 
+class Objective(Model):
+    """A service objective, per user. The planner keeps only plans predicted to meet it."""
+
+    prompt_tokens: int = Field(ge=1, le=16_777_216, description="Prompt tokens of a typical request.")
+    output_tokens: int = Field(ge=1, le=16_777_216, description="Output tokens of a typical request.")
+    concurrency: int = Field(ge=1, le=1_000_000, description="Requests in flight at once, over all replicas.")
+    ttft_seconds: float | None = Field(
+        default=None, gt=0, le=3600, description="Longest acceptable predicted time to first token, in seconds."
+    )
+    output_tokens_per_second: float | None = Field(
+        default=None, gt=0, le=100_000, description="Least acceptable predicted output tokens/s each user sees."
+    )
+
+
 class GemmaDeploymentSpec(Model):
     model: ModelSpec = Field(default_factory=ModelSpec, description="Which Gemma to serve.")
     quantization: Quantization = Field(
@@ -329,6 +352,12 @@ class GemmaDeploymentSpec(Model):
     )
     service: ServiceSpec = Field(default_factory=ServiceSpec)
     cache: CacheSpec = Field(default_factory=CacheSpec, description="Where the weights are downloaded and kept.")
+    objective: Objective | None = Field(
+        default=None,
+        description="Speed to plan for: only pools, sizes and precisions predicted to meet it are chosen; none "
+        "that does is a NoFit with the best prediction and the nearest change. status.selection.predicted "
+        "shows the prediction.",
+    )
 
     # A field validator, so that the error names spec.env, not the whole spec.
     @field_validator("env")
@@ -348,6 +377,31 @@ class Condition(Model):
     message: str = ""
     last_transition_time: str | None = None
     observed_generation: int | None = None
+
+
+class PredictedWorkload(Model):
+    prompt_tokens: int
+    output_tokens: int
+    concurrency: int
+
+
+class Predicted(Model):
+    """performance.py's roofline prediction for the selection (estimates; see the README)."""
+
+    workload: PredictedWorkload = Field(description="What it is predicted for: spec.objective, or the default workload.")
+    ttft_seconds: float = Field(description="Time to first token at that concurrency.")
+    output_tokens_per_second_per_user: float
+    output_tokens_per_second: float = Field(description="All users together, over the replicas.")
+    max_concurrency: int = Field(description="Sequences of prompt + output tokens one replica holds at once.")
+    replicas: int = Field(description="Replicas the workload's concurrency needs.")
+    cost_per_million_tokens: float | None = Field(
+        default=None, description="USD per million output tokens at the workload, counting its replicas."
+    )
+    cost_per_million_tokens_full_load: float | None = Field(
+        default=None, description="USD per million output tokens with one replica at maxConcurrency."
+    )
+    price_per_hour: float | None = Field(default=None, description="USD per hour of one replica's share of its node.")
+    price_verified: bool = Field(default=False, description="false: the catalog's price is remembered or estimated.")
 
 
 class Selection(Model):
@@ -373,6 +427,12 @@ class Selection(Model):
         "cluster autoscaler or node auto-provisioning must add first.",
     )
     node_selector: dict[str, str] = Field(default_factory=dict)
+    predicted: Predicted | None = Field(default=None, description="Predicted speed and cost (performance.py).")
+    task: Task | None = Field(default=None, description="embed for an embedding model (absent: chat).")
+    embedding_dimensions: list[int] | None = Field(
+        default=None, description="Vector sizes the embedding model returns: the full size first, then its Matryoshka truncations."
+    )
+    batch_tokens: int | None = Field(default=None, description="Tokens per forward pass planned for an embedding model.")
     reasons: list[str] = Field(default_factory=list, description="Why each choice was made.")
 
 

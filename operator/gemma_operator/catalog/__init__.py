@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 Quantization = Literal["bf16", "fp16", "fp8", "int8", "int4", "q4_0", "q8_0"]
 Tuning = Literal["it", "pt"]
 RuntimeName = Literal["vllm", "llamacpp"]
+# What a family's checkpoints are served for: chat (and completion) endpoints, or /v1/embeddings.
+Task = Literal["chat", "embed"]
 
 
 class Strict(BaseModel):
@@ -90,6 +92,10 @@ class ModelSize(Strict):
     )
     published_memory_source: HttpUrl | None = None
     checkpoints: list[Checkpoint] = []
+    # Embedding models: the output sizes the model card gives (the first is the full vector;
+    # the rest Matryoshka truncations), and the pooling llama.cpp must apply (--pooling).
+    embedding_dimensions: list[int] = Field(default_factory=list, description="output dimensions, full first")
+    pooling: Literal["mean", "cls", "last"] | None = None
 
     @model_validator(mode="after")
     def _memory_has_source(self) -> ModelSize:
@@ -109,7 +115,11 @@ class RuntimeSupport(Strict):
 
 class Family(Strict):
     display_name: str
-    kind: Literal["core", "code", "safety", "other"]
+    kind: Literal["core", "code", "safety", "embedding", "health", "vision", "research", "other"]
+    task: Task = Field(default="chat", description="chat: generation endpoints; embed: /v1/embeddings")
+    prompt_format: str = Field(default="", description="what a request to this family looks like, from its model card")
+    license: str | None = None
+    license_url: HttpUrl | None = None
     generation: float
     released: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
     chat_template: bool = Field(
@@ -119,6 +129,20 @@ class Family(Strict):
     runtimes: dict[RuntimeName, RuntimeSupport]
     sources: list[HttpUrl] = Field(min_length=1)
     sizes: dict[str, ModelSize] = Field(min_length=1)
+
+    @property
+    def servable(self) -> bool:
+        """Some pinned runtime serves the family."""
+        return any(support.supported for support in self.runtimes.values())
+
+    @model_validator(mode="after")
+    def _embedding_facts(self) -> Family:
+        for key, size in self.sizes.items():
+            if self.task == "embed" and (not size.embedding_dimensions or size.pooling is None):
+                raise ValueError(f"embedding model {key} needs embedding_dimensions and pooling")
+            if self.task != "embed" and (size.embedding_dimensions or size.pooling):
+                raise ValueError(f"{key}: embedding_dimensions and pooling are for task embed")
+        return self
 
 
 class ModelCatalog(Strict):
@@ -131,6 +155,18 @@ class AcceleratorMatch(Strict):
     gfd_product: list[str] = Field(default_factory=list, description="nvidia.com/gpu.product values")
 
 
+Precision = Literal["bf16", "fp16", "fp8", "int8"]
+
+
+class FigureSource(Strict):
+    """Where a number comes from, and whether a page at hand confirmed it."""
+
+    url: HttpUrl
+    verified: bool = Field(description="a page at hand printed the figure; false: general knowledge, an estimate")
+    checked_in: HttpUrl | None = Field(default=None, description="the page that confirmed it, when not `url`")
+    note: str = ""
+
+
 class Accelerator(Strict):
     kind: Literal["gpu", "tpu", "cpu"]
     display_name: str
@@ -138,6 +174,10 @@ class Accelerator(Strict):
     memory_bandwidth_gbps: float | None = Field(
         default=None, gt=0, description="device memory bandwidth per GPU or TPU chip, GB/s; ranks devices of equal precision"
     )
+    peak_tflops: dict[Precision, float] = Field(
+        default_factory=dict, description="peak dense tensor TFLOPS (TOPS for int8) per device, per native precision"
+    )
+    peak_tflops_source: FigureSource | None = None
     compute_capability: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
     bf16: bool
     fp8: bool
@@ -154,7 +194,23 @@ class Accelerator(Strict):
             raise ValueError("a TPU needs single_host_topologies")
         if self.kind != "cpu" and self.memory_bandwidth_gbps is None:
             raise ValueError("a GPU or TPU needs memory_bandwidth_gbps")
+        if self.kind != "cpu" and not (self.peak_tflops and self.peak_tflops_source):
+            raise ValueError("a GPU or TPU needs peak_tflops and peak_tflops_source")
+        if any(v <= 0 for v in self.peak_tflops.values()):
+            raise ValueError("peak_tflops must be positive")
+        if self.peak_tflops and "bf16" not in self.peak_tflops and "fp16" not in self.peak_tflops:
+            raise ValueError("peak_tflops needs a 16-bit figure (bf16 or fp16)")
+        if self.fp8 and "fp8" not in self.peak_tflops:
+            raise ValueError("an accelerator with native fp8 needs an fp8 peak")
         return self
+
+    def peak(self, quantization: str) -> float:
+        """Dense TFLOPS the prefill of a model at `quantization` runs at: fp8 and int8 where native (W8A8),
+        else 16-bit math (weight-only formats dequantize to 16 bits before the matmul)."""
+        if quantization in ("fp8", "int8") and quantization in self.peak_tflops:
+            return self.peak_tflops[quantization]
+        wanted = "fp16" if quantization == "fp16" else "bf16"
+        return self.peak_tflops.get(wanted) or self.peak_tflops.get("fp16") or self.peak_tflops["bf16"]
 
 
 class RunAs(Strict):
@@ -237,10 +293,61 @@ class MachineShape(Strict):
     source: HttpUrl
 
 
+class CpuFamily(Strict):
+    memory_bandwidth_gbps_per_vcpu: float = Field(gt=0)
+    verified: bool
+    source: HttpUrl
+
+
+class Price(Strict):
+    """USD per hour."""
+
+    on_demand: float = Field(gt=0)
+    spot: float = Field(gt=0)
+    verified: bool = Field(description="a page at hand showed the figures; false: remembered or estimated")
+
+    @model_validator(mode="after")
+    def _spot_below(self) -> Price:
+        if self.spot > self.on_demand:
+            raise ValueError("a Spot price above on-demand")
+        return self
+
+
+class PriceList(Strict):
+    region: str
+    as_of: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    sources: list[HttpUrl] = Field(min_length=1)
+    machines: dict[str, Price]
+    gpus: dict[str, Price] = Field(default_factory=dict, description="GKE accelerator label value -> price per attached GPU (N1)")
+
+
 class MachineCatalog(Strict):
     reserve: Reserve
     machines: dict[str, MachineShape]
     standard: dict[str, str] = Field(description="GKE accelerator label value -> its standard machine type")
+    cpu_families: dict[str, CpuFamily] = Field(default_factory=dict)
+    cpu_default_family: str | None = None
+    prices: PriceList | None = None
+
+    def family(self, machine_type: str | None) -> CpuFamily | None:
+        """The CPU family of a machine type (its prefix before the first dash), else the default family."""
+        prefix = (machine_type or "").split("-")[0]
+        return self.cpu_families.get(prefix) or self.cpu_families.get(self.cpu_default_family or "")
+
+    def hourly(self, machine_type: str | None, gpu_label: str | None = None, gpus: int = 0,
+               spot: bool = False) -> tuple[float, bool] | None:  # fmt: skip
+        """(USD per hour, verified) of one node of `machine_type` with `gpus` attached N1 GPUs; None if unpriced."""
+        if self.prices is None or machine_type not in self.prices.machines:
+            return None
+        price = self.prices.machines[machine_type]
+        total, verified = (price.spot if spot else price.on_demand), price.verified
+        if gpus and machine_type.startswith("n1-"):
+            attached = self.prices.gpus.get(gpu_label or "")
+            if attached is None:
+                return None
+            total += gpus * (attached.spot if spot else attached.on_demand)
+            verified = verified and attached.verified
+        return total, verified
 
     @model_validator(mode="after")
     def _standard_machines_carry_their_device(self) -> MachineCatalog:
@@ -248,6 +355,15 @@ class MachineCatalog(Strict):
             shape = self.machines.get(machine)
             if shape is None or label not in shape.accelerators:
                 raise ValueError(f"standard shape {machine} for {label} is not a machine type carrying {label}")
+        if self.prices is not None:
+            unknown = sorted(set(self.prices.machines) - set(self.machines))
+            if unknown:
+                raise ValueError(f"prices for machine types the catalog does not list: {unknown}")
+            unpriced = sorted(set(self.machines) - set(self.prices.machines))
+            if unpriced:
+                raise ValueError(f"machine types without a price: {unpriced}")
+        if self.cpu_default_family is not None and self.cpu_default_family not in self.cpu_families:
+            raise ValueError(f"cpu_default_family {self.cpu_default_family} is not among cpu_families")
         return self
 
 
@@ -296,3 +412,9 @@ def _read(name: str) -> dict:
 def load() -> Catalog:
     """The packaged catalog, validated once per process."""
     return Catalog(models=_read("models.yaml"), hardware=_read("accelerators.yaml"), machines=_read("machines.yaml"))
+
+
+def gke_aliases(catalog: Catalog) -> dict[str, str]:
+    """GKE node label values -> the catalog accelerator they name."""
+    return {value: name for name, acc in catalog.accelerators.items()
+            for value in (*acc.match.gke_accelerator, *acc.match.gke_tpu_accelerator)}  # fmt: skip

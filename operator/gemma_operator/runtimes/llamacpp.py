@@ -32,6 +32,11 @@ def args(plan: Plan) -> list[str]:
         "--ctx-size", str(plan.max_model_len),
         "--metrics",
     ]  # fmt: skip
+    if plan.task == "embed":
+        # /v1/embeddings, pooled as the model card says; a non-causal model reads a whole input in one
+        # micro-batch, so the micro-batch holds the context.
+        result += ["--embeddings", "--pooling", plan.pooling or "mean",
+                   "--batch-size", str(plan.batch_tokens), "--ubatch-size", str(plan.batch_tokens)]  # fmt: skip
     if plan.chat_template:
         result.append("--jinja")  # apply the chat template shipped inside the GGUF
     if plan.pool.kind == "cpu":

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 from ..api.v1alpha1 import GemmaDeploymentSpec
 from ..planner import Plan
-from ..sizing import GPU_MEMORY_UTILIZATION
 from . import CACHE_DIR, PORT, Server, cache_volume, container, env, gib, shm_volume
 
 COMMAND = ["vllm", "serve"]
 # Host RAM beyond the weights: safetensors are staged through page cache while loading.
 HOST_MEMORY_HEADROOM_GIB = 4
 HOST_MEMORY_SHARE = 0.9
+
+
+def _fraction(value: float) -> str:
+    """Two decimals (0.90), or three for a time-sliced share of it (0.225)."""
+    text = f"{value:.3f}"
+    return text[:-1] if text.endswith("0") else text
 
 
 def args(plan: Plan) -> list[str]:
@@ -24,10 +30,21 @@ def args(plan: Plan) -> list[str]:
         "--dtype", plan.dtype,
         "--max-model-len", str(plan.max_model_len),
         "--tensor-parallel-size", str(plan.tensor_parallel_size),
-        "--gpu-memory-utilization", f"{GPU_MEMORY_UTILIZATION:.2f}",
+        "--gpu-memory-utilization", _fraction(plan.gpu_memory_utilization),
     ]  # fmt: skip
     if plan.vllm_quantization:
         result += ["--quantization", plan.vllm_quantization]
+    if plan.task == "embed":
+        result += embedding_args(plan)
+    return result
+
+
+def embedding_args(plan: Plan) -> list[str]:
+    """An embedding model on vLLM's pooling runner (vLLM 0.32: `--runner pooling`), the batch the memory
+    plan counted, and the Matryoshka sizes, so that a request's `dimensions` is honoured."""
+    result = ["--runner", "pooling", "--max-num-batched-tokens", str(plan.batch_tokens)]
+    if len(plan.embedding_dimensions) > 1:
+        result += ["--hf-overrides", json.dumps({"matryoshka_dimensions": list(plan.embedding_dimensions)})]
     return result
 
 

@@ -1,0 +1,186 @@
+"""Which models the spec asks for, and which accelerator it names: (spec, catalog) -> the candidate
+models in preference order, with the reasons for the family, size and tuning, or InvalidSpec for
+what no cluster could serve. Pure; no I/O."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from .api.v1alpha1 import GemmaDeploymentSpec
+from .catalog import Catalog, Checkpoint, Family, ModelSize, gke_aliases
+from .inventory import Inventory
+from .plans import InvalidSpec, or_join
+
+
+@dataclass(frozen=True)
+class Model:
+    family_key: str
+    family: Family
+    size_key: str
+    size: ModelSize
+    tuning: str
+    model_id: str
+    served_name: str
+    pinned: Checkpoint | None = None  # spec.model.id named a quantized checkpoint
+
+
+def _basename(repo: str) -> str:
+    return repo.rsplit("/", 1)[-1].lower()
+
+
+def latest_core(catalog: Catalog) -> str:
+    return max((f for f in catalog.families if catalog.families[f].kind == "core"),
+               key=lambda f: catalog.families[f].generation)  # fmt: skip
+
+
+def latest_of_task(catalog: Catalog, task: str) -> str:
+    """The family model.family auto means: the latest core Gemma for chat; the latest family of any other task."""
+    if task == "chat":
+        return latest_core(catalog)
+    return max((f for f in catalog.families if catalog.families[f].task == task),
+               key=lambda f: catalog.families[f].generation)  # fmt: skip
+
+
+def _check_task(spec: GemmaDeploymentSpec, fkey: str, family: Family, catalog: Catalog) -> None:
+    """A family serves one task: an embedding model has no chat endpoint, a chat model no embeddings."""
+    asked = spec.model.task
+    if family.task == asked:
+        return
+    others = sorted(f for f, fam in catalog.families.items() if fam.task == asked)
+    if family.task == "embed":
+        raise InvalidSpec("model.task", f"{fkey} is an embedding model, served at /v1/embeddings: set model.task embed, "
+                                        "or name a chat family")  # fmt: skip
+    raise InvalidSpec("model.task", f"{asked}: {fkey} is a {family.task} model; the {asked} families are {', '.join(others)}")
+
+
+def _tuning(family: Family, size: ModelSize, asked: str) -> str | None:
+    """The tuning served: as asked for chat families; an embedding model's one checkpoint whatever was asked."""
+    if family.task == "embed":
+        return next(iter(size.ids))
+    return asked if asked in size.ids else None
+
+
+def _find_id(catalog: Catalog, repo: str) -> tuple[str, str, str, Checkpoint | None] | None:
+    for fkey, family in catalog.families.items():
+        for skey, size in family.sizes.items():
+            for tuning, base in size.ids.items():
+                if base.lower() == repo.lower():
+                    return fkey, skey, tuning, None
+            for checkpoint in size.checkpoints:
+                if checkpoint.repo.lower() == repo.lower():
+                    return fkey, skey, checkpoint.tuning, checkpoint
+    return None
+
+
+def resolve_models(spec: GemmaDeploymentSpec, catalog: Catalog) -> tuple[list[Model], list[str], dict[str, int]]:
+    """The candidate models in preference order, the reasons for the family/size/tuning choice, and
+    the sizes left out because their context stops short of maxModelLen (size -> its context)."""
+    m = spec.model
+    reasons: list[str] = []
+    if m.id:
+        found = _find_id(catalog, m.id)
+        if found:
+            fkey, skey, tuning, pinned = found
+            for name, asked, got in (("family", m.family, fkey), ("size", m.size, skey)):
+                if asked not in ("auto", got):
+                    raise InvalidSpec(f"model.{name}", f"{asked!r} contradicts model.id {m.id} ({name} {got})")
+            family = catalog.families[fkey]
+            _check_task(spec, fkey, family, catalog)
+            size = family.sizes[skey]
+            reasons.append(f"Model {m.id}: named by spec.model.id; the catalog knows it as {fkey} {skey} {tuning}.")
+            served = _basename(size.ids.get(tuning, m.id))
+            return [Model(fkey, family, skey, size, tuning, m.id, served, pinned)], reasons, {}
+        if m.family == "auto" or m.size == "auto":
+            raise InvalidSpec(
+                "model.id",
+                f"{m.id} is not in the catalog; set model.family and model.size to the Gemma it was "
+                "fine-tuned from, so it can be sized",
+            )
+    fkey = m.family
+    if fkey == "auto" and m.task != "chat":
+        fkey = latest_of_task(catalog, m.task)
+        reasons.append(f"Family {fkey}: the latest {m.task} family in the catalog (model.task {m.task}, model.family auto).")
+    elif fkey == "auto":
+        fkey = latest_core(catalog)
+        reasons.append(f"Family {fkey}: the latest core Gemma in the catalog (model.family is auto).")
+    elif fkey not in catalog.families:
+        raise InvalidSpec("model.family", f"unknown family {fkey!r}; known: {', '.join(sorted(catalog.families))}")
+    else:
+        reasons.append(f"Family {fkey}: as asked.")
+    family = catalog.families[fkey]
+    _check_task(spec, fkey, family, catalog)
+
+    if m.size != "auto":
+        if m.size not in family.sizes:
+            raise InvalidSpec("model.size", f"{fkey} has no size {m.size!r}; it has {', '.join(family.sizes)}")
+        if _tuning(family, family.sizes[m.size], m.tuning) is None:
+            raise InvalidSpec(
+                "model.tuning", f"{fkey} {m.size} has no {m.tuning} checkpoint; it has {', '.join(family.sizes[m.size].ids)}"
+            )
+        sizes = [m.size]
+    else:
+        sizes = sorted((s for s in family.sizes if _tuning(family, family.sizes[s], m.tuning)),
+                       key=lambda s: family.sizes[s].params_b, reverse=m.size_policy == "largest")  # fmt: skip
+        if not sizes:
+            raise InvalidSpec("model.tuning", f"{fkey} has no {m.tuning} checkpoints")
+    if spec.max_model_len is not None:
+        too_long = [s for s in sizes if family.sizes[s].max_context < spec.max_model_len]
+        if len(too_long) == len(sizes):
+            longest = max(family.sizes[s].max_context for s in sizes)
+            what = ("input limit: an embedding model reads at most that many tokens per input" if family.task == "embed"
+                    else "context")  # fmt: skip
+            raise InvalidSpec(
+                "maxModelLen", f"{spec.max_model_len} tokens is beyond {fkey}'s {what} ({longest} tokens at most)"
+            )
+        sizes = [s for s in sizes if s not in too_long]
+    else:
+        too_long = []
+    models = []
+    for skey in sizes:
+        size = family.sizes[skey]
+        tuning = _tuning(family, size, m.tuning) or m.tuning
+        base = m.id or size.ids[tuning]
+        models.append(Model(fkey, family, skey, size, tuning, base, _basename(base)))
+    return models, reasons, {s: family.sizes[s].max_context for s in too_long}
+
+
+def check_static(spec: GemmaDeploymentSpec, catalog: Catalog, models: list[Model]) -> None:
+    """Refuse what no cluster could serve: runtime/quantization/family contradictions."""
+    q, rt = spec.quantization, spec.runtime
+    family_key, family = models[0].family_key, models[0].family
+    if rt == "vllm" and q in ("q4_0", "q8_0"):
+        raise InvalidSpec("quantization", f"{q} is a GGUF format, which llama.cpp serves; vLLM takes bf16, fp16, fp8, int8 or int4")
+    if rt == "llamacpp" and q in ("fp8", "int8", "int4"):
+        raise InvalidSpec("quantization", f"{q} is a vLLM quantization; llama.cpp serves GGUF: bf16, fp16, q8_0 or q4_0")
+    for runtime in ("vllm", "llamacpp"):
+        if rt == runtime and not family.runtimes[runtime].supported:
+            raise InvalidSpec("runtime", f"{runtime} does not support {family_key}: {family.runtimes[runtime].notes}")
+    if q == "fp16" and rt == "vllm" and not family.runtimes["vllm"].float16:
+        raise InvalidSpec("quantization", f"vLLM refuses float16 for {family_key} (numerical instability); use bf16")
+    if spec.accelerator == "cpu" and rt == "vllm":
+        raise InvalidSpec("runtime", "gemma-operator runs vLLM on GPUs and TPUs only; use llamacpp on CPU")
+    if spec.autoscaling and spec.autoscaling.metric == "kvCache" and family.task == "embed":
+        raise InvalidSpec("autoscaling.metric", f"kvCache: {family_key} is an embedding model and keeps no KV cache "
+                                                "between requests; scale on metric queue")  # fmt: skip
+    pinned = models[0].pinned
+    if pinned and q != "auto" and q != pinned.quantization:
+        raise InvalidSpec("quantization", f"{q} contradicts model.id {pinned.repo}, a {pinned.quantization} checkpoint")
+
+
+def resolve_accelerator(asked: str, catalog: Catalog, inventory: Inventory) -> tuple[str, str | None]:
+    """spec.accelerator as a catalog name, and the GKE label value it was written as (if it was)."""
+    if asked == "auto" or asked in catalog.accelerators:
+        return asked, None
+    aliases = gke_aliases(catalog)
+    if asked in aliases:
+        return aliases[asked], asked
+    if any(p.accelerator == asked for p in inventory.pools):
+        return asked, None  # a GPU the catalog doesn't know, named by its feature-discovery product slug
+    names = sorted({*catalog.accelerators, *aliases})
+    near = [n for n in names if n.startswith(asked)] or difflib.get_close_matches(asked, names, n=3, cutoff=0.75)
+    if near:
+        raise InvalidSpec("accelerator", f"unknown accelerator {asked!r}; did you mean {or_join(near)}?")
+    if asked.startswith("nvidia-"):
+        return asked, None  # maybe an uncatalogued GPU whose nodes are not there yet: a NoFit, not an error
+    raise InvalidSpec("accelerator", f"unknown accelerator {asked!r}; known: {', '.join(sorted(catalog.accelerators))}")

@@ -1,0 +1,120 @@
+"""Background work beside the watches: the periodic resync, the peering follower, the capacity
+follower and the node-pool watcher. Each only wakes resources through the work queue."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+
+import kopf
+
+from . import capacity, kube, peering, render
+from .decide import SHARED_API, owners_to_wake, replan_on_pools
+from .queue import RETRY_S, one, pools_for
+
+# How often the indices are checked against a fresh list, for deletions a watch missed: after
+# an expired watch (410), kopf re-lists but never reports what vanished in the gap.
+RESYNC_ENV = "GEMMA_OPERATOR_RESYNC_S"
+RESYNC_S = 300.0
+# The capacity file (a mounted ConfigMap the kubelet updates in place) is re-read this often.
+CAPACITY_POLL_ENV = "GEMMA_OPERATOR_CAPACITY_POLL_S"
+CAPACITY_POLL_S = 10.0
+NODES_SETTLE_S = 1.0  # node changes come in bursts (a pool scaling): plan once they settle
+MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={render.MANAGER}"
+# The children a resync lists: those a watch missing a deletion would leave in place.
+RESYNCED = {"Deployment": "apps/v1", "Service": "v1", **SHARED_API}
+
+
+def follow_peering(memo: kopf.Memo, namespace: str | None, logger: logging.Logger) -> None:
+    """Follow the peering object of a scope (None: cluster-wide), once."""
+    if memo.pause.follow(namespace):
+        memo.tasks.append(asyncio.create_task(_peering_follower(memo, namespace, logger)))
+
+
+async def _peering_follower(memo: kopf.Memo, namespace: str | None, logger: logging.Logger) -> None:
+    kind = "ClusterKopfPeering" if namespace is None else "KopfPeering"
+    name, priority, failures = memo.peering.name, memo.peering.priority, 0
+    await memo.connected.wait()
+    while True:
+        try:
+            async for obj in memo.kube.follow("kopf.dev/v1", kind, namespace, name):
+                failures = 0
+                if obj is None:  # kopf, too, stays paused without the object when peering is mandatory
+                    blocking, paused = [], memo.peering.mandatory
+                else:
+                    blocking = peering.blockers(obj, priority, datetime.datetime.now(datetime.UTC))
+                    paused = bool(blocking)
+                if memo.pause.set(namespace, paused):
+                    why = f" in favour of {', '.join(blocking)}" if blocking else ""
+                    logger.info(f"Background work {'paused' + why if paused else 'resumed'} (peering {name!r}).")
+        except kube.ApiError as exc:  # the last known state holds meanwhile
+            failures += 1
+            logger.warning(f"Following peering {name!r} failed: {exc}")
+            await asyncio.sleep(RETRY_S[min(failures, len(RETRY_S)) - 1])
+
+
+async def resync_every(period: float, memo: kopf.Memo, logger: logging.Logger) -> None:
+    while True:
+        await asyncio.sleep(period)
+        await memo.pause.wait_active()
+        try:
+            await resync(memo, logger)
+        except kube.ApiError as exc:  # the next round tries again
+            logger.warning(f"Resync failed: {exc}")
+
+
+async def resync(memo: kopf.Memo, logger: logging.Logger) -> None:
+    """Compare the indices with fresh lists (names only) and act on what vanished unseen.
+
+    A vanished child wakes its owner, which applies it again; a vanished node leaves the
+    inventory. Lists are per namespace that has GemmaDeployments, so namespaced RBAC suffices.
+    """
+    gone_nodes = set(memo.node_index.keys()) - await memo.kube.names("v1", "Node")
+    if gone_nodes != memo.gone_nodes:
+        logger.info(f"Resync: nodes gone unseen: {sorted(gone_nodes)}")
+        memo.gone_nodes = gone_nodes
+        memo.nodes_changed.set()
+    namespaces = {ns for ns, _ in memo.resource_index.keys()}
+    for kind, api_version in RESYNCED.items():
+        for ns in sorted(namespaces):
+            listed = await memo.kube.names(api_version, kind, ns, MANAGED_SELECTOR)
+            for key in [k for k in memo.children[kind].keys() if k[0] == ns and k[1] not in listed]:
+                if (kind, *key) in memo.gone_children:
+                    continue
+                memo.gone_children.add((kind, *key))
+                for owner in owners_to_wake({"kind": kind, **(one(memo.children[kind], key) or {})}):
+                    logger.info(f"Resync: {kind} {ns}/{key[1]} gone unseen; re-checking its owner")
+                    memo.queue.add((ns, owner), "resync")
+
+
+async def follow_capacity(period: float, memo: kopf.Memo, logger: logging.Logger) -> None:
+    """Re-read the capacity file when it changes; a change wakes resources like a node change does."""
+    while memo.capacity_file is not None:
+        await asyncio.sleep(period)
+        try:
+            declared = memo.capacity_file.poll()
+        except capacity.CapacityError as exc:  # keep planning with the last valid pools
+            logger.error(f"Capacity file not applied, keeping the {len(memo.declared)} pool(s) declared before: {exc}")
+            continue
+        if declared is not None:
+            logger.info(f"Capacity changed: {len(declared)} declared pool(s): {', '.join(p.name for p in declared) or '-'}")
+            memo.declared = declared
+            memo.nodes_changed.set()
+
+
+async def watch_pools(memo: kopf.Memo, logger: logging.Logger) -> None:
+    """After node or capacity changes settle: wake the resources whose plan they may change."""
+    while True:
+        await memo.nodes_changed.wait()
+        await asyncio.sleep(NODES_SETTLE_S)
+        await memo.pause.wait_active()
+        memo.nodes_changed.clear()
+        memo.inventories = {}
+        for values in list(memo.resource_index.values()):
+            for resource in values:
+                pools = pools_for(memo, (resource.get("spec") or {}).get("nodeSelector") or {})
+                if replan_on_pools(resource, pools):
+                    meta = resource["metadata"]
+                    logger.info(f"Node pools changed: re-planning {meta['namespace']}/{meta['name']}")
+                    memo.queue.add((meta["namespace"], meta["name"]), "nodes")

@@ -1,0 +1,490 @@
+"""decide(): one reconcile as data, without kopf or an API server.
+
+Each row is a scenario of the integration tests (tests/integration/): the resource and what the
+shell observed, and the Intent expected, summarised as what it applies (how, kind), prunes, the
+Events it posts, the phase and reason it writes (or nothing), and its recheck / retry delays.
+The live children of a settled resource are the ones decide itself rendered on the reconcile
+before, as the server keeps them: real parts, not hand-written stand-ins.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+import datetime
+import pathlib
+from typing import Any
+
+import pytest
+
+from gemma_operator import decide as decide_mod
+from gemma_operator import inventory, pods, rollout, scaling
+from gemma_operator.decide import Observed, Settings, decide, digest, refused
+from tests.conftest import node_list
+
+NS, NAME, UID = "gemma", "chat", "uid-chat"
+NOW = "2026-11-29T21:30:00Z"
+ENDPOINT = f"http://{NAME}.{NS}.svc.cluster.local:8000/v1"
+KEDA, POD_MONITORING, SERVICE_MONITOR = scaling.KEDA, scaling.POD_MONITORING, scaling.SERVICE_MONITOR
+AUTOSCALING = {"minReplicas": 1, "maxReplicas": 3, "metric": "queue", "target": 4}
+
+
+def ago(minutes: float) -> str:
+    moment = datetime.datetime(2026, 11, 29, 21, 30, tzinfo=datetime.UTC) - datetime.timedelta(minutes=minutes)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def resource(spec: dict[str, Any] | None = None, status: dict[str, Any] | None = None,
+             generation: int = 1) -> dict[str, Any]:  # fmt: skip
+    return {"apiVersion": "gemma.dev/v1alpha1", "kind": "GemmaDeployment",
+            "metadata": {"name": NAME, "namespace": NS, "uid": UID, "generation": generation, "resourceVersion": "7"},
+            "spec": spec or {}, "status": status}  # fmt: skip
+
+
+def merge(current: dict[str, Any] | None, patch: dict[str, Any] | None) -> dict[str, Any]:
+    """A merge patch applied as the API server does (null deletes)."""
+    out = copy.deepcopy(current or {})
+    for key, value in (patch or {}).items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def as_stored(obj: dict[str, Any], n: int) -> dict[str, Any]:
+    """A child as the server keeps it after the operator's apply."""
+    live = copy.deepcopy(dict(obj))
+    live["metadata"].update(uid=f"uid-{obj['kind']}-{obj['metadata']['name']}", resourceVersion=str(100 + n),
+                            generation=1)  # fmt: skip
+    live["status"] = {}
+    return live
+
+
+@dataclasses.dataclass
+class World:
+    """A resource and what the shell observes of it."""
+
+    resource: dict[str, Any]
+    observed: Observed
+    nodes: tuple[str, ...] = ("gke-l4",)  # node fixtures
+
+
+def fresh(spec: dict[str, Any] | None = None, nodes: tuple[str, ...] = ("gke-l4",), **observed: Any) -> World:
+    return World(resource(spec), Observed(**observed), nodes)
+
+
+def settled(catalog, spec: dict[str, Any] | None = None, nodes: tuple[str, ...] = ("gke-l4",),
+            settings: Settings = Settings(), served: frozenset = frozenset()) -> World:  # fmt: skip
+    """The resource after its first reconcile: its status written, its children as applied."""
+    world = fresh(spec, nodes, served=served if (spec or {}).get("autoscaling") else None)
+    intent = run(catalog, world, settings)
+    children, shared, digests = {}, {}, {}
+    for n, item in enumerate((*intent.claims, *intent.applies)):
+        live = as_stored(item.obj, n)
+        kind, name = item.obj["kind"], item.obj["metadata"]["name"]
+        if item.digest is not None:
+            digests[kind] = item.digest
+        elif kind in decide_mod.SHARED:
+            shared[(kind, name)] = live
+        else:
+            children[(kind, name)] = live
+    observed = Observed(children, shared, digests, served=world.observed.served)
+    return World(resource(spec, merge(None, intent.status)), observed, nodes)
+
+
+def with_deployment(world: World, **changes: Any) -> World:
+    """The live Deployment changed by the cluster (status) or by hand (spec)."""
+    children = dict(world.observed.children)
+    deployment = copy.deepcopy(children[("Deployment", NAME)])
+    for key, value in changes.items():
+        deployment[key] = merge(deployment.get(key), value) if isinstance(value, dict) else value
+    children[("Deployment", NAME)] = deployment
+    return dataclasses.replace(world, observed=dataclasses.replace(world.observed, children=children))
+
+
+def with_observed(world: World, **changes: Any) -> World:
+    return dataclasses.replace(world, observed=dataclasses.replace(world.observed, **changes))
+
+
+def ready(world: World, replicas: int = 1) -> World:
+    return with_deployment(world, status={"replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas,
+                                          "observedGeneration": 1})  # fmt: skip
+
+
+def run(catalog, world: World, settings: Settings = Settings()) -> decide_mod.Intent:
+    nodes = [node for fixture in world.nodes for node in node_list(fixture)]
+    pools = inventory.pools(nodes, catalog, (world.resource.get("spec") or {}).get("nodeSelector"))
+    return decide(world.resource, world.observed, pools, catalog, settings, NOW)
+
+
+def summary(intent: decide_mod.Intent, world: World) -> dict[str, Any]:
+    """What an Intent does, in a row's terms; the status as it is once the patch is written."""
+    written = merge(world.resource.get("status"), intent.status)
+    conditions = {c["type"]: c for c in written.get("conditions") or []}
+    return {
+        "outcome": intent.outcome,
+        "claims": [(c.how, c.obj["kind"]) for c in intent.claims],
+        "prunes": [(p.how, p.kind) for p in intent.prunes],
+        "applies": [a.obj["kind"] for a in intent.applies],
+        "events": [(e.type, e.reason) for e in intent.events],
+        "status": None if intent.status is None else (written.get("phase"), (conditions.get("Ready") or {}).get("reason")),
+        "recheck": intent.recheck_s,
+        "retry": intent.retry_s,
+    }
+
+
+def expect(outcome="Applied", claims=(), prunes=(), applies=(), events=(), status=None, recheck=None, retry=None):
+    return {"outcome": outcome, "claims": list(claims), "prunes": list(prunes), "applies": list(applies),
+            "events": list(events), "status": status, "recheck": recheck, "retry": retry}  # fmt: skip
+
+
+# ----------------------------------------------------------------------- model pods
+IMAGE = "vllm/vllm-openai:v0.32.0"
+
+
+def pod(*, phase="Running", conditions=(), statuses=(), **status: Any) -> dict[str, Any]:
+    return pods.essentials({
+        "metadata": {"name": "chat-7d9f8-abcde", "namespace": NS, "labels": {"app.kubernetes.io/instance": NAME}},
+        "spec": {"containers": [{"name": "vllm", "image": IMAGE,
+                                 "resources": {"limits": {"memory": "24Gi", "nvidia.com/gpu": "1"}},
+                                 "startupProbe": {"periodSeconds": 10, "failureThreshold": 66}}]},
+        "status": {"phase": phase, "conditions": list(conditions), "containerStatuses": list(statuses), **status}})
+
+
+def scheduled() -> dict[str, Any]:
+    return {"type": "PodScheduled", "status": "True", "lastTransitionTime": ago(10)}
+
+
+def container(state, last=None, restarts=0) -> dict[str, Any]:
+    return {"name": "vllm", "image": IMAGE, "ready": False, "started": False, "restartCount": restarts,
+            "state": state, "lastState": last or {}}  # fmt: skip
+
+
+def terminated(reason: str, code: int, message: str | None = None) -> dict[str, Any]:
+    return {"terminated": {"reason": reason, "exitCode": code, "startedAt": ago(3), "finishedAt": ago(2),
+                           **({"message": message} if message else {})}}  # fmt: skip
+
+
+POD_ROWS = [
+    # id, pod, expected (phase, reason), Event, recheck
+    ("WaitingForCapacity", pod(phase="Pending", conditions=[{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "lastTransitionTime": ago(2),
+        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]),
+     ("Deploying", "WaitingForCapacity"), ("Normal", "WaitingForCapacity"), pods.RECHECK_S),
+    ("ImagePullFailed", pod(phase="Pending", conditions=[scheduled()], statuses=[container(
+        {"waiting": {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{IMAGE}"'}})]),
+     ("Degraded", "ImagePullFailed"), ("Warning", "ImagePullFailed"), None),
+    ("OutOfMemory", pod(conditions=[scheduled()], statuses=[container(
+        {"waiting": {"reason": "CrashLoopBackOff"}}, terminated("OOMKilled", 137), restarts=3)]),
+     ("Degraded", "OutOfMemory"), ("Warning", "OutOfMemory"), None),
+    ("CrashLoop", pod(conditions=[scheduled()], statuses=[container(
+        {"waiting": {"reason": "CrashLoopBackOff"}}, terminated("Error", 1, "ValueError: boom"), restarts=5)]),
+     ("Degraded", "CrashLoop"), ("Warning", "CrashLoop"), None),
+    ("SecretNotFound", pod(phase="Pending", conditions=[scheduled()], statuses=[container(
+        {"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "hf" not found'}})]),
+     ("Degraded", "SecretNotFound"), ("Warning", "SecretNotFound"), None),
+    ("LoadingModel", pod(conditions=[scheduled()], startTime=ago(5), statuses=[container(
+        {"running": {"startedAt": ago(3.5)}})]),
+     ("Deploying", "LoadingModel"), ("Normal", "LoadingModel"), pods.RECHECK_S),
+    ("Evicted", pod(phase="Failed", reason="Evicted", message="The node was low on resource: ephemeral-storage.",
+                    conditions=[scheduled()]),
+     ("Degraded", "Evicted"), ("Warning", "Evicted"), None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("pod_", "status", "event", "recheck"), [row[1:] for row in POD_ROWS],
+                         ids=[row[0] for row in POD_ROWS])  # fmt: skip
+def test_what_blocks_the_model_pods_is_the_status_and_one_event(catalog, pod_, status, event, recheck):
+    """test_pods.py: test_each_failing_pod_state_stalls_with_its_reason_and_an_event, and the
+    unschedulable pod waiting for capacity (rechecked while its budget runs)."""
+    world = with_observed(settled(catalog), pods=(pod_,))
+    assert summary(run(catalog, world), world) == expect(events=[event], status=status, recheck=recheck)
+
+
+# ------------------------------------------------------------------------- scenarios
+def scenario(catalog) -> dict[str, tuple[World, Settings, dict[str, Any]]]:
+    """id -> (the world, the settings, the expected Intent summary)."""
+    base = settled(catalog)
+    rows: dict[str, tuple[World, Settings, dict[str, Any]]] = {}
+    default = Settings()
+
+    # test_create_gives_an_owned_deployment_a_service_and_an_explained_status: no Planned Event at creation.
+    rows["create"] = (fresh(), default, expect(applies=["Deployment", "Service"], status=("Deploying", "RollingOut")))
+    # test_ready_follows_the_deployment: one Ready Event that says what is served.
+    rows["ready"] = (ready(base), default, expect(events=[("Normal", "Ready")], status=("Ready", "ReplicasReady")))
+    # test_a_restart_with_nothing_changed_writes_nothing / test_resync_with_nothing_gone_writes_nothing
+    rows["idle"] = (base, default, expect())
+    rows["idle-ready"] = (settled_ready := _settle(catalog, ready(base)), default, expect())
+    # test_hand_edits_of_children_are_reverted: the template is applied again, which rolls the pods.
+    edited = copy.deepcopy(base.observed.children[("Deployment", NAME)]["spec"]["template"])
+    edited["spec"]["containers"][0]["image"] = "evil:latest"
+    rows["hand-edit"] = (with_deployment(base, spec={"template": edited}), default,
+                         expect(applies=["Deployment"], events=[("Normal", "RollingOut")]))
+    service = dict(base.observed.children)
+    service[("Service", NAME)] = merge(service[("Service", NAME)], {"spec": {"type": "NodePort"}})
+    rows["hand-edit-service"] = (with_observed(base, children=service), default, expect(applies=["Service"]))
+    # test_a_child_deleted_while_its_watch_is_down_and_expired_is_re_created: confirm the owner first.
+    gone = {**base.observed.children, ("Service", NAME): None}
+    rows["vanished-child"] = (with_observed(base, children=gone), default, expect(applies=["Service"]))
+    # test_spec_change_rolls_out_the_new_plan: a new generation re-plans; the changed plan is announced.
+    spec_change = dataclasses.replace(base, resource={**resource({"quantization": "fp8"}, base.resource["status"], 2)})
+    rows["spec-change"] = (spec_change, default, expect(applies=["Deployment"], status=("Deploying", "RollingOut"),
+                                                        events=[("Normal", "RollingOut"), ("Normal", "Planned")]))
+    # test_losing_the_chosen_pool_replans: the pool is gone, a T4 pool serves now.
+    rows["pool-lost"] = (dataclasses.replace(ready(base), nodes=("gke-t4",)), default,
+                         expect(applies=["Deployment", "Service"], status=("Deploying", "RollingOut"),
+                                events=[("Normal", "RollingOut"), ("Normal", "Planned")]))
+    # test_unrelated_nodes_do_not_move_a_serving_model: a bigger pool appears; the selection stays.
+    rows["sticky"] = (dataclasses.replace(settled_ready, nodes=("gke-l4", "gke-a100-80gb")), default, expect())
+    # test_no_fit_stalls_with_figures_and_plans_when_a_pool_appears
+    # An A10G: no such node and no GKE shape to scale up.
+    rows["no-fit"] = (fresh({"accelerator": "nvidia-a10g"}, ("gke-cpu-only",)), default,
+                      expect("NoFit", events=[("Warning", "NoFit")], status=("NoFit", "NoFit")))
+    # test_declared_capacity_plans_a_scale_up_...: no L4 node yet, GKE's standard shape is added on demand.
+    rows["scale-up"] = (fresh({"accelerator": "nvidia-l4"}, ("gke-cpu-only",)), default,
+                        expect(applies=["Deployment", "Service"], status=("Deploying", "RollingOut")))
+    # test_invalid_spec_is_refused_without_applying_anything / ..._ends_invalid
+    rows["invalid-plan"] = (fresh({"model": {"family": "nosuch"}}), default,
+                            expect("Invalid", events=[("Warning", "InvalidSpec")], status=("Invalid", "InvalidSpec")))
+    rows["invalid-schema"] = (fresh({"replicas": "many"}), default,
+                              expect("Invalid", events=[("Warning", "InvalidSpec")], status=("Invalid", "InvalidSpec")))
+    # test_the_early_secret_check_runs_only_behind_its_switch: nothing applied, looked at again.
+    token = {"hfTokenSecretRef": {"name": "hf", "key": "token"}}
+    rows["secret-missing"] = (fresh(token, secret_exists=False), Settings(secret_check=True),
+                              expect("ApplyFailed", events=[("Warning", "SecretNotFound")],
+                                     status=("Degraded", "ApplyFailed"), retry=decide_mod.SECRET_RECHECK_S))
+    rows["secret-present"] = (fresh(token, secret_exists=True), Settings(secret_check=True),
+                              expect(applies=["Deployment", "Service"], status=("Deploying", "RollingOut")))
+    # test_a_gated_checkpoint_without_a_token_posts_token_missing: on the first plan, too.
+    rows["token-missing"] = (fresh({"model": {"family": "gemma3"}}), default,
+                             expect(applies=["Deployment", "Service"], events=[("Warning", "TokenMissing")],
+                                    status=("Deploying", "RollingOut")))
+    # test_the_pdb_appears_and_disappears_with_the_replica_count
+    rows["pdb"] = (fresh({"replicas": 2}), default, expect(applies=["Deployment", "Service", "PodDisruptionBudget"],
+                                                           status=("Deploying", "RollingOut")))
+    two = settled(catalog, {"replicas": 2})
+    rows["pdb-pruned"] = (dataclasses.replace(two, resource=resource({"replicas": 1}, two.resource["status"], 2)),
+                          default, expect(prunes=[("delete", "PodDisruptionBudget")], applies=["Deployment"],
+                                          status=("Deploying", "RollingOut")))
+    # test_the_autoscaler_owns_the_replicas_while_autoscaling_is_on: an HPA; the live count is handed over.
+    hpa = {"autoscaling": {**AUTOSCALING, "provider": "hpa"}}
+    rows["hpa"] = (fresh(hpa, served=frozenset({POD_MONITORING})), default,
+                   expect(applies=["Deployment", "Service", "PodMonitoring", "HorizontalPodAutoscaler"],
+                          status=("Deploying", "RollingOut")))
+    rows["scaled-object"] = (fresh({"autoscaling": AUTOSCALING}, served=frozenset({KEDA, SERVICE_MONITOR})), default,
+                             expect(applies=["Deployment", "Service", "ServiceMonitor", "ScaledObject"],
+                                    status=("Deploying", "RollingOut")))
+    scaled = settled(catalog, {"autoscaling": AUTOSCALING}, served=frozenset({KEDA, POD_MONITORING}))
+    off = dataclasses.replace(scaled, resource=resource({}, scaled.resource["status"], 2))
+    rows["autoscaling-off"] = (off, default, expect(prunes=[("delete", "ScaledObject"), ("delete", "PodMonitoring")],
+                                                    applies=["Deployment"], status=("Deploying", "RollingOut")))
+    # test_one_loader_per_checkpoint_and_the_deployments_wait_for_the_fill
+    pvc = {"cache": {"type": "pvc"}}
+    rows["cache-fill"] = (fresh(pvc), default, expect(claims=[("create", "PersistentVolumeClaim"), ("create", "Job")],
+                                                      applies=["Service"], status=("Deploying", "FillingCache")))
+    # test_a_failed_fill_stalls_with_the_jobs_message
+    filling = settled(catalog, pvc)
+    shared = {key: ({**live, "status": {"conditions": [{"type": "Failed", "status": "True", "message": "401"}]}}
+                    if key[0] == "Job" else live) for key, live in filling.observed.shared.items()}  # fmt: skip
+    rows["cache-failed"] = (with_observed(filling, shared=shared), default,
+                            expect(events=[("Warning", "CacheFillFailed")], status=("Degraded", "CacheFillFailed")))
+    # test_leaving_the_cache_prunes_what_only_it_used_and_retain_keeps_it
+    leaving = dataclasses.replace(filling, resource=resource({}, filling.resource["status"], 2))
+    rows["cache-left"] = (leaving, default, expect(prunes=[("delete", "Job"), ("delete", "PersistentVolumeClaim")],
+                                                   applies=["Deployment"], status=("Deploying", "RollingOut")))
+    other = {"apiVersion": "gemma.dev/v1alpha1", "kind": "GemmaDeployment", "name": "other", "uid": "uid-other"}
+    joined = {key: merge(live, {"metadata": {"ownerReferences": [*live["metadata"]["ownerReferences"], other]}})
+              for key, live in filling.observed.shared.items()}  # fmt: skip
+    rows["cache-shared-left"] = (with_observed(leaving, shared=joined), default,
+                                 expect(prunes=[("leave", "Job"), ("leave", "PersistentVolumeClaim")],
+                                        applies=["Deployment"], status=("Deploying", "RollingOut")))
+    # test_an_operator_upgrade_keeps_the_released_template_until_the_opt_in
+    rows["update-available"] = (_released(catalog, base), default,
+                                expect(applies=["Deployment"], events=[("Normal", "UpdateAvailable")],
+                                       status=("Deploying", "RollingOut")))
+    rows["update-accepted"] = (_released(catalog, base), Settings(accept_updates=True),
+                               expect(applies=["Deployment"], events=[("Normal", "RollingOut"), ("Normal", "Planned")],
+                                      status=("Deploying", "RollingOut")))
+    return rows
+
+
+def _settle(catalog, world: World) -> World:
+    """The world after its reconcile wrote status."""
+    intent = run(catalog, world)
+    return dataclasses.replace(world, resource={**world.resource, "status": merge(world.resource["status"],
+                                                                                   intent.status)})
+
+
+def _released(catalog, world: World) -> World:
+    """The live Deployment as an earlier release rendered it for this very spec (another image)."""
+    deployment = world.observed.children[("Deployment", NAME)]
+    template = copy.deepcopy(deployment["spec"]["template"])
+    template["spec"]["containers"][0]["image"] = "vllm/vllm-openai:v0.1.0"
+    rendered_for = deployment["metadata"]["annotations"][rollout.TEMPLATE_FOR].partition("/")[0]
+    status = merge(world.resource["status"], {"selection": {"image": "vllm/vllm-openai:v0.1.0"}})
+    world = dataclasses.replace(world, resource={**world.resource, "status": status})
+    return with_deployment(world, spec={"template": template}, metadata={"annotations": {
+        rollout.TEMPLATE_FOR: f"{rendered_for}/{rollout._digest(template)}"}})
+
+
+ROWS = ["create", "ready", "idle", "idle-ready", "hand-edit", "hand-edit-service", "vanished-child", "spec-change",
+        "pool-lost", "sticky", "no-fit", "invalid-plan", "invalid-schema", "secret-missing", "secret-present",
+        "token-missing", "pdb", "pdb-pruned", "hpa", "scaled-object", "autoscaling-off", "cache-fill", "cache-failed",
+        "cache-left", "cache-shared-left", "update-available", "update-accepted", "scale-up"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rows(catalog):
+    return scenario(catalog)
+
+
+@pytest.mark.parametrize("row", ROWS)
+def test_decide(rows, catalog, row):
+    world, settings, expected = rows[row]
+    assert summary(run(catalog, world, settings), world) == expected
+
+
+# ------------------------------------------------------------------- the Intent's details
+def test_a_scale_up_plan_says_so_in_the_selection(catalog):
+    intent = run(catalog, fresh({"accelerator": "nvidia-l4"}, ("gke-cpu-only",)))
+    assert intent.status["selection"]["capacity"] == "scale-up"
+
+
+def test_the_ready_event_says_what_is_served(catalog):
+    intent = run(catalog, ready(settled(catalog)))
+    (event,) = intent.events
+    assert event.message == (f"Serving google/gemma-4-E2B-it (bf16) with vllm on nvidia-l4 x1: 1 replica(s) ready "
+                             f"at {ENDPOINT}.")  # fmt: skip
+
+
+def test_a_changed_plan_is_announced_and_counted_the_first_is_only_counted(catalog):
+    first = run(catalog, fresh())
+    assert first.plans == (("vllm", "nvidia-l4", "bf16"),) and not [e for e in first.events if e.reason == "Planned"]
+    moved = run(catalog, dataclasses.replace(ready(settled(catalog)), nodes=("gke-t4",)))
+    (planned,) = [e for e in moved.events if e.reason == "Planned"]
+    assert planned.message.startswith("Serving google/gemma-4-E2B-it") and "nvidia-tesla-t4" in planned.message
+    assert moved.plans and moved.plans[0][1] == "nvidia-tesla-t4"
+
+
+def test_a_vanished_child_is_re_created_only_once_the_owner_is_confirmed(catalog):
+    """A child deleted with its owner (garbage collection) must not come back: the executor first
+    confirms the owner exists. A new spec needs no confirmation (the resource was just seen)."""
+    base = settled(catalog)
+    (again,) = run(catalog, with_observed(base, children={**base.observed.children, ("Service", NAME): None})).applies
+    assert again.obj["kind"] == "Service" and again.confirm_owner
+    assert not any(item.confirm_owner for item in run(catalog, fresh()).applies)
+
+
+def test_an_autoscaled_deployment_hands_its_live_count_over_before_the_apply(catalog):
+    scaled = settled(catalog, {"autoscaling": {**AUTOSCALING, "provider": "hpa"}}, served=frozenset())
+    edited = copy.deepcopy(scaled.observed.children[("Deployment", NAME)]["spec"]["template"])
+    edited["spec"]["containers"][0]["image"] = "evil:latest"
+    world = with_deployment(scaled, spec={"replicas": 3, "template": edited})
+    (deployment,) = run(catalog, world).applies
+    assert deployment.handover_replicas == 3 and "replicas" not in deployment.obj["spec"]
+
+
+def test_an_idle_autoscaled_resource_applies_nothing_not_even_its_unwatched_kinds(catalog):
+    scaled = settled(catalog, {"autoscaling": AUTOSCALING}, served=frozenset({KEDA, POD_MONITORING}))
+    assert set(scaled.observed.applied_digests) == {"ScaledObject", "PodMonitoring"}
+    assert summary(run(catalog, scaled), scaled) == expect()
+    forgotten = with_observed(scaled, applied_digests={})  # e.g. after a restart: applied once more
+    assert [a.obj["kind"] for a in run(catalog, forgotten).applies] == ["PodMonitoring", "ScaledObject"]
+
+
+def test_a_cache_another_deployment_created_is_joined_at_the_version_read(catalog):
+    filling = settled(catalog, {"cache": {"type": "pvc"}})
+    theirs = {key: merge(live, {"metadata": {"ownerReferences": [
+        {"apiVersion": "gemma.dev/v1alpha1", "kind": "GemmaDeployment", "name": "other", "uid": "uid-other"}]}})
+        for key, live in filling.observed.shared.items()}  # fmt: skip
+    intent = run(catalog, with_observed(filling, shared=theirs))
+    assert [(c.how, c.obj["kind"]) for c in intent.claims] == [("join", "PersistentVolumeClaim"), ("join", "Job")]
+    for claim in intent.claims:
+        live = theirs[(claim.obj["kind"], claim.obj["metadata"]["name"])]
+        assert claim.confirm_owner and claim.resource_version == live["metadata"]["resourceVersion"]
+        assert [o["uid"] for o in claim.owners] == ["uid-other", UID]
+    assert intent.cache_fill["state"] == "Filling" and not [a for a in intent.applies if a.obj["kind"] == "Deployment"]
+
+
+def test_a_refusal_is_reported_in_status_and_an_event():
+    intent = refused(resource(), "403 Forbidden: exceeded quota", 60, NOW)
+    assert [(e.type, e.reason) for e in intent.events] == [("Warning", "ApplyFailed")]
+    assert "exceeded quota" in intent.events[0].message and "every 60 s" in intent.events[0].message
+    assert intent.status["phase"] == "Degraded" and not intent.applies and intent.outcome == "ApplyFailed"
+
+
+def test_what_the_shell_reads_is_decided_too():
+    spec = {"autoscaling": AUTOSCALING, "hfTokenSecretRef": {"name": "hf", "key": "token"}}
+    wants = decide_mod.wants(resource(spec), Settings(secret_check=True))
+    assert wants.served and wants.secret == "hf" and ("HorizontalPodAutoscaler", "chat") in wants.children
+    plain = decide_mod.wants(resource(spec), Settings())
+    assert plain.secret is None  # the chart's switch is off: no Secret is ever read
+    assert not decide_mod.wants(resource({}), Settings()).served
+
+
+@pytest.mark.parametrize(("status", "wake"), [
+    ({"phase": "NoFit"}, True),
+    ({"phase": "Deploying", "selection": {"pool": "nvidia-l4-x1", "capacity": "scale-up"}}, True),
+    ({"phase": "Ready", "selection": {"pool": "gone-pool"}}, True),
+    ({"phase": "Ready", "selection": {"pool": "nvidia-l4-x1"}}, False),
+])  # fmt: skip
+def test_which_resources_node_pool_changes_wake(catalog, status, wake):
+    pools = inventory.pools(node_list("gke-l4"), catalog)
+    assert pools.by_name("nvidia-l4-x1") is not None
+    assert decide_mod.replan_on_pools(resource({}, status), pools) is wake
+
+
+def test_keda_hpa_wakes_the_gemma_deployment_its_scaled_object_is_named_after():
+    keda_hpa = {"kind": "HorizontalPodAutoscaler", "metadata": {"ownerReferences": [
+        {"kind": "ScaledObject", "name": "chat", "controller": True}]}}  # fmt: skip
+    assert decide_mod.owners_to_wake(keda_hpa) == ["chat"]
+    service = {"kind": "Service", "metadata": {"ownerReferences": [
+        {"kind": "GemmaDeployment", "name": "chat", "controller": True},
+        {"kind": "GemmaDeployment", "name": "shared", "controller": False}]}}  # fmt: skip
+    assert decide_mod.owners_to_wake(service) == ["chat"]
+    assert decide_mod.owners_to_wake({**service, "kind": "PersistentVolumeClaim"}) == ["chat", "shared"]
+
+
+def test_the_intent_is_data():
+    intent = refused(resource(), "x", 1, NOW)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        intent.outcome = "Applied"  # type: ignore[misc]
+    assert digest({"a": 1}) == digest({"a": 1}) != digest({"a": 2})
+
+
+def _imports(module: str) -> set[str]:
+    tree = ast.parse((pathlib.Path(decide_mod.__file__).parent / f"{module}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level:  # from . import x, from .x import y
+            found |= {"." + node.module} if node.module else {"." + alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            found.add(node.module)
+    return found
+
+
+def test_the_loop_modules_import_downwards_only_and_decide_does_no_io():
+    """handlers -> resync -> queue -> execute -> decide: no cycle; decide has no kopf, asyncio or kube."""
+    order = ["handlers", "resync", "queue", "execute", "decide"]
+    for i, module in enumerate(order):
+        local = {name.lstrip(".").split(".")[0] for name in _imports(module) if name.startswith(".")}
+        assert not local & set(order[: i + 1]), f"{module} imports {local & set(order[:i + 1])}"
+    assert not {"kopf", "asyncio", "aiohttp", ".kube"} & _imports("decide")
+
+
+@pytest.mark.parametrize(("status", "generation", "waits"), [
+    ({"observedGeneration": 1, "cache": {"state": "Filling"}}, 1, True),
+    ({"observedGeneration": 1, "cache": {"state": "Failed"}}, 1, True),
+    ({"observedGeneration": 1, "cache": {"state": "Ready"}}, 1, False),
+    ({"observedGeneration": 1}, 1, False),
+    (None, 1, True),  # its first status is not written yet: the Job it just created may be the one
+    ({"observedGeneration": 1, "cache": {"state": "Ready"}}, 2, True),
+])  # fmt: skip
+def test_which_resources_a_retained_cache_object_wakes(status, generation, waits):
+    assert decide_mod.waits_for_fill(resource({}, status, generation)) is waits
