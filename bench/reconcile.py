@@ -246,8 +246,14 @@ class Watcher:
 
     async def _watch(self, session: Any, kind: str, path: str, started: asyncio.Event) -> None:
         url = self.api.server + path
-        async with session.get(url) as resp:
-            rv = (await resp.json())["metadata"]["resourceVersion"]
+        while True:  # a real server answers 429 "storage is (re)initializing" just after a CRD is Established
+            async with session.get(url) as resp:
+                if resp.status == 200:
+                    rv = (await resp.json())["metadata"]["resourceVersion"]
+                    break
+                if resp.status != 429:
+                    raise RuntimeError(f"listing {path}: HTTP {resp.status}: {(await resp.text())[:300]}")
+                await asyncio.sleep(float(resp.headers.get("Retry-After") or 1))
         while True:
             params = {"watch": "true", "resourceVersion": rv, "timeoutSeconds": "3600"}
             async with session.get(url, params=params) as resp:

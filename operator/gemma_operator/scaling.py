@@ -330,11 +330,17 @@ def autoscaler_conditions(spec: GemmaDeploymentSpec, choice: Choice, hpa: dict[s
 def desired_replicas(spec: GemmaDeploymentSpec, deployment: dict[str, Any] | None,
                      hpa: dict[str, Any] | None) -> int:  # fmt: skip
     """Replicas wanted now: the spec's, or with autoscaling the autoscaler's (its desired count,
-    else what it last set on the Deployment, else minReplicas)."""
+    else what it last set on the Deployment, else minReplicas).
+
+    An HPA's status.desiredReplicas is 0 from its creation until the controller computes a count
+    from the metric, and stays 0 while it cannot read it: that 0 is no count, unless the HPA says
+    it is scaling (ScalingActive=True)."""
     if spec.autoscaling is None:
         return spec.replicas
-    desired = ((hpa or {}).get("status") or {}).get("desiredReplicas")
-    if isinstance(desired, int):
+    status = (hpa or {}).get("status") or {}
+    desired = status.get("desiredReplicas")
+    active = any(c.get("type") == "ScalingActive" and c.get("status") == "True" for c in status.get("conditions") or [])
+    if isinstance(desired, int) and (desired > 0 or active):
         return desired
     live = ((deployment or {}).get("spec") or {}).get("replicas")
     return live if isinstance(live, int) else max(1, spec.autoscaling.min_replicas)

@@ -27,4 +27,5 @@ def test_reconcile_benchmark_runs_both_operators(tmp_path: pathlib.Path) -> None
     assert set(rows) == {"baseline", "gemma"}
     for row in rows.values():
         assert row["deployments"] == 20  # every resource got its Deployment: the run measured something
-        assert row["load_requests"]  # the server counted the operator's requests
+        if row["server"] == "emulator":  # envtest (KUBEBUILDER_ASSETS set) counts no requests
+            assert row["load_requests"]  # the server counted the operator's requests

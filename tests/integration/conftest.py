@@ -28,7 +28,9 @@ from __future__ import annotations
 import os
 import pathlib
 import sys
+import threading
 
+import kubernetes
 import pytest
 import yaml
 
@@ -66,22 +68,41 @@ def kube_api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         pytest.skip(reason)
     envtest = EnvTest(assets, workdir)
     try:
-        api = envtest.start()
-        api.apply_crds()
-        yield api
+        # The CRDs go in before kube-controller-manager starts (see EnvTest.start).
+        yield envtest.start(before_controllers=lambda api: api.apply_crds())
     finally:
         envtest.stop()
 
 
 class NodeFactory:
+    """Creates Nodes; with kube-controller-manager, also keeps their Leases renewed as kubelets
+    would (every 5 s, in a thread), so the node lifecycle controller keeps them Ready."""
+
     def __init__(self, api: KubeAPI):
         self.api = api
         self.created: list[str] = []
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
 
     def __call__(self, nodes: list[dict]) -> list[str]:
         names = [self.api.create_node(node) for node in nodes]
         self.created += names
+        if self.api.controller_manager:
+            for name in names:
+                self.api.renew_node_lease(name)
+            if self._heartbeat is None:
+                self._heartbeat = threading.Thread(target=self._beat, name="node-leases", daemon=True)
+                self._heartbeat.start()
         return names
+
+    def _beat(self) -> None:
+        while not self._stop.wait(5):
+            for name in list(self.created):
+                try:
+                    self.api.renew_node_lease(name)
+                except kubernetes.client.ApiException as e:
+                    if e.status != 404:  # deleted meanwhile
+                        raise
 
     def from_fixture(self, name: str) -> list[str]:
         return self(yaml.safe_load((NODES / f"{name}.yaml").read_text())["items"])
@@ -92,6 +113,9 @@ class NodeFactory:
             self.created.remove(name)
 
     def cleanup(self) -> None:
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(10)
         for name in self.created:
             self.api.delete_node(name)
         self.created.clear()

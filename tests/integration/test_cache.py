@@ -108,6 +108,8 @@ def test_leaving_the_cache_prunes_what_only_it_used_and_retain_keeps_it(operator
     cluster.create("kept", {"cache": {"type": "pvc", "retention": "Retain"}})
     (job,) = cluster.wait(lambda: jobs(cluster), "the retained loader Job")
     assert "ownerReferences" not in job["metadata"]
+    # A download takes longer than the operator takes to report it: the fill ends after Filling.
+    cluster.wait(lambda: cache_status(cluster, "kept").get("state") == "Filling", "kept filling")
     kube_api.set_job_finished(cluster.ns, job["metadata"]["name"], succeeded=True)
     cluster.wait(lambda: cluster.deployment("kept"), "kept's Deployment after the fill")
     cluster.api.request("DELETE", cluster.gd_path("kept"))

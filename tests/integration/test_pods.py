@@ -232,7 +232,9 @@ def test_a_gated_checkpoint_without_a_token_posts_token_missing(operator, cluste
     cluster.wait(lambda: ("Warning", "TokenMissing") in events_of(cluster, "chat"), "a TokenMissing Event")
     message = next(e["message"] for e in cluster.events("chat") if e["reason"] == "TokenMissing")
     assert "google/gemma-3-270m-it is gated" in message
-    assert message in cluster.gd("chat")["status"]["selection"]["reasons"]
+    # The Event is posted before the status it explains is written (handlers._emit): wait for both.
+    cluster.wait(lambda: message in ((cluster.gd("chat").get("status") or {}).get("selection") or {}).get("reasons", []),
+                 "the reason in status.selection")  # fmt: skip
     cluster.create("open", {})  # Gemma 4 is not gated
     cluster.wait(lambda: (cluster.gd("open").get("status") or {}).get("selection"), "the selection")
     assert ("Warning", "TokenMissing") not in events_of(cluster, "open")

@@ -208,6 +208,13 @@ def test_the_autoscalers_conditions_reach_the_status_words():
     assert "no custom metrics API" in active[3] and "metrics adapter" in active[3]
     assert scaling.desired_replicas(spec, {"spec": {"replicas": 2}}, hpa) == 3
     assert scaling.desired_replicas(spec, {"spec": {"replicas": 2}}, None) == 2
+    # A real HPA's status before the controller computed a count (and while it cannot): desiredReplicas 0.
+    fresh = {"status": {"desiredReplicas": 0, "currentMetrics": None}}
+    assert scaling.desired_replicas(spec, {"spec": {"replicas": 2}}, fresh) == 2
+    failing = {"status": {"currentReplicas": 3, "desiredReplicas": 0, "conditions": hpa["status"]["conditions"]}}
+    assert scaling.desired_replicas(spec, {"spec": {"replicas": 3}}, failing) == 3
+    active = {"status": {"desiredReplicas": 0, "conditions": [{"type": "ScalingActive", "status": "True"}]}}
+    assert scaling.desired_replicas(spec, {"spec": {"replicas": 1}}, active) == 0  # a computed zero (scale to zero)
     pending = scaling.autoscaler_conditions(spec, scaling.Choice("hpa", None), None, "vllm:num_requests_waiting")
     assert [c[:3] for c in pending] == [("MetricsScraped", "False", "NoCollector"),
                                         ("ScalingActive", "Unknown", "AutoscalerPending")]  # fmt: skip

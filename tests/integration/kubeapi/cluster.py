@@ -218,6 +218,22 @@ class KubeAPI:
                          content_type="application/merge-patch+json")
         return name
 
+    def renew_node_lease(self, name: str) -> None:
+        """What a kubelet does every 10 s: renew its Node's Lease in kube-node-lease (owned by the
+        Node, so it goes with it). With kube-controller-manager, the node lifecycle controller
+        marks a Node NotReady (Unknown) and taints it once neither its Lease nor its Ready
+        heartbeat moved for its grace period (50 s), counted from when it first saw a Node of
+        that name: tests re-create the same names, so without renewals they soon start NotReady."""
+        node = self.request("GET", f"/api/v1/nodes/{name}")
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                 "metadata": {"name": name, "namespace": "kube-node-lease", "ownerReferences": [
+                     {"apiVersion": "v1", "kind": "Node", "name": name, "uid": node["metadata"]["uid"]}]},
+                 "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now}}  # fmt: skip
+        self.request("PATCH", f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}", lease,
+                     query={"fieldManager": "gemma-tests-kubelet", "force": "true"},
+                     content_type="application/apply-patch+yaml")  # fmt: skip
+
     def set_deployment_ready(self, namespace: str, name: str, ready: int | None = None,
                              timeout: float = 30) -> dict:
         """Make ``ready`` replicas of a Deployment ready (default: all); returns the Deployment.
@@ -254,15 +270,20 @@ class KubeAPI:
 
     def set_job_finished(self, namespace: str, name: str, succeeded: bool, message: str = "") -> dict:
         """Write what the Job controller writes when a Job ends (there is no kubelet to run it):
-        the interim condition (SuccessCriteriaMet / FailureTarget) and the terminal one."""
+        the interim condition (SuccessCriteriaMet / FailureTarget) and the terminal one.
+
+        ``status.startTime`` is kept when the Job controller has set it: a real server refuses to
+        change it on an unsuspended Job (the emulator sets and guards it the same way)."""
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        path = f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
+        started = (self.request("GET", path).get("status") or {}).get("startTime") or now
         first, last, reason = (("SuccessCriteriaMet", "Complete", "CompletionsReached") if succeeded
                                else ("FailureTarget", "Failed", "BackoffLimitExceeded"))  # fmt: skip
         conditions = [{"type": t, "status": "True", "reason": reason, "message": message,
                        "lastProbeTime": now, "lastTransitionTime": now} for t in (first, last)]  # fmt: skip
-        status = {"startTime": now, "conditions": conditions, "active": 0, "terminating": 0, "ready": 0,
+        status = {"startTime": started, "conditions": conditions, "active": 0, "terminating": 0, "ready": 0,
                   **({"succeeded": 1, "completionTime": now} if succeeded else {"failed": 4})}  # fmt: skip
-        return self.request("PATCH", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}/status", {"status": status},
+        return self.request("PATCH", f"{path}/status", {"status": status},
                             content_type="application/merge-patch+json")
 
     def delete_node(self, name: str) -> None:

@@ -6,7 +6,8 @@ parsing, error rendering and object store (``emulator.objects``, with history) a
 request handling with real API semantics:
 
 * metadata: ``uid``, ``resourceVersion`` (one counter for the whole store, as etcd's revision),
-  ``creationTimestamp``, ``generation`` (bumped on changes outside metadata and status only),
+  ``creationTimestamp``, ``generation`` (bumped on changes outside metadata and status only, and
+  on a Deployment's annotations too, as the real server does),
   ``generateName``, the namespace taken from the URL, ``managedFields``;
 * discovery that kopf and the official client accept (core ``v1``, not kmock's ``/v1``), built
   from registered resources; a CustomResourceDefinition created through the API registers its
@@ -26,6 +27,8 @@ request handling with real API semantics:
   deletes its contents; every new namespace gets the ``kube-root-ca.crt`` ConfigMap a moment
   later, as kube-controller-manager's root CA publisher gives it, so tests can't assume an
   empty namespace;
+* a Job gets ``status.startTime`` a moment after its creation, as the Job controller sets it,
+  and a real server's rule that it then stays (422 on a change while unsuspended);
 * finalizers and ``deletionTimestamp``; garbage collection of dependents by ``ownerReferences``
   when the owner goes away (background; ``propagationPolicy=Orphan`` removes the references);
 * custom resources are pruned, defaulted and validated against the CRD's structural schema
@@ -181,6 +184,7 @@ BUILTIN_KINDS = [
 INITIAL_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 ROOT_CA_CONFIGMAP = "kube-root-ca.crt"  # published in every namespace by kube-controller-manager
 ROOT_CA_DELAY_S = 0.1  # after the namespace, as the controller reacts to its watch event
+JOB_START_DELAY_S = 0.05  # after a Job's creation, as the Job controller reacts to its watch event
 ROOT_CA_PLACEHOLDER = "-----BEGIN CERTIFICATE-----\n(plain HTTP: no CA)\n-----END CERTIFICATE-----\n"
 
 # Field selectors that the real server supports beyond metadata.name/metadata.namespace.
@@ -323,6 +327,10 @@ def apply_defaults(kind: Kind, obj: dict, old: dict | None, emulator: "GemmaEmul
             _default_pod_spec(template_spec)
     elif kind.group == "" and kind.plural == "pods" and isinstance(spec, dict):
         _default_pod_spec(spec)
+    elif kind.group == "autoscaling" and kind.plural == "horizontalpodautoscalers" and old is None:
+        # A new HPA's status, before the HPA controller computes anything: desiredReplicas (no
+        # omitempty) is 0 and currentMetrics null, as a real server returns it.
+        obj["status"] = {"desiredReplicas": 0, "currentMetrics": None}
     elif kind.group == "" and kind.plural == "services" and isinstance(spec, dict):
         spec.setdefault("type", "ClusterIP")
         spec.setdefault("sessionAffinity", "None")
@@ -945,6 +953,8 @@ class GemmaEmulator(kmock.KubernetesEmulator):
             self._register_crd(frozen)
         if old is None and kind.plural == "namespaces" and kind.group == "":
             self._publish_root_ca(frozen["metadata"])
+        if old is None and kind.plural == "jobs" and kind.group == "batch":
+            self._start_job(kind, frozen["metadata"])
         refs = frozen["metadata"].get("ownerReferences") or []
         if old is None and refs and self.gc and not self._in_gc and not any(self._uid_exists(r.get("uid")) for r in refs):
             # Real garbage collection also removes a dependent created after its owners were gone.
@@ -980,6 +990,35 @@ class GemmaEmulator(kmock.KubernetesEmulator):
         self._controller_tasks.add(task)
         task.add_done_callback(self._controller_tasks.discard)
 
+    def _start_job(self, kind: Kind, job: dict) -> None:
+        """What kube-controller-manager's Job controller writes first on an unsuspended Job:
+        ``status.startTime``, a moment after its creation (it runs no pods here). A real server
+        then refuses to change it (see _check_job_start_time), so tests that finish a Job keep it."""
+        ns, name = job.get("namespace"), job["name"]
+
+        def start() -> None:
+            current = self._current(kind, ns, name)
+            if (current is None or current["metadata"]["uid"] != job["uid"]
+                    or (current.get("spec") or {}).get("suspend")
+                    or (current.get("status") or {}).get("startTime")):
+                return
+            new = copy.deepcopy(current)
+            new.setdefault("status", {})["startTime"] = now_iso()
+            self._commit(kind, current, new, dry_run=False)
+
+        async def later() -> None:
+            await asyncio.sleep(JOB_START_DELAY_S)
+            async with self._lock:
+                start()
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(later())
+        self._controller_tasks.add(task)
+        task.add_done_callback(self._controller_tasks.discard)
+
     def _store_new(self, kind: Kind, ns: str | None, obj: dict) -> dict:
         """Create without the request checks: for initial objects."""
         meta = obj.setdefault("metadata", {})
@@ -1007,6 +1046,8 @@ class GemmaEmulator(kmock.KubernetesEmulator):
             if "generation" in old["metadata"]:
                 meta["generation"] = old["metadata"]["generation"]
         apply_defaults(kind, new, old, self)
+        if old is not None and kind.group == "batch" and kind.plural == "jobs":
+            _check_job_start_time(old, new)
         if kind.schema:
             S.prune(kind.schema, new)
             S.default(kind.schema, new)
@@ -1020,7 +1061,11 @@ class GemmaEmulator(kmock.KubernetesEmulator):
         if kind.generation:
             if old is None:
                 meta["generation"] = 1
-            elif _spec_part(old) != _spec_part(new):
+            elif _spec_part(old) != _spec_part(new) or (
+                    # apps/v1 Deployments: annotations are copied to the ReplicaSets, so a change
+                    # to them bumps the generation too (pkg/registry/apps/deployment/strategy.go).
+                    kind.kind == "Deployment"
+                    and (old["metadata"].get("annotations") or {}) != (meta.get("annotations") or {})):
                 meta["generation"] = old["metadata"].get("generation", 0) + 1
         for key in [k for k, v in meta.items() if v in ({}, []) and k in ("labels", "annotations",
                                                                             "finalizers", "ownerReferences")]:
@@ -1390,6 +1435,19 @@ def _comparable(obj: dict) -> dict:
     for entry in meta.get("managedFields") or []:
         entry.pop("time", None)
     return result
+
+
+def _check_job_start_time(old: dict, new: dict) -> None:
+    """batch/v1 Job status: startTime is immutable once set while the Job is not suspended
+    (pkg/apis/batch/validation, RejectStartTimeUpdateForUnsuspendedJob)."""
+    before = (old.get("status") or {}).get("startTime")
+    after = (new.get("status") or {}).get("startTime")
+    if before and after != before and not (new.get("spec") or {}).get("suspend"):
+        name = new["metadata"].get("name")
+        cause = {"reason": "FieldValueInvalid", "field": "status.startTime",
+                 "message": f'Invalid value: "{after}": field is immutable for unsuspended job once set'}
+        raise ApiError(422, "Invalid", f'Job.batch "{name}" is invalid: status.startTime: {cause["message"]}',
+                       {"name": name, "group": "batch", "kind": "Job", "causes": [cause]})
 
 
 def _spec_part(obj: dict) -> dict:

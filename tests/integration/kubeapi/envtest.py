@@ -5,8 +5,10 @@ and optionally ``kube-controller-manager``) or from ``TEST_ASSET_ETCD``,
 ``TEST_ASSET_KUBE_APISERVER`` and optionally ``TEST_ASSET_KUBE_CONTROLLER_MANAGER``. The server
 gets a generated CA, a serving certificate for 127.0.0.1/localhost and an admin client
 certificate in ``system:masters``. Process logs go to ``<workdir>/<name>.log`` (pytest's tmp dir).
-Without a kubelet, Pods stay Pending; Nodes created by tests have no heartbeat, so the node
-lifecycle controller marks them unreachable after its grace period (tests are shorter than that).
+Without a kubelet, Pods stay Pending. Nodes created by tests have no kubelet either: the
+``create_nodes`` fixture renews their Leases as a kubelet would; else the node lifecycle controller
+marks them NotReady 50 s (its grace period) after it first saw a Node of that name, and it keeps
+that record across the tests' deleting and re-creating the same names.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def find_assets(environ=os.environ) -> tuple[Assets | None, str]:
             kcm = str(base / "kube-controller-manager")
     if not (etcd and apiserver):
         return None, ("real API server tier: set KUBEBUILDER_ASSETS (a directory with etcd and "
-                      "kube-apiserver) or TEST_ASSET_ETCD and TEST_ASSET_KUBE_APISERVER")
+                      "kube-apiserver) or TEST_ASSET_ETCD and TEST_ASSET_KUBE_APISERVER; "
+                      "`make test-real` runs it")
     for path in (etcd, apiserver) + ((kcm,) if kcm else ()):
         if not os.access(path, os.X_OK):
             return None, f"real API server tier: {path} is not an executable file"
@@ -142,7 +145,13 @@ class EnvTest:
         self.processes: list[tuple[str, subprocess.Popen, pathlib.Path]] = []
         self.api: KubeAPI | None = None
 
-    def start(self, timeout: float = 60) -> KubeAPI:
+    def start(self, timeout: float = 60, before_controllers=None) -> KubeAPI:
+        """Start etcd and kube-apiserver, call ``before_controllers(api)`` (e.g. apply the CRDs),
+        then start kube-controller-manager and wait for it to publish ``kube-root-ca.crt``.
+
+        CRDs applied before the controller manager starts are in its discovery from the start: its
+        garbage collector then watches their resources at once, instead of after its next
+        discovery resync (30 s), so deleting a custom resource collects its dependents at once."""
         pki = make_pki(self.workdir)
         etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
         etcd_url = f"http://127.0.0.1:{etcd_port}"
@@ -174,6 +183,11 @@ class EnvTest:
         kubeconfig = write_kubeconfig(self.workdir / "kubeconfig", server, ca=pki["ca"],
                                       cert=pki["admin_cert"], key=pki["admin_key"])
         self._wait_https(f"{server}/readyz", pki, timeout)
+        self.api = KubeAPI(kind="envtest", server=server, kubeconfig=kubeconfig, ca_path=pki["ca"],
+                           cert_path=pki["admin_cert"], key_path=pki["admin_key"],
+                           controller_manager=self.use_kcm)
+        if before_controllers is not None:
+            before_controllers(self.api)
         if self.use_kcm:
             self._spawn("kube-controller-manager", [
                 str(self.assets.controller_manager),
@@ -185,10 +199,26 @@ class EnvTest:
                 # Controller names changed across releases; override here if one must go.
                 "--controllers=" + os.environ.get("GEMMA_ENVTEST_KCM_CONTROLLERS", "*"),
             ])
-        self.api = KubeAPI(kind="envtest", server=server, kubeconfig=kubeconfig, ca_path=pki["ca"],
-                           cert_path=pki["admin_cert"], key_path=pki["admin_key"],
-                           controller_manager=self.use_kcm)
+            self._wait_for_controllers(timeout)
         return self.api
+
+    def _wait_for_controllers(self, timeout: float) -> None:
+        """Until kube-controller-manager runs its controllers: its root CA publisher has written
+        ``kube-root-ca.crt`` into the ``default`` namespace."""
+        import kubernetes
+
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            try:
+                self.api.request("GET", "/api/v1/namespaces/default/configmaps/kube-root-ca.crt")
+                return
+            except kubernetes.client.ApiException as e:
+                if e.status != 404:
+                    raise
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"kube-controller-manager published no kube-root-ca.crt in {timeout}s")
+            time.sleep(0.2)
 
     def stop(self) -> None:
         if self.api is not None:
