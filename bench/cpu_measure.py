@@ -10,9 +10,10 @@
    Gemma 3 1B on a CPU node of this machine's shape (its vCPUs and memory), with only the model
    source (`-m` the file) and the address (loopback) swapped;
 4. /completion with a prompt of random token ids and a fixed number of output tokens
-   (`ignore_eos`, `n_predict`, no prompt cache, greedy): the server's own timings give prompt
-   tokens/s and decode tokens/s. The server's CPU time over each request is read from /proc, so a
-   run on a busy machine shows what share of a CPU it got.
+   (`ignore_eos`, `n_predict`, no prompt cache, greedy), streamed: the server's own timings give
+   prompt tokens/s and decode tokens/s. The server's CPU time is read from /proc at the start, at
+   the first streamed token and at the end, so a run on a busy machine shows, per phase, what share
+   of a CPU it got and its speed per CPU-second used.
 
 The result goes to bench/measured_cpu.yaml, which bench/predict.py reads ("measured here" rows).
 Nothing is downloaded.
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import http.client
+import json
 import os
 import pathlib
 import platform
@@ -133,6 +136,36 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def stream_completion(port: int, body: dict, pid: int) -> dict:
+    """Stream /completion; the server's CPU seconds and the wall time at the start, at the first token and
+    at the end split the request into its prompt and decode phases. Returns the final event's timings
+    with those figures added."""
+    conn = http.client.HTTPConnection(servers.LOOPBACK, port, timeout=3600)
+    cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+    first = None
+    final = None
+    try:
+        conn.request("POST", "/completion", body=json.dumps({**body, "stream": True}),
+                     headers={"Content-Type": "application/json"})  # fmt: skip
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()
+        for raw in resp:
+            line = raw.decode().strip()
+            if not line.startswith("data: "):
+                continue
+            event = json.loads(line[len("data: "):])
+            if first is None:
+                first = (cpu_seconds(pid), time.monotonic())
+            if event.get("stop"):
+                final = event
+                break
+    finally:
+        conn.close()
+    cpu1, wall1 = cpu_seconds(pid), time.monotonic()
+    assert final is not None and first is not None, "the stream ended without a final event"
+    return {**final["timings"], "cpu": (cpu0, first[0], cpu1), "wall": (wall0, first[1], wall1)}
+
+
 def with_threads(args: list[str], threads: int | None) -> list[str]:
     if threads is None:
         return args
@@ -174,22 +207,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rendered: {' '.join(rendered)}\nrun:      {binary} {' '.join(args)}")
         env = servers.local_env(container, scratch)
         with servers.running(binary, args, port, scratch / "server.log", env) as srv:
-            client = servers.Client(port, timeout=3600)
             for i in range(a.runs):
                 prompt = [cpu_gguf.tinygemma.BOS] + [rng.randrange(400, shapes.vocab) for _ in range(a.prompt_tokens - 1)]
                 body = {"prompt": prompt, "n_predict": a.output_tokens, "ignore_eos": True, "cache_prompt": False,
                         "temperature": 0}  # fmt: skip
-                cpu0, wall0 = cpu_seconds(srv.proc.pid), time.monotonic()
-                status, reply = client.post("/completion", body)
-                cpu1, wall1 = cpu_seconds(srv.proc.pid), time.monotonic()
-                assert status == 200, reply
-                t = reply["timings"]
+                t = stream_completion(port, body, srv.proc.pid)
                 assert t["predicted_n"] == a.output_tokens and t["prompt_n"] == a.prompt_tokens, t
+                (c0, c1, c2), (w0, w1, w2) = t["cpu"], t["wall"]
                 run = {
                     "prompt_tokens_per_second": round(t["prompt_per_second"], 2),
                     "decode_tokens_per_second": round(t["predicted_per_second"], 3),
-                    "wall_seconds": round(wall1 - wall0, 2),
-                    "server_cpu_seconds": round(cpu1 - cpu0, 2),
+                    "wall_seconds": round(w2 - w0, 2),
+                    "server_cpu_seconds": round(c2 - c0, 2),
+                    # Per phase (split at the first streamed token): the share of a CPU the server got, and
+                    # the speed per CPU-second it used (what one uncontended thread would approach).
+                    "prompt_cpu_share": round((c1 - c0) / (w1 - w0), 2),
+                    "decode_cpu_share": round((c2 - c1) / (w2 - w1), 2),
+                    "prompt_tokens_per_cpu_second": round(a.prompt_tokens / (c1 - c0), 2),
+                    "decode_tokens_per_cpu_second": round((a.output_tokens - 1) / (c2 - c1), 3),
                     "loadavg_after": loadavg(),
                 }
                 print(f"run {i + 1}: {run}")
@@ -215,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
                      "sampling": "greedy (temperature 0), ignore_eos, cache_prompt false"},
         "runs": runs,
         "best": {"decode_tokens_per_second": best["decode_tokens_per_second"],
-                 "prompt_tokens_per_second": max(r["prompt_tokens_per_second"] for r in runs)},
+                 "prompt_tokens_per_second": max(r["prompt_tokens_per_second"] for r in runs),
+                 "decode_tokens_per_cpu_second": max(r["decode_tokens_per_cpu_second"] for r in runs),
+                 "prompt_tokens_per_cpu_second": max(r["prompt_tokens_per_cpu_second"] for r in runs)},
         "command": "make bench-cpu-measure" + (f" CPU_MEASURE_ARGS=\"{' '.join(argv or sys.argv[1:])}\"" if (argv or sys.argv[1:]) else ""),
     }  # fmt: skip
     existing = yaml.safe_load(a.out.read_text()) if a.out.exists() else None
