@@ -11,10 +11,11 @@ attention and after the MLP) of the step's activations, at the interconnect's fi
 memory or compute time.
 
 What the model leaves out (the README says so too): kernel-launch, scheduler and sampling overhead
-per step (it predicts too fast for small models, most at TP8 and at batch > 1), speculative decoding and prefix caching (real servers can beat
-it), queueing when requests arrive together (TTFT is for one prompt arriving at a server already
-running `concurrency - 1` sequences), and Spot prices of node pools seen through nodes (only a
-declared Spot shape is priced at Spot).
+per step and per sequence (it predicts too fast for small models, most over 8 GPUs and at batch >
+1), speculative decoding and prefix caching (real servers can beat it), queueing when requests
+arrive together (TTFT is for one prompt arriving at a server already running `concurrency - 1`
+sequences; prefill_seconds prices prompts prefilled together when asked), and Spot prices of node
+pools seen through nodes (only a declared Spot shape is priced at Spot).
 """
 
 from __future__ import annotations
