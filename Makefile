@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 DEMO_CR ?= examples/01-quickstart/gemmadeployment.yaml
 DEMO_NODES ?= tests/fixtures/nodes/gke-l4.yaml
 
-.PHONY: venv demo test test-real crds bench bench-profile lock clean helm llama-server vllm-venv bench-dataplane bench-coldstart bench-predict
+.PHONY: venv demo test test-real crds bench bench-profile lock clean helm llama-server vllm-venv bench-dataplane bench-coldstart bench-predict bench-cpu-measure
 
 venv: $(STAMP)
 
@@ -62,6 +62,13 @@ bench-coldstart: venv llama-server vllm-venv
 # performance.py's predictions against the public figures in bench/published_throughput.yaml.
 bench-predict: venv
 	$(BIN)/python bench/predict.py
+
+# llama-server's decode and prompt speed on this machine (a random-weight GGUF of Gemma 3 1B's shapes at
+# q4_0, served with the args rendered for a CPU node of this machine's shape) and its memory bandwidth,
+# into bench/measured_cpu.yaml, which bench-predict prints as "measured here". A few minutes; nothing is
+# downloaded. E.g. CPU_MEASURE_ARGS="--threads 2 --output-tokens 32".
+bench-cpu-measure: venv llama-server
+	$(BIN)/python bench/cpu_measure.py $(CPU_MEASURE_ARGS)
 
 crds: venv
 	$(BIN)/gemma-operator crds > crds/gemma.dev_gemmadeployments.yaml

@@ -5,14 +5,17 @@ parallel devices) plus every running sequence's KV cache at its length (sizing.k
 sliding-window layers count at most their window). Prefill is bound by compute: 2 x active
 parameters x prompt tokens plus the attention term, at the device's dense peak for the precision
 it runs. Each bound is scaled by one named efficiency constant (below, with its source); nothing
-else is fitted.
+else is fitted. With tensor parallelism, every forward pass adds two all-reduces per layer (after
+attention and after the MLP) of the step's activations, at the interconnect's fixed latency plus
+2(n-1)/n x bytes over its bandwidth (catalog facts with sources); they are not overlapped with the
+memory or compute time.
 
-What the model leaves out (the README says so too): tensor-parallel communication (it predicts
-too fast on 8-way splits over PCIe), scheduler and sampling overhead per step (it predicts too
-fast for tiny models at batch 1), speculative decoding and prefix caching (real servers can beat
-it), queueing when requests arrive together (TTFT is for one prompt arriving at a server already
-running `concurrency - 1` sequences), and Spot prices of node pools seen through nodes (only a
-declared Spot shape is priced at Spot).
+What the model leaves out (the README says so too): kernel-launch, scheduler and sampling overhead
+per step and per sequence (it predicts too fast for small models, most over 8 GPUs and at batch >
+1), speculative decoding and prefix caching (real servers can beat it), queueing when requests
+arrive together (TTFT is for one prompt arriving at a server already running `concurrency - 1`
+sequences; prefill_seconds prices prompts prefilled together when asked), and Spot prices of node
+pools seen through nodes (only a declared Spot shape is priced at Spot).
 """
 
 from __future__ import annotations
@@ -56,6 +59,11 @@ VLLM_MAX_SEQS = 256
 LLAMACPP_SLOTS = 4
 
 GIB = sizing.GIB
+
+# Bytes per activation value an all-reduce carries: servers keep activations in 16 bits whatever the
+# weights' format (weight-only quantization dequantizes to bf16/fp16; fp8 W8A8 still all-reduces the
+# matmul outputs in 16 bits).
+ACTIVATION_BYTES = 2
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,25 @@ class Device:
     devices: int  # tensor-parallel devices (1 on CPU)
     kv_budget_gib: float  # per device, for the KV cache of all running sequences
     slots: int  # the runtime's cap on running sequences
+    allreduce_latency_s: float = 0.0  # fixed cost of one small all-reduce over `devices` (0 for one device)
+    link_bandwidth_gbps: float = 0.0  # per device, one direction, between the tensor-parallel devices
+
+
+def allreduce_seconds(device: Device, values: int) -> float:
+    """One all-reduce of `values` activations over the tensor-parallel devices: the fixed latency plus a
+    ring's 2(n-1)/n x bytes over the link bandwidth. Nothing for one device, nor for a Device that names
+    no link (bandwidth 0)."""
+    n = device.devices
+    if n <= 1 or device.link_bandwidth_gbps <= 0:
+        return 0.0
+    return device.allreduce_latency_s + 2 * (n - 1) / n * values * ACTIVATION_BYTES / (device.link_bandwidth_gbps * 1e9)
+
+
+def communication_seconds(size: ModelSize, device: Device, tokens: int) -> float:
+    """A forward pass over `tokens` tokens (a decode step's batch, or a prefill's prompt tokens): two
+    all-reduces per layer of tokens x hidden size activations."""
+    arch = size.architecture
+    return 2 * arch.layers * allreduce_seconds(device, tokens * arch.hidden_size)
 
 
 def read_params(size: ModelSize, batch: int = 1) -> float:
@@ -164,20 +191,25 @@ def prefill_flops(size: ModelSize, tokens: int) -> float:
 
 
 def step_seconds(size: ModelSize, quantization: str, device: Device, batch: int, context: int) -> tuple[float, str]:
-    """One decode step for `batch` sequences, each holding `context` tokens: (seconds, bound)."""
+    """One decode step for `batch` sequences, each holding `context` tokens: (seconds, bound). The bound
+    is what limits the step apart from the all-reduces, which are added to it."""
     weights = read_params(size, batch) * 1e9 * sizing.BYTES_PER_WEIGHT[quantization] / device.devices
     kv = batch * sizing.kv_cache_gib(size.architecture, context, device.devices) * GIB
     memory = (weights + kv) / (device.bandwidth_gbps * 1e9 * BANDWIDTH_UTILISATION)
     flops = 2 * (size.active_params_b or size.effective_params_b or size.params_b) * 1e9 * batch / device.devices
     compute = flops / (device.peak_tflops * 1e12 * COMPUTE_UTILISATION)
-    return (memory, "memory") if memory >= compute else (compute, "compute")
+    communication = communication_seconds(size, device, batch)
+    return (memory + communication, "memory") if memory >= compute else (compute + communication, "compute")
 
 
-def prefill_seconds(size: ModelSize, quantization: str, device: Device, tokens: int) -> float:
-    """Compute-bound, but never faster than reading the weights once."""
-    compute = prefill_flops(size, tokens) / (device.devices * device.peak_tflops * 1e12 * COMPUTE_UTILISATION)
-    weights = read_params(size) * 1e9 * sizing.BYTES_PER_WEIGHT[quantization] / device.devices
-    return max(compute, weights / (device.bandwidth_gbps * 1e9 * BANDWIDTH_UTILISATION))
+def prefill_seconds(size: ModelSize, quantization: str, device: Device, tokens: int, prompts: int = 1) -> float:
+    """`prompts` prompts of `tokens` tokens prefilled together: compute-bound, but never faster than reading
+    the weights once; plus the all-reduces of all their tokens."""
+    flops = prompts * prefill_flops(size, tokens)
+    compute = flops / (device.devices * device.peak_tflops * 1e12 * COMPUTE_UTILISATION)
+    weights = read_params(size, prompts) * 1e9 * sizing.BYTES_PER_WEIGHT[quantization] / device.devices
+    reads = weights / (device.bandwidth_gbps * 1e9 * BANDWIDTH_UTILISATION)
+    return max(compute, reads) + communication_seconds(size, device, prompts * tokens)
 
 
 def max_concurrency(size: ModelSize, device: Device, tokens: int) -> int:
@@ -228,6 +260,7 @@ def device_of(plan: Plan, catalog: Catalog) -> Device:
         family = catalog.machines.family(pool.machine_type)
         bandwidth = pool.node_cpu * family.memory_bandwidth_gbps_per_vcpu
         peak = pool.node_cpu * CPU_GFLOPS_PER_VCPU / 1000
+        link = None
     else:
         accelerator = catalog.accelerators.get(pool.accelerator)
         # A GPU the catalog does not know (sized from GFD labels) gets the slowest known figures
@@ -237,6 +270,7 @@ def device_of(plan: Plan, catalog: Catalog) -> Device:
             accelerator = min(known, key=lambda a: a.memory_bandwidth_gbps)
         bandwidth = accelerator.memory_bandwidth_gbps
         peak = accelerator.peak(plan.quantization)
+        link = accelerator.interconnect
     if plan.runtime == "vllm":
         budget = pool.device_memory_gib * sizing.GPU_MEMORY_UTILIZATION - weights - overhead
         slots = VLLM_MAX_SEQS
@@ -244,7 +278,12 @@ def device_of(plan: Plan, catalog: Catalog) -> Device:
         # llama.cpp holds exactly --ctx-size tokens of cache, shared by its slots.
         budget = sizing.kv_cache_gib(size.architecture, plan.max_model_len)
         slots = LLAMACPP_SLOTS
-    return Device(bandwidth_gbps=bandwidth, peak_tflops=peak, devices=tp, kv_budget_gib=budget, slots=slots)
+    communication = {}
+    if tp > 1 and link is not None:
+        latency = catalog.hardware.allreduce_latency[link.kind].seconds(tp)
+        communication = {"allreduce_latency_s": latency, "link_bandwidth_gbps": link.bandwidth_gbps}
+    return Device(bandwidth_gbps=bandwidth, peak_tflops=peak, devices=tp, kv_budget_gib=budget, slots=slots,
+                  **communication)  # fmt: skip
 
 
 def price_of(plan: Plan, catalog: Catalog) -> tuple[float, bool] | None:

@@ -60,7 +60,7 @@ def test_quantized_weights_read_fewer_bytes(catalog):
 
 def test_tensor_parallelism_splits_the_weights_over_the_devices(catalog):
     # Gemma 3 27B bf16 over 2 GPUs: 27.4e9 x 2 / 2 = 27.4 GB per GPU a step; at 3350 GB/s (H100) x 0.75:
-    # 2512.5 / 27.4 = 91.7 tokens/s (communication between the two is not modelled).
+    # 2512.5 / 27.4 = 91.7 tokens/s. This Device names no interconnect: no all-reduce time (see below).
     h100x2 = Device(bandwidth_gbps=3350, peak_tflops=989, devices=2, kv_budget_gib=30, slots=256)
     seconds, _ = perf.step_seconds(size(catalog, "gemma3", "27b"), "bf16", h100x2, batch=1, context=1)
     assert 1 / seconds == pytest.approx(3350 * MBU / 27.4, rel=2e-3)
@@ -88,6 +88,60 @@ def test_a_large_batch_on_a_slow_chip_turns_compute_bound(catalog):
     seconds, bound = perf.step_seconds(size(catalog, "gemma4", "e2b"), "bf16", slow, batch=256, context=1)
     assert bound == "compute"
     assert seconds == pytest.approx(2 * 2.3e9 * 256 / (5e12 * MFU), rel=1e-9)
+
+
+# -- tensor parallelism: two all-reduces per layer ------------------------------------------------
+
+
+def h100s(devices: int) -> Device:
+    # NVLink 4 at 450 GB/s one way; NCCL's small all-reduce: 6.6 + 2 x (n - 1) x 0.6 us.
+    return Device(bandwidth_gbps=3350, peak_tflops=989, devices=devices, kv_budget_gib=30, slots=256,
+                  allreduce_latency_s=(6.6 + 2 * (devices - 1) * 0.6) * 1e-6, link_bandwidth_gbps=450)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("device", "values", "seconds"),
+    [
+        # 8 GPUs, one sequence of Llama-2-7B's 4096 values: 8192 bytes; 2 x 7/8 x 8192 / 450e9 = 0.0319 us
+        # on top of 15.0 us. Latency-bound.
+        (h100s(8), 4096, 15.0e-6 + 14_336 / 450e9),
+        # 2 L4s over PCIe (32 GB/s one way, 6.6 + 2 x 1.0 = 8.6 us), 256 sequences x 4096 values = 2 MiB:
+        # 2 x 1/2 x 2,097,152 / 32e9 = 65.5 us on top of 8.6 us. Bandwidth-bound.
+        (Device(bandwidth_gbps=300, peak_tflops=121, devices=2, kv_budget_gib=8, slots=256, allreduce_latency_s=8.6e-6,
+                link_bandwidth_gbps=32), 256 * 4096, 8.6e-6 + 2_097_152 / 32e9),  # fmt: skip
+        (l4(), 4096, 0.0),  # one device: nothing to reduce
+    ],
+)
+def test_one_allreduce_is_latency_plus_ring_bytes_over_the_link(device, values, seconds):
+    assert perf.allreduce_seconds(device, values) == pytest.approx(seconds, rel=1e-9)
+
+
+def test_a_decode_step_over_two_gpus_adds_two_allreduces_per_layer(catalog):
+    # Gemma 3 27B (62 layers, hidden 5376) over 2 H100s at batch 1: 124 all-reduces of 5376 values
+    # (10,752 bytes): each 7.8 us + 2 x 1/2 x 10,752 / 450e9 = 7.8239 us; 124 x = 0.9702 ms, on top of the
+    # 10.905 ms weight read (27.4 GB / 2512.5 GB/s) and the one-token cache. 91.7 -> 84.2 tokens/s.
+    gemma = size(catalog, "gemma3", "27b")
+    without = Device(bandwidth_gbps=3350, peak_tflops=989, devices=2, kv_budget_gib=30, slots=256)
+    memory, _ = perf.step_seconds(gemma, "bf16", without, batch=1, context=1)
+    seconds, bound = perf.step_seconds(gemma, "bf16", h100s(2), batch=1, context=1)
+    assert bound == "memory"
+    assert seconds - memory == pytest.approx(124 * (7.8e-6 + 10_752 / 450e9), rel=1e-9)
+    assert seconds - memory == pytest.approx(0.9702e-3, abs=1e-7)
+    assert 1 / seconds == pytest.approx(84.2, abs=0.1)
+
+
+def test_prompts_prefilled_together_cost_their_flops_and_allreduces_once_per_batch(catalog):
+    # Eight 1000-token prompts of Gemma 3 1B on one L4: 8 x 2.0425e12 FLOPs at 60.5 TFLOPS = 270.1 ms; one
+    # prompt alone is 33.8 ms. The weights (2 GB) are read once either way.
+    gemma = size(catalog, "gemma3", "1b")
+    flops = 2.0e12 + 42_549_444_608
+    assert perf.prefill_seconds(gemma, "bf16", l4(), 1000, prompts=8) == pytest.approx(8 * flops / (121e12 * MFU), rel=1e-9)
+    # Over 8 H100s: 8 x 2.0425e12 / (8 x 494.5e12) = 4.13 ms, plus 2 x 26 layers of all-reduces of
+    # 8000 x 1152 values (18,432,000 bytes): 15.0 us + 2 x 7/8 x 18,432,000 / 450e9 = 86.68 us each.
+    seconds = perf.prefill_seconds(gemma, "bf16", h100s(8), 1000, prompts=8)
+    allreduces = 52 * (15.0e-6 + 1.75 * 18_432_000 / 450e9)
+    assert seconds == pytest.approx(8 * flops / (8 * 989e12 * MFU) + allreduces, rel=1e-9)
+    assert allreduces == pytest.approx(4.507e-3, abs=1e-6)
 
 
 # -- prefill: compute bound ----------------------------------------------------------------------
@@ -184,6 +238,21 @@ def test_a_plan_on_an_l4_node_is_priced_from_its_machine_type(catalog):
     assert device.kv_budget_gib == pytest.approx(22.5 * 0.9 - weights - (1.5 + 0.05 * weights))
     assert (device.bandwidth_gbps, device.peak_tflops, device.slots) == (300, 121, perf.VLLM_MAX_SEQS)
     assert perf.price_of(result, catalog) == (0.8536, False)
+
+
+def test_a_plan_over_two_h100s_carries_nvlink_and_nccls_latency(catalog):
+    # Gemma 4 31B bf16 takes 2 of the node's H100s: one all-reduce costs 6.6 + 2 x 1 x 0.6 = 7.8 us
+    # plus bytes over NVLink 4's 450 GB/s one way.
+    result = _plan(catalog, "gke-h100x8", {"model": {"family": "gemma4", "size": "31b"}})
+    device = perf.device_of(result, catalog)
+    assert device.devices == 2
+    assert (device.allreduce_latency_s, device.link_bandwidth_gbps) == (pytest.approx(7.8e-6), 450)
+
+
+def test_a_plan_on_one_device_has_no_communication(catalog):
+    result = _plan(catalog, "gke-l4", {"model": {"family": "gemma4", "size": "e2b"}, "quantization": "bf16"})
+    device = perf.device_of(result, catalog)
+    assert (device.devices, device.allreduce_latency_s, device.link_bandwidth_gbps) == (1, 0.0, 0.0)
 
 
 def test_a_plan_on_part_of_a_multi_gpu_node_pays_its_share(catalog):

@@ -82,3 +82,60 @@ def test_cpu_bandwidth_per_vcpu_by_family_with_a_default(catalog):
     # Unknown machine type (a node without the instance-type label): the default family.
     assert catalog.machines.family(None).memory_bandwidth_gbps_per_vcpu == 3.0
     assert all(not family.verified for family in catalog.machines.cpu_families.values())  # estimates, said so
+
+
+# -- interconnect: what tensor parallelism's all-reduces cross (issue 21 follow-up) ------------------
+
+
+def test_every_gpu_and_tpu_names_its_interconnect_with_a_source(catalog):
+    for name, acc in catalog.accelerators.items():
+        if acc.kind == "cpu":
+            assert acc.interconnect is None, name
+            continue
+        assert acc.interconnect is not None, name
+        assert acc.interconnect.kind in catalog.hardware.allreduce_latency, name
+        assert acc.interconnect.source.url, name
+    # TPUs talk over ICI, NVLink-less GPUs over PCIe.
+    assert catalog.accelerators["tpu-v5e"].interconnect.kind == "ici"
+    assert catalog.accelerators["nvidia-l4"].interconnect.kind == "pcie"
+    assert catalog.accelerators["nvidia-h100-80gb"].interconnect.kind == "nvlink"
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "gbps"),
+    [
+        ("nvidia-h100-80gb", 450),  # NVLink 4: 900 GB/s both directions
+        ("nvidia-tesla-a100", 300),  # NVLink 3: 600 GB/s both directions
+        ("nvidia-l4", 32),  # PCIe Gen4 x16: 64 GB/s both directions
+        ("nvidia-tesla-t4", 16),  # PCIe Gen3 x16
+        ("tpu-v5e", 200),  # ICI 400 GB/s bidirectional per chip (Cloud TPU v5e docs)
+    ],
+)
+def test_link_bandwidth_is_one_direction(catalog, accelerator, gbps):
+    assert catalog.accelerators[accelerator].interconnect.bandwidth_gbps == gbps
+
+
+@pytest.mark.parametrize(
+    ("kind", "devices", "microseconds"),
+    [
+        ("nvlink", 8, 15.0),  # NCCL Ring/LL: 6.6 + 2 x 7 x 0.6
+        ("nvlink", 2, 7.8),  # 6.6 + 2 x 1 x 0.6
+        ("pcie", 4, 12.6),  # 6.6 + 2 x 3 x 1.0
+        ("pcie", 1, 0.0),  # one device: no all-reduce
+    ],
+)
+def test_small_allreduce_latency_follows_nccls_ring_model(catalog, kind, devices, microseconds):
+    assert catalog.hardware.allreduce_latency[kind].seconds(devices) * 1e6 == pytest.approx(microseconds)
+
+
+def test_a_gpu_without_an_interconnect_is_refused(catalog):
+    data = catalog.accelerators[A100].model_dump(mode="json", exclude={"interconnect"})
+    with pytest.raises(ValidationError, match="interconnect"):
+        Accelerator.model_validate(data)
+
+
+def test_an_interconnect_kind_without_a_latency_is_refused():
+    data = copy.deepcopy(catalog_module._read("accelerators.yaml"))
+    del data["allreduce_latency"]["ici"]
+    with pytest.raises(ValidationError, match="no allreduce_latency for interconnect kinds \\['ici'\\]"):
+        catalog_module.AcceleratorCatalog.model_validate(data)

@@ -167,6 +167,30 @@ class FigureSource(Strict):
     note: str = ""
 
 
+LinkKind = Literal["nvlink", "pcie", "ici"]
+
+
+class Interconnect(Strict):
+    """How a device reaches the other devices of its node: what tensor parallelism's all-reduces cross."""
+
+    kind: LinkKind
+    generation: str = Field(description="e.g. NVLink 4, PCIe Gen4 x16, ICI (v5e)")
+    bandwidth_gbps: float = Field(gt=0, description="per device, one direction, GB/s (10^9 bytes)")
+    source: FigureSource
+
+
+class AllReduceLatency(Strict):
+    """Fixed cost of one small all-reduce over n devices: base_us + 2 x (n - 1) x step_us (a ring's 2(n-1)
+    steps, each one hop's latency), in microseconds."""
+
+    base_us: float = Field(ge=0)
+    step_us: float = Field(ge=0)
+    source: FigureSource
+
+    def seconds(self, devices: int) -> float:
+        return 0.0 if devices <= 1 else (self.base_us + 2 * (devices - 1) * self.step_us) * 1e-6
+
+
 class Accelerator(Strict):
     kind: Literal["gpu", "tpu", "cpu"]
     display_name: str
@@ -178,6 +202,7 @@ class Accelerator(Strict):
         default_factory=dict, description="peak dense tensor TFLOPS (TOPS for int8) per device, per native precision"
     )
     peak_tflops_source: FigureSource | None = None
+    interconnect: Interconnect | None = Field(default=None, description="between the devices of one node (GPU, TPU)")
     compute_capability: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
     bf16: bool
     fp8: bool
@@ -202,6 +227,8 @@ class Accelerator(Strict):
             raise ValueError("peak_tflops needs a 16-bit figure (bf16 or fp16)")
         if self.fp8 and "fp8" not in self.peak_tflops:
             raise ValueError("an accelerator with native fp8 needs an fp8 peak")
+        if self.kind != "cpu" and self.interconnect is None:
+            raise ValueError("a GPU or TPU needs interconnect (what tensor parallelism's all-reduces cross)")
         return self
 
     def peak(self, quantization: str) -> float:
@@ -252,7 +279,16 @@ class Image(Strict):
 
 class AcceleratorCatalog(Strict):
     accelerators: dict[str, Accelerator]
+    allreduce_latency: dict[LinkKind, AllReduceLatency] = Field(default_factory=dict)
     images: dict[Literal["vllm-gpu", "vllm-tpu", "llamacpp-cpu", "llamacpp-cuda"], Image]
+
+    @model_validator(mode="after")
+    def _every_link_has_a_latency(self) -> AcceleratorCatalog:
+        kinds = {a.interconnect.kind for a in self.accelerators.values() if a.interconnect}
+        missing = sorted(kinds - set(self.allreduce_latency))
+        if missing:
+            raise ValueError(f"no allreduce_latency for interconnect kinds {missing}")
+        return self
 
 
 class Reserve(Strict):
