@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from . import cache as cache_mod
 from . import catalog as catalog_mod
-from . import capacity, inventory, kube, metrics, peering, planner, pods, render, rollout, scaling, status, validation
+from . import capacity, inventory, kube, metrics, peering, planner, pods, render, rollout, scaling, status, unseen, validation
 from .api.v1alpha1 import GROUP, PLURAL, VERSION, GemmaDeploymentSpec
 
 status_condition = tuple[str, str, str, str]  # (type, status, reason, message)
@@ -134,6 +134,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.nodes_changed = asyncio.Event()
     memo.gone_nodes = set()  # node names still in the index that a fresh list no longer has
     memo.gone_children = set()  # (kind, namespace, name) likewise
+    memo.gone_pods = set()  # (namespace, pod) likewise: no longer counted in status
     # Declared capacity: read once here (an invalid file stops the start with its message), then followed.
     memo.capacity_file = capacity.watch_from_env(memo.catalog)
     try:
@@ -284,6 +285,7 @@ async def pod_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     if not instance:
         return
     key = (meta.get("namespace"), meta.get("name"))
+    memo.gone_pods.discard(key)  # an event is fresher than the last resync
     if kwargs.get("type") == "DELETED":
         memo.pods_seen.pop(key, None)
         memo.autoscaler_events.pop(key, None)
@@ -525,7 +527,8 @@ async def _observe(memo: kopf.Memo, cr: Mapping[str, Any], children: Mapping[str
     """The children and the model pods as the indices hold them; a pod the scheduler cannot place
     carries the cluster autoscaler's Events about it."""
     meta = cr["metadata"]
-    model_pods = [dict(p) for p in memo.pod_index.get((meta["namespace"], meta["name"]), ())]
+    model_pods = [dict(p) for p in memo.pod_index.get((meta["namespace"], meta["name"]), ())
+                  if (meta["namespace"], p["name"]) not in memo.gone_pods]  # fmt: skip
     waiting = pods.unscheduled(model_pods)
     if waiting:
         events = await _autoscaler_events(memo, meta["namespace"], waiting, logger)
@@ -867,6 +870,7 @@ async def resync(memo: kopf.Memo, logger: logging.Logger) -> None:
     A vanished child wakes its owner, which applies it again; a vanished node leaves the
     inventory. Lists are per namespace that has GemmaDeployments, so namespaced RBAC suffices.
     """
+    await _resync_pods(memo, logger)
     gone_nodes = set(memo.node_index.keys()) - await memo.kube.names("v1", "Node")
     if gone_nodes != memo.gone_nodes:
         logger.info(f"Resync: nodes gone unseen: {sorted(gone_nodes)}")
@@ -885,6 +889,21 @@ async def resync(memo: kopf.Memo, logger: logging.Logger) -> None:
                     if ref.get("kind") == "GemmaDeployment" and (ref.get("controller") or kind in SHARED):
                         logger.info(f"Resync: {kind} {ns}/{key[1]} gone unseen; re-checking its owner")
                         memo.queue.add((ns, ref["name"]), "resync")
+
+
+async def _resync_pods(memo: kopf.Memo, logger: logging.Logger) -> None:
+    """Model pods deleted unseen stop counting in status: their owners re-check. Listed only in the
+    namespaces where the index holds pods."""
+    indexed = unseen.indexed_pods(memo.pod_index)  # before the lists: what they lack was deleted
+    selector = ",".join(f"{k}={v}" for k, v in MODEL_PODS.items())
+    listed = {ns: await memo.kube.names("v1", "Pod", ns, selector) for ns in sorted({ns for ns, _ in indexed})}
+    vanished = unseen.vanished_pods(indexed, listed)
+    gone = {(ns, pod) for (ns, _), names in vanished.items() for pod in names}
+    for (ns, owner), names in vanished.items():
+        if {(ns, pod) for pod in names} - memo.gone_pods:
+            logger.info(f"Resync: pods of {ns}/{owner} gone unseen: {sorted(names)}; re-checking it")
+            memo.queue.add((ns, owner), "resync")
+    memo.gone_pods = gone
 
 
 async def _follow_capacity(period: float, memo: kopf.Memo, logger: logging.Logger) -> None:

@@ -40,6 +40,7 @@ PLURALS = {
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
     ("batch/v1", "Job"): "jobs",
     ("v1", "Secret"): "secrets",
+    ("v1", "Pod"): "pods",
     ("v1", "Event"): "events",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
