@@ -554,7 +554,8 @@ async def _autoscaler_events(memo: kopf.Memo, namespace: str, pod: str,
 
 
 def _recheck(memo: kopf.Memo, key: tuple[str, str], delay: float | None) -> None:
-    """Look at a time-bound pod state again (a budget running out, elapsed minutes, autoscaler Events)."""
+    """Look at a time-bound pod state again (a budget running out; while waiting for a node, elapsed
+    minutes and autoscaler Events)."""
     timer = memo.rechecks.pop(key, None)
     if timer is not None:
         timer.cancel()
