@@ -120,6 +120,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
                      "PodDisruptionBudget": kwargs["gemma_pdbs"], "HorizontalPodAutoscaler": kwargs["gemma_hpas"],
                      "PersistentVolumeClaim": kwargs["gemma_claims"], "Job": kwargs["gemma_jobs"]}
     memo.applied_digests = {}  # (kind, namespace, name) -> digest, for the kinds without an index
+    memo.applied_unwatched = {}  # (kind, namespace, name) -> the object last applied, for the resync to compare
     memo.discovery = (float("-inf"), set())  # (monotonic time, served optional (apiVersion, kind))
     memo.pod_index = kwargs["gemma_pods"]
     memo.pods_seen = {}  # (namespace, pod) -> digest of what the index keeps: other changes wake nobody
@@ -410,6 +411,7 @@ async def _prune(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[dict[str,
             metrics.APPLIES.labels(f"delete {kind}").inc()
         memo.applied.pop(child, None)
         memo.applied_digests.pop(child, None)
+        memo.applied_unwatched.pop(child, None)
 
 
 async def _apply_shared(memo: kopf.Memo, cr: Mapping[str, Any], obj: dict[str, Any],
@@ -499,6 +501,7 @@ async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[
                 await memo.kube.apply(obj)
                 metrics.APPLIES.labels(obj["kind"]).inc()
                 memo.applied_digests[child] = meta["annotations"][DIGEST]
+                memo.applied_unwatched[child] = obj
             continue
         live = None if child in memo.gone_children else _one(memo.children[obj["kind"]], child[1:])
         if obj["kind"] == "Deployment" and cache_mod.deployment_waits(cache_status):
@@ -843,6 +846,7 @@ async def _worker(memo: kopf.Memo, logger: logging.Logger) -> None:
             for kind in (*memo.children, *(k for _, k in scaling.OPTIONAL_KINDS)):
                 memo.applied.pop((kind, *key), None)
                 memo.applied_digests.pop((kind, *key), None)
+                memo.applied_unwatched.pop((kind, *key), None)
                 memo.gone_children.discard((kind, *key))
             continue
         try:
@@ -872,6 +876,7 @@ async def resync(memo: kopf.Memo, logger: logging.Logger) -> None:
     inventory. Lists are per namespace that has GemmaDeployments, so namespaced RBAC suffices.
     """
     await _resync_pods(memo, logger)
+    await _resync_unwatched(memo, logger)
     gone_nodes = set(memo.node_index.keys()) - await memo.kube.names("v1", "Node")
     if gone_nodes != memo.gone_nodes:
         logger.info(f"Resync: nodes gone unseen: {sorted(gone_nodes)}")
@@ -905,6 +910,29 @@ async def _resync_pods(memo: kopf.Memo, logger: logging.Logger) -> None:
             logger.info(f"Resync: pods of {ns}/{owner} gone unseen: {sorted(names)}; re-checking it")
             memo.queue.add((ns, owner), "resync")
     memo.gone_pods = gone
+
+
+async def _resync_unwatched(memo: kopf.Memo, logger: logging.Logger) -> None:
+    """Children of kinds without an index (ScaledObject, PodMonitoring, ServiceMonitor) report no
+    hand edit: compare them with what was applied (one list per kind and namespace in use), and
+    have the owner apply again those deleted or edited."""
+    selector = ",".join(f"{k}={v}" for k, v in MANAGED.items())
+    groups: dict[tuple[str, str, str], dict[tuple[str, str, str], dict[str, Any]]] = {}
+    for child, obj in list(memo.applied_unwatched.items()):
+        groups.setdefault((obj["apiVersion"], obj["kind"], child[1]), {})[child] = obj
+    for (api_version, kind, ns), desired in sorted(groups.items()):
+        listed = await memo.kube.items(api_version, kind, ns, selector)
+        if listed is None:  # no longer served: discovery tells the owners (a re-plan), not this
+            continue
+        for child in unseen.drifted(desired, {item["metadata"]["name"]: item for item in listed}):
+            if memo.applied_unwatched.get(child) is not desired[child]:
+                continue  # applied again meanwhile
+            logger.info(f"Resync: {kind} {ns}/{child[2]} deleted or edited; re-applying it")
+            memo.applied_digests.pop(child, None)
+            memo.applied_unwatched.pop(child, None)
+            owner = next((r["name"] for r in desired[child]["metadata"].get("ownerReferences") or []
+                          if r.get("kind") == "GemmaDeployment" and r.get("controller")), child[2])  # fmt: skip
+            memo.queue.add((ns, owner), "resync")
 
 
 async def _follow_capacity(period: float, memo: kopf.Memo, logger: logging.Logger) -> None:

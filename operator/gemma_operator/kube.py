@@ -229,6 +229,22 @@ class Kube:
                 return found
             params = {**params, "continue": token}
 
+    async def items(self, api_version: str, kind: str, namespace: str,
+                    label_selector: str | None = None) -> list[dict[str, Any]] | None:  # fmt: skip
+        """The objects of a kind in a namespace (paged); None when the kind is not served (404)."""
+        url = path(api_version, kind, namespace)
+        params = {"limit": str(LIST_PAGE), **({"labelSelector": label_selector} if label_selector else {})}
+        found: list[dict[str, Any]] = []
+        while True:
+            page = await self.request("GET", url, params=params)
+            if page is None:
+                return None
+            found.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return found
+            params = {**params, "continue": token}
+
     async def follow(self, api_version: str, kind: str, namespace: str | None,
                      name: str) -> AsyncIterator[dict[str, Any] | None]:  # fmt: skip
         """One object's every state (None while it does not exist): a list, then a watch from it.

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .rollout import matches
+
 PodKey = tuple[str, str]  # (namespace, pod name)
 OwnerKey = tuple[str, str]  # (namespace, GemmaDeployment name)
 
@@ -36,3 +38,16 @@ def vanished_pods(indexed: Mapping[OwnerKey, Iterable[str]],
         if missing:
             gone[(namespace, owner)] = missing
     return gone
+
+
+def drifted(desired: Mapping[Any, Mapping[str, Any]], live: Mapping[str, Mapping[str, Any]]) -> list[Any]:
+    """The keys of the desired objects that a fresh list (objects by name) has no longer as desired:
+    deleted, or edited so that a value the operator sets differs (values the server or others add
+    are left alone, as for the watched children)."""
+    found = []
+    for key, obj in desired.items():
+        now = live.get(obj["metadata"]["name"])
+        if now is None or not (matches(obj.get("metadata"), now.get("metadata"))
+                               and matches(obj.get("spec"), now.get("spec"))):  # fmt: skip
+            found.append(key)
+    return found

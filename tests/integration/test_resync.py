@@ -7,11 +7,16 @@ operator does not watch at all (KEDA's ScaledObject, the collectors) report noth
 
 from __future__ import annotations
 
+import time
+
+import kubernetes
 import pytest
 
+from gemma_operator import handlers
 from tests.integration.test_faults import HOLDS, cluster, drop_watch, emulator, fast_resync, operator  # noqa: F401
 from tests.integration.test_operator import condition
 from tests.integration.test_pods import container_status, model_pod, terminated, waits_for, write_pod_status
+from tests.integration.test_rbac import remove_third_party_crds, third_party_crd_dirs
 
 pytestmark = pytest.mark.integration
 
@@ -34,3 +39,64 @@ def test_a_pod_deleted_while_its_watch_is_down_and_expired_stops_counting(emulat
     gd = cluster.gd("chat")
     assert gd["status"]["phase"] == "Deploying"
     assert condition(gd, "Progressing")["reason"] != "CrashLoop", condition(gd, "Progressing")
+
+
+# --- third-party children (KEDA's ScaledObject, the collectors): not watched, compared on the resync
+KEDA_QUEUE = {"minReplicas": 1, "maxReplicas": 4, "metric": "queue", "target": 4, "provider": "keda"}
+SCALED_OBJECTS = "/apis/keda.sh/v1alpha1/namespaces/{ns}/scaledobjects"
+POD_MONITORINGS = "/apis/monitoring.googleapis.com/v1/namespaces/{ns}/podmonitorings"
+THIRD_PARTY_NAMES = ("servicemonitors.monitoring.coreos.com", "podmonitorings.monitoring.googleapis.com",
+                     "scaledobjects.keda.sh")  # fmt: skip
+
+
+@pytest.fixture
+def third_party(kube_api, tmp_path, monkeypatch):
+    """serve(kind, ...) installs third-party CRDs (from ../shared/crds); all are removed afterwards,
+    and the operator asks discovery on every reconcile."""
+    monkeypatch.setenv(handlers.DISCOVERY_ENV, "0")
+    dirs = third_party_crd_dirs(tmp_path / "crds")
+
+    def serve(*kinds: str) -> None:
+        for kind in kinds:
+            kube_api.apply_crds(dirs[kind])
+
+    yield serve
+    remove_third_party_crds(kube_api)
+    for name in THIRD_PARTY_NAMES:  # a real server deletes a CRD only once its objects are gone
+        kube_api.wait_for(lambda n=name: not _exists(kube_api, f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{n}"),
+                          timeout=30, message=f"CRD {name} deleted")  # fmt: skip
+
+
+def _exists(api, path: str) -> bool:
+    try:
+        api.request("GET", path)
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def test_hand_edits_of_unwatched_children_are_repaired_on_the_resync(fast_resync, third_party, operator,  # noqa: F811
+                                                                    cluster, create_nodes):  # noqa: F811
+    third_party("ScaledObject", "PodMonitoring")
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {"autoscaling": KEDA_QUEUE})
+    scaled_path = SCALED_OBJECTS.format(ns=cluster.ns) + "/chat"
+    monitoring_path = POD_MONITORINGS.format(ns=cluster.ns) + "/chat"
+    scaled = cluster.wait(lambda: cluster.get(scaled_path), "the ScaledObject")
+    cluster.wait(lambda: cluster.get(monitoring_path), "the PodMonitoring")
+    assert scaled["spec"]["maxReplicaCount"] == 4
+    # By hand: the ScaledObject's bounds raised, the PodMonitoring deleted.
+    cluster.api.request("PATCH", scaled_path, {"spec": {"maxReplicaCount": 40}},
+                        content_type="application/merge-patch+json")  # fmt: skip
+    cluster.api.request("DELETE", monitoring_path)
+    cluster.wait(lambda: cluster.get(scaled_path)["spec"]["maxReplicaCount"] == 4 and cluster.get(monitoring_path),
+                 "both repaired by the resync", timeout=10)  # fmt: skip
+    assert cluster.get(scaled_path)["metadata"]["uid"] == scaled["metadata"]["uid"], "re-created, not updated"
+    if cluster.api.requests is not None:  # as desired again: the next resync rounds apply nothing
+        before = cluster.api.requests.copy()
+        time.sleep(2.0)
+        sent = cluster.api.requests - before
+        assert not [k for k in sent if k[1] in ("scaledobjects", "podmonitorings") and k[0] != "list"], sent
