@@ -41,6 +41,7 @@ APPLIED_KINDS = f"{GROUP}/applied-kinds"
 # How long which optional CRDs the cluster serves is taken as known.
 DISCOVERY_ENV = "GEMMA_OPERATOR_DISCOVERY_S"
 DISCOVERY_TTL_S = 60.0
+DISCOVERY_MIN_S = 0.5  # the discovery follower's shortest period (a TTL of 0 asks on every reconcile)
 # Chart values (as env): the collector to render, the Prometheus KEDA queries, the rollout policy.
 COLLECTOR_ENV = "GEMMA_OPERATOR_COLLECTOR"
 PROMETHEUS_URL_ENV = "GEMMA_OPERATOR_PROMETHEUS_URL"
@@ -121,7 +122,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
                      "PersistentVolumeClaim": kwargs["gemma_claims"], "Job": kwargs["gemma_jobs"]}
     memo.applied_digests = {}  # (kind, namespace, name) -> digest, for the kinds without an index
     memo.applied_unwatched = {}  # (kind, namespace, name) -> the object last applied, for the resync to compare
-    memo.discovery = (float("-inf"), set())  # (monotonic time, served optional (apiVersion, kind))
+    # [monotonic time, served optional (apiVersion, kind)], updated in place: kopf hands each object's
+    # handlers a shallow copy of memo, so a rebound attribute would not reach the others.
+    memo.discovery = [float("-inf"), set()]
     memo.pod_index = kwargs["gemma_pods"]
     memo.pods_seen = {}  # (namespace, pod) -> digest of what the index keeps: other changes wake nobody
     memo.autoscaler_events = {}  # (namespace, pod) -> (monotonic time read, the pod's autoscaler Events)
@@ -135,7 +138,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.nodes_changed = asyncio.Event()
     memo.gone_nodes = set()  # node names still in the index that a fresh list no longer has
     memo.gone_children = set()  # (kind, namespace, name) likewise
-    memo.gone_pods = set()  # (namespace, pod) likewise: no longer counted in status
+    memo.gone_pods = set()  # (namespace, pod) likewise, updated in place: no longer counted in status
     # Declared capacity: read once here (an invalid file stops the start with its message), then followed.
     memo.capacity_file = capacity.watch_from_env(memo.catalog)
     try:
@@ -155,6 +158,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         asyncio.create_task(_worker(memo, logger)),
         asyncio.create_task(_watch_pools(memo, logger)),
         asyncio.create_task(_resync_every(float(os.environ.get(RESYNC_ENV, RESYNC_S)), memo, logger)),
+        asyncio.create_task(_follow_discovery(memo, logger)),
         asyncio.create_task(_follow_capacity(float(os.environ.get(CAPACITY_POLL_ENV, CAPACITY_POLL_S)), memo, logger)),
     ]
     memo.metrics_port = metrics.serve()
@@ -742,7 +746,8 @@ def _keep_or_roll(memo: kopf.Memo, cr: Mapping[str, Any], spec: GemmaDeploymentS
 
 
 async def _served(memo: kopf.Memo) -> set[tuple[str, str]]:
-    """Which optional third-party kinds the cluster serves (discovery, cached for a minute)."""
+    """Which optional third-party kinds the cluster serves (discovery, cached for a minute). A
+    change re-queues the resources whose choice it changes (an Invalid one waiting for KEDA)."""
     at, served = memo.discovery
     if time.monotonic() - at < memo.discovery_ttl_s:
         return served
@@ -750,8 +755,29 @@ async def _served(memo: kopf.Memo) -> set[tuple[str, str]]:
     for api_version, kind in (scaling.KEDA, scaling.POD_MONITORING, scaling.SERVICE_MONITOR):
         if kind in await memo.kube.served(api_version):
             found.add((api_version, kind))
-    memo.discovery = (time.monotonic(), found)
+    memo.discovery[:] = [time.monotonic(), found]
+    if at != float("-inf") and found != served:
+        specs = {key: cr.get("spec") for key, values in list(memo.resource_index.items()) for cr in values}
+        for key in scaling.affected_by_discovery(specs, served, found, memo.collector):
+            memo.logger.info(f"Served kinds changed ({sorted(k for _, k in found)}): re-checking {key[0]}/{key[1]}")
+            memo.queue.add(key, "discovery")
     return found
+
+
+async def _follow_discovery(memo: kopf.Memo, logger: logging.Logger) -> None:
+    """Ask discovery again every DISCOVERY_TTL while a resource depends on it (autoscaling), so that
+    a CRD installed or removed (KEDA, a collector) reaches the resources without a change of theirs."""
+    await memo.connected.wait()
+    while True:
+        await asyncio.sleep(max(memo.discovery_ttl_s, DISCOVERY_MIN_S))
+        await memo.pause.wait_active()
+        if not any((cr.get("spec") or {}).get("autoscaling") for values in list(memo.resource_index.values())
+                   for cr in values):  # fmt: skip
+            continue
+        try:
+            await _served(memo)
+        except kube.ApiError as exc:  # the next round asks again
+            logger.warning(f"Discovery failed: {exc}")
 
 
 async def _write_status(memo: kopf.Memo, cr: Mapping[str, Any], outcome: status.Outcome,
@@ -909,7 +935,8 @@ async def _resync_pods(memo: kopf.Memo, logger: logging.Logger) -> None:
         if {(ns, pod) for pod in names} - memo.gone_pods:
             logger.info(f"Resync: pods of {ns}/{owner} gone unseen: {sorted(names)}; re-checking it")
             memo.queue.add((ns, owner), "resync")
-    memo.gone_pods = gone
+    memo.gone_pods.intersection_update(gone)  # in place: kopf's per-object copies of memo share it
+    memo.gone_pods.update(gone)
 
 
 async def _resync_unwatched(memo: kopf.Memo, logger: logging.Logger) -> None:

@@ -100,3 +100,20 @@ def test_hand_edits_of_unwatched_children_are_repaired_on_the_resync(fast_resync
         time.sleep(2.0)
         sent = cluster.api.requests - before
         assert not [k for k in sent if k[1] in ("scaledobjects", "podmonitorings") and k[0] != "list"], sent
+
+
+# --- discovery: a kind that appears or vanishes re-queues the resources whose choice depends on it
+def test_a_resource_refused_for_want_of_keda_is_applied_once_keda_is_installed(third_party, operator,  # noqa: F811
+                                                                               cluster, create_nodes, monkeypatch):  # noqa: F811
+    monkeypatch.setenv(handlers.DISCOVERY_ENV, "0.5")  # how long what the cluster serves is taken as known
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {"autoscaling": KEDA_QUEUE})
+    stalled = cluster.wait(lambda: cluster.phase("chat") == "Invalid" and condition(cluster.gd("chat"), "Stalled"),
+                           "refused without KEDA")  # fmt: skip
+    assert "keda needs KEDA installed" in stalled["message"], stalled
+    third_party("ScaledObject")  # KEDA installed; nothing about the resource changes
+    scaled_path = SCALED_OBJECTS.format(ns=cluster.ns) + "/chat"
+    cluster.wait(lambda: cluster.get(scaled_path), "the ScaledObject, once discovery shows KEDA", timeout=15)
+    cluster.wait(lambda: cluster.phase("chat") == "Deploying" and cluster.deployment("chat"), "deployed")
+    assert condition(cluster.gd("chat"), "Stalled")["status"] == "False"
