@@ -104,6 +104,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.connected = asyncio.Event()  # kopf logs in after the startup handlers
     if memo.kube is not None:
         memo.connected.set()
+    # kopf hands each object's handlers a shallow copy of memo, made when it first sees the object
+    # (kopf/_core/reactor/inventory.py): what is renewed after startup is updated in place, never
+    # rebound, or the handlers of resources seen earlier keep the old one.
     memo.inventories = {}  # nodeSelector -> Inventory, dropped whenever a node changes
     memo.locks = {}  # (namespace, name) -> asyncio.Lock: one reconcile at a time per resource
     memo.failures = {}  # (namespace, name) -> consecutive API failures, for back-off
@@ -122,9 +125,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
                      "PersistentVolumeClaim": kwargs["gemma_claims"], "Job": kwargs["gemma_jobs"]}
     memo.applied_digests = {}  # (kind, namespace, name) -> digest, for the kinds without an index
     memo.applied_unwatched = {}  # (kind, namespace, name) -> the object last applied, for the resync to compare
-    # [monotonic time, served optional (apiVersion, kind)], updated in place: kopf hands each object's
-    # handlers a shallow copy of memo, so a rebound attribute would not reach the others.
-    memo.discovery = [float("-inf"), set()]
+    memo.discovery = [float("-inf"), set()]  # [monotonic time, served optional (apiVersion, kind)], in place
     memo.pod_index = kwargs["gemma_pods"]
     memo.pods_seen = {}  # (namespace, pod) -> digest of what the index keeps: other changes wake nobody
     memo.autoscaler_events = {}  # (namespace, pod) -> (monotonic time read, the pod's autoscaler Events)
@@ -142,7 +143,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     # Declared capacity: read once here (an invalid file stops the start with its message), then followed.
     memo.capacity_file = capacity.watch_from_env(memo.catalog)
     try:
-        memo.declared = (memo.capacity_file.poll() or []) if memo.capacity_file else []
+        memo.declared = list((memo.capacity_file.poll() or []) if memo.capacity_file else [])
     except capacity.CapacityError as exc:
         raise kopf.PermanentError(f"Invalid declared capacity: {exc}") from exc
     # With peering, kopf pauses its watches for a higher-priority peer; the background work below
@@ -361,8 +362,9 @@ async def _emit(memo: kopf.Memo, cr: Mapping[str, Any], type_: str, reason: str,
     last = memo.events.get(key)
     if last is not None and now - last < EVENT_REPEAT_S:
         return
-    if len(memo.events) > 10_000:  # forget what can no longer suppress anything
-        memo.events = {k: t for k, t in memo.events.items() if now - t < EVENT_REPEAT_S}
+    if len(memo.events) > 10_000:  # forget what can no longer suppress anything (in place: see startup)
+        for stale in [k for k, t in memo.events.items() if now - t >= EVENT_REPEAT_S]:
+            del memo.events[stale]
     memo.events[key] = now
     try:
         await memo.kube.event(cr, type_, reason, message)
@@ -906,7 +908,8 @@ async def resync(memo: kopf.Memo, logger: logging.Logger) -> None:
     gone_nodes = set(memo.node_index.keys()) - await memo.kube.names("v1", "Node")
     if gone_nodes != memo.gone_nodes:
         logger.info(f"Resync: nodes gone unseen: {sorted(gone_nodes)}")
-        memo.gone_nodes = gone_nodes
+        memo.gone_nodes.clear()  # in place, as every memo attribute renewed after startup
+        memo.gone_nodes.update(gone_nodes)
         memo.nodes_changed.set()
     selector = ",".join(f"{k}={v}" for k, v in MANAGED.items())
     namespaces = {ns for ns, _ in memo.resource_index.keys()}
@@ -973,7 +976,7 @@ async def _follow_capacity(period: float, memo: kopf.Memo, logger: logging.Logge
             continue
         if declared is not None:
             logger.info(f"Capacity changed: {len(declared)} declared pool(s): {', '.join(p.name for p in declared) or '-'}")
-            memo.declared = declared
+            memo.declared[:] = declared
             memo.nodes_changed.set()
 
 
@@ -985,7 +988,7 @@ async def _watch_pools(memo: kopf.Memo, logger: logging.Logger) -> None:
         await asyncio.sleep(NODES_SETTLE_S)
         await memo.pause.wait_active()
         memo.nodes_changed.clear()
-        memo.inventories = {}
+        memo.inventories.clear()
         for values in list(memo.resource_index.values()):
             for cr in values:
                 st = cr.get("status") or {}
