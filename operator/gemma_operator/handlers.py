@@ -25,7 +25,8 @@ from pydantic import ValidationError
 
 from . import cache as cache_mod
 from . import catalog as catalog_mod
-from . import capacity, inventory, kube, metrics, peering, planner, pods, render, rollout, scaling, status, unseen, validation
+from . import (capacity, inventory, kube, metrics, peering, planner, pods, render, rollout, scaling, status, unseen,
+               validation)  # fmt: skip
 from .api.v1alpha1 import GROUP, PLURAL, VERSION, GemmaDeploymentSpec
 
 status_condition = tuple[str, str, str, str]  # (type, status, reason, message)

@@ -63,8 +63,8 @@ def third_party(kube_api, tmp_path, monkeypatch):
     yield serve
     remove_third_party_crds(kube_api)
     for name in THIRD_PARTY_NAMES:  # a real server deletes a CRD only once its objects are gone
-        kube_api.wait_for(lambda n=name: not _exists(kube_api, f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{n}"),
-                          timeout=30, message=f"CRD {name} deleted")  # fmt: skip
+        path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+        kube_api.wait_for(lambda p=path: not _exists(kube_api, p), timeout=30, message=f"CRD {name} deleted")
 
 
 def _exists(api, path: str) -> bool:
@@ -103,8 +103,8 @@ def test_hand_edits_of_unwatched_children_are_repaired_on_the_resync(fast_resync
 
 
 # --- discovery: a kind that appears or vanishes re-queues the resources whose choice depends on it
-def test_a_resource_refused_for_want_of_keda_is_applied_once_keda_is_installed(third_party, operator,  # noqa: F811
-                                                                               cluster, create_nodes, monkeypatch):  # noqa: F811
+def test_a_resource_refused_for_want_of_keda_is_applied_once_keda_is_installed(  # noqa: F811
+        third_party, operator, cluster, create_nodes, monkeypatch):  # noqa: F811
     monkeypatch.setenv(handlers.DISCOVERY_ENV, "0.5")  # how long what the cluster serves is taken as known
     create_nodes.from_fixture("gke-l4")
     operator()
