@@ -128,7 +128,7 @@ CASES = [
      None, ("StartFailed", True), ['configmap "settings" not found', "spec.env"]),
     ("loading-model", pod(phase="Running", conditions=[scheduled(), not_ready()], startTime=ago(5), statuses=[
         container({"running": {"startedAt": ago(3.5)}})]),
-     None, ("LoadingModel", False), ["3 min since its server started of its 11-min startup budget"]),
+     None, ("LoadingModel", False), [f"since {ago(3.5)}, when its server started (startup budget 11 min)"]),
     ("evicted", pod(phase="Failed", reason="Evicted", message="The node was low on resource: ephemeral-storage. "
                     "Threshold quantity: 10Gi, available: 4Gi. Container vllm was using 30Gi, request is 0.",
                     conditions=[scheduled()]),
@@ -202,6 +202,27 @@ def test_time_bound_states_say_when_to_look_again():
     shorter = pods.worst_pod_state([pods.essentials(pod(conditions=[unschedulable(6)]))], now=NOW,
                                    scale_up_budget_s=300)  # fmt: skip
     assert shorter.stalled and "5-min scale-up budget" in shorter.message
+
+
+def loading(minutes_ago):
+    return pods.essentials(pod(phase="Running", conditions=[scheduled(), not_ready()], statuses=[
+        container({"running": {"startedAt": ago(minutes_ago)}})]))  # fmt: skip
+
+
+def test_a_loading_model_is_looked_at_again_only_when_its_startup_budget_runs_out():
+    """The message names the start time, not the minutes since: it stays the same (no status write)
+    until the 11-min budget (startupProbe 10 s x 66) runs out, once."""
+    early, later = (pods.worst_pod_state([loading(7)], now=NOW - datetime.timedelta(minutes=m)) for m in (6, 0))
+    assert early.message == later.message and early.since == later.since == ago(7)
+    assert early.recheck_s == pytest.approx(10 * 60 + 1) and later.recheck_s == pytest.approx(4 * 60 + 1)
+    past = pods.worst_pod_state([loading(12)], now=NOW)
+    assert (past.reason, past.stalled, past.recheck_s, past.since) == ("LoadingModel", False, None, ago(12))
+    assert f"since {ago(12)}, longer than its 11-min startup budget" in past.message
+    # No startup probe: no budget to run out, nothing to look at again.
+    bare = pods.essentials(pod(phase="Running", statuses=[container({"running": {"startedAt": ago(3)}})]))
+    bare["containers"][0]["startupBudgetS"] = None
+    state = pods.worst_pod_state([bare], now=NOW)
+    assert state.recheck_s is None and "startup budget" not in state.message
 
 
 def test_the_index_keeps_only_what_the_detectors_read():

@@ -1,0 +1,65 @@
+"""A model that loads writes its status once: the start time, not the minutes since.
+
+kubectl readers compute the age from status.loadingSince (the `Loading` column of `kubectl get gd
+-o wide`); the operator looks again only when the start-up budget runs out. On the emulator the
+test writes the pod's status as a kubelet would (see test_pods.py); the same holds on a real server.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from gemma_operator import pods
+from tests.integration.test_operator import Cluster, condition, operator  # noqa: F401  (fixture)
+from tests.integration.test_pods import container_status, model_pod, scheduled, stamp, waits_for, write_pod_status
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def cluster(kube_api, namespace):
+    return Cluster(kube_api, namespace)
+
+
+def quiet_version(cluster: Cluster, name: str, quiet: float = 1.0, timeout: float = 15.0) -> str:
+    """The resource's resourceVersion once nothing has written it for `quiet` seconds."""
+    deadline = time.monotonic() + timeout
+    version, since = cluster.gd(name)["metadata"]["resourceVersion"], time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = cluster.gd(name)["metadata"]["resourceVersion"]
+        if now != version:
+            version, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return version
+    raise TimeoutError(f"{name} kept being written for {timeout} s")
+
+
+def test_a_loading_model_writes_its_status_once_over_many_recheck_periods(operator, cluster,  # noqa: F811
+                                                                          create_nodes, monkeypatch):  # fmt: skip
+    monkeypatch.setattr(pods, "RECHECK_S", 0.5)  # the time-bound recheck (a minute), 120 times faster
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {})
+    pod = model_pod(cluster, "chat")
+    quiet_version(cluster, "chat")
+    # Started 177 s ago: the whole minutes since cross 2 -> 3 within the next few seconds.
+    started = stamp(177 / 60)
+    write_pod_status(cluster, pod, {"phase": "Running", "conditions": scheduled(), "containerStatuses": [
+        container_status(pod, {"running": {"startedAt": started}})]})  # fmt: skip
+    progressing = waits_for(cluster, "chat", "Progressing", "LoadingModel")
+    version = cluster.gd("chat")["metadata"]["resourceVersion"]
+    time.sleep(8.0)  # sixteen recheck periods, across a whole minute since the start
+    gd = cluster.gd("chat")
+    assert gd["metadata"]["resourceVersion"] == version, f"status written while loading: {condition(gd, 'Progressing')}"
+    assert started in progressing["message"], progressing["message"]
+    assert gd["status"].get("loadingSince") == started
+    # Ready: the start time leaves the status.
+    write_pod_status(cluster, pod, {"conditions": [*scheduled()[:1], {"type": "Ready", "status": "True"}],
+                                    "containerStatuses": [{**container_status(pod, {"running": {"startedAt": started}}),
+                                                           "ready": True, "started": True}]})  # fmt: skip
+    cluster.api.set_deployment_ready(cluster.ns, "chat")
+    cluster.wait(lambda: cluster.phase("chat") == "Ready", "Ready", timeout=30)
+    cluster.wait(lambda: "loadingSince" not in cluster.gd("chat")["status"], "loadingSince cleared")
