@@ -23,9 +23,10 @@ from typing import Any
 # install); node auto-provisioning adds creating the pool.
 SCALE_UP_BUDGET_ENV = "GEMMA_OPERATOR_SCALE_UP_BUDGET_S"
 SCALE_UP_BUDGET_S = 900
-# A pod waiting for a node is looked at again this often: the elapsed minutes in the message, new
-# autoscaler Events, and the budget running out. A loading model is looked at again only when its
-# start-up budget runs out: its message names the start time, not the minutes since (no writes).
+# A pod waiting for a node is looked at again this often, for new autoscaler Events and the
+# budget running out; its message names the time it started waiting, not the minutes since, so
+# status is written only when what it says changes. A loading model is looked at again only when
+# its start-up budget runs out: its message names the start time too (no periodic writes).
 RECHECK_S = 60.0
 MESSAGE_CAP = 400  # characters quoted from a kubelet, scheduler or termination message
 AUTOSCALER_REASONS = ("TriggeredScaleUp", "NotTriggerScaleUp")
@@ -124,10 +125,6 @@ def parse_time(value: str | None) -> datetime.datetime | None:
 def _cap(text: str | None) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= MESSAGE_CAP else text[: MESSAGE_CAP - 1] + "…"
-
-
-def _minutes(seconds: float) -> int:
-    return max(0, int(seconds // 60))
 
 
 def _budget_minutes(seconds: float) -> int:
@@ -268,8 +265,9 @@ def _waiting_for_capacity(pod: Mapping[str, Any], ctx: _Context) -> str | None:
             f" No node came within the {budget}-min scale-up budget: add nodes the pod fits (its nodeSelector, "
             "tolerations and requests), enable autoscaling on such a node pool, or change spec.accelerator."
         )
-    waited = _minutes(_waited_s(pod, ctx))
-    return text + f" Waiting {waited} min of the {budget}-min scale-up budget for a node to be added."
+    since = scheduled.get("lastTransitionTime")
+    when = f" since {since}" if parse_time(since) else ""
+    return text + f" Waiting{when} for a node to be added (scale-up budget {budget} min)."
 
 
 def _waited_s(pod: Mapping[str, Any], ctx: _Context) -> float:

@@ -121,7 +121,8 @@ def test_an_unschedulable_pod_waits_for_capacity_then_stalls_past_the_budget(ope
     latency = time.monotonic() - start
     assert "2 Insufficient nvidia.com/gpu" in progressing["message"]
     assert "Cluster autoscaler (TriggeredScaleUp)" in progressing["message"] and "0->1 (max: 4)" in progressing["message"]
-    assert "of the 10-min scale-up budget" in progressing["message"]
+    assert f"Waiting since {unschedulable['lastTransitionTime']} for a node" in progressing["message"]
+    assert "(scale-up budget 10 min)" in progressing["message"]
     gd = cluster.gd("chat")
     assert gd["status"]["phase"] == "Deploying" and condition(gd, "Stalled")["status"] == "False"
     cluster.wait(lambda: ("Normal", "WaitingForCapacity") in events_of(cluster, "chat"), "a WaitingForCapacity Event")

@@ -233,6 +233,22 @@ def test_a_loading_model_writes_its_start_time_once_and_is_rechecked_at_its_budg
     assert past.recheck_s is None and "loadingSince" not in past.status  # unchanged: not written again
 
 
+def test_a_pod_waiting_for_a_node_writes_status_only_when_what_it_says_changes(catalog):
+    """test_loading.py: the minute's recheck reads the autoscaler's Events again, but the message
+    names when the wait started, not the minutes since: nothing to write until an Event comes."""
+    waiting = {row[0]: row[1] for row in POD_ROWS}["WaitingForCapacity"]
+    world = with_observed(settled(catalog), pods=(waiting,))
+    first = run(catalog, world)
+    message = {c["type"]: c for c in first.status["conditions"]}["Progressing"]["message"]
+    assert f"Waiting since {ago(2)} for a node" in message and "min of the" not in message, message
+    assert summary(later(catalog, world, first, 3), world) == expect(recheck=pods.RECHECK_S)
+    event = {"reason": "TriggeredScaleUp", "message": "pod triggered scale-up: [{gke-l4-pool 0->1 (max: 4)}]",
+             "time": ago(1)}  # fmt: skip
+    told = later(catalog, with_observed(world, pods=({**waiting, "events": [event]},)), first, 3)
+    assert "Cluster autoscaler (TriggeredScaleUp)" in {c["type"]: c for c in told.status["conditions"]}[
+        "Progressing"]["message"]  # fmt: skip
+
+
 def test_a_pod_a_resync_found_deleted_no_longer_counts(catalog):
     """test_resync.py: a crash-looping pod deleted while the pod watch was expired stays in the
     index; once the resync marks it gone, the status no longer says CrashLoop."""

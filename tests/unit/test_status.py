@@ -186,7 +186,8 @@ def test_waiting_for_capacity_progresses_within_the_budget_then_stalls():
     assert conditions(within) == {"Ready": ("False", "WaitingForCapacity"), "Progressing": ("True", "WaitingForCapacity"),
                                   "Stalled": ("False", "WaitingForCapacity")}  # fmt: skip
     assert "2 Insufficient nvidia.com/gpu" in by_type(within)["Progressing"]["message"]
-    assert "Waiting 2 min of the 10-min scale-up budget" in by_type(within)["Progressing"]["message"]
+    assert "Waiting since 2026-11-22T00:18:00Z for a node to be added (scale-up budget 10 min)" in by_type(within)[
+        "Progressing"]["message"]  # fmt: skip
     late = compute(APPLIED, generation=1, wanted_replicas=1, observed=Observed(
         deployment=deployment(ready=0), pods=(unschedulable_pod("2026-11-22T00:05:00Z"),), scale_up_budget_s=600),
         previous=within, now=NOW)  # fmt: skip
