@@ -132,8 +132,8 @@ def forget(memo: kopf.Memo, key: tuple[str, str]) -> None:
 
 
 def recheck(memo: kopf.Memo, key: tuple[str, str], delay: float | None) -> None:
-    """Look at a time-bound pod state again (a budget running out; while a pod waits for a node, the
-    elapsed minutes and autoscaler Events)."""
+    """Look at a time-bound pod state again (a budget running out; while a pod waits for a node,
+    new autoscaler Events)."""
     timer = memo.rechecks.pop(key, None)
     if timer is not None:
         timer.cancel()

@@ -43,8 +43,8 @@ def vanished_pods(indexed: Mapping[OwnerKey, Iterable[str]],
 def counted(pods: Iterable[Mapping[str, Any]], gone: Iterable[str]) -> list[Mapping[str, Any]]:
     """The indexed pods (pods.essentials) that count in status: not those a fresh list no longer
     has (`gone`: pod names, in the resource's namespace)."""
-    gone = set(gone)
-    return [pod for pod in pods if pod.get("name") not in gone]
+    names = set(gone)
+    return [pod for pod in pods if pod.get("name") not in names]
 
 
 def drifted(desired: Mapping[Any, Mapping[str, Any]], live: Mapping[str, Mapping[str, Any]]) -> list[Any]:
