@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import cache as cache_mod
-from . import pods, planner, render, rollout, scaling, status, validation
+from . import pods, planner, render, rollout, scaling, status, unseen, validation
 from .api.v1alpha1 import GROUP, CacheSpec, GemmaDeploymentSpec
 from .catalog import Catalog
 from .inventory import Inventory
@@ -83,6 +83,7 @@ class Observed:
     pods: tuple[Mapping[str, Any], ...] = ()  # pods.essentials, with autoscaler Events on an unscheduled one
     served: frozenset[tuple[str, str]] | None = None  # optional (apiVersion, kind) served; None: not read
     secret_exists: bool | None = None  # None: not checked
+    gone_pods: frozenset[str] = frozenset()  # names of pods the index holds that the last resync found deleted
 
 
 @dataclass(frozen=True)
@@ -319,7 +320,8 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
     extra = [*scaling.autoscaler_conditions(spec, choice, hpa, scaling.signal(spec, result)),
              scaling.disruption_condition(spec), *([update] if update else [])]  # fmt: skip
     scale = {"desiredReplicas": wanted, "selector": ",".join(f"{k}={v}" for k, v in render.selector_labels(name).items())}
-    children = status.Observed(after.get("Deployment"), after.get("Service"), observed.pods, settings.scale_up_budget_s)
+    model_pods = tuple(unseen.counted(observed.pods, observed.gone_pods))  # a pod deleted unseen counts no more
+    children = status.Observed(after.get("Deployment"), after.get("Service"), model_pods, settings.scale_up_budget_s)
     outcome = status.Outcome("Applied", selection=selection, endpoint=endpoint, cache=cache_status)
     desired = status.compute(outcome, generation=meta.get("generation"), wanted_replicas=wanted, observed=children,
                              previous=current, now=now, extra=extra, scale=scale)  # fmt: skip

@@ -87,6 +87,7 @@ async def _prune(memo: kopf.Memo, prune: Prune, namespace: str, logger: logging.
         metrics.APPLIES.labels(f"delete {prune.kind}").inc()
     memo.applied.pop((prune.kind, namespace, prune.name), None)
     memo.applied_digests.pop((prune.kind, namespace, prune.name), None)
+    memo.applied_unwatched.pop((prune.kind, namespace, prune.name), None)
 
 
 async def _apply(memo: kopf.Memo, resource: Mapping[str, Any], item: Apply) -> dict[str, Any]:
@@ -98,8 +99,9 @@ async def _apply(memo: kopf.Memo, resource: Mapping[str, Any], item: Apply) -> d
                                "spec": {"replicas": item.handover_replicas}}, manager=kube.HANDOVER)  # fmt: skip
     live = await memo.kube.apply(obj)
     metrics.APPLIES.labels(obj["kind"]).inc()
-    if item.digest is not None:
+    if item.digest is not None:  # no watch: the resync compares the kind's list with what was applied
         memo.applied_digests[(obj["kind"], meta["namespace"], meta["name"])] = item.digest
+        memo.applied_unwatched[(obj["kind"], meta["namespace"], meta["name"])] = obj
     else:
         _remember(memo, obj, live)
     return live
@@ -112,8 +114,9 @@ async def emit(memo: kopf.Memo, resource: Mapping[str, Any], event: Event, logge
     last = memo.events.get(key)
     if last is not None and now - last < EVENT_REPEAT_S:
         return
-    if len(memo.events) > 10_000:  # forget what can no longer suppress anything
-        memo.events = {k: t for k, t in memo.events.items() if now - t < EVENT_REPEAT_S}
+    if len(memo.events) > 10_000:  # forget what can no longer suppress anything (in place: see queue.prepare)
+        for stale in [k for k, t in memo.events.items() if now - t >= EVENT_REPEAT_S]:
+            del memo.events[stale]
     memo.events[key] = now
     try:
         await memo.kube.event(resource, event.type, event.reason, event.message)

@@ -86,7 +86,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     # Declared capacity: read once here (an invalid file stops the start with its message), then followed.
     memo.capacity_file = capacity.watch_from_env(memo.catalog)
     try:
-        memo.declared = (memo.capacity_file.poll() or []) if memo.capacity_file else []
+        memo.declared = list((memo.capacity_file.poll() or []) if memo.capacity_file else [])  # renewed in place
     except capacity.CapacityError as exc:
         raise kopf.PermanentError(f"Invalid declared capacity: {exc}") from exc
     # With peering, kopf pauses its watches for a higher-priority peer; the background work below
@@ -101,6 +101,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         *(asyncio.create_task(queue.worker(memo, logger)) for _ in range(queue.WORKERS)),
         asyncio.create_task(resync.watch_pools(memo, logger)),
         asyncio.create_task(resync.resync_every(float(os.environ.get(RESYNC_ENV, RESYNC_S)), memo, logger)),
+        asyncio.create_task(resync.follow_discovery(memo, logger)),
         asyncio.create_task(resync.follow_capacity(float(os.environ.get(CAPACITY_POLL_ENV, CAPACITY_POLL_S)), memo,
                                                    logger)),  # fmt: skip
     ]
@@ -203,6 +204,7 @@ async def pod_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     if not instance:
         return
     key = (meta.get("namespace"), meta.get("name"))
+    memo.gone_pods.discard(key)  # an event is fresher than the last resync
     if kwargs.get("type") == "DELETED":
         memo.pods_seen.pop(key, None)
         memo.autoscaler_events.pop(key, None)

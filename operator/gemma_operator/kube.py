@@ -40,6 +40,7 @@ PLURALS = {
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
     ("batch/v1", "Job"): "jobs",
     ("v1", "Secret"): "secrets",
+    ("v1", "Pod"): "pods",
     ("v1", "Event"): "events",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
@@ -223,6 +224,22 @@ class Kube:
             if page is None:
                 return found
             found.update(item["metadata"]["name"] for item in page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return found
+            params = {**params, "continue": token}
+
+    async def items(self, api_version: str, kind: str, namespace: str,
+                    label_selector: str | None = None) -> list[dict[str, Any]] | None:  # fmt: skip
+        """The objects of a kind in a namespace (paged); None when the kind is not served (404)."""
+        url = path(api_version, kind, namespace)
+        params = {"limit": str(LIST_PAGE), **({"labelSelector": label_selector} if label_selector else {})}
+        found: list[dict[str, Any]] = []
+        while True:
+            page = await self.request("GET", url, params=params)
+            if page is None:
+                return None
+            found.extend(page.get("items") or [])
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return found

@@ -23,8 +23,10 @@ from typing import Any
 # install); node auto-provisioning adds creating the pool.
 SCALE_UP_BUDGET_ENV = "GEMMA_OPERATOR_SCALE_UP_BUDGET_S"
 SCALE_UP_BUDGET_S = 900
-# Time-bound states are looked at again this often: the elapsed minutes in the message, new
-# autoscaler Events, and the budget running out.
+# A pod waiting for a node is looked at again this often, for new autoscaler Events and the
+# budget running out; its message names the time it started waiting, not the minutes since, so
+# status is written only when what it says changes. A loading model is looked at again only when
+# its start-up budget runs out: its message names the start time too (no periodic writes).
 RECHECK_S = 60.0
 MESSAGE_CAP = 400  # characters quoted from a kubelet, scheduler or termination message
 AUTOSCALER_REASONS = ("TriggeredScaleUp", "NotTriggerScaleUp")
@@ -43,6 +45,7 @@ class PodState:
     count: int
     stalled: bool
     recheck_s: float | None = None  # when time alone may change this verdict
+    since: str | None = None  # LoadingModel: when the quoted pod's server started (status.loadingSince)
 
 
 @dataclass(frozen=True)
@@ -122,10 +125,6 @@ def parse_time(value: str | None) -> datetime.datetime | None:
 def _cap(text: str | None) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= MESSAGE_CAP else text[: MESSAGE_CAP - 1] + "…"
-
-
-def _minutes(seconds: float) -> int:
-    return max(0, int(seconds // 60))
 
 
 def _budget_minutes(seconds: float) -> int:
@@ -266,8 +265,9 @@ def _waiting_for_capacity(pod: Mapping[str, Any], ctx: _Context) -> str | None:
             f" No node came within the {budget}-min scale-up budget: add nodes the pod fits (its nodeSelector, "
             "tolerations and requests), enable autoscaling on such a node pool, or change spec.accelerator."
         )
-    waited = _minutes(_waited_s(pod, ctx))
-    return text + f" Waiting {waited} min of the {budget}-min scale-up budget for a node to be added."
+    since = scheduled.get("lastTransitionTime")
+    when = f" since {since}" if parse_time(since) else ""
+    return text + f" Waiting{when} for a node to be added (scale-up budget {budget} min)."
 
 
 def _waited_s(pod: Mapping[str, Any], ctx: _Context) -> float:
@@ -285,16 +285,39 @@ def _loading(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+def _loading_since(pod: Mapping[str, Any]) -> str | None:
+    """When the loading container's server started, as the kubelet wrote it."""
+    c = _loading(pod)
+    return (c.get("state") or {}).get("startedAt") if c else None
+
+
+def _loading_left_s(pod: Mapping[str, Any], now: datetime.datetime) -> float | None:
+    """Seconds of the loading container's start-up budget left (negative: past it); None when unknown."""
+    c = _loading(pod)
+    started = parse_time(_loading_since(pod))
+    budget = c.get("startupBudgetS") if c else None
+    return budget - (now - started).total_seconds() if started and budget else None
+
+
 def _loading_model(pod: Mapping[str, Any], ctx: _Context) -> str | None:
+    # No minutes since the start: the message stays the same while the model loads, so the status
+    # is written once; readers compute the age from the start time (status.loadingSince).
     c = _loading(pod)
     if c is None:
         return None
-    started = parse_time((c.get("state") or {}).get("startedAt"))
-    elapsed = _minutes((ctx.now - started).total_seconds()) if started else 0
+    since = _loading_since(pod)
     budget = c.get("startupBudgetS")
-    of = f" of its {_budget_minutes(budget)}-min startup budget" if budget else ""
+    left = _loading_left_s(pod, ctx.now)
+    if left is not None and left <= 0:
+        return (
+            f"Pod {pod['name']} has been downloading and loading the model since {since}, longer than its "
+            f"{_budget_minutes(budget)}-min startup budget: the kubelet restarts its server when the startup probe "
+            "gives up. If it recurs, the download is slower than planned: use spec.cache (pvc or gcsfuse) to fill it once."
+        )
+    started = f"since {since}, when its server started" if since else "; its server is starting"
+    of = f" (startup budget {_budget_minutes(budget)} min)" if budget else ""
     return (
-        f"Pod {pod['name']} is downloading and loading the model: {elapsed} min since its server started{of}. "
+        f"Pod {pod['name']} is downloading and loading the model {started}{of}. "
         "It turns Ready when the server answers its health check."
     )
 
@@ -326,12 +349,14 @@ def worst_pod_state(pods: Iterable[Mapping[str, Any]], *, now: datetime.datetime
         pod, message = found[0]
         if len(live) > 1:
             message = f"{len(found)} of {len(live)} pods: {message}"
-        stalled, recheck = reason in STALLED, None
+        stalled, recheck, since = reason in STALLED, None, None
         if reason == "WaitingForCapacity":
             left = scale_up_budget_s - _waited_s(pod, ctx)
             stalled = left <= 0
             recheck = None if stalled else min(RECHECK_S, left + 1)
         elif reason == "LoadingModel":
-            recheck = RECHECK_S
-        return PodState(reason, message, len(found), stalled, recheck)
+            since = _loading_since(pod)
+            left = _loading_left_s(pod, now)
+            recheck = left + 1 if left is not None and left > 0 else None  # only the budget running out
+        return PodState(reason, message, len(found), stalled, recheck, since)
     return None

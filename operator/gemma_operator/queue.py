@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from . import decide as decide_mod
-from . import execute, inventory, kube, metrics, pods, scaling
+from . import execute, inventory, kube, metrics, pods, scaling, unseen
 
 RETRY_S = (1, 2, 5, 10, 30, 60)  # back-off for API errors that clear by themselves
 WORKERS = 8  # reconciles in flight: their API requests overlap (each is mostly waiting on the server)
@@ -56,7 +56,12 @@ class WorkQueue:
 
 
 def prepare(memo: kopf.Memo, discovery_ttl_s: float) -> None:
-    """The queue's and the executor's bookkeeping, in kopf's memo."""
+    """The queue's and the executor's bookkeeping, in kopf's memo.
+
+    kopf hands each object's handlers a shallow copy of memo, made when it first sees the object
+    (kopf/_core/reactor/inventory.py): what is renewed after start-up is updated in place, never
+    rebound, or the event handlers of objects seen earlier keep the old one.
+    """
     memo.queue = WorkQueue()
     memo.inventories = {}  # nodeSelector -> Inventory, dropped whenever a node changes
     memo.locks = {}  # (namespace, name) -> asyncio.Lock: one reconcile at a time per resource
@@ -70,9 +75,11 @@ def prepare(memo: kopf.Memo, discovery_ttl_s: float) -> None:
     # only the echo of that apply, with nothing new to react to.
     memo.applied = {}
     memo.applied_digests = {}  # (kind, namespace, name) -> digest, for the kinds without an index
-    memo.discovery = (float("-inf"), set())  # (monotonic time, served optional (apiVersion, kind))
+    memo.applied_unwatched = {}  # (kind, namespace, name) -> the object last applied, for the resync to compare
+    memo.discovery = [float("-inf"), set()]  # [monotonic time, served optional (apiVersion, kind)], in place
     memo.discovery_ttl_s = discovery_ttl_s
     memo.autoscaler_events = {}  # (namespace, pod) -> (monotonic time read, the pod's autoscaler Events)
+    memo.gone_pods = set()  # (namespace, pod) still in the index that a fresh list no longer has
 
 
 def one(index: kopf.Index, key: Any) -> Any:
@@ -120,11 +127,13 @@ def forget(memo: kopf.Memo, key: tuple[str, str]) -> None:
     for kind in (*memo.children, *(k for _, k in scaling.OPTIONAL_KINDS)):
         memo.applied.pop((kind, *key), None)
         memo.applied_digests.pop((kind, *key), None)
+        memo.applied_unwatched.pop((kind, *key), None)
         memo.gone_children.discard((kind, *key))
 
 
 def recheck(memo: kopf.Memo, key: tuple[str, str], delay: float | None) -> None:
-    """Look at a time-bound pod state again (a budget running out, elapsed minutes, autoscaler Events)."""
+    """Look at a time-bound pod state again (a budget running out; while a pod waits for a node,
+    new autoscaler Events)."""
     timer = memo.rechecks.pop(key, None)
     if timer is not None:
         timer.cancel()
@@ -194,25 +203,32 @@ async def observe(memo: kopf.Memo, resource: Mapping[str, Any], wants: decide_mo
     digests = {kind: memo.applied_digests[(kind, ns, name)] for kind in wants.unwatched
                if (kind, ns, name) in memo.applied_digests}  # fmt: skip
     model_pods = [dict(p) for p in memo.pod_index.get((ns, name), ())]
-    waiting = pods.unscheduled(model_pods)
+    gone = frozenset(pod for pod_ns, pod in memo.gone_pods if pod_ns == ns) & {p["name"] for p in model_pods}
+    waiting = pods.unscheduled(unseen.counted(model_pods, gone))
     if waiting:
         events = await _autoscaler_events(memo, ns, waiting, logger)
         model_pods = [{**p, "events": events} if p["name"] == waiting else p for p in model_pods]
-    served = frozenset(await _served(memo)) if wants.served else None
+    served_kinds = frozenset(await served(memo)) if wants.served else None
     secret = await memo.kube.secret_exists(ns, wants.secret) if wants.secret else None
-    return decide_mod.Observed(children, shared, digests, tuple(model_pods), served, secret)
+    return decide_mod.Observed(children, shared, digests, tuple(model_pods), served_kinds, secret, gone)
 
 
-async def _served(memo: kopf.Memo) -> set[tuple[str, str]]:
-    """Which optional third-party kinds the cluster serves (discovery, cached for a minute)."""
-    at, served = memo.discovery
+async def served(memo: kopf.Memo) -> set[tuple[str, str]]:
+    """Which optional third-party kinds the cluster serves (discovery, cached for a minute). A
+    change re-queues the resources whose choice it changes (one Invalid for want of KEDA)."""
+    at, before = memo.discovery
     if time.monotonic() - at < memo.discovery_ttl_s:
-        return served
+        return before
     found = set()
     for api_version, kind in (scaling.KEDA, scaling.POD_MONITORING, scaling.SERVICE_MONITOR):
         if kind in await memo.kube.served(api_version):
             found.add((api_version, kind))
-    memo.discovery = (time.monotonic(), found)
+    memo.discovery[:] = [time.monotonic(), found]
+    if at != float("-inf") and found != before:
+        specs = {key: r.get("spec") for key, values in list(memo.resource_index.items()) for r in values}
+        for key in scaling.affected_by_discovery(specs, before, found, memo.settings.collector):
+            memo.logger.info(f"Served kinds changed ({sorted(k for _, k in found)}): re-checking {key[0]}/{key[1]}")
+            memo.queue.add(key, "discovery")
     return found
 
 

@@ -1,17 +1,19 @@
 """Background work beside the watches: the periodic resync, the peering follower, the capacity
-follower and the node-pool watcher. Each only wakes resources through the work queue."""
+and discovery followers and the node-pool watcher. Each only wakes resources through the work
+queue. Operator-wide state they renew is updated in place (see queue.prepare)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
 import logging
+from typing import Any
 
 import kopf
 
-from . import capacity, kube, peering, render
+from . import capacity, kube, peering, render, unseen
 from .decide import SHARED_API, owners_to_wake, replan_on_pools
-from .queue import RETRY_S, one, pools_for
+from .queue import RETRY_S, one, pools_for, served
 
 # How often the indices are checked against a fresh list, for deletions a watch missed: after
 # an expired watch (410), kopf re-lists but never reports what vanished in the gap.
@@ -21,7 +23,9 @@ RESYNC_S = 300.0
 CAPACITY_POLL_ENV = "GEMMA_OPERATOR_CAPACITY_POLL_S"
 CAPACITY_POLL_S = 10.0
 NODES_SETTLE_S = 1.0  # node changes come in bursts (a pool scaling): plan once they settle
+DISCOVERY_MIN_S = 0.5  # the discovery follower's shortest period (a TTL of 0 asks on every reconcile)
 MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={render.MANAGER}"
+MODEL_PODS_SELECTOR = f"{MANAGED_SELECTOR},app.kubernetes.io/component=model-server"  # handlers.MODEL_PODS
 # The children a resync lists: those a watch missing a deletion would leave in place.
 RESYNCED = {"Deployment": "apps/v1", "Service": "v1", **SHARED_API}
 
@@ -68,12 +72,17 @@ async def resync(memo: kopf.Memo, logger: logging.Logger) -> None:
     """Compare the indices with fresh lists (names only) and act on what vanished unseen.
 
     A vanished child wakes its owner, which applies it again; a vanished node leaves the
-    inventory. Lists are per namespace that has GemmaDeployments, so namespaced RBAC suffices.
+    inventory; a vanished model pod stops counting in its owner's status; an unwatched child
+    deleted or edited is applied again. Lists are per namespace that has GemmaDeployments (or,
+    for pods, model pods), so namespaced RBAC suffices.
     """
+    await _resync_pods(memo, logger)
+    await _resync_unwatched(memo, logger)
     gone_nodes = set(memo.node_index.keys()) - await memo.kube.names("v1", "Node")
     if gone_nodes != memo.gone_nodes:
         logger.info(f"Resync: nodes gone unseen: {sorted(gone_nodes)}")
-        memo.gone_nodes = gone_nodes
+        memo.gone_nodes.clear()  # in place: the node event handlers' copies of memo share the set
+        memo.gone_nodes.update(gone_nodes)
         memo.nodes_changed.set()
     namespaces = {ns for ns, _ in memo.resource_index.keys()}
     for kind, api_version in RESYNCED.items():
@@ -88,6 +97,60 @@ async def resync(memo: kopf.Memo, logger: logging.Logger) -> None:
                     memo.queue.add((ns, owner), "resync")
 
 
+async def _resync_pods(memo: kopf.Memo, logger: logging.Logger) -> None:
+    """Model pods deleted unseen stop counting in status: their owners re-check. Listed (names
+    only) in the namespaces where the index holds pods; a pod event clears the mark."""
+    indexed = unseen.indexed_pods(memo.pod_index)  # before the lists: what they lack was deleted
+    namespaces = sorted({ns for ns, _ in indexed})
+    listed = {ns: await memo.kube.names("v1", "Pod", ns, MODEL_PODS_SELECTOR) for ns in namespaces}
+    vanished = unseen.vanished_pods(indexed, listed)
+    gone = {(ns, pod) for (ns, _), names in vanished.items() for pod in names}
+    for (ns, owner), names in sorted(vanished.items()):
+        if {(ns, pod) for pod in names} - memo.gone_pods:
+            logger.info(f"Resync: pods of {ns}/{owner} gone unseen: {sorted(names)}; re-checking it")
+            memo.queue.add((ns, owner), "resync")
+    memo.gone_pods.intersection_update(gone)  # in place: the pod event handlers' copies of memo share it
+    memo.gone_pods.update(gone)
+
+
+async def _resync_unwatched(memo: kopf.Memo, logger: logging.Logger) -> None:
+    """Children of kinds without an index (ScaledObject, PodMonitoring, ServiceMonitor) report no
+    hand edit: compare them with what was applied (one list per kind and namespace in use), and
+    have the owner apply again those deleted or edited."""
+    groups: dict[tuple[str, str, str], dict[tuple[str, str, str], Any]] = {}
+    for child, obj in list(memo.applied_unwatched.items()):
+        groups.setdefault((obj["apiVersion"], obj["kind"], child[1]), {})[child] = obj
+    for (api_version, kind, ns), desired in sorted(groups.items()):
+        listed = await memo.kube.items(api_version, kind, ns, MANAGED_SELECTOR)
+        if listed is None:  # no longer served: discovery tells the owners (a re-plan), not this
+            continue
+        for child in unseen.drifted(desired, {item["metadata"]["name"]: item for item in listed}):
+            if memo.applied_unwatched.get(child) is not desired[child]:
+                continue  # applied again meanwhile
+            logger.info(f"Resync: {kind} {ns}/{child[2]} deleted or edited; re-applying it")
+            memo.applied_digests.pop(child, None)
+            memo.applied_unwatched.pop(child, None)
+            for owner in owners_to_wake(desired[child]):
+                memo.queue.add((ns, owner), "resync")
+
+
+async def follow_discovery(memo: kopf.Memo, logger: logging.Logger) -> None:
+    """Ask discovery again every DISCOVERY_TTL while a resource depends on it (autoscaling), so that
+    a CRD installed or removed (KEDA, a collector) reaches the resources without a change of theirs:
+    queue.served re-queues those whose choice the change alters (scaling.affected_by_discovery)."""
+    await memo.connected.wait()
+    while True:
+        await asyncio.sleep(max(memo.discovery_ttl_s, DISCOVERY_MIN_S))
+        await memo.pause.wait_active()
+        if not any((r.get("spec") or {}).get("autoscaling") for values in list(memo.resource_index.values())
+                   for r in values):  # fmt: skip
+            continue
+        try:
+            await served(memo)
+        except kube.ApiError as exc:  # the next round asks again
+            logger.warning(f"Discovery failed: {exc}")
+
+
 async def follow_capacity(period: float, memo: kopf.Memo, logger: logging.Logger) -> None:
     """Re-read the capacity file when it changes; a change wakes resources like a node change does."""
     while memo.capacity_file is not None:
@@ -99,7 +162,7 @@ async def follow_capacity(period: float, memo: kopf.Memo, logger: logging.Logger
             continue
         if declared is not None:
             logger.info(f"Capacity changed: {len(declared)} declared pool(s): {', '.join(p.name for p in declared) or '-'}")
-            memo.declared = declared
+            memo.declared[:] = declared  # in place (see queue.prepare)
             memo.nodes_changed.set()
 
 
@@ -110,7 +173,7 @@ async def watch_pools(memo: kopf.Memo, logger: logging.Logger) -> None:
         await asyncio.sleep(NODES_SETTLE_S)
         await memo.pause.wait_active()
         memo.nodes_changed.clear()
-        memo.inventories = {}
+        memo.inventories.clear()  # in place (see queue.prepare)
         for values in list(memo.resource_index.values()):
             for resource in values:
                 pools = pools_for(memo, (resource.get("spec") or {}).get("nodeSelector") or {})

@@ -8,8 +8,11 @@ The Deployment's update strategy and who owns its replica count are decided here
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import ValidationError
 
 from .api.v1alpha1 import GemmaDeploymentSpec
 from .planner import InvalidSpec, Plan
@@ -102,6 +105,32 @@ def choose(spec: GemmaDeploymentSpec, served: set[tuple[str, str]] | None, colle
     elif not offline and kinds[collector] not in served:
         collector = None
     return Choice(provider, collector, prometheus_url)
+
+
+def _choice_or_refusal(spec: GemmaDeploymentSpec, served: set[tuple[str, str]], collector: str) -> Choice | str:
+    try:
+        return choose(spec, served, collector)
+    except InvalidSpec as exc:
+        return str(exc)
+
+
+def affected_by_discovery(specs: Mapping[Any, Mapping[str, Any] | None], before: set[tuple[str, str]],
+                          after: set[tuple[str, str]], collector: str = "auto") -> list[Any]:  # fmt: skip
+    """The resources (key -> raw spec) whose autoscaler or collector choice, or refusal, differs
+    between two discovery results: those to reconcile again when a CRD appears or vanishes."""
+    if before == after:
+        return []
+    affected = []
+    for key, raw in specs.items():
+        if not (raw or {}).get("autoscaling"):
+            continue
+        try:
+            spec = GemmaDeploymentSpec.model_validate(raw)
+        except ValidationError:  # refused whatever the cluster serves
+            continue
+        if _choice_or_refusal(spec, before, collector) != _choice_or_refusal(spec, after, collector):
+            affected.append(key)
+    return affected
 
 
 def replica_floor(spec: GemmaDeploymentSpec) -> int:

@@ -103,6 +103,7 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int, o
     old = previous or {}
     prior = {c.get("type"): c for c in old.get("conditions") or [] if isinstance(c, Mapping)}
     status: dict[str, Any] = {"observedGeneration": generation}
+    loading_since = None  # status.loadingSince: set while the model loads, once (readers compute the age)
 
     if outcome.kind in ("Invalid", "NoFit"):
         phase = outcome.kind
@@ -141,6 +142,7 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int, o
             stalled = ("True", blocked.reason, blocked.message)
         elif blocked is not None:  # on its way: waiting for a node, or loading the model
             phase = "Deploying"
+            loading_since = blocked.since
             ready = ("False", blocked.reason, blocked.message)
             progressing = ("True", blocked.reason, blocked.message)
             stalled = ("False", blocked.reason, "")
@@ -191,6 +193,8 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int, o
         )
         if outcome.cache:
             status["cache"] = dict(outcome.cache)
+    if loading_since or "loadingSince" in old:
+        status["loadingSince"] = loading_since
     status["conditions"] = [
         _condition(prior, READY, *ready, generation, now),
         _condition(prior, PROGRESSING, *progressing, generation, now),

@@ -207,7 +207,7 @@ MANAGER = {
     (group, resource, verb)
     for group, resource in (("policy", "poddisruptionbudgets"), ("autoscaling", "horizontalpodautoscalers"))
     for verb in ("list", "watch", "create", "patch", "delete")
-} | {("keda.sh", "scaledobjects", verb) for verb in ("create", "patch", "delete")} | {
+} | {("keda.sh", "scaledobjects", verb) for verb in ("list", "create", "patch", "delete")} | {
     (group, resource, verb)
     for group, resource in (("", "persistentvolumeclaims"), ("batch", "jobs"))
     for verb in ("list", "watch", "create", "patch", "delete")
@@ -215,8 +215,10 @@ MANAGER = {
 # Only with secretCheck.enabled: the early check that spec.hfTokenSecretRef exists.
 SECRET_GET = {("", "secrets", "get")}
 COLLECTOR = {
-    "PodMonitoring": {("monitoring.googleapis.com", "podmonitorings", verb) for verb in ("create", "patch", "delete")},
-    "ServiceMonitor": {("monitoring.coreos.com", "servicemonitors", verb) for verb in ("create", "patch", "delete")},
+    "PodMonitoring": {("monitoring.googleapis.com", "podmonitorings", verb)
+                      for verb in ("list", "create", "patch", "delete")},
+    "ServiceMonitor": {("monitoring.coreos.com", "servicemonitors", verb)
+                       for verb in ("list", "create", "patch", "delete")},
 }
 MANAGER_ONE_COLLECTOR = MANAGER  # models.metricsCollector set to one kind: only its grants
 MANAGER = MANAGER | COLLECTOR["PodMonitoring"] | COLLECTOR["ServiceMonitor"]  # auto: either

@@ -205,7 +205,10 @@ def test_printer_columns():
     columns = version()["additionalPrinterColumns"]
     shown = [c["name"] for c in columns if not c.get("priority")]
     assert shown == ["Phase", "Model", "Runtime", "Accelerator", "Ready", "Replicas", "Desired", "Endpoint", "Age"]
-    assert [c["name"] for c in columns if c.get("priority") == 1] == ["Reason"]  # `kubectl get -o wide`
+    # `kubectl get -o wide`: what keeps the model from serving, and how long it has been loading.
+    assert [c["name"] for c in columns if c.get("priority") == 1] == ["Reason", "Loading"]
+    loading = next(c for c in columns if c["name"] == "Loading")
+    assert (loading["type"], loading["jsonPath"]) == ("date", ".status.loadingSince")
     assert columns == PRINTER_COLUMNS
     assert {c["name"]: c["type"] for c in columns}["Age"] == "date"
 

@@ -28,6 +28,7 @@ NOW = "2026-11-29T21:30:00Z"
 ENDPOINT = f"http://{NAME}.{NS}.svc.cluster.local:8000/v1"
 KEDA, POD_MONITORING, SERVICE_MONITOR = scaling.KEDA, scaling.POD_MONITORING, scaling.SERVICE_MONITOR
 AUTOSCALING = {"minReplicas": 1, "maxReplicas": 3, "metric": "queue", "target": 4}
+STARTUP_BUDGET_S = 10 * 66  # the pods' startup probe below: periodSeconds x failureThreshold
 
 
 def ago(minutes: float) -> str:
@@ -189,7 +190,7 @@ POD_ROWS = [
      ("Degraded", "SecretNotFound"), ("Warning", "SecretNotFound"), None),
     ("LoadingModel", pod(conditions=[scheduled()], startTime=ago(5), statuses=[container(
         {"running": {"startedAt": ago(3.5)}})]),
-     ("Deploying", "LoadingModel"), ("Normal", "LoadingModel"), pods.RECHECK_S),
+     ("Deploying", "LoadingModel"), ("Normal", "LoadingModel"), STARTUP_BUDGET_S - 3.5 * 60 + 1),  # the budget's end
     ("Evicted", pod(phase="Failed", reason="Evicted", message="The node was low on resource: ephemeral-storage.",
                     conditions=[scheduled()]),
      ("Degraded", "Evicted"), ("Warning", "Evicted"), None),
@@ -203,6 +204,64 @@ def test_what_blocks_the_model_pods_is_the_status_and_one_event(catalog, pod_, s
     unschedulable pod waiting for capacity (rechecked while its budget runs)."""
     world = with_observed(settled(catalog), pods=(pod_,))
     assert summary(run(catalog, world), world) == expect(events=[event], status=status, recheck=recheck)
+
+
+def later(catalog, world: World, intent: decide_mod.Intent, minutes: float) -> decide_mod.Intent:
+    """The same world decided again `minutes` later, its status as `intent` wrote it."""
+    after = World(resource(world.resource.get("spec"), merge(world.resource.get("status"), intent.status)),
+                  world.observed, world.nodes)  # fmt: skip
+    pools = inventory.pools([node for fixture in world.nodes for node in node_list(fixture)], catalog, None)
+    moment = datetime.datetime(2026, 11, 29, 21, 30, tzinfo=datetime.UTC) + datetime.timedelta(minutes=minutes)
+    return decide(after.resource, after.observed, pools, catalog, Settings(), moment.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+def test_a_loading_model_writes_its_start_time_once_and_is_rechecked_at_its_budgets_end(catalog):
+    """test_loading.py: the message names the start (no minutes since), status.loadingSince holds
+    it, and a reconcile minutes later writes nothing; the recheck comes when the budget runs out."""
+    loading = {row[0]: row[1] for row in POD_ROWS}["LoadingModel"]
+    world = with_observed(settled(catalog), pods=(loading,))
+    first = run(catalog, world)
+    assert first.status["loadingSince"] == ago(3.5)
+    message = {c["type"]: c for c in first.status["conditions"]}["Progressing"]["message"]
+    assert f"since {ago(3.5)}" in message and "min since" not in message, message
+    assert first.recheck_s == STARTUP_BUDGET_S - 3.5 * 60 + 1
+    again = later(catalog, world, first, 2)  # two of the old per-minute rechecks
+    assert summary(again, world) == expect(recheck=STARTUP_BUDGET_S - 5.5 * 60 + 1)
+    past = later(catalog, world, first, 8)  # started 11.5 min ago: past the 11-min budget
+    assert "longer than its 11-min startup budget" in {c["type"]: c for c in past.status["conditions"]}[
+        "Progressing"]["message"]  # fmt: skip
+    assert past.recheck_s is None and "loadingSince" not in past.status  # unchanged: not written again
+
+
+def test_a_pod_waiting_for_a_node_writes_status_only_when_what_it_says_changes(catalog):
+    """test_loading.py: the minute's recheck reads the autoscaler's Events again, but the message
+    names when the wait started, not the minutes since: nothing to write until an Event comes."""
+    waiting = {row[0]: row[1] for row in POD_ROWS}["WaitingForCapacity"]
+    world = with_observed(settled(catalog), pods=(waiting,))
+    first = run(catalog, world)
+    message = {c["type"]: c for c in first.status["conditions"]}["Progressing"]["message"]
+    assert f"Waiting since {ago(2)} for a node" in message and "min of the" not in message, message
+    assert summary(later(catalog, world, first, 3), world) == expect(recheck=pods.RECHECK_S)
+    event = {"reason": "TriggeredScaleUp", "message": "pod triggered scale-up: [{gke-l4-pool 0->1 (max: 4)}]",
+             "time": ago(1)}  # fmt: skip
+    told = later(catalog, with_observed(world, pods=({**waiting, "events": [event]},)), first, 3)
+    assert "Cluster autoscaler (TriggeredScaleUp)" in {c["type"]: c for c in told.status["conditions"]}[
+        "Progressing"]["message"]  # fmt: skip
+
+
+def test_a_pod_a_resync_found_deleted_no_longer_counts(catalog):
+    """test_resync.py: a crash-looping pod deleted while the pod watch was expired stays in the
+    index; once the resync marks it gone, the status no longer says CrashLoop."""
+    crashing = {row[0]: row[1] for row in POD_ROWS}["CrashLoop"]
+    world = with_observed(settled(catalog), pods=(crashing,))
+    stalled = run(catalog, world)
+    assert summary(stalled, world)["status"] == ("Degraded", "CrashLoop")
+    gone = World(resource({}, merge(world.resource["status"], stalled.status)),
+                 dataclasses.replace(world.observed, gone_pods=frozenset({crashing["name"]})), world.nodes)  # fmt: skip
+    intent = run(catalog, gone)
+    conditions = {c["type"]: c for c in merge(gone.resource["status"], intent.status)["conditions"]}
+    assert summary(intent, gone)["status"] == ("Deploying", "RollingOut")  # what a settled world without pods says
+    assert conditions["Stalled"]["status"] == "False" and conditions["Progressing"]["reason"] != "CrashLoop"
 
 
 # ------------------------------------------------------------------------- scenarios

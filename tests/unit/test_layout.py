@@ -106,3 +106,27 @@ def test_no_module_over_600_lines():
     lengths = {name: len(path.read_text(encoding="utf-8").splitlines()) for name, path in _modules().items()}
     too_long = {name: n for name, n in lengths.items() if n > MAX_LINES}
     assert too_long == {}
+
+
+# Where memo attributes may be bound: kopf's start-up (handlers.login/startup and queue.prepare,
+# which it calls). kopf hands each object's handlers a shallow copy of memo made when it first
+# sees the object, so an attribute rebound later is never seen by the event handlers of objects
+# seen before (tests/integration/test_shared_state.py): renew operator-wide state in place.
+MEMO_BINDERS = {("handlers", "login"), ("handlers", "startup"), ("queue", "prepare")}
+
+
+def test_memo_attributes_are_bound_only_at_start_up():
+    rebound = []
+    for name, path in _modules().items():
+        module = name.rpartition(".")[2]
+        for function in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                targets = node.targets if isinstance(node, ast.Assign) else (
+                    [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])  # fmt: skip
+                for target in targets:
+                    if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                            and target.value.id == "memo" and (module, function.name) not in MEMO_BINDERS):  # fmt: skip
+                        rebound.append(f"{name}.{function.name}: memo.{target.attr} (line {node.lineno})")
+    assert not rebound, rebound

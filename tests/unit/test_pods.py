@@ -90,7 +90,8 @@ LOG_KV = ("ValueError: No available memory for the cache blocks. Try increasing 
 CASES = [
     # id, pod, events on it, (reason, stalled), words in the message
     ("unschedulable-within-budget", pod(conditions=[unschedulable(2)]), None, ("WaitingForCapacity", False),
-     ["cannot be scheduled yet", "2 Insufficient nvidia.com/gpu", "Waiting 2 min of the 15-min scale-up budget"]),
+     ["cannot be scheduled yet", "2 Insufficient nvidia.com/gpu", f"Waiting since {ago(2)} for a node",
+      "(scale-up budget 15 min)"]),
     ("unschedulable-autoscaler-scales-up", pod(conditions=[unschedulable(3)]), SCALE_UP_EVENTS,
      ("WaitingForCapacity", False), ["Cluster autoscaler (TriggeredScaleUp)", "gke-l4-pool-grp 0->1 (max: 4)"]),
     ("unschedulable-past-budget", pod(conditions=[unschedulable(16)]), SCALE_UP_EVENTS[:1],
@@ -128,7 +129,7 @@ CASES = [
      None, ("StartFailed", True), ['configmap "settings" not found', "spec.env"]),
     ("loading-model", pod(phase="Running", conditions=[scheduled(), not_ready()], startTime=ago(5), statuses=[
         container({"running": {"startedAt": ago(3.5)}})]),
-     None, ("LoadingModel", False), ["3 min since its server started of its 11-min startup budget"]),
+     None, ("LoadingModel", False), [f"since {ago(3.5)}, when its server started (startup budget 11 min)"]),
     ("evicted", pod(phase="Failed", reason="Evicted", message="The node was low on resource: ephemeral-storage. "
                     "Threshold quantity: 10Gi, available: 4Gi. Container vllm was using 30Gi, request is 0.",
                     conditions=[scheduled()]),
@@ -202,6 +203,41 @@ def test_time_bound_states_say_when_to_look_again():
     shorter = pods.worst_pod_state([pods.essentials(pod(conditions=[unschedulable(6)]))], now=NOW,
                                    scale_up_budget_s=300)  # fmt: skip
     assert shorter.stalled and "5-min scale-up budget" in shorter.message
+
+
+def test_a_pod_waiting_for_a_node_says_the_same_until_an_autoscaler_event_or_the_budget_changes_it():
+    """The message names when the wait started, not the minutes since: a minute later (the next
+    recheck) it is the same, so status is not written; a new autoscaler Event or the budget's end
+    changes it. The recheck stays every minute, for those."""
+    waiting = pods.essentials(pod(conditions=[unschedulable(7)]))
+    early, later = (pods.worst_pod_state([waiting], now=NOW - datetime.timedelta(minutes=m)) for m in (5, 0))
+    assert early.message == later.message and f"Waiting since {ago(7)} for a node" in later.message
+    assert early.recheck_s == later.recheck_s == pods.RECHECK_S
+    told = pods.worst_pod_state([{**waiting, "events": pods.autoscaler_events(SCALE_UP_EVENTS)}], now=NOW)
+    assert told.message != later.message and "Cluster autoscaler (TriggeredScaleUp)" in told.message
+    past = pods.worst_pod_state([waiting], now=NOW + datetime.timedelta(minutes=9))
+    assert past.stalled and past.message != later.message
+
+
+def loading(minutes_ago):
+    return pods.essentials(pod(phase="Running", conditions=[scheduled(), not_ready()], statuses=[
+        container({"running": {"startedAt": ago(minutes_ago)}})]))  # fmt: skip
+
+
+def test_a_loading_model_is_looked_at_again_only_when_its_startup_budget_runs_out():
+    """The message names the start time, not the minutes since: it stays the same (no status write)
+    until the 11-min budget (startupProbe 10 s x 66) runs out, once."""
+    early, later = (pods.worst_pod_state([loading(7)], now=NOW - datetime.timedelta(minutes=m)) for m in (6, 0))
+    assert early.message == later.message and early.since == later.since == ago(7)
+    assert early.recheck_s == pytest.approx(10 * 60 + 1) and later.recheck_s == pytest.approx(4 * 60 + 1)
+    past = pods.worst_pod_state([loading(12)], now=NOW)
+    assert (past.reason, past.stalled, past.recheck_s, past.since) == ("LoadingModel", False, None, ago(12))
+    assert f"since {ago(12)}, longer than its 11-min startup budget" in past.message
+    # No startup probe: no budget to run out, nothing to look at again.
+    bare = pods.essentials(pod(phase="Running", statuses=[container({"running": {"startedAt": ago(3)}})]))
+    bare["containers"][0]["startupBudgetS"] = None
+    state = pods.worst_pod_state([bare], now=NOW)
+    assert state.recheck_s is None and "startup budget" not in state.message
 
 
 def test_the_index_keeps_only_what_the_detectors_read():

@@ -186,7 +186,8 @@ def test_waiting_for_capacity_progresses_within_the_budget_then_stalls():
     assert conditions(within) == {"Ready": ("False", "WaitingForCapacity"), "Progressing": ("True", "WaitingForCapacity"),
                                   "Stalled": ("False", "WaitingForCapacity")}  # fmt: skip
     assert "2 Insufficient nvidia.com/gpu" in by_type(within)["Progressing"]["message"]
-    assert "Waiting 2 min of the 10-min scale-up budget" in by_type(within)["Progressing"]["message"]
+    assert "Waiting since 2026-11-22T00:18:00Z for a node to be added (scale-up budget 10 min)" in by_type(within)[
+        "Progressing"]["message"]  # fmt: skip
     late = compute(APPLIED, generation=1, wanted_replicas=1, observed=Observed(
         deployment=deployment(ready=0), pods=(unschedulable_pod("2026-11-22T00:05:00Z"),), scale_up_budget_s=600),
         previous=within, now=NOW)  # fmt: skip
@@ -194,6 +195,31 @@ def test_waiting_for_capacity_progresses_within_the_budget_then_stalls():
     assert events_for(None, within) == [("Normal", "WaitingForCapacity", by_type(within)["Progressing"]["message"])]
     assert events_for(within, within) == []  # no transition, no Event
     assert events_for(within, late) == [("Warning", "WaitingForCapacity", by_type(late)["Stalled"]["message"])]
+
+
+def loading_pod(started="2026-11-22T00:17:00Z", name="chat-1"):
+    return pods.essentials({
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "vllm", "startupProbe": {"periodSeconds": 10, "failureThreshold": 90}}]},
+        "status": {"phase": "Running", "containerStatuses": [{
+            "name": "vllm", "ready": False, "started": False, "state": {"running": {"startedAt": started}}}]}})  # fmt: skip
+
+
+def test_a_loading_model_records_its_start_once_and_drops_it_when_ready():
+    later = "2026-11-22T00:29:00Z"
+    loading = compute(APPLIED, generation=1, wanted_replicas=1, observed=Observed(
+        deployment=deployment(ready=0), pods=(loading_pod(),)), previous=None, now=NOW)  # fmt: skip
+    assert loading["loadingSince"] == "2026-11-22T00:17:00Z"
+    assert conditions(loading)["Progressing"] == ("True", "LoadingModel")
+    again = compute(APPLIED, generation=1, wanted_replicas=1, observed=Observed(
+        deployment=deployment(ready=0), pods=(loading_pod(),)), previous=loading, now=later)  # fmt: skip
+    assert patch_for(loading, again) is None, "minutes passing while the model loads changed the status"
+    ready = compute(APPLIED, generation=1, wanted_replicas=1, observed=Observed(deployment=deployment(ready=1)),
+                    previous=again, now=later)  # fmt: skip
+    assert ready["loadingSince"] is None and patch_for(again, ready)["loadingSince"] is None  # deleted
+    never = compute(APPLIED, generation=1, wanted_replicas=1, observed=Observed(deployment=deployment(ready=0)),
+                    previous=None, now=NOW)  # fmt: skip
+    assert "loadingSince" not in never  # nothing to delete: the key is not sent
 
 
 def test_pods_are_not_read_once_the_deployment_is_ready():

@@ -104,19 +104,19 @@ RBAC rules for the namespaced objects the operator reconciles. Used by the Clust
   resources: ["horizontalpodautoscalers"]
   verbs: ["list", "watch", "create", "patch", "delete"]
 # Autoscaling with KEDA, and the metrics collector(s) models.metricsCollector allows: applied and
-# deleted, never read.
+# deleted; not watched, but listed on the resync (per namespace in use) to repair hand edits.
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
-  verbs: ["create", "patch", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 {{- if ne .Values.models.metricsCollector "ServiceMonitor" }}
 - apiGroups: ["monitoring.googleapis.com"]
   resources: ["podmonitorings"]
-  verbs: ["create", "patch", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 {{- end }}
 {{- if ne .Values.models.metricsCollector "PodMonitoring" }}
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
-  verbs: ["create", "patch", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 {{- end }}
 # Cache objects (spec.cache pvc/gcsfuse): watched, applied once, owner references patched as
 # deployments join or leave a shared claim, deleted by the last one that stops using it.

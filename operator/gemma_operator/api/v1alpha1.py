@@ -458,6 +458,11 @@ class GemmaDeploymentStatus(Model):
     desired_replicas: int | None = Field(default=None, description="Replicas wanted now (the autoscaler's, when on).")
     selector: str | None = Field(default=None, description="The pods' label selector (the scale subresource's).")
     cache: CacheStatus | None = None
+    loading_since: str | None = Field(
+        default=None,
+        description="While the model loads (Progressing reason LoadingModel): when its server started, as the "
+        "kubelet reports it. Written once; the time loading so far is now minus this (kubectl get -o wide: Loading).",
+    )
 
 
 PRINTER_COLUMNS = [
@@ -471,6 +476,8 @@ PRINTER_COLUMNS = [
     {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"},
     # `kubectl get -o wide`: the Ready condition's reason is what keeps the model from serving.
     {"name": "Reason", "type": "string", "priority": 1, "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
+    # How long the model has been loading, computed by kubectl from the start time status records once.
+    {"name": "Loading", "type": "date", "priority": 1, "jsonPath": ".status.loadingSince"},
     {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
