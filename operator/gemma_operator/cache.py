@@ -25,8 +25,8 @@ from typing import Any
 
 from .api.v1alpha1 import CacheSpec, GemmaDeploymentSpec
 from .planner import Plan
-from .runtimes import (CACHE_DIR, HOME_DIR, STARTUP_FLOOR_S, STARTUP_S_PER_WEIGHT_GIB, container_security_context,
-                       home_volume, token_env)  # fmt: skip
+from .runtimes import (CACHE_DIR, HOME_DIR, STARTUP_FLOOR_S, STARTUP_S_PER_WEIGHT_GIB, XET_CHUNK_CACHE_OFF,
+                       container_security_context, disk_request, home_volume, token_env)  # fmt: skip
 
 GIB = 2**30
 # Beyond the checkpoint's bytes: tokenizer and config files, a download's partial file, file-system
@@ -35,6 +35,10 @@ MARGIN_FRACTION = 0.10
 MARGIN_GIB = 1
 # The writable /models beside a read-only cache (vLLM's HF_HOME keeps small files there).
 SCRATCH_SIZE = "1Gi"
+# The loader's HOME (non-root images): `hf download --cache-dir` writes the weights into the store;
+# under HOME only huggingface_hub's small files (token, Xet metadata; the chunk cache is off), and
+# llama.cpp's downloader writes into LLAMA_CACHE.
+LOADER_HOME_SIZE = "1Gi"
 MANAGER = "gemma-operator"
 CLAIM_LABEL = "gemma.dev/cache"
 VOLUME = "model-cache"
@@ -165,9 +169,8 @@ def apply_to_pod(cache: Cache, plan: Plan, pod_spec: dict[str, Any], pod_meta: d
     """Point the model pod (as the runtime rendered it, with an emptyDir `models` at /models) at the cache."""
     (container,) = pod_spec["containers"]
     models = next(v for v in pod_spec["volumes"] if v["name"] == "models")
-    if not cache.filled:
+    if not cache.filled:  # the ephemeral-storage request counts it (render: runtimes.disk_request)
         models["emptyDir"] = {"sizeLimit": cache.size}
-        container["resources"].setdefault("requests", {})["ephemeral-storage"] = cache.size
         return
     hub = HUB_DIR[plan.runtime]
     store = _store_volume(cache, plan, read_only=True)
@@ -187,7 +190,6 @@ def apply_to_pod(cache: Cache, plan: Plan, pod_spec: dict[str, Any], pod_meta: d
     if cache.type == "gcsfuse":
         pod_meta.setdefault("annotations", {})[GCSFUSE_ANNOTATION] = "true"
         pod_spec["volumes"].append({"name": GCSFUSE_FILE_CACHE_VOLUME, "emptyDir": {"sizeLimit": cache.size}})
-        container["resources"].setdefault("requests", {})["ephemeral-storage"] = cache.size
     if cache.settings.service_account_name:
         pod_spec["serviceAccountName"] = cache.settings.service_account_name
 
@@ -230,15 +232,21 @@ def objects(cache: Cache, plan: Plan, spec: GemmaDeploymentSpec, namespace: str,
         out.append(claim)
     # vLLM's image: HF_HOME stays under HOME (hf writes more than the hub cache there); the hub
     # cache is the store, named by --cache-dir. llama.cpp: LLAMA_CACHE is the hub cache itself.
-    env = [] if plan.runtime == "vllm" else [{"name": "LLAMA_CACHE", "value": CACHE_DIR}]
+    # hf download's Xet chunk cache would land under HOME (runtimes.XET_CHUNK_CACHE_OFF); llama.cpp's
+    # downloader is plain HTTP (common/download.cpp: one GET into a .downloadInProgress file).
+    env = [dict(XET_CHUNK_CACHE_OFF)] if plan.runtime == "vllm" else [{"name": "LLAMA_CACHE", "value": CACHE_DIR}]
     env += token_env(spec)
     volumes = [_store_volume(cache, plan, read_only=False)]
     mounts = [{"name": VOLUME, "mountPath": HUB_DIR[plan.runtime]}]
     if plan.run_as:
-        home, home_mount = home_volume()
+        home, home_mount = home_volume(LOADER_HOME_SIZE)
         volumes.append(home)
         mounts.append(home_mount)
         env.insert(0, {"name": "HOME", "value": HOME_DIR})
+    resources = {part: dict(values) for part, values in LOADER_RESOURCES.items()}
+    disk = disk_request(volumes)
+    if disk:
+        resources["requests"]["ephemeral-storage"] = disk
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [{
@@ -247,7 +255,7 @@ def objects(cache: Cache, plan: Plan, spec: GemmaDeploymentSpec, namespace: str,
             "imagePullPolicy": "IfNotPresent",
             "command": loader_command(plan),
             "env": env,
-            "resources": {part: dict(values) for part, values in LOADER_RESOURCES.items()},
+            "resources": resources,
             "volumeMounts": mounts,
             "securityContext": container_security_context(),
             "terminationMessagePolicy": "FallbackToLogsOnError",
