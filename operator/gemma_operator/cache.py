@@ -20,10 +20,11 @@ import hashlib
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from .api.v1alpha1 import CacheSpec, GemmaDeploymentSpec
+from .inventory import quantity
 from .planner import Plan
 from .runtimes import (CACHE_DIR, HOME_DIR, STARTUP_FLOOR_S, STARTUP_S_PER_WEIGHT_GIB, XET_CHUNK_CACHE_OFF,
                        container_security_context, disk_request, home_volume, token_env)  # fmt: skip
@@ -321,8 +322,78 @@ def fill_deadline_seconds(cache: Cache) -> int:
     return per_try * (FILL_BACKOFF_LIMIT + 1)
 
 
-def fill_state(job: Mapping[str, Any] | None) -> tuple[str, str]:
-    """(state, message) of a loader Job: Filling until it completes, Failed with the Job's own message."""
+@dataclass(frozen=True)
+class Resize:
+    """A live cache claim against the claim the plan renders now (a catalog size may have grown since
+    it was created): `none`, `expand` (patch spec.resources.requests.storage to `needed`), `expanding`
+    (the API server accepted that), or `too-small` (it refused: `refusal` is its answer)."""
+
+    action: Literal["none", "expand", "expanding", "too-small"]
+    claim: str = ""
+    namespace: str = ""
+    requested: str = ""  # the live claim's request
+    needed: str = ""  # the rendered claim's request
+    bound: bool = False
+    refusal: str | None = None
+
+    @property
+    def expand(self) -> bool:
+        return self.action == "expand"
+
+    @property
+    def too_small(self) -> bool:
+        return self.action == "too-small"
+
+    def answered(self, refusal: str | None) -> Resize:
+        """The API server's answer to the expansion: None once accepted, else why it refused."""
+        return replace(self, action="too-small" if refusal else "expanding", refusal=refusal)
+
+    def message(self) -> str:
+        short = math.ceil((quantity(self.needed) - quantity(self.requested)) / GIB)
+        delete = f"`kubectl delete -n {self.namespace} pvc/{self.claim} job/{self.claim}`"
+        if self.bound:
+            remedy = (
+                f"Allow expansion on its StorageClass (allowVolumeExpansion: true) and expand it (`kubectl patch -n "
+                f"{self.namespace} pvc/{self.claim} -p '{{\"spec\":{{\"resources\":{{\"requests\":{{\"storage\":"
+                f"\"{self.needed}\"}}}}}}}}'`), or delete it and its loader Job ({delete}) so that the operator creates "
+                f"it at {self.needed} and fills it again."
+            )
+        else:
+            remedy = (f"Only a bound claim can be expanded: delete it and its loader Job ({delete}) so that the "
+                      f"operator creates it at {self.needed}.")  # fmt: skip
+        why = (self.refusal or "").strip().split("\n")[0].rstrip(".")  # a 422 goes on with the spec's diff
+        return (
+            f"The cache claim {self.claim} requests {self.requested}, but the checkpoint now needs {self.needed} "
+            f"({short} GiB more), and the API server refused to expand it: {why}. {remedy} "
+            f"The model pods do not start on it until it is large enough."
+        )
+
+
+def resize(live: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> Resize:
+    """What a live cache claim needs for the claim rendered now. Large enough when its request, or
+    the capacity it was given (provisioners round up), holds the rendered request; otherwise the
+    operator asks to expand it, as PersistentVolumeClaim expansion works: a larger
+    spec.resources.requests.storage on a bound claim of a StorageClass with allowVolumeExpansion."""
+    if not live:
+        return Resize("none")
+    needed = ((desired.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage")
+    requested = ((live.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage")
+    status = live.get("status") or {}
+    capacity = (status.get("capacity") or {}).get("storage")
+    if not needed or not requested or quantity(requested) >= quantity(needed):
+        return Resize("none")
+    if capacity and quantity(capacity) >= quantity(needed):
+        return Resize("none")
+    meta = live.get("metadata") or {}
+    return Resize("expand", claim=meta.get("name", ""), namespace=meta.get("namespace", ""), requested=requested,
+                  needed=needed, bound=status.get("phase") == "Bound")  # fmt: skip
+
+
+def fill_state(job: Mapping[str, Any] | None, claim: Resize | None = None) -> tuple[str, str]:
+    """(state, message) of a loader Job: Filling until it completes, Failed with the Job's own message;
+    TooSmall first when the claim it fills is smaller than the checkpoint and cannot be expanded."""
+    if claim is not None and claim.too_small:
+        return "TooSmall", claim.message()
     conditions = {c.get("type"): c for c in ((job or {}).get("status") or {}).get("conditions") or []
                   if c.get("status") == "True"}  # fmt: skip
     name = ((job or {}).get("metadata") or {}).get("name", "")

@@ -308,7 +308,7 @@ async def cache_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     # Retained objects have no owners: wake whoever waits on a fill in the namespace.
     for (cr_ns, name), values in list(memo.resource_index.items()):
         cache_state = next(iter((cr.get("status") or {}).get("cache") or {} for cr in values), {})
-        if cr_ns == ns and (name in owners or cache_state.get("state") in ("Filling", "Failed")):
+        if cr_ns == ns and (name in owners or cache_state.get("state") in ("Filling", "Failed", "TooSmall")):
             memo.queue.add((ns, name), "child")
 
 
@@ -469,16 +469,20 @@ async def _apply_children(memo: kopf.Memo, cr: Mapping[str, Any], objects: list[
     """
     children = {}
     namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
-    job = None
+    job, claim = None, cache_mod.Resize("none")
     for obj in objects:
         if obj["kind"] in SHARED:
+            if obj["kind"] == "Job" and claim.too_small:
+                continue  # no fill onto a claim too small for the checkpoint
             live = await _apply_shared(memo, cr, obj, trigger)
             if obj["kind"] == "Job":
                 job = live
+            elif (claim := cache_mod.resize(live, obj)).expand:
+                claim = claim.answered(await memo.kube.expand_claim(live, claim.needed))
     await _prune_shared(memo, cr, {(o["kind"], o["metadata"]["name"]) for o in objects if o["kind"] in SHARED})
     cache_status = None
     if cache is not None:
-        state, message = cache_mod.fill_state(job) if cache.filled else (None, "")
+        state, message = cache_mod.fill_state(job, claim) if cache.filled else (None, "")
         cache_status = cache.status(state, message)
     objects = [obj for obj in objects if obj["kind"] not in SHARED]
     live_deployment = None

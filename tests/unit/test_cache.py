@@ -264,6 +264,75 @@ def test_status_while_filling_and_after_a_failed_fill():
     assert _conditions(ready)["Progressing"]["reason"] == "Creating" and ready["cache"]["state"] == "Ready"
 
 
+def _claim(request: str, phase: str | None = None, capacity: str | None = None) -> dict:
+    status = {**({"phase": phase} if phase else {}), **({"capacity": {"storage": capacity}} if capacity else {})}
+    return {"metadata": {"name": "gemma-cache-x", "namespace": "team-a", "resourceVersion": "7"},
+            "spec": {"resources": {"requests": {"storage": request}}}, **({"status": status} if status else {})}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("live", "action"),
+    [
+        (None, "none"),  # not created yet: the create makes it at the rendered size
+        (_claim("13Gi", "Bound", "13Gi"), "none"),
+        (_claim("20Gi", "Bound"), "none"),  # larger than needed: never shrunk (the API refuses that)
+        (_claim("13958643712"), "none"),  # 13Gi in bytes: quantities, not strings, are compared
+        (_claim("10Gi", "Bound", "1Ti"), "none"),  # the provisioner gave more than asked (Filestore: 1 TiB)
+        (_claim("10Gi", "Bound", "10Gi"), "expand"),
+        (_claim("10Gi", "Pending"), "expand"),  # the API server decides (and refuses: not bound)
+        (_claim("12G"), "expand"),  # 12 GB < 13 GiB
+    ],
+)  # fmt: skip
+def test_a_claim_smaller_than_the_checkpoint_is_expanded(live, action):
+    """Issue 20: a catalog size grows; the claim an older size made is expanded to the rendered size."""
+    desired = {"spec": {"resources": {"requests": {"storage": "13Gi"}}}}
+    got = cache_mod.resize(live, desired)
+    assert got.action == action
+    if action == "expand":
+        assert got.expand and got.needed == "13Gi" and got.claim == "gemma-cache-x" and not got.too_small
+        assert got.answered(None).action == "expanding" and not got.answered(None).too_small
+
+
+@pytest.mark.parametrize(
+    ("phase", "refusal", "remedy"),
+    [
+        ("Bound", 'persistentvolumeclaims "gemma-cache-x" is forbidden: only dynamically provisioned pvc can be '
+                  "resized and the storageclass that provisions the pvc must support resize", "allowVolumeExpansion"),
+        ("Pending", 'PersistentVolumeClaim "gemma-cache-x" is invalid: spec: Forbidden: spec is immutable after '
+                    "creation except resources.requests and volumeAttributesClassName for bound claims",
+         "Only a bound claim can be expanded"),
+    ],
+)  # fmt: skip
+def test_a_refused_expansion_says_the_claim_is_too_small_by_how_much_and_what_to_do(phase, refusal, remedy):
+    claim = cache_mod.resize(_claim("10Gi", phase), {"spec": {"resources": {"requests": {"storage": "13Gi"}}}})
+    too_small = claim.answered(refusal)
+    assert too_small.too_small and not too_small.expand
+    state, message = cache_mod.fill_state({"status": {"conditions": [{"type": "Complete", "status": "True"}]}},
+                                          too_small)  # fmt: skip
+    assert state == "TooSmall"  # first, whatever the Job did: the model does not start on it
+    assert "requests 10Gi" in message and "needs 13Gi (3 GiB more)" in message and refusal in message
+    assert remedy in message and "kubectl delete -n team-a pvc/gemma-cache-x job/gemma-cache-x" in message
+    assert cache_mod.deployment_waits({"state": state})
+    assert cache_mod.fill_state(None, claim.answered(None)) == ("Filling", "")  # accepted: the fill goes on
+
+
+def test_status_and_one_event_for_a_claim_too_small():
+    from gemma_operator import status
+
+    selection = {"modelId": "google/gemma-4-31B-it", "accelerator": "nvidia-h100-80gb", "runtime": "vllm"}
+    cache = {"type": "pvc", "claim": "gemma-cache-x", "bytes": 69_900_000_000, "state": "TooSmall",
+             "message": "The cache claim gemma-cache-x requests 10Gi, but the checkpoint now needs 13Gi."}  # fmt: skip
+    outcome = status.Outcome("Applied", selection=selection, endpoint="http://chat", cache=cache)
+    first = status.compute(outcome, generation=1, wanted_replicas=1, previous=None, now="t")
+    stalled = _conditions(first)["Stalled"]
+    assert first["phase"] == "Degraded" and first["cache"]["state"] == "TooSmall"
+    assert (stalled["status"], stalled["reason"]) == ("True", "CacheClaimTooSmall") and "13Gi" in stalled["message"]
+    assert _conditions(first)["Progressing"]["status"] == "False"
+    assert status.events_for({}, first) == [("Warning", "CacheClaimTooSmall", cache["message"])]
+    again = status.compute(outcome, generation=1, wanted_replicas=1, previous=first, now="t2")
+    assert status.events_for(first, again) == []  # once, not per reconcile
+
+
 def test_the_start_up_budget_follows_the_bytes_downloaded(catalog):
     """An in-flight fp8 plan downloads the bf16 checkpoint: its budget covers that download, not
     the fp8 weights it holds in memory."""
