@@ -156,7 +156,8 @@ def test_a_claim_too_small_that_cannot_be_expanded_is_reported_and_nothing_start
     cluster.wait(lambda: cache_status(cluster, "chat").get("state") == "TooSmall", "the claim reported too small")
     gd = cluster.gd("chat")
     stalled = condition(gd, "Stalled")
-    assert (stalled["status"], stalled["reason"]) == ("True", "CacheClaimTooSmall") and gd["status"]["phase"] == "Degraded"
+    assert (stalled["status"], stalled["reason"]) == ("True", "CacheClaimTooSmall")
+    assert gd["status"]["phase"] == "Degraded"
     message = gd["status"]["cache"]["message"]
     assert f"{name} requests 1Gi" in message and f"now needs {needed}" in message
     assert "Only a bound claim can be expanded" in message and f"pvc/{name} job/{name}" in message

@@ -39,7 +39,8 @@ request handling with real API semantics:
 
 Deliberately not emulated: admission, authentication/authorization, validation of built-in
 types (except a PersistentVolumeClaim's update: its immutable spec, and the
-PersistentVolumeClaimResize admission plugin's refusals, see ``_check_claim_update``), CEL transition rules (``oldSelf``) and ratcheting, the ``scale`` subresource (405), controllers (no
+PersistentVolumeClaimResize admission plugin's refusals, see ``_check_claim_update``), CEL
+transition rules (``oldSelf``) and ratcheting, the ``scale`` subresource (405), controllers (no
 ReplicaSets, Pods or Deployment status: tests write status themselves), ``$patch`` directives
 and set-type lists in strategic merge / apply, foreground deletion (treated as background),
 consistent snapshots for paginated lists, and watch bookmarks other than the initial one.
@@ -1072,7 +1073,8 @@ class GemmaEmulator(kmock.KubernetesEmulator):
         classes = self._kinds[("storage.k8s.io", "v1", "storageclasses")]
         class_name = new_spec.get("storageClassName") or ""
         storage_class = self._current(classes, None, class_name) if class_name else None
-        if class_name != (old_spec.get("storageClassName") or "") or not (storage_class or {}).get("allowVolumeExpansion"):
+        expandable = (storage_class or {}).get("allowVolumeExpansion")
+        if class_name != (old_spec.get("storageClassName") or "") or not expandable:
             raise ApiError(403, "Forbidden", forbidden + "only dynamically provisioned pvc can be resized and the "
                            "storageclass that provisions the pvc must support resize")
 
