@@ -169,10 +169,10 @@ def replan_on_pools(resource: Mapping[str, Any], pools: Inventory) -> bool:
 
 def waits_for_fill(resource: Mapping[str, Any]) -> bool:
     """A cache object without owners (retained) may be the one this resource waits on: it says so
-    in status, or its status has not caught up with its spec yet (a reconcile that created the
-    loader Job may not have written it when the Job finishes)."""
+    in status (filling, failed, or a claim too small), or its status has not caught up with its
+    spec yet (a reconcile that created the loader Job may not have written it when the Job finishes)."""
     state = ((resource.get("status") or {}).get("cache") or {}).get("state")
-    return state in ("Filling", "Failed") or spec_is_new(resource)
+    return state in ("Filling", "Failed", "TooSmall") or spec_is_new(resource)
 
 
 def owners_to_wake(body: Mapping[str, Any]) -> list[str]:

@@ -319,3 +319,33 @@ def test_emulator_collects_a_dependent_created_after_its_owner_is_gone(kube_api,
     with pytest.raises(kubernetes.client.ApiException) as info:
         kube_api.request("GET", f"/api/v1/namespaces/{namespace}/services/orphan")
     assert info.value.status == 404
+
+
+def test_a_claims_request_grows_only_when_bound_and_its_class_allows_it(kube_api, namespace):
+    """What the operator's claim expansion meets (kube.expand_claim): 422 on an unbound claim
+    (validation: its spec is immutable), 403 on a bound one whose StorageClass does not allow
+    expansion (the PersistentVolumeClaimResize admission plugin), never a smaller request."""
+    claims = f"/api/v1/namespaces/{namespace}/persistentvolumeclaims"
+    for name in ("unbound", "bound"):
+        kube_api.request("POST", claims, {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": f"none-{namespace}",
+                     "resources": {"requests": {"storage": "1Gi"}}}})  # fmt: skip
+    grow = {"spec": {"resources": {"requests": {"storage": "2Gi"}}}}
+    with pytest.raises(kubernetes.client.ApiException) as excinfo:
+        kube_api.request("PATCH", f"{claims}/unbound", grow, content_type=MERGE)
+    assert excinfo.value.status == 422 and "immutable" in excinfo.value.body
+    _, volume = kube_api.bind_claim(namespace, "bound")
+    try:
+        with pytest.raises(kubernetes.client.ApiException) as excinfo:
+            kube_api.request("PATCH", f"{claims}/bound", grow, content_type=MERGE)
+        assert excinfo.value.status == 403 and "must support resize" in excinfo.value.body
+        with pytest.raises(kubernetes.client.ApiException) as excinfo:
+            kube_api.request("PATCH", f"{claims}/bound", {"spec": {"resources": {"requests": {"storage": "512Mi"}}}},
+                             content_type=MERGE)  # fmt: skip
+        assert excinfo.value.status == 422
+        # The same size in other units is no change.
+        kube_api.request("PATCH", f"{claims}/bound", {"spec": {"resources": {"requests": {"storage": "1024Mi"}}}},
+                         content_type=MERGE)  # fmt: skip
+    finally:
+        kube_api.request("DELETE", f"/api/v1/persistentvolumes/{volume}")
