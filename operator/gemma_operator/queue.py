@@ -70,6 +70,9 @@ def prepare(memo: kopf.Memo, discovery_ttl_s: float) -> None:
     # only the echo of that apply, with nothing new to react to.
     memo.applied = {}
     memo.applied_digests = {}  # (kind, namespace, name) -> digest, for the kinds without an index
+    # (namespace, claim) -> (resourceVersion asked at, storage asked, the refusal or None): the API
+    # server's answer to a cache claim's expansion, observed while the claim stays at that version.
+    memo.expansions = {}
     memo.discovery = (float("-inf"), set())  # (monotonic time, served optional (apiVersion, kind))
     memo.discovery_ttl_s = discovery_ttl_s
     memo.autoscaler_events = {}  # (namespace, pod) -> (monotonic time read, the pod's autoscaler Events)
@@ -200,7 +203,12 @@ async def observe(memo: kopf.Memo, resource: Mapping[str, Any], wants: decide_mo
         model_pods = [{**p, "events": events} if p["name"] == waiting else p for p in model_pods]
     served = frozenset(await _served(memo)) if wants.served else None
     secret = await memo.kube.secret_exists(ns, wants.secret) if wants.secret else None
-    return decide_mod.Observed(children, shared, digests, tuple(model_pods), served, secret)
+    expansions = {}
+    for (kind, claim), obj in shared.items():
+        answer = memo.expansions.get((ns, claim)) if kind == "PersistentVolumeClaim" else None
+        if answer is not None and answer[0] == obj["metadata"].get("resourceVersion"):
+            expansions[claim] = answer[1:]
+    return decide_mod.Observed(children, shared, digests, tuple(model_pods), served, secret, expansions)
 
 
 async def _served(memo: kopf.Memo) -> set[tuple[str, str]]:
