@@ -2,8 +2,8 @@
 
 It records what it applied (the resourceVersion of a watched child, so that its watch event is
 known as the echo; the digest of an unwatched one), the API server's answer to a claim expansion
-(for the next pass to decide on), and the status it wrote (the index's copy of the resource lags it). Events are posted before the status they explain, at most once a minute
-per resource and reason.
+(for the next pass to decide on), and the status it wrote (the index's copy of the resource lags
+it). Events are posted before the status they explain, at most once a minute per resource and reason.
 """
 
 from __future__ import annotations

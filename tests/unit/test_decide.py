@@ -318,8 +318,8 @@ def scenario(catalog) -> dict[str, tuple[World, Settings, dict[str, Any]]]:
     rows["cache-claim-too-small"] = (too_small, default, expect(events=[("Warning", "CacheClaimTooSmall")],
                                                                 status=("Degraded", "CacheClaimTooSmall")))
     # A new resource meets a retained claim too small: it joins the claim, creates no loader Job, and waits.
-    unowned = {(kind, name): merge(live, {"metadata": {"ownerReferences": None}})
-               for (kind, name), live in smaller.observed.shared.items() if kind == "PersistentVolumeClaim"}  # fmt: skip
+    unowned = {key: merge(live, {"metadata": {"ownerReferences": None}})
+               for key, live in smaller.observed.shared.items() if key[0] == "PersistentVolumeClaim"}  # fmt: skip
     rows["cache-claim-too-small-fresh"] = (fresh(pvc, shared=unowned, expansions={claim: (needed, refusal)}), default,
                                            expect(claims=[("join", "PersistentVolumeClaim")], applies=["Service"],
                                                   events=[("Warning", "CacheClaimTooSmall")],
@@ -336,7 +336,7 @@ def scenario(catalog) -> dict[str, tuple[World, Settings, dict[str, Any]]]:
 
 def cache_claim(world: World) -> tuple[str, str]:
     """The name of the world's live cache claim and the storage it requests."""
-    ((_, name), live), = [(key, live) for key, live in world.observed.shared.items() if key[0] == "PersistentVolumeClaim"]
+    ((_, name), live), = [(k, live) for k, live in world.observed.shared.items() if k[0] == "PersistentVolumeClaim"]
     return name, live["spec"]["resources"]["requests"]["storage"]
 
 
