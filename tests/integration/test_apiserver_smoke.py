@@ -308,6 +308,26 @@ def test_apply_replacing_a_list_item_leaves_no_residue(kube_api, namespace):
     assert containers[0]["command"] == ["/app/llama-server"]
 
 
+def test_apply_puts_a_new_list_item_where_it_was_applied(kube_api, namespace):
+    """Server-side apply keeps the applied order of an associative list (structured-merge-diff's
+    visitListItems): an env var added between two others lands between them, not at the end. The
+    operator's drift check compares lists in order, so an emulator that appended it would see
+    drift after every apply."""
+    def with_env(*names: str) -> dict:
+        body = deployment("web")
+        body["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": n, "value": "1"} for n in names]
+        return body
+
+    _apply(kube_api, namespace, with_env("HOME", "HF_HOME", "VLLM_NO_USAGE_STATS"))
+    result = _apply(kube_api, namespace, with_env("HOME", "HF_HOME", "HF_XET_CHUNK_CACHE_SIZE_BYTES", "VLLM_NO_USAGE_STATS"))
+    env = result["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert [e["name"] for e in env] == ["HOME", "HF_HOME", "HF_XET_CHUNK_CACHE_SIZE_BYTES", "VLLM_NO_USAGE_STATS"]
+    # Reordered by the applier: the applied order wins.
+    result = _apply(kube_api, namespace, with_env("VLLM_NO_USAGE_STATS", "HOME", "HF_HOME"))
+    env = result["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert [e["name"] for e in env] == ["VLLM_NO_USAGE_STATS", "HOME", "HF_HOME"]
+
+
 def test_emulator_collects_a_dependent_created_after_its_owner_is_gone(kube_api, namespace):
     if kube_api.emulator is None:
         pytest.skip("on a real server kube-controller-manager's garbage collector does this")
