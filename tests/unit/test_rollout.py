@@ -114,5 +114,6 @@ def test_the_released_children_are_kept_by_this_release(catalog):
     for_ = rollout.spec_hash({}, result.selection())
     decision = rollout.decide(deployment, desired, for_, accept=False, legacy_current=True)
     assert decision.template == deployment["spec"]["template"]
-    # The first change in the fixed order: this release asks for scratch space for the weights.
-    assert decision.update_available.startswith("spec.containers[vllm].resources.requests.ephemeral-storage")
+    # The first change in the fixed order: this release turns hf_xet's chunk cache off (env comes
+    # before resources, where it also asks for scratch space for the weights and a bounded HOME).
+    assert decision.update_available.startswith("spec.containers[vllm].env")

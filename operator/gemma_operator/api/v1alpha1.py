@@ -441,8 +441,10 @@ class CacheStatus(Model):
     claim: str | None = Field(default=None, description="PersistentVolumeClaim (pvc).")
     bucket: str | None = Field(default=None, description="Bucket (gcsfuse).")
     bytes: int = Field(description="Bytes of the checkpoint the cache holds.")
-    state: Literal["Filling", "Ready", "Failed"] | None = Field(
-        default=None, description="The loader Job's progress (pvc, gcsfuse)."
+    state: Literal["Filling", "Ready", "Failed", "TooSmall"] | None = Field(
+        default=None,
+        description="The loader Job's progress (pvc, gcsfuse); TooSmall: the claim is smaller than the checkpoint "
+        "and the API server refused to expand it.",
     )
     message: str | None = None
 
