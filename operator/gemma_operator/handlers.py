@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import hashlib
 import json
 import logging
@@ -67,6 +68,13 @@ CAPACITY_POLL_S = 10.0
 # is shorter than a control-plane upgrade can keep the API away: this rides out about 10 minutes
 # and then resumes where it was, instead of exiting into a crash-loop back-off.
 API_ERROR_BACKOFFS_S = (1, 1, 2, 3, 5, 8, 13, 21, 30, 60, 60, 60, 60, 60, 60, 60, 60, 60)
+# PROTOTYPE (branch wt-bench, for bench/reconcile.py --variant only; not for merging): switches
+# that simulate or try changes to the loop, to measure each apart. Comma-separated in GEMMA_PROTO:
+# queue (no kopf create/update/resume handlers: events -> work queue), noplanned (the Planned Event
+# only on a re-plan), quietlog (no per-handler success lines from kopf); GEMMA_PROTO_WORKERS: work
+# queue workers (2).
+PROTO = set(filter(None, os.environ.get("GEMMA_PROTO", "").split(",")))
+PROTO_WORKERS = int(os.environ.get("GEMMA_PROTO_WORKERS") or 2)
 
 
 # ----------------------------------------------------------------------------- start-up
@@ -88,6 +96,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
+    if "nodiffbase" in PROTO and "queue" in PROTO:
+        # PROTOTYPE: without create/update/resume handlers nothing reads kopf's diff-base, which kopf
+        # still builds (a deep copy of the whole body, twice more in the progress storage) per event.
+        settings.persistence.diffbase_storage = _NoDiffBase()
     settings.posting.level = logging.WARNING  # kopf's own Events only for trouble; ours say what happened
     settings.networking.request_timeout = settings.networking.request_timeout or 60
     settings.networking.connect_timeout = settings.networking.connect_timeout or 10
@@ -148,9 +160,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.tasks = []
     if not settings.peering.standalone and settings.peering.clusterwide:
         _follow_peering(memo, None, logger)
+    if "quietlog" in PROTO:
+        logging.getLogger("kopf.objects").addFilter(_no_success_lines)
+    if "gcstats" in PROTO:
+        gc.callbacks.append(_gc_timer)
+    if "gcfreeze" in PROTO:  # what start-up loaded (modules, pydantic models, the catalog) is never collected
+        gc.collect()
+        gc.freeze()
+    if "gcthreshold" in PROTO:  # fewer young collections, and far fewer full ones, on a heap of long-lived indices
+        gc.set_threshold(50_000, 20, 100)
     memo.tasks += [
-        asyncio.create_task(_worker(memo, logger)),
-        asyncio.create_task(_worker(memo, logger)),
+        *(asyncio.create_task(_worker(memo, logger)) for _ in range(PROTO_WORKERS)),
         asyncio.create_task(_watch_pools(memo, logger)),
         asyncio.create_task(_resync_every(float(os.environ.get(RESYNC_ENV, RESYNC_S)), memo, logger)),
         asyncio.create_task(_follow_capacity(float(os.environ.get(CAPACITY_POLL_ENV, CAPACITY_POLL_S)), memo, logger)),
@@ -158,8 +178,43 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.metrics_port = metrics.serve()
 
 
+class _NoDiffBase(kopf.DiffBaseStorage):
+    """PROTOTYPE (GEMMA_PROTO=queue,nodiffbase): no essence, for an operator with no change-detecting
+    (create/update/resume/field) handlers and no daemons or timers: kopf reads it for those only."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        return None
+
+    def fetch(self, *, body: kopf.Body) -> Any:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        pass
+
+
+_GC = {"start": 0.0, "seconds": [0.0, 0.0, 0.0], "count": [0, 0, 0]}
+
+
+def _gc_timer(phase: str, info: dict[str, Any]) -> None:
+    """PROTOTYPE (GEMMA_PROTO=gcstats): time spent in the cyclic garbage collector, by generation."""
+    if phase == "start":
+        _GC["start"] = time.perf_counter()
+    else:
+        _GC["seconds"][info["generation"]] += time.perf_counter() - _GC["start"]
+        _GC["count"][info["generation"]] += 1
+
+
+def _no_success_lines(record: logging.LogRecord) -> bool:
+    """PROTOTYPE (GEMMA_PROTO=quietlog): drop kopf's "Handler 'x' succeeded." and "... is processed" lines."""
+    message = str(record.msg)
+    return not (record.levelno == logging.INFO and (message.endswith(" succeeded.") or " is processed: " in message))
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "gcstats" in PROTO:
+        memo.logger.warning(f"PROTOTYPE gcstats: collections by generation {_GC['count']}, "
+                            f"seconds {[round(x, 3) for x in _GC['seconds']]}, objects {len(gc.get_objects())}")
     for task in getattr(memo, "tasks", []):
         task.cancel()
     await asyncio.gather(*getattr(memo, "tasks", []), return_exceptions=True)
@@ -240,15 +295,33 @@ def _one(index: kopf.Index, key: Any) -> Any:
 
 
 # --------------------------------------------------------------------- change triggers
-@kopf.on.create(**GD)
-@kopf.on.update(**GD, field="spec")
 async def spec_changed(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     await reconcile(_snapshot(body), memo, logger, trigger="spec", raise_for_kopf=True)
 
 
-@kopf.on.resume(**GD)
 async def resumed(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     await reconcile(_snapshot(body), memo, logger, trigger="resume", raise_for_kopf=True)
+
+
+async def resource_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """PROTOTYPE (GEMMA_PROTO=queue): a GemmaDeployment's events feed the work queue, instead of
+    kopf's create/update/resume handlers (no last-handled-configuration patch). A new generation
+    is a spec change; the initial listing (type None) a resume; our own status echo nothing."""
+    meta = body.get("metadata", {})
+    key = (meta.get("namespace"), meta.get("name"))
+    if kwargs.get("type") == "DELETED":
+        memo.queue.add(key, "gone")
+    elif (body.get("status") or {}).get("observedGeneration") != meta.get("generation"):
+        memo.queue.add(key, "spec")
+    elif kwargs.get("type") is None:
+        memo.queue.add(key, "resume")
+
+
+if "queue" in PROTO:
+    kopf.on.event(**GD)(resource_event)
+else:
+    kopf.on.create(**GD)(kopf.on.update(**GD, field="spec")(spec_changed))
+    kopf.on.resume(**GD)(resumed)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
@@ -629,8 +702,22 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
         return outcome, None
 
     try:
-        result = planner.plan(spec, _inventory(memo, spec.node_selector), memo.catalog,
-                              previous=_previous_selection(cr, trigger))  # fmt: skip
+        if "plancache" in PROTO:  # PROTOTYPE: one plan per (spec, inventory, previous selection)
+            pools, previous = _inventory(memo, spec.node_selector), _previous_selection(cr, trigger)
+            plan_key = (spec.model_dump_json(), id(pools), json.dumps(previous, sort_keys=True))
+            if getattr(memo, "plans", None) is None:
+                memo.plans = {}
+            cached = memo.plans.get(plan_key)
+            if cached is not None and cached[0] is pools:
+                result = cached[1]
+            else:
+                result = planner.plan(spec, pools, memo.catalog, previous=previous)
+                if len(memo.plans) > 1000:
+                    memo.plans.clear()
+                memo.plans[plan_key] = (pools, result)
+        else:
+            result = planner.plan(spec, _inventory(memo, spec.node_selector), memo.catalog,
+                                  previous=_previous_selection(cr, trigger))  # fmt: skip
         choice = scaling.Choice()
         if spec.autoscaling is not None and isinstance(result, planner.Plan):
             choice = scaling.choose(spec, await _served(memo), memo.collector, memo.prometheus_url)
@@ -685,7 +772,8 @@ async def _converge(cr: dict[str, Any], memo: kopf.Memo, logger: logging.Logger,
             f" x{result.accelerator_count}, context {result.max_model_len}."
         )
         logger.info(summary)
-        await _emit(memo, cr, "Normal", "Planned", summary, logger)
+        if old or "noplanned" not in PROTO:  # PROTOTYPE noplanned: not on the first plan
+            await _emit(memo, cr, "Normal", "Planned", summary, logger)
         warning = planner.token_warning(result, spec)
         if warning:
             await _emit(memo, cr, "Warning", "TokenMissing", warning, logger)
