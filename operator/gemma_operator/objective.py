@@ -187,9 +187,9 @@ def annotate(plan: Plan, spec: GemmaDeploymentSpec, catalog: Catalog,
                 f"Replicas: the objective's {o.concurrency} concurrent requests need {predicted.replicas} replicas "
                 f"({predicted.max_concurrency} sequences each); spec.replicas is {spec.replicas}."
             )
-    if ranking is not None:
-        others = [f"{_where(p)} {_cost_text(pr)}" for p, pr in ranking][:4]
-        tail = f"; next: {', '.join(others)}" if others else ""
+    if ranking is not None and not isinstance(predicted, EmbedPrediction):
+        rest = [f"{_where(p)} {_cost_text(pr)}" for p, pr in ranking][:4]
+        tail = f"; next: {', '.join(rest)}" if rest else ""
         reasons.append(
             f"Cost: {_where(plan)} has the lowest predicted cost per million output tokens "
             f"({_cost_text(predicted)}, at ${predicted.price_per_hour or 0:.2f}/h a replica, "
