@@ -16,6 +16,9 @@ per step and per sequence (it predicts too fast for small models, most over 8 GP
 arrive together (TTFT is for one prompt arriving at a server already running `concurrency - 1`
 sequences; prefill_seconds prices prompts prefilled together when asked), and Spot prices of node
 pools seen through nodes (only a declared Spot shape is priced at Spot).
+
+An embedding plan (task embed) generates nothing: each request is one forward pass, priced like a
+prefill with the same two constants (predict_embed_on, at the end of this module).
 """
 
 from __future__ import annotations

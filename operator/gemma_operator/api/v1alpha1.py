@@ -275,7 +275,9 @@ class CacheSpec(Model):
 
 
 class Objective(Model):
-    """A service objective, per user. The planner keeps only plans predicted to meet it."""
+    """A service objective, per user. The planner keeps only plans predicted to meet it. For model.task embed:
+    promptTokens, concurrency and ttftSeconds (the request's latency); outputTokens and outputTokensPerSecond
+    are Invalid there."""
 
     prompt_tokens: int = Field(
         ge=1, le=16_777_216, description="Prompt tokens of a typical request (model.task embed: its input tokens)."
