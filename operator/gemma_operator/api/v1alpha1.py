@@ -95,7 +95,8 @@ class ModelSpec(Model):
         description="With size auto: smallest (Google's default advice), largest (the largest that fits), or "
         "cheapest (the size, pool and precision with the lowest predicted cost per million output tokens that "
         "meets spec.objective, counting the replicas its concurrency needs; without an objective, for the "
-        "default workload). cheapest also picks the pool and precision when size is set.",
+        "default workload; model.task embed: per million input tokens at full load). cheapest also picks the pool "
+        "and precision when size is set.",
     )
     tuning: Tuning = Field(default="it", description="it: instruction-tuned (chat); pt: pre-trained (base).")
     id: str | None = Field(
@@ -274,16 +275,25 @@ class CacheSpec(Model):
 
 
 class Objective(Model):
-    """A service objective, per user. The planner keeps only plans predicted to meet it."""
+    """A service objective, per user. The planner keeps only plans predicted to meet it. For model.task embed:
+    promptTokens, concurrency and ttftSeconds (the request's latency); outputTokens and outputTokensPerSecond
+    are Invalid there."""
 
-    prompt_tokens: int = Field(ge=1, le=16_777_216, description="Prompt tokens of a typical request.")
-    output_tokens: int = Field(ge=1, le=16_777_216, description="Output tokens of a typical request.")
+    prompt_tokens: int = Field(
+        ge=1, le=16_777_216, description="Prompt tokens of a typical request (model.task embed: its input tokens)."
+    )
+    output_tokens: int | None = Field(
+        default=None, ge=1, le=16_777_216,
+        description="Output tokens of a typical request. Required for chat models; refused for model.task embed.",
+    )
     concurrency: int = Field(ge=1, le=1_000_000, description="Requests in flight at once, over all replicas.")
     ttft_seconds: float | None = Field(
-        default=None, gt=0, le=3600, description="Longest acceptable predicted time to first token, in seconds."
+        default=None, gt=0, le=3600, description="Longest acceptable predicted time to first token, in seconds "
+        "(model.task embed: the whole request's latency, one forward pass).",
     )
     output_tokens_per_second: float | None = Field(
-        default=None, gt=0, le=100_000, description="Least acceptable predicted output tokens/s each user sees."
+        default=None, gt=0, le=100_000,
+        description="Least acceptable predicted output tokens/s each user sees. Chat models only.",
     )
 
 
@@ -381,24 +391,47 @@ class Condition(Model):
 
 class PredictedWorkload(Model):
     prompt_tokens: int
-    output_tokens: int
+    output_tokens: int | None = Field(default=None, description="Chat models only.")
     concurrency: int
+    input_tokens: int | None = Field(
+        default=None, description="Embedding models: tokens a request is counted at (promptTokens, at most the context)."
+    )
 
 
 class Predicted(Model):
     """performance.py's roofline prediction for the selection (estimates; see the README)."""
 
     workload: PredictedWorkload = Field(description="What it is predicted for: spec.objective, or the default workload.")
-    ttft_seconds: float = Field(description="Time to first token at that concurrency.")
-    output_tokens_per_second_per_user: float
-    output_tokens_per_second: float = Field(description="All users together, over the replicas.")
-    max_concurrency: int = Field(description="Sequences of prompt + output tokens one replica holds at once.")
+    ttft_seconds: float | None = Field(default=None, description="Time to first token at that concurrency (chat).")
+    output_tokens_per_second_per_user: float | None = Field(default=None, description="Chat models.")
+    output_tokens_per_second: float | None = Field(
+        default=None, description="All users together, over the replicas (chat)."
+    )
+    latency_seconds: float | None = Field(
+        default=None, description="Embedding models: one request alone, one forward pass over its input."
+    )
+    latency_seconds_at_concurrency: float | None = Field(
+        default=None, description="Embedding models: one forward pass over the requests in flight on a replica."
+    )
+    requests_per_second: float | None = Field(
+        default=None, description="Embedding models: one replica at full load (maxConcurrency inputs per pass)."
+    )
+    input_tokens_per_second: float | None = Field(
+        default=None, description="Embedding models: input tokens one replica embeds per second at full load."
+    )
+    cost_per_million_input_tokens: float | None = Field(
+        default=None, description="Embedding models: USD per million input tokens, one replica at full load."
+    )
+    max_concurrency: int = Field(
+        description="Sequences of prompt + output tokens one replica holds at once (embedding models: inputs one "
+        "forward pass takes, the planned batch over the input length)."
+    )
     replicas: int = Field(description="Replicas the workload's concurrency needs.")
     cost_per_million_tokens: float | None = Field(
-        default=None, description="USD per million output tokens at the workload, counting its replicas."
+        default=None, description="USD per million output tokens at the workload, counting its replicas (chat)."
     )
     cost_per_million_tokens_full_load: float | None = Field(
-        default=None, description="USD per million output tokens with one replica at maxConcurrency."
+        default=None, description="USD per million output tokens with one replica at maxConcurrency (chat)."
     )
     price_per_hour: float | None = Field(default=None, description="USD per hour of one replica's share of its node.")
     price_verified: bool = Field(default=False, description="false: the catalog's price is remembered or estimated.")
