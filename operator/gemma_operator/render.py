@@ -207,7 +207,7 @@ def adapter_loaders(plan: Plan, spec: GemmaDeploymentSpec, server_container: dic
     starts, in the server's image, with its env (online: a filled cache's HF_HUB_OFFLINE is dropped)
     and its mounts. vLLM's checks each adapter_config.json against the plan's rank and base."""
     if plan.runtime == "vllm":
-        commands = [adapters_mod.vllm_download_command(plan.adapters, (plan.base_id, plan.model_id))]
+        commands = [adapters_mod.vllm_download_command(plan.adapters, tuple(dict.fromkeys((plan.base_id, plan.model_id))))]
     else:
         commands = adapters_mod.llamacpp_download_commands(plan.adapters, token=spec.hf_token_secret_ref is not None)
     env_vars = [v for v in server_container["env"] if v["name"] != "HF_HUB_OFFLINE"]
