@@ -111,12 +111,14 @@ def vllm_args(adapters: Sequence[Adapter]) -> list[str]:
 
 
 def llamacpp_args(adapters: Sequence[Adapter]) -> list[str]:
-    """llama-server (b11434) serves one model name and applies every --lora to every request unless
-    told not to: the adapters load unapplied, and a request picks one with `"lora": [{"id": N, "scale": 1}]`
-    (N: its place in spec.adapters)."""
+    """llama-server (b11434) serves one model name, and applies each loaded adapter at its scale to every
+    request that names none. Loaded at scale 0 (`--lora-scaled FILE:0,...`; with --lora and
+    --lora-init-without-apply its /lora-adapters still reports scale 1, tests/dataplane/test_llama_lora.py),
+    the base stays the base, and a request picks an adapter with `"lora": [{"id": N, "scale": 1}]`
+    (N: its place in spec.adapters). Names and files hold no ':' or ',' (the schema's patterns)."""
     if not adapters:
         return []
-    return ["--lora", ",".join(gguf_path(a) for a in adapters), "--lora-init-without-apply"]
+    return ["--lora-scaled", ",".join(f"{gguf_path(a)}:0" for a in adapters)]
 
 
 # The download, in the runtime image's Python (vLLM's image ships huggingface_hub): argv carries the
@@ -204,6 +206,6 @@ def reason(adapters: Sequence[Adapter], runtime: str, gib: float) -> str:
                      "download refuses a larger one (set spec.adapters[].rank).")
         return text
     ids = ", ".join(f"{a.name} {i}" for i, a in enumerate(adapters))
-    return (f"Adapters {names}: llama.cpp loads their GGUFs unapplied (--lora, --lora-init-without-apply) and serves "
+    return (f"Adapters {names}: llama.cpp loads their GGUFs at scale 0 (--lora-scaled FILE:0) and serves "
             f"one model name, so a request picks one with \"lora\": [{{\"id\": N, \"scale\": 1}}] ({ids}); "
             f"they take {gib:.2f} GiB (rank x the LoRA weights per rank on every linear layer, 16-bit).")

@@ -60,3 +60,33 @@ def _main() -> None:
 
 if __name__ == "__main__":
     _main()
+
+
+def write_gguf(path: pathlib.Path, rank: int = 8, seed: int = 0) -> pathlib.Path:
+    """The LoRA as llama.cpp's convert_lora_to_gguf.py writes one, for the tiny GGUF (tinygemma.py):
+    general.type `adapter`, adapter.type `lora`, adapter.lora.alpha, and per linear layer
+    `blk.N.<tensor>.weight.lora_a` (ggml {n_in, r}) and `.lora_b` (ggml {r, n_out}), in f32 as the base."""
+    import gguf
+    import numpy as np
+
+    from tests.dataplane import tinygemma as tg
+
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), tg.ARCH)
+    w.add_type(gguf.GGUFType.ADAPTER)
+    w.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(2 * rank))
+    q, kv, d, ff = tg.N_HEAD * tg.HEAD_DIM, tg.N_HEAD_KV * tg.HEAD_DIM, tg.N_EMBD, tg.N_FF
+    M = gguf.MODEL_TENSOR
+    shapes = {M.ATTN_Q: (d, q), M.ATTN_K: (d, kv), M.ATTN_V: (d, kv), M.ATTN_OUT: (q, d),
+              M.FFN_GATE: (d, ff), M.FFN_UP: (d, ff), M.FFN_DOWN: (ff, d)}  # fmt: skip
+    for layer in range(tg.N_LAYER):
+        for tensor, (fan_in, fan_out) in shapes.items():
+            name = gguf.TENSOR_NAMES[tensor].format(bid=layer) + ".weight"
+            w.add_tensor(name + ".lora_a", rng.normal(0.0, 0.02, size=(rank, fan_in)).astype(np.float32))
+            w.add_tensor(name + ".lora_b", rng.normal(0.0, 0.02, size=(fan_out, rank)).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

@@ -118,11 +118,11 @@ def test_a_filled_cache_keeps_the_weights_offline_but_downloads_the_adapters(cat
     assert all(not m.get("readOnly") for m in loader["volumeMounts"])
 
 
-def test_llamacpp_loads_the_ggufs_unapplied(catalog):
+def test_llamacpp_loads_the_ggufs_at_scale_zero(catalog):
     pod = deployment(catalog, "gke-cpu-only", {**BASE, "adapters": [SUPPORT, SQL]})["spec"]["template"]["spec"]
     args = pod["containers"][0]["args"]
-    assert args[args.index("--lora") + 1] == "/models/adapters/support-bot/support.gguf,/models/adapters/sql-writer/sql.gguf"
-    assert "--lora-init-without-apply" in args
+    assert args[args.index("--lora-scaled") + 1] == \
+        "/models/adapters/support-bot/support.gguf:0,/models/adapters/sql-writer/sql.gguf:0"
     assert [c["command"][-1] for c in pod["initContainers"]] == ["/models/adapters/support-bot/support.gguf",
                                                                  "/models/adapters/sql-writer/sql.gguf"]  # fmt: skip
     assert not any("Authorization" in part for c in pod["initContainers"] for part in c["command"])
