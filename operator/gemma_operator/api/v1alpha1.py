@@ -501,6 +501,9 @@ class Selection(Model):
         default=None, description="Vector sizes the embedding model returns: the full size first, then its Matryoshka truncations."
     )
     batch_tokens: int | None = Field(default=None, description="Tokens per forward pass planned for an embedding model.")
+    adapters: list[str] | None = Field(
+        default=None, description="spec.adapters' names: LoRA adapters served on the base (absent: none)."
+    )
     reasons: list[str] = Field(default_factory=list, description="Why each choice was made.")
 
 
