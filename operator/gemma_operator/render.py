@@ -212,7 +212,9 @@ def adapter_loaders(plan: Plan, spec: GemmaDeploymentSpec, server_container: dic
         commands = adapters_mod.llamacpp_download_commands(plan.adapters, token=spec.hf_token_secret_ref is not None)
     env_vars = [v for v in server_container["env"] if v["name"] != "HF_HUB_OFFLINE"]
     mounts = [m for m in server_container["volumeMounts"] if not m.get("readOnly") and m["name"] != "dshm"]
-    names = ["adapters"] if len(commands) == 1 and plan.runtime == "vllm" else [f"adapter-{a.name.lower().replace('.', '-').replace('_', '-')}"[:63].rstrip("-") for a in plan.adapters]
+    # vLLM: one container for all; llama.cpp: one curl each, named for its adapter (a DNS label).
+    names = ["adapters"] if plan.runtime == "vllm" else \
+        [re.sub(r"[^a-z0-9-]", "-", f"adapter-{a.name.lower()}")[:63].rstrip("-") for a in plan.adapters]  # fmt: skip
     return [{
         "name": name,
         "image": server_container["image"],
