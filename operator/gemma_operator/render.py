@@ -214,7 +214,8 @@ def adapter_loaders(plan: Plan, spec: GemmaDeploymentSpec, server_container: dic
     mounts = [m for m in server_container["volumeMounts"] if not m.get("readOnly") and m["name"] != "dshm"]
     # vLLM: one container for all; llama.cpp: one curl each, named for its adapter (a DNS label).
     names = ["adapters"] if plan.runtime == "vllm" else \
-        [re.sub(r"[^a-z0-9-]", "-", f"adapter-{a.name.lower()}")[:63].rstrip("-") for a in plan.adapters]  # fmt: skip
+        [re.sub(r"[^a-z0-9-]", "-", f"adapter-{a.name.lower()}")[:58].rstrip("-") for a in plan.adapters]  # fmt: skip
+    names = [n if names.count(n) == 1 else f"{n}-{i}" for i, n in enumerate(names)]  # A.b and a_b
     return [{
         "name": name,
         "image": server_container["image"],

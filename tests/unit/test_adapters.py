@@ -190,3 +190,9 @@ def test_changing_the_adapters_rolls_out_naming_the_change(catalog, before, afte
     spec_after = GemmaDeploymentSpec.model_validate({**BASE, "adapters": after}).model_dump(by_alias=True)
     selection = planned(catalog, "gke-l4", BASE).selection()
     assert rollout.spec_hash(spec_before, selection) != rollout.spec_hash(spec_after, selection)
+
+
+def test_llamacpp_init_containers_have_distinct_names(catalog):
+    clash = [{"name": "Sql.Writer", "repo": "acme/a", "gguf": "a.gguf"}, {"name": "sql_writer", "repo": "acme/b", "gguf": "b.gguf"}]
+    pod = deployment(catalog, "gke-cpu-only", {**BASE, "adapters": clash})["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["adapter-sql-writer-0", "adapter-sql-writer-1"]
