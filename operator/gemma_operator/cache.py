@@ -143,7 +143,10 @@ def claim_name(plan: Plan, settings: CacheSpec) -> str:
 
 def plan_cache(plan: Plan, spec: GemmaDeploymentSpec, defaults: CacheSpec | None = None) -> Cache:
     settings = resolve(spec.cache, defaults)
-    size = f"{size_gib(plan.checkpoint_bytes)}Gi"
+    # An emptyDir holds the adapters beside the weights; a claim or bucket the weights only (the
+    # adapters land in the pod's writable scratch, sized in apply_to_pod).
+    filled = settings.type in ("pvc", "gcsfuse")
+    size = f"{size_gib(plan.checkpoint_bytes + (0 if filled else plan.adapter_bytes))}Gi"
     name = claim_name(plan, settings) if settings.type in ("pvc", "gcsfuse") else None
     return Cache(type=settings.type or "emptyDir", bytes=plan.checkpoint_bytes, size=size, settings=settings,
                  claim=name, bucket=settings.bucket if settings.type == "gcsfuse" else None)  # fmt: skip
@@ -179,8 +182,8 @@ def apply_to_pod(cache: Cache, plan: Plan, pod_spec: dict[str, Any], pod_meta: d
         pod_spec["volumes"][pod_spec["volumes"].index(models)] = store
         mount = next(m for m in container["volumeMounts"] if m["name"] == "models")
         mount.update(name=VOLUME, readOnly=True)
-    else:  # vLLM: a small writable HF_HOME, the read-only hub cache inside it
-        models["emptyDir"] = {"sizeLimit": SCRATCH_SIZE}
+    else:  # vLLM: a small writable HF_HOME (and the adapters), the read-only hub cache inside it
+        models["emptyDir"] = {"sizeLimit": scratch_size(plan)}
         pod_spec["volumes"].append(store)
         container["volumeMounts"].append({"name": VOLUME, "mountPath": hub, "readOnly": True})
     # Offline: the weights are there, and nothing may try to write into the read-only cache.
@@ -193,6 +196,11 @@ def apply_to_pod(cache: Cache, plan: Plan, pod_spec: dict[str, Any], pod_meta: d
         pod_spec["volumes"].append({"name": GCSFUSE_FILE_CACHE_VOLUME, "emptyDir": {"sizeLimit": cache.size}})
     if cache.settings.service_account_name:
         pod_spec["serviceAccountName"] = cache.settings.service_account_name
+
+
+def scratch_size(plan: Plan) -> str:
+    """The writable /models beside a filled cache: 1 GiB, and the adapters downloaded into it."""
+    return f"{1 + math.ceil(plan.adapter_bytes / GIB)}Gi" if plan.adapter_bytes else SCRATCH_SIZE
 
 
 def _labels(cache: Cache) -> dict[str, str]:

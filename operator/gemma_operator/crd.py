@@ -209,9 +209,10 @@ def model_schema(model: type, where: str) -> dict[str, Any]:
 def _spec_schema() -> dict[str, Any]:
     schema = {"description": SPEC_DESCRIPTION, **model_schema(GemmaDeploymentSpec, "spec")}
     # Environment variables are keyed by name, as in a container: the server refuses duplicates.
-    env = schema["properties"]["env"]
-    env["x-kubernetes-list-type"] = "map"
-    env["x-kubernetes-list-map-keys"] = ["name"]
+    # So are adapters: each name is a served model name.
+    for keyed in ("env", "adapters"):
+        schema["properties"][keyed]["x-kubernetes-list-type"] = "map"
+        schema["properties"][keyed]["x-kubernetes-list-map-keys"] = ["name"]
     return schema
 
 

@@ -4,11 +4,12 @@ the pool's memory. Pure; no I/O."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from . import sizing
-from .api.v1alpha1 import GemmaDeploymentSpec
+from . import adapters, sizing
+from .api.v1alpha1 import Adapter, GemmaDeploymentSpec
 from .catalog import Catalog, Checkpoint
 from .inventory import Pool
 from .plans import RUNTIME_NAMES, Plan
@@ -222,9 +223,15 @@ def try_pool(model: Model, pool: Pool, spec: GemmaDeploymentSpec, catalog: Catal
         if pool.kind == "tpu" and asked_rt == "llamacpp":
             why.append("llama.cpp does not run on TPUs")
 
+    refusal = adapters.llamacpp_refusal(spec.adapters) if spec.adapters else None
+    if refusal and any(o.runtime == "llamacpp" for o in options):
+        kept = [o for o in options if o.runtime != "llamacpp"]
+        first = next(o for o in options if o.runtime == "llamacpp")
+        attempt.reject(kept, "llamacpp", first.quantization, "missing", refusal)
+        options = kept
     wanted_len = spec.max_model_len
     for i, option in enumerate(options):
-        plan = _fit(model, pool, option, wanted_len, catalog, why)
+        plan = _fit(model, pool, option, wanted_len, catalog, why, spec.adapters)
         if plan:
             attempt.plan, attempt.chosen = plan, i
             return attempt
@@ -237,8 +244,9 @@ def try_pool(model: Model, pool: Pool, spec: GemmaDeploymentSpec, catalog: Catal
 
 
 def _fit(model: Model, pool: Pool, option: Option, wanted_len: int | None, catalog: Catalog,
-         why: list[str]) -> Plan | None:  # fmt: skip
+         why: list[str], lora: Sequence[Adapter] = ()) -> Plan | None:  # fmt: skip
     size = model.size
+    lora_gib = adapters.memory_gib(size, option.runtime, lora)
     if option.runtime == "llamacpp":
         tps = [1]
         if pool.kind == "cpu":
@@ -259,7 +267,10 @@ def _fit(model: Model, pool: Pool, option: Option, wanted_len: int | None, catal
     fit, needed = (sizing.fit_embedding, sizing.needed_embedding_gib) if embed else (sizing.fit, sizing.needed_gib)
     best: tuple[int, sizing.Fit] | None = None
     for tp in tps:
-        got = fit(size, option.quantization, option.runtime, budget, tp, wanted_len, checkpoint)
+        # The adapters' memory (their slots shard with the layers over tp) comes out of the budget first.
+        got = fit(size, option.quantization, option.runtime, budget - lora_gib / tp, tp, wanted_len, checkpoint)
+        if got is not None and lora_gib:
+            got = replace(got, overhead_gib=got.overhead_gib + lora_gib / tp, budget_gib=budget)
         if got is None or got.max_model_len < floor:
             continue
         if best is None or got.max_model_len > best[1].max_model_len:
@@ -267,8 +278,9 @@ def _fit(model: Model, pool: Pool, option: Option, wanted_len: int | None, catal
         if got.max_model_len == (wanted_len or size.max_context):
             break
     if best:
-        return _plan(model, pool, option, best[0], best[1], catalog)
+        return replace(_plan(model, pool, option, best[0], best[1], catalog, tuple(lora)), adapter_gib=lora_gib)
     need = needed(size, option.quantization, option.runtime, floor, tps[-1] if tps else 1, checkpoint)
+    need += lora_gib / (tps[-1] if tps else 1)
     unit = "node" if pool.kind == "cpu" else ("chip" if pool.kind == "tpu" else "GPU")
     why.append(
         f"{option.runtime} {option.quantization} needs {need:.1f} GiB per {unit} for {floor} tokens"
@@ -277,7 +289,8 @@ def _fit(model: Model, pool: Pool, option: Option, wanted_len: int | None, catal
     return None
 
 
-def _plan(model: Model, pool: Pool, option: Option, tp: int, got: sizing.Fit, catalog: Catalog) -> Plan:
+def _plan(model: Model, pool: Pool, option: Option, tp: int, got: sizing.Fit, catalog: Catalog,
+          lora: tuple[Adapter, ...] = ()) -> Plan:  # fmt: skip
     if option.runtime == "vllm":
         image_key = "vllm-tpu" if pool.kind == "tpu" else "vllm-gpu"
         dtype = VLLM_DTYPE.get(option.quantization, "bfloat16" if pool.bf16 else "float16")
@@ -298,6 +311,7 @@ def _plan(model: Model, pool: Pool, option: Option, tp: int, got: sizing.Fit, ca
         run_as=(image.run_as.user, image.run_as.group) if image.run_as else None,
         gated=_gated(model, option.model_id),
         checkpoint_bytes=sizing.checkpoint_bytes(model.size, option.model_id, option.model_file),
+        adapters=lora, base_id=model.model_id, adapter_bytes=adapters.download_bytes(model.size, lora),
         **(dict(task="embed", embedding_dimensions=tuple(model.size.embedding_dimensions), pooling=model.size.pooling,
                 batch_tokens=sizing.embed_batch_tokens(option.runtime, got.max_model_len))
            if model.family.task == "embed" else {}),

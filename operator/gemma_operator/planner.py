@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from . import capacity, objective
+from . import adapters, capacity, objective
 from .api.v1alpha1 import GemmaDeploymentSpec
 from .catalog import Catalog, gke_aliases
 from .fitting import Attempt, try_pool
@@ -46,6 +46,27 @@ def plan(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog,
 
     A NoFit carries suggestions: the single changes to the spec that would plan.
     """
+    result = _plan_held(spec, inventory, catalog, previous)
+    if isinstance(result, Plan) and result.adapters:
+        check_adapters(result)
+        why = adapters.reason(result.adapters, result.runtime, result.adapter_gib)
+        if why not in result.reasons:
+            result = replace(result, reasons=result.reasons + (why,))
+    return result
+
+
+def check_adapters(result: Plan) -> None:
+    """An adapter must be made for the served base and must not take its name."""
+    if clash := adapters.name_clash(result.adapters, result.served_model_name):
+        raise InvalidSpec(f"adapters[{clash[0]}].name", f"{clash[1].name} is the base model's served name; name the adapter apart")
+    if wrong := adapters.base_mismatch(result.adapters, (result.base_id, result.model_id)):
+        i, adapter = wrong
+        raise InvalidSpec(f"adapters[{i}].baseModel", f"adapter {adapter.name} is made for {adapter.base_model}, but the plan "
+                          f"serves {result.base_id}: set spec.model.id (or family and size) to its base, or drop it")
+
+
+def _plan_held(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog,
+               previous: dict | None = None) -> Plan | NoFit:  # fmt: skip
     name, alias = resolve_accelerator(spec.accelerator, catalog, inventory)
     if name != spec.accelerator:
         spec = spec.model_copy(update={"accelerator": name})

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import sizing
-from .api.v1alpha1 import GemmaDeploymentSpec
+from .api.v1alpha1 import Adapter, GemmaDeploymentSpec
 from .inventory import Pool
 
 PRECISION = {"bf16": 16, "fp16": 16, "fp8": 8, "int8": 8, "q8_0": 8, "int4": 4, "q4_0": 4}
@@ -59,6 +59,11 @@ class Plan:
     embedding_dimensions: tuple[int, ...] = ()
     pooling: str | None = None
     batch_tokens: int = 0
+    # spec.adapters (LoRA), served beside the base; the base's safetensors repo they must be made for.
+    adapters: tuple[Adapter, ...] = ()
+    base_id: str = ""
+    adapter_bytes: int = 0  # what downloading them adds to the cache
+    adapter_gib: float = 0.0  # the memory they take, in estimated_memory_gib (adapters.memory_gib)
 
     @property
     def api_path(self) -> str:
@@ -102,6 +107,7 @@ class Plan:
             **({"predicted": self.predicted} if self.predicted else {}),
             **({"task": "embed", "embeddingDimensions": list(self.embedding_dimensions), "batchTokens": self.batch_tokens}
                if self.task == "embed" else {}),  # fmt: skip
+            **({"adapters": [a.name for a in self.adapters]} if self.adapters else {}),
             "reasons": list(self.reasons),
         }
 

@@ -12,6 +12,7 @@ import shlex
 from typing import Any
 
 from . import cache as cache_mod
+from . import adapters as adapters_mod
 from . import flags, scaling
 from .api.v1alpha1 import API_VERSION, KIND, CacheSpec, GemmaDeploymentSpec
 from .planner import InvalidSpec, Plan
@@ -33,6 +34,15 @@ EMBED_OWNED_FLAGS = {
     "vllm": ("--runner", "--convert", "--max-num-batched-tokens", "--hf-overrides"),
     "llamacpp": ("--embedding", "--embeddings", "--pooling", "-b", "--batch-size", "-ub", "--ubatch-size"),
 }
+
+
+# ...and those spec.adapters sets (LoRA).
+ADAPTER_OWNED_FLAGS = {
+    "vllm": ("--enable-lora", "--lora-modules", "--max-loras", "--max-lora-rank"),
+    "llamacpp": ("--lora", "--lora-scaled", "--lora-init-without-apply"),
+}
+# The adapters' download: small files, streamed to disk.
+ADAPTER_LOADER_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -93,6 +103,7 @@ def check(name: str, spec: GemmaDeploymentSpec, plan: Plan) -> None:
     # vLLM's argparse also reads `--max_model_len`, `--max-model` and `-qfp8` as flags it owns.
     reads_as = flags.argparse_names if plan.runtime == "vllm" else flags.exact_names
     owned = OWNED_FLAGS[plan.runtime] + (EMBED_OWNED_FLAGS[plan.runtime] if plan.task == "embed" else ())
+    owned += ADAPTER_OWNED_FLAGS[plan.runtime] if plan.adapters else ()
     for arg in spec.extra_args:
         flag = next((f for f in owned if reads_as(arg, f)), None)
         if flag:
@@ -168,6 +179,8 @@ def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan,
         pod_spec["tolerations"] = tolerations
     pod_meta: dict[str, Any] = {"labels": labels(name, plan)}
     cache_mod.apply_to_pod(cache, plan, pod_spec, pod_meta)
+    if plan.adapters:
+        pod_spec["initContainers"] = adapter_loaders(plan, spec, srv.container)
     disk = disk_request(pod_spec["volumes"])  # every disk-backed emptyDir, so the scheduler counts them
     if disk:
         srv.container["resources"].setdefault("requests", {})["ephemeral-storage"] = disk
@@ -190,6 +203,33 @@ def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan,
     if result["spec"]["replicas"] is None:  # the autoscaler's field: not sent, not owned
         del result["spec"]["replicas"]
     return result
+
+
+def adapter_loaders(plan: Plan, spec: GemmaDeploymentSpec, server_container: dict[str, Any]) -> list[dict[str, Any]]:
+    """Init containers that download spec.adapters into the pod's /models/adapters before the server
+    starts, in the server's image, with its env (online: a filled cache's HF_HUB_OFFLINE is dropped)
+    and its mounts. vLLM's checks each adapter_config.json against the plan's rank and base."""
+    if plan.runtime == "vllm":
+        commands = [adapters_mod.vllm_download_command(plan.adapters, tuple(dict.fromkeys((plan.base_id, plan.model_id))))]
+    else:
+        commands = adapters_mod.llamacpp_download_commands(plan.adapters, token=spec.hf_token_secret_ref is not None)
+    env_vars = [v for v in server_container["env"] if v["name"] != "HF_HUB_OFFLINE"]
+    mounts = [m for m in server_container["volumeMounts"] if not m.get("readOnly") and m["name"] != "dshm"]
+    # vLLM: one container for all; llama.cpp: one curl each, named for its adapter (a DNS label).
+    names = ["adapters"] if plan.runtime == "vllm" else \
+        [re.sub(r"[^a-z0-9-]", "-", f"adapter-{a.name.lower()}")[:58].rstrip("-") for a in plan.adapters]  # fmt: skip
+    names = [n if names.count(n) == 1 else f"{n}-{i}" for i, n in enumerate(names)]  # A.b and a_b
+    return [{
+        "name": name,
+        "image": server_container["image"],
+        "imagePullPolicy": "IfNotPresent",
+        "command": command,
+        "env": [dict(v) for v in env_vars],
+        "resources": {part: dict(values) for part, values in ADAPTER_LOADER_RESOURCES.items()},
+        "volumeMounts": [dict(m) for m in mounts],
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    } for name, command in zip(names, commands, strict=True)]  # fmt: skip
 
 
 def service(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan) -> dict[str, Any]:
@@ -234,6 +274,9 @@ def render(plan: Plan, name: str, namespace: str, spec: GemmaDeploymentSpec,
     scaling.signal(spec, plan)  # refuse a metric the engine lacks before anything else
     choice = choice or scaling.choose(spec, set())
     cache = cache_mod.plan_cache(plan, spec, cache_defaults)
+    if plan.adapters and plan.runtime == "llamacpp" and cache.filled:
+        # llama.cpp reads the claim or bucket at /models read-only: no room for the adapters' download there.
+        raise InvalidSpec("adapters", f"llama.cpp serves adapters from the emptyDir cache only, not cache.type {cache.type}")
     objects = [deployment(name, namespace, spec, plan, cache), service(name, namespace, spec, plan)]
     objects += [obj for obj in optional_children(name, namespace, spec, plan, choice) if obj is not None]
     if owner is not None:

@@ -88,7 +88,16 @@ def _first_difference(path: str, desired: Any, live: Any) -> str | None:
             found = _first_difference(f"{path}[{label}]", d, l)
             if found:
                 return found
+    if _too_long(desired, live) and isinstance(desired, list) and isinstance(live, list):
+        # A long argv (spec.adapters adds to its end): from the first argument that differs, so the
+        # message names the change rather than the arguments every rendering shares.
+        i = next((i for i, (d, l) in enumerate(zip(desired, live)) if not matches(d, l)), min(len(desired), len(live)))
+        return f"{path}[{i}:]: {_short(live[i:])} -> {_short(desired[i:])}"
     return f"{path}: {_short(live)} -> {_short(desired)}"
+
+
+def _too_long(*values: Any) -> bool:
+    return any(len(json.dumps(v, sort_keys=True)) > MAX_VALUE for v in values)
 
 
 def rollout_reason(live: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> str | None:

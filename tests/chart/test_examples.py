@@ -40,6 +40,7 @@ PLAN_ON = {
     "09-model-cache/gcsfuse.yaml": "gke-h100x8",
     "13-objective-cheapest/gemmadeployment.yaml": "gke-l4",
     "10-embeddings/gemmadeployment.yaml": "gke-l4",
+    "14-lora-adapters/gemmadeployment.yaml": "gke-l4",
 }
 # The capacity file each example folder declares (plan --capacity), if any.
 CAPACITY = {"02-helm-gke": "02-helm-gke/capacity.yaml", "07-node-auto-provisioning": "07-node-auto-provisioning/capacity.yaml",

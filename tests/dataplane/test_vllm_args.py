@@ -39,6 +39,9 @@ SPECS = {
     # Embedding models go to a CPU pool when one fits (the cheapest); asked onto a GPU, vLLM's pooling runner.
     "embed-l4": {"model": {"task": "embed"}, "accelerator": "nvidia-l4"},
     "embed-h100": {"model": {"task": "embed"}, "accelerator": "nvidia-h100-80gb"},
+    # LoRA adapters (issue 19): --enable-lora, --lora-modules NAME=PATH, --max-loras, --max-lora-rank 64.
+    "adapters": {"adapters": [{"name": "support-bot", "repo": "acme/support-lora", "rank": 64},
+                              {"name": "sql-writer", "repo": "acme/sql-lora"}]},
 }
 # Fixtures where no vLLM plan is expected: CPU-only nodes run llama.cpp (test_llama_server.py), and
 # vLLM's CUDA image needs compute capability 7.5, which a V100 (7.0) lacks.

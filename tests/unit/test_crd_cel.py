@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import pytest
 from pydantic import ValidationError
 
-from gemma_operator.api.v1alpha1 import REFUSED_FLAGS, REFUSED_SPELLINGS, GemmaDeploymentSpec
+from gemma_operator.api.v1alpha1 import ADAPTER_SOURCE_MESSAGE, REFUSED_FLAGS, REFUSED_SPELLINGS, GemmaDeploymentSpec
 from gemma_operator.crd import crd
 from tests.integration.kubeapi import schema as kube_schema
 
@@ -52,6 +52,7 @@ def test_the_rules_are_where_the_table_expects_them():
         ".spec.resources.limits": KEY_MESSAGE,
         ".spec.nodeSelector": KEY_MESSAGE,
         ".spec.cache": "cache.type gcsfuse needs cache.bucket",
+        ".spec.adapters[]": ADAPTER_SOURCE_MESSAGE,
     }
 
 
@@ -155,6 +156,18 @@ CASES = [
     ("env-token-literal-and-from",
      {"env": [{"name": "HF_TOKEN", "value": "x", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]},
      REFUSED, "spec.env[0]"),
+    # adapters: a Hugging Face repo (and revision), or a bucket and a path
+    ("adapter-repo", {"adapters": [{"name": "a", "repo": "acme/lora"}]}, ALLOWED, None),
+    ("adapter-repo-revision", {"adapters": [{"name": "a", "repo": "acme/lora", "revision": "v2"}]}, ALLOWED, None),
+    ("adapter-bucket", {"adapters": [{"name": "a", "bucket": "loras", "path": "a/b"}]}, ALLOWED, None),
+    ("adapter-no-source", {"adapters": [{"name": "a"}]}, REFUSED, "spec.adapters[0]"),
+    ("adapter-both", {"adapters": [{"name": "a", "repo": "acme/lora", "bucket": "loras", "path": "a"}]}, REFUSED,
+     "spec.adapters[0]"),
+    ("adapter-bucket-no-path", {"adapters": [{"name": "a", "bucket": "loras"}]}, REFUSED, "spec.adapters[0]"),
+    ("adapter-bucket-revision", {"adapters": [{"name": "a", "bucket": "loras", "path": "a", "revision": "v2"}]},
+     REFUSED, "spec.adapters[0]"),
+    ("adapter-second", {"adapters": [{"name": "a", "repo": "acme/lora"}, {"name": "b", "path": "x"}]}, REFUSED,
+     "spec.adapters[1]"),
     ("env-token-second", {"env": [{"name": "A", "value": "1"}, {"name": "HF_TOKEN", "value": "x"}]}, REFUSED,
      "spec.env[1]"),
 ]

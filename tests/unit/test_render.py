@@ -21,6 +21,11 @@ GOLDEN = pathlib.Path(__file__).parent / "golden"
 KUBE_VERSION = "1.33.0"
 OWNER = {"metadata": {"name": "chat", "namespace": "team-a", "uid": "3f1c2a9e-0000-4000-8000-000000000001"}}
 
+ADAPTERS = [
+    {"name": "support-bot", "repo": "acme/gemma-3-1b-support-lora", "rank": 32, "baseModel": "google/gemma-3-1b-it",
+     "gguf": "support-lora-f16.gguf"},
+    {"name": "sql-writer", "repo": "acme/gemma-3-1b-sql-lora", "revision": "v2", "gguf": "gguf/sql-lora-f16.gguf"},
+]
 CASES = {
     "cpu-default": ("gke-cpu-only", {}),
     "l4-default": ("gke-l4", {}),
@@ -31,6 +36,9 @@ CASES = {
     # Embedding models: llama.cpp on the cheapest pool (a CPU node), vLLM's pooling runner when asked onto a GPU.
     "cpu-embed": ("gke-cpu-only", {"model": {"task": "embed"}}),
     "l4-embed-vllm": ("gke-l4", {"model": {"task": "embed"}, "accelerator": "nvidia-l4"}),
+    # LoRA adapters (issue 19): vLLM's --lora-modules on an L4, llama.cpp's --lora on CPU; one rank known, one not.
+    "l4-two-adapters": ("gke-l4", {"model": {"family": "gemma3", "size": "1b"}, "adapters": ADAPTERS}),
+    "cpu-two-adapters": ("gke-cpu-only", {"model": {"family": "gemma3", "size": "1b"}, "adapters": ADAPTERS}),
     "l4-everything-set": (
         "gke-l4",
         {

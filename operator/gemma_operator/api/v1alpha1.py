@@ -297,6 +297,59 @@ class Objective(Model):
     )
 
 
+# A served model name (OpenAI `model`): what vLLM's --lora-modules and llama.cpp's aliases accept
+# without quoting, and what an HTTPRoute header match can carry.
+SERVED_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+# PEFT's LoRA ranks are positive integers; vLLM 0.32 plans at most 512 (--max-lora-rank's largest choice).
+MAX_LORA_RANK = 512
+
+
+ADAPTER_SOURCE_MESSAGE = "an adapter comes from repo (with an optional revision), or from bucket and path"
+
+
+class Adapter(Model):
+    """A LoRA fine-tune served on the base model under its own name: a Hugging Face repo holding a PEFT
+    LoRA (adapter_config.json + adapter_model.safetensors), or a folder of one in a GCS bucket."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "has(self.repo) ? !has(self.bucket) && !has(self.path) : has(self.bucket) && has(self.path) && !has(self.revision)",
+                 "message": ADAPTER_SOURCE_MESSAGE},
+            ]
+        }
+    )  # fmt: skip
+
+    name: str = Field(max_length=63, pattern=SERVED_NAME,
+                      description="Served model name clients pass as `model` to reach this adapter.")  # fmt: skip
+    repo: str | None = Field(default=None, max_length=193, pattern=HF_REPO_ID,
+                             description="Hugging Face repo (owner/name) holding the PEFT LoRA.")  # fmt: skip
+    revision: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$",
+                                 description="Branch, tag or commit of repo (default: main).")  # fmt: skip
+    bucket: str | None = Field(default=None, max_length=63, pattern=GCS_BUCKET, description="GCS bucket holding the adapter.")
+    path: str | None = Field(default=None, max_length=1024, pattern=r"^[A-Za-z0-9._-][A-Za-z0-9._/-]*$",
+                             description="Folder in bucket holding adapter_config.json and its weights.")  # fmt: skip
+    rank: int | None = Field(default=None, ge=1, le=MAX_LORA_RANK,
+                             description="The LoRA rank (adapter_config.json `r`), when known: sizes the plan. Unset: "
+                             "the plan assumes vLLM's default 16, and the download refuses a larger one.")  # fmt: skip
+    base_model: str | None = Field(default=None, max_length=193, pattern=HF_REPO_ID,
+                                   description="The adapter's base (adapter_config.json `base_model_name_or_path`), when "
+                                   "known: it must be the served model. The download checks it too.")  # fmt: skip
+    gguf: str | None = Field(default=None, max_length=255, pattern=r"^[A-Za-z0-9._/-]+\.gguf$",
+                             description="The adapter's GGUF file (llama.cpp's --lora), in repo or under path. llama.cpp "
+                             "plans need it.")  # fmt: skip
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Adapter:
+        from_repo = self.repo is not None and self.bucket is None and self.path is None
+        from_bucket = self.repo is None and self.revision is None and self.bucket is not None and self.path is not None
+        if not (from_repo or from_bucket):
+            raise ValueError(f"adapter {self.name}: {ADAPTER_SOURCE_MESSAGE}")
+        if self.path and ".." in self.path.split("/"):
+            raise ValueError(f"adapter {self.name}: path may not climb out of the bucket (..)")
+        return self
+
+
 class GemmaDeploymentSpec(Model):
     model: ModelSpec = Field(default_factory=ModelSpec, description="Which Gemma to serve.")
     quantization: Quantization = Field(
@@ -362,12 +415,27 @@ class GemmaDeploymentSpec(Model):
     )
     service: ServiceSpec = Field(default_factory=ServiceSpec)
     cache: CacheSpec = Field(default_factory=CacheSpec, description="Where the weights are downloaded and kept.")
+    adapters: list[Adapter] = Field(
+        default_factory=list,
+        max_length=32,
+        description="LoRA adapters served on the base model, each under its own served model name (vLLM: "
+        "--lora-modules; llama.cpp: --lora on each adapter's GGUF). Downloaded into the weights' cache.",
+    )  # names are the list's key in the CRD (crd.py): the API server refuses a repeated one
     objective: Objective | None = Field(
         default=None,
         description="Speed to plan for: only pools, sizes and precisions predicted to meet it are chosen; none "
         "that does is a NoFit with the best prediction and the nearest change. status.selection.predicted "
         "shows the prediction.",
     )
+
+    @field_validator("adapters")
+    @classmethod
+    def _adapter_names_unique(cls, adapters: list[Adapter]) -> list[Adapter]:
+        names = [a.name for a in adapters]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"adapter names must be unique; repeated: {', '.join(repeated)}")
+        return adapters
 
     # A field validator, so that the error names spec.env, not the whole spec.
     @field_validator("env")
@@ -466,6 +534,9 @@ class Selection(Model):
         default=None, description="Vector sizes the embedding model returns: the full size first, then its Matryoshka truncations."
     )
     batch_tokens: int | None = Field(default=None, description="Tokens per forward pass planned for an embedding model.")
+    adapters: list[str] | None = Field(
+        default=None, description="spec.adapters' names: LoRA adapters served on the base (absent: none)."
+    )
     reasons: list[str] = Field(default_factory=list, description="Why each choice was made.")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from .. import adapters
 from ..api.v1alpha1 import GemmaDeploymentSpec
 from ..planner import Plan
 from . import CACHE_DIR, PORT, Server, cache_volume, container, env, gib, shm_volume
@@ -37,6 +38,7 @@ def args(plan: Plan) -> list[str]:
         # micro-batch, so the micro-batch holds the context.
         result += ["--embeddings", "--pooling", plan.pooling or "mean",
                    "--batch-size", str(plan.batch_tokens), "--ubatch-size", str(plan.batch_tokens)]  # fmt: skip
+    result += adapters.llamacpp_args(plan.adapters)
     if plan.chat_template:
         result.append("--jinja")  # apply the chat template shipped inside the GGUF
     if plan.pool.kind == "cpu":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+from .. import adapters
 from ..api.v1alpha1 import GemmaDeploymentSpec
 from ..planner import Plan
 from . import CACHE_DIR, PORT, XET_CHUNK_CACHE_OFF, Server, cache_volume, container, env, gib, shm_volume
@@ -36,7 +37,7 @@ def args(plan: Plan) -> list[str]:
         result += ["--quantization", plan.vllm_quantization]
     if plan.task == "embed":
         result += embedding_args(plan)
-    return result
+    return result + adapters.vllm_args(plan.adapters)
 
 
 def embedding_args(plan: Plan) -> list[str]:

@@ -14,7 +14,8 @@ maxProperties). Rules are compiled once per expression.
 
 Not emulated: ``oldSelf`` and transition rules, validation ratcheting, CEL's static type check
 and cost limits (the unit tests bound the cost), the Kubernetes CEL libraries beyond standard
-CEL (quantity, IP/CIDR, URL, regex ``find``, string extensions), list-type set/map equality, and
+CEL (quantity, IP/CIDR, URL, regex ``find``, string extensions), list-type set/map equality in CEL (a
+repeated list-map key is refused, as ``list_map_causes`` says), and
 formats (neither as schema checks nor as CEL timestamp/duration/bytes values).
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import re
 import threading
 from typing import Any
@@ -123,12 +125,36 @@ def validate(schema: dict, obj: dict) -> list[dict]:
                 field, message = f"{field}.{missing}", "Required value"
         causes.append({"reason": reason, "message": message, "field": field.lstrip(".") or "<root>"})
         blocking = blocking or error.validator in _BLOCKING
+    causes += list_map_causes(schema, obj)
     if not CHECK_CEL:
         pass
     elif blocking:
         causes.append(dict(RULES_NOT_CHECKED))
     else:
         causes += cel_causes(schema, _root_self(obj))
+    return causes
+
+
+def list_map_causes(schema: dict, value: Any, path: str = "") -> list[dict]:
+    """`x-kubernetes-list-type: map`: an item repeating an earlier item's keys is refused, as kube-apiserver
+    refuses it: a FieldValueDuplicate at its index (the message's wording is not the server's exactly)."""
+    causes: list[dict] = []
+    if isinstance(value, dict):
+        for name, child in (schema.get("properties") or {}).items():
+            if name in value:
+                causes += list_map_causes(child, value[name], f"{path}.{name}")
+    elif isinstance(value, list):
+        items = schema.get("items") or {}
+        keys = schema.get("x-kubernetes-list-map-keys") if schema.get("x-kubernetes-list-type") == "map" else None
+        seen: set[str] = set()
+        for i, item in enumerate(value):
+            if keys and isinstance(item, dict):
+                key = json.dumps({k: item.get(k) for k in keys if k in item}, separators=(",", ":"), sort_keys=True)
+                if key in seen:
+                    causes.append({"reason": "FieldValueDuplicate", "field": f"{path}[{i}]".lstrip("."),
+                                   "message": f"Duplicate value: {key}"})  # fmt: skip
+                seen.add(key)
+            causes += list_map_causes(items, item, f"{path}[{i}]")
     return causes
 
 

@@ -1,0 +1,129 @@
+"""vLLM serves LoRA adapters as gemma-operator renders them (issue 19): the GPU plan's pod for Gemma 3 1B
+on the L4 fixture with two adapters, run on vLLM's CPU build.
+
+The init container's own download (its command, run by the vLLM venv's python with /models mapped to a
+scratch directory) fetches two tiny random PEFT LoRAs (tinylora.py) from the loopback Hub, as it would
+from the Hub, and checks their adapter_config.json; then `vllm serve` + the rendered args (the address
+changed to loopback, /models mapped the same way) serves the tiny Gemma 3 with both. Nothing reaches
+the internet.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from gemma_operator.runtimes import CACHE_DIR
+from tests.dataplane import hub, servers, tinylora
+from tests.dataplane.conftest import VLLM_FIXTURE, VLLM_SPEC, VLLM_START_TIMEOUT_S
+
+pytestmark = pytest.mark.dataplane
+
+BASE_ID = "google/gemma-3-1b-it"
+ADAPTERS = [
+    {"name": "support-bot", "repo": "acme/tiny-support-lora", "rank": 8, "baseModel": BASE_ID},
+    {"name": "sql-writer", "repo": "acme/tiny-sql-lora"},  # rank unknown: vLLM's default 16 planned
+]
+SPEC: dict[str, Any] = {**VLLM_SPEC, "adapters": ADAPTERS}
+
+
+def _local(value: str, scratch: pathlib.Path) -> str:
+    """A rendered path under the models volume, moved where local_env moves it (scratch/models)."""
+    return value.replace(f"{CACHE_DIR}/", f"{scratch / 'models'}/") if f"{CACHE_DIR}/" in value else value
+
+
+@dataclass
+class LoraRun:
+    server: servers.LlamaServer
+    pod: dict[str, Any]
+    scratch: pathlib.Path
+    download: subprocess.CompletedProcess
+
+
+def _download(loader: dict[str, Any], python: pathlib.Path, scratch: pathlib.Path, hub_endpoint: str,
+              command: list[str] | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+    command = command or loader["command"]
+    assert command[:2] == ["python3", "-c"], command
+    env = servers.clean_env({**servers.local_env(loader, scratch), **servers.hub_env(hub_endpoint)})
+    return subprocess.run([str(python), *command[1:3], *(_local(a, scratch) if a.startswith("/") else a for a in command[3:])],
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lora_run(vllm_python, tiny_hf, tmp_path_factory):
+    _, plan = servers.planned(VLLM_FIXTURE, SPEC)
+    assert plan.runtime == "vllm" and plan.model_id == BASE_ID, plan
+    pod = servers.rendered_pod(VLLM_FIXTURE, SPEC)
+    (container,) = pod["containers"]
+    (loader,) = pod["initContainers"]
+    written = tmp_path_factory.mktemp("loras")
+    repos = [hub.HubRepo.from_dir(BASE_ID, tiny_hf)]
+    for i, adapter in enumerate(ADAPTERS):
+        folder = tinylora.write(written / adapter["name"], vllm_python, base=BASE_ID, rank=8, seed=i + 1)
+        repos.append(hub.HubRepo.from_dir(adapter["repo"], folder))
+    scratch = tmp_path_factory.mktemp("vllm-lora")
+    rendered_env = servers.local_env(container, scratch)
+    port = servers.free_port()
+    with hub.LoopbackHub(repos) as loopback:
+        download = _download(loader, vllm_python, scratch, loopback.endpoint)
+        assert download.returncode == 0, download.stderr[-4000:]
+        local = {**container, "args": [_local(a, scratch) for a in container["args"]]}
+        env = servers.clean_env({**rendered_env, **servers.VLLM_CPU_ENV, **servers.hub_env(loopback.endpoint)})
+        argv = servers.vllm_argv(vllm_python, local, port)
+        srv = servers.LlamaServer(pathlib.Path(argv[0]), argv[1:], port, scratch / "vllm.log", env,
+                                  name="vllm", inherit_env=False, poll_s=0.5)  # fmt: skip
+        try:
+            srv.start(timeout_s=VLLM_START_TIMEOUT_S)
+            yield LoraRun(srv, pod, scratch, download)
+        finally:
+            srv.stop()
+
+
+def test_the_init_container_downloads_each_adapter_into_the_cache(lora_run):
+    for adapter in ADAPTERS:
+        folder = lora_run.scratch / "models" / "adapters" / adapter["name"]
+        config = json.loads((folder / "adapter_config.json").read_text())
+        assert config["r"] == 8 and config["base_model_name_or_path"] == BASE_ID
+        assert (folder / "adapter_model.safetensors").stat().st_size > 0
+        assert f"adapter {adapter['name']}: rank 8, base {BASE_ID}" in lora_run.download.stdout
+
+
+def test_the_server_runs_the_rendered_lora_flags(lora_run):
+    ran = lora_run.server.argv
+    assert ran[ran.index("--max-loras") + 1] == "2" and ran[ran.index("--max-lora-rank") + 1] == "16"
+    assert "--enable-lora" in ran
+
+
+def test_models_lists_the_base_and_both_adapters(lora_run):
+    status, body = lora_run.server.client.get("/v1/models")
+    assert status == 200, body
+    ids = {m["id"]: m for m in body["data"]}
+    assert set(ids) == {"gemma-3-1b-it", "support-bot", "sql-writer"}, ids
+    assert ids["support-bot"]["parent"] == "gemma-3-1b-it"
+
+
+@pytest.mark.parametrize("model", ["support-bot", "sql-writer", "gemma-3-1b-it"])
+def test_a_chat_request_to_each_name_answers(lora_run, model):
+    body = {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4, "temperature": 0}
+    status, reply = lora_run.server.client.post("/v1/chat/completions", body)
+    assert status == 200, reply
+    assert reply["model"] == model
+    (choice,) = reply["choices"]
+    assert isinstance(choice["message"]["content"], str) and reply["usage"]["completion_tokens"] >= 1
+
+
+def test_the_download_refuses_a_rank_above_the_plan(lora_run, vllm_python, tmp_path):
+    """Rendered for max rank 16; told 4, the same command stops naming the adapter and the field to set."""
+    (loader,) = lora_run.pod["initContainers"]
+    command = list(loader["command"])
+    command[4] = "4"
+    repos = [hub.HubRepo.from_dir(ADAPTERS[0]["repo"], lora_run.scratch / "models" / "adapters" / "support-bot")]
+    with hub.LoopbackHub(repos) as loopback:
+        done = _download(loader, vllm_python, tmp_path, loopback.endpoint, command)
+    assert done.returncode != 0
+    assert "adapter support-bot: rank 8 is above the planned --max-lora-rank 4: set spec.adapters[0].rank: 8" in done.stderr

@@ -1,0 +1,198 @@
+"""spec.adapters (issue 19): the LoRA adapters' validation, ranks, memory, refusals, flags and rollout. Pure."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from gemma_operator import adapters, rollout
+from gemma_operator.api.v1alpha1 import Adapter, GemmaDeploymentSpec
+from gemma_operator.inventory import pools
+from gemma_operator.planner import InvalidSpec, NoFit, Plan, plan
+from gemma_operator.render import render
+from gemma_operator.runtimes import CACHE_DIR
+from tests.conftest import node_list
+
+BASE = {"model": {"family": "gemma3", "size": "1b"}}
+SUPPORT = {"name": "support-bot", "repo": "acme/support-lora", "rank": 32, "gguf": "support.gguf"}
+SQL = {"name": "sql-writer", "repo": "acme/sql-lora", "gguf": "sql.gguf"}
+
+
+def planned(catalog, fixture: str, spec: dict) -> Plan | NoFit:
+    parsed = GemmaDeploymentSpec.model_validate(spec)
+    return plan(parsed, pools(node_list(fixture), catalog, parsed.node_selector), catalog)
+
+
+def deployment(catalog, fixture: str, spec: dict) -> dict:
+    parsed = GemmaDeploymentSpec.model_validate(spec)
+    return next(o for o in render(planned(catalog, fixture, spec), "chat", "team-a", parsed) if o["kind"] == "Deployment")
+
+
+@pytest.mark.parametrize("adapter, error", [
+    ({"name": "a", "repo": "acme/lora"}, None),
+    ({"name": "a", "bucket": "loras", "path": "team/a"}, None),
+    ({"name": "a"}, "repo (with an optional revision), or from bucket and path"),
+    ({"name": "a", "repo": "acme/lora", "bucket": "loras", "path": "a"}, "or from bucket and path"),
+    ({"name": "a", "bucket": "loras", "path": "team/../../x"}, "may not climb out"),
+    ({"name": "a b", "repo": "acme/lora"}, "name"),
+    ({"name": "a", "repo": "acme/lora", "rank": 0}, "rank"),
+    ({"name": "a", "repo": "acme/lora", "gguf": "a.safetensors"}, "gguf"),
+])  # fmt: skip
+def test_an_adapter_is_validated_naming_the_field(adapter, error):
+    if error is None:
+        GemmaDeploymentSpec.model_validate({"adapters": [adapter]})
+        return
+    with pytest.raises(ValidationError) as raised:
+        GemmaDeploymentSpec.model_validate({"adapters": [adapter]})
+    assert raised.value.errors()[0]["loc"][:2] == ("adapters", 0)
+    assert error in str(raised.value)
+
+
+def test_adapter_names_are_unique():
+    with pytest.raises(ValidationError, match="adapter names must be unique; repeated: a"):
+        GemmaDeploymentSpec.model_validate({"adapters": [{"name": "a", "repo": "x/y"}, {"name": "a", "repo": "x/z"}]})
+
+
+@pytest.mark.parametrize("ranks, expected", [
+    ([], 16), ([None], 16), ([8], 8), ([8, None], 16), ([17], 32), ([64, 32], 64), ([300], 320), ([512], 512), ([2], 8),
+])  # fmt: skip
+def test_planned_rank_is_the_largest_rounded_up_to_vllms_choices(ranks, expected):
+    listed = [Adapter.model_validate({"name": f"a{i}", "repo": "x/y", **({"rank": r} if r else {})})
+              for i, r in enumerate(ranks)]  # fmt: skip
+    assert adapters.planned_rank(listed) == expected
+
+
+def test_the_lora_width_derived_from_the_parameter_count_is_near_the_checkpoints(catalog):
+    """Gemma 3 1B's config.json: intermediate_size 6912, hidden 1152, 26 layers, 4 heads x 256, 1 KV head."""
+    size = catalog.families["gemma3"].sizes["1b"]
+    exact = 26 * ((1152 + 1024) + 2 * (1152 + 256) + (1024 + 1152) + 3 * (1152 + 6912))
+    assert adapters.params_per_rank(size) == pytest.approx(exact, rel=0.05)
+
+
+def test_memory_vllm_counts_its_slots_and_llamacpp_each_adapter(catalog):
+    size = catalog.families["gemma3"].sizes["1b"]
+    listed = [Adapter.model_validate(SUPPORT), Adapter.model_validate(SQL)]
+    per_rank_gib = adapters.params_per_rank(size) * 2 / 2**30
+    assert adapters.memory_gib(size, "vllm", listed) == pytest.approx(2 * 32 * per_rank_gib)  # max-loras x max rank
+    assert adapters.memory_gib(size, "llamacpp", listed) == pytest.approx((32 + 16) * per_rank_gib)
+    assert adapters.memory_gib(size, "vllm", []) == 0
+
+
+@pytest.mark.parametrize("fixture, runtime", [("gke-l4", "vllm"), ("gke-cpu-only", "llamacpp")])
+def test_the_estimate_carries_the_adapters(catalog, fixture, runtime):
+    bare = planned(catalog, fixture, BASE)
+    with_adapters = planned(catalog, fixture, {**BASE, "adapters": [SUPPORT, SQL]})
+    assert with_adapters.runtime == bare.runtime == runtime
+    assert with_adapters.adapter_gib > 0
+    assert with_adapters.estimated_memory_gib == pytest.approx(bare.estimated_memory_gib + with_adapters.adapter_gib)
+    assert with_adapters.selection()["adapters"] == ["support-bot", "sql-writer"]
+    assert "adapters" not in bare.selection()
+    assert any(r.startswith("Adapters support-bot, sql-writer:") for r in with_adapters.reasons)
+
+
+def test_vllm_args_serve_every_adapter_under_its_name(catalog):
+    (server,) = deployment(catalog, "gke-l4", {**BASE, "adapters": [SUPPORT, SQL]})["spec"]["template"]["spec"]["containers"]
+    args = server["args"]
+    start = args.index("--enable-lora")
+    assert args[start:] == ["--enable-lora", "--lora-modules", "support-bot=/models/adapters/support-bot",
+                            "sql-writer=/models/adapters/sql-writer", "--max-loras", "2", "--max-lora-rank", "32"]  # fmt: skip
+
+
+def test_the_download_lands_in_the_cache_volume_the_server_reads(catalog):
+    assert adapters.ADAPTER_DIR.startswith(CACHE_DIR + "/")
+    pod = deployment(catalog, "gke-l4", {**BASE, "adapters": [SUPPORT, SQL]})["spec"]["template"]["spec"]
+    (loader,) = pod["initContainers"]
+    assert loader["command"][:2] == ["python3", "-c"]
+    assert loader["command"][3:6] == [adapters.ADAPTER_DIR, "32", "google/gemma-3-1b-it"]
+    assert loader["command"][6:] == ["0", "support-bot", "repo", "acme/support-lora", "",
+                                     "1", "sql-writer", "repo", "acme/sql-lora", ""]  # fmt: skip
+    assert {"name": "models", "mountPath": CACHE_DIR} in loader["volumeMounts"]
+    assert loader["image"] == pod["containers"][0]["image"]
+
+
+def test_a_filled_cache_keeps_the_weights_offline_but_downloads_the_adapters(catalog):
+    pod = deployment(catalog, "gke-l4", {**BASE, "adapters": [SUPPORT], "cache": {"type": "pvc"}})["spec"]["template"]["spec"]
+    (loader,) = pod["initContainers"]
+    assert "HF_HUB_OFFLINE" not in [e["name"] for e in loader["env"]]
+    assert "HF_HUB_OFFLINE" in [e["name"] for e in pod["containers"][0]["env"]]
+    assert all(not m.get("readOnly") for m in loader["volumeMounts"])
+
+
+def test_llamacpp_loads_the_ggufs_at_scale_zero(catalog):
+    pod = deployment(catalog, "gke-cpu-only", {**BASE, "adapters": [SUPPORT, SQL]})["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--lora-scaled") + 1] == \
+        "/models/adapters/support-bot/support.gguf:0,/models/adapters/sql-writer/sql.gguf:0"
+    assert [c["command"][-1] for c in pod["initContainers"]] == ["/models/adapters/support-bot/support.gguf",
+                                                                 "/models/adapters/sql-writer/sql.gguf"]  # fmt: skip
+    assert not any("Authorization" in part for c in pod["initContainers"] for part in c["command"])
+    token = deployment(catalog, "gke-cpu-only", {**BASE, "adapters": [SUPPORT], "hfTokenSecretRef": {"name": "hf"}})
+    (curl,) = token["spec"]["template"]["spec"]["initContainers"]
+    assert "%HF_TOKEN" in curl["command"] and "HF_TOKEN" in [e["name"] for e in curl["env"]]
+
+
+def test_an_adapter_without_a_gguf_refuses_llamacpp_with_a_reason(catalog):
+    no_gguf = {k: v for k, v in SQL.items() if k != "gguf"}
+    result = planned(catalog, "gke-cpu-only", {**BASE, "adapters": [SUPPORT, no_gguf]})
+    assert isinstance(result, NoFit)
+    assert "adapter sql-writer has none (set spec.adapters[1].gguf" in result.message
+    # A GPU pool still serves it, on vLLM.
+    assert planned(catalog, "gke-l4", {**BASE, "adapters": [no_gguf]}).runtime == "vllm"
+
+
+def test_a_bucket_adapter_refuses_llamacpp(catalog):
+    bucket = {"name": "b", "bucket": "loras", "path": "team/b", "gguf": "b.gguf"}
+    result = planned(catalog, "gke-cpu-only", {**BASE, "adapters": [bucket]})
+    assert isinstance(result, NoFit) and "spec.adapters[0].bucket" in result.message
+
+
+@pytest.mark.parametrize("adapter, field, words", [
+    ({**SQL, "baseModel": "google/gemma-3-4b-it"}, "spec.adapters[1].baseModel", "made for google/gemma-3-4b-it"),
+    ({**SQL, "name": "gemma-3-1b-it"}, "spec.adapters[1].name", "the base model's served name"),
+])  # fmt: skip
+def test_an_adapter_for_another_base_is_invalid_naming_it(catalog, adapter, field, words):
+    with pytest.raises(InvalidSpec) as raised:
+        planned(catalog, "gke-l4", {**BASE, "adapters": [SUPPORT, adapter]})
+    assert raised.value.field == field and words in str(raised.value)
+
+
+def test_the_declared_base_matches_on_llamacpp_too(catalog):
+    """llama.cpp serves the GGUF repo; the adapter names the safetensors base it was tuned on."""
+    result = planned(catalog, "gke-cpu-only", {**BASE, "adapters": [{**SUPPORT, "baseModel": "google/gemma-3-1b-it"}]})
+    assert result.model_id != "google/gemma-3-1b-it" and result.adapters
+
+
+def test_llamacpp_refuses_a_filled_cache_with_adapters(catalog):
+    spec = {**BASE, "adapters": [SUPPORT], "cache": {"type": "pvc"}}
+    with pytest.raises(InvalidSpec, match="spec.adapters: llama.cpp serves adapters from the emptyDir cache only"):
+        deployment(catalog, "gke-cpu-only", spec)
+
+
+def test_adapter_flags_in_extra_args_are_refused(catalog):
+    with pytest.raises(InvalidSpec, match="--max-lora-rank is set by the plan"):
+        deployment(catalog, "gke-l4", {**BASE, "adapters": [SUPPORT], "extraArgs": ["--max-lora-rank", "64"]})
+    # Without adapters, they stay the user's.
+    deployment(catalog, "gke-l4", {**BASE, "extraArgs": ["--max-lora-rank", "64"]})
+
+
+@pytest.mark.parametrize("before, after, names", [
+    ([], [SUPPORT], "support-bot=/models/adapters/support-bot"),
+    ([SUPPORT], [SUPPORT, SQL], "sql-writer=/models/adapters/sql-writer"),
+    ([SUPPORT, SQL], [SUPPORT], '["sql-writer=/models/adapters/sql-writer", "--max-loras", "2"'),
+])  # fmt: skip
+def test_changing_the_adapters_rolls_out_naming_the_change(catalog, before, after, names):
+    live = deployment(catalog, "gke-l4", {**BASE, "adapters": before})
+    desired = deployment(catalog, "gke-l4", {**BASE, "adapters": after})
+    reason = rollout.rollout_reason(live["spec"]["template"], desired["spec"]["template"])
+    assert reason.startswith("spec.containers[vllm].args[")
+    assert names in reason
+    spec_before = GemmaDeploymentSpec.model_validate({**BASE, "adapters": before}).model_dump(by_alias=True)
+    spec_after = GemmaDeploymentSpec.model_validate({**BASE, "adapters": after}).model_dump(by_alias=True)
+    selection = planned(catalog, "gke-l4", BASE).selection()
+    assert rollout.spec_hash(spec_before, selection) != rollout.spec_hash(spec_after, selection)
+
+
+def test_llamacpp_init_containers_have_distinct_names(catalog):
+    clash = [{"name": "Sql.Writer", "repo": "acme/a", "gguf": "a.gguf"}, {"name": "sql_writer", "repo": "acme/b", "gguf": "b.gguf"}]
+    pod = deployment(catalog, "gke-cpu-only", {**BASE, "adapters": clash})["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["adapter-sql-writer-0", "adapter-sql-writer-1"]
