@@ -22,9 +22,11 @@ DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 # Flags the plan owns: a user repeating them in extraArgs would silently contradict the plan.
 OWNED_FLAGS = {
     "vllm": ("--model", "--served-model-name", "--host", "--port", "--dtype", "--max-model-len",
-             "--tensor-parallel-size", "-tp", "--quantization", "-q", "--gpu-memory-utilization"),
+             "--tensor-parallel-size", "-tp", "--quantization", "-q", "--gpu-memory-utilization",
+             "--limit-mm-per-prompt", "--language-model-only"),
     "llamacpp": ("-m", "--model", "-hf", "-hfr", "--hf-repo", "-hff", "--hf-file", "-a", "--alias", "--host",
-                 "--port", "-c", "--ctx-size", "-ngl", "--gpu-layers", "--n-gpu-layers", "-t", "--threads"),
+                 "--port", "-c", "--ctx-size", "-ngl", "--gpu-layers", "--n-gpu-layers", "-t", "--threads",
+                 "-mm", "--mmproj", "-mmu", "--mmproj-url", "--mmproj-auto", "--no-mmproj", "--no-mmproj-auto"),
 }  # fmt: skip
 
 

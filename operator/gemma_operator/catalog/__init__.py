@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 Quantization = Literal["bf16", "fp16", "fp8", "int8", "int4", "q4_0", "q8_0"]
 Tuning = Literal["it", "pt"]
 RuntimeName = Literal["vllm", "llamacpp"]
+Input = Literal["text", "image", "audio"]
 
 
 class Strict(BaseModel):
@@ -52,6 +53,25 @@ class Architecture(Strict):
         return self
 
 
+class Projector(Strict):
+    """llama.cpp's multimodal projector GGUF (`mmproj`): the vision/audio encoder llama-server loads beside
+    the language model for image or audio input."""
+
+    file: str
+    inputs: list[Input] = Field(min_length=1, description="the inputs beyond text it encodes")
+    bytes: int = Field(gt=0, description="file size in bytes: downloaded, cached and held in memory beside the weights")
+    bytes_source: HttpUrl
+
+
+class Encoder(Strict):
+    """A vision or audio encoder of a multimodal checkpoint, and whether the model card's parameter count holds it."""
+
+    name: str
+    params_b: float = Field(gt=0, description="parameters, in billions")
+    in_params: bool = Field(description="params_b of the size already counts it")
+    source: HttpUrl
+
+
 class Checkpoint(Strict):
     """A quantized checkpoint beyond the base bf16 safetensors repos."""
 
@@ -67,11 +87,16 @@ class Checkpoint(Strict):
     # Weights in memory are at least the file: Google's QAT GGUFs keep some tensors above 4 bits.
     bytes: int = Field(gt=0, description="size of the weights file(s) in bytes; the floor of planned weights")
     bytes_source: HttpUrl = Field(description="where the size is listed")
+    projector: Projector | None = Field(
+        default=None, description="GGUF: the multimodal projector (mmproj) file published in the same repo"
+    )
 
     @model_validator(mode="after")
     def _gguf_has_file(self) -> Checkpoint:
         if self.format == "gguf" and not self.file:
             raise ValueError(f"GGUF checkpoint {self.repo} needs `file`")
+        if self.projector and self.format != "gguf":
+            raise ValueError(f"checkpoint {self.repo}: a projector file goes with a GGUF checkpoint")
         return self
 
 
@@ -84,6 +109,9 @@ class ModelSize(Strict):
     gated: bool = Field(description="the `ids` repos need a token of an account that accepted the license")
     gated_source: HttpUrl = Field(description="where the gate (or its absence) shows")
     modalities: list[Literal["text", "image", "audio", "video"]] = ["text"]
+    encoders: dict[Literal["image", "audio"], Encoder] = Field(
+        default_factory=dict, description="the encoders of the inputs beyond text, where the catalog knows their size"
+    )
     architecture: Architecture
     published_memory_gb: dict[Quantization, float] = Field(
         default_factory=dict, description="weights-only memory Google publishes, per precision, in GB as printed"
@@ -95,6 +123,9 @@ class ModelSize(Strict):
     def _memory_has_source(self) -> ModelSize:
         if self.published_memory_gb and self.published_memory_source is None:
             raise ValueError("published_memory_gb needs published_memory_source")
+        for modality in self.encoders:
+            if modality not in self.modalities:
+                raise ValueError(f"an {modality} encoder on a size without {modality} input")
         return self
 
 
@@ -103,6 +134,10 @@ class RuntimeSupport(Strict):
     float16: bool = Field(default=True, description="False where the runtime refuses float16 for this family")
     tpu: bool = Field(default=False, description="vLLM on TPU supports this family")
     min_version: str | None = None
+    inputs: list[Input] = Field(
+        default_factory=lambda: ["text"],
+        description="the inputs the pinned release serves for this family (where the size has them too)",
+    )
     notes: str = ""
     source: HttpUrl | None = None
 

@@ -34,11 +34,23 @@ def args(plan: Plan) -> list[str]:
     ]  # fmt: skip
     if plan.chat_template:
         result.append("--jinja")  # apply the chat template shipped inside the GGUF
+    result += multimodal_args(plan)
     if plan.pool.kind == "cpu":
         result += ["--threads", str(threads(plan))]
     else:
         result += ["--n-gpu-layers", ALL_LAYERS]
     return result
+
+
+def multimodal_args(plan: Plan) -> list[str]:
+    """Image or audio input: the projector GGUF (mmproj) of the model's repo, which llama-server's -hf
+    downloader fetches into LLAMA_CACHE beside the weights and loads (b11434: --mmproj takes a local
+    path, whose snapshot directory is only known once downloaded; with -hf it is left out and
+    --mmproj-auto picks the repo's projector). Text only on a multimodal checkpoint: --no-mmproj, or
+    b11434 fetches and loads the projector anyway (its -hf default)."""
+    if plan.media:
+        return ["--mmproj-auto"]
+    return ["--no-mmproj"] if plan.language_only else []
 
 
 def resources(plan: Plan) -> dict:

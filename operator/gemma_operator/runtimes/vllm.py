@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 from ..api.v1alpha1 import GemmaDeploymentSpec
@@ -33,7 +34,21 @@ def args(plan: Plan) -> list[str]:
     ]  # fmt: skip
     if plan.vllm_quantization:
         result += ["--quantization", plan.vllm_quantization]
+    result += multimodal_args(plan)
     return result
+
+
+def multimodal_args(plan: Plan) -> list[str]:
+    """Images and audio: the most per request, and 0 for the checkpoint's other inputs (vLLM then skips
+    their encoders and profiling); text only on a multimodal checkpoint: the language model alone
+    (vLLM 0.32's --language-model-only: every limit 0, no encoder loaded or profiled)."""
+    if plan.language_only:
+        return ["--language-model-only"]
+    if not plan.media:
+        return []
+    asked = dict(plan.media)
+    limits = {m: asked.get(m, 0) for m in plan.modalities}
+    return ["--limit-mm-per-prompt", json.dumps(limits, separators=(",", ":"))]
 
 
 def resources(plan: Plan) -> dict:
