@@ -88,6 +88,14 @@ def explain(best: Plan, model: Model, spec: GemmaDeploymentSpec, context: Contex
         out.append("Tuning it: instruction-tuned; the server applies Gemma's chat template, so clients call /v1/chat/completions.")
     else:
         out.append("Tuning pt: the pre-trained base model, for /v1/completions; it has no chat template.")
+    if (template := spec.chat_template) is not None:
+        if template.config_map_ref is None:
+            out.append("Chat template: spec.chatTemplate.inline replaces the checkpoint's, passed to the server as "
+                       "one argument; it parses, and renders a sample conversation, in jinja2's sandbox.")  # fmt: skip
+        else:
+            ref = template.config_map_ref
+            out.append(f"Chat template: ConfigMap {ref.name}, key {ref.key}, replaces the checkpoint's, mounted as a "
+                       "file; its text is parsed and tried on a sample conversation in jinja2's sandbox once read.")  # fmt: skip
 
     unit = {"gpu": "GPU", "tpu": "TPU chip", "cpu": "node"}[pool.kind]
     if spec.accelerator == "auto" and len(attempts) == 1:

@@ -23,10 +23,11 @@ DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 OWNED_FLAGS = {
     "vllm": ("--model", "--served-model-name", "--host", "--port", "--dtype", "--max-model-len",
              "--tensor-parallel-size", "-tp", "--quantization", "-q", "--gpu-memory-utilization",
-             "--limit-mm-per-prompt", "--language-model-only"),
+             "--limit-mm-per-prompt", "--language-model-only", "--chat-template"),
     "llamacpp": ("-m", "--model", "-hf", "-hfr", "--hf-repo", "-hff", "--hf-file", "-a", "--alias", "--host",
                  "--port", "-c", "--ctx-size", "-ngl", "--gpu-layers", "--n-gpu-layers", "-t", "--threads",
-                 "-mm", "--mmproj", "-mmu", "--mmproj-url", "--mmproj-auto", "--no-mmproj", "--no-mmproj-auto"),
+                 "-mm", "--mmproj", "-mmu", "--mmproj-url", "--mmproj-auto", "--no-mmproj", "--no-mmproj-auto",
+                 "--chat-template", "--chat-template-file"),
 }  # fmt: skip
 
 

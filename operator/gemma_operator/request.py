@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+from . import chat_template
 from .api.v1alpha1 import GemmaDeploymentSpec
 from .catalog import Catalog, Checkpoint, Family, ModelSize, gke_aliases
 from .inventory import Inventory
@@ -168,6 +169,7 @@ def check_static(spec: GemmaDeploymentSpec, catalog: Catalog, models: list[Model
         raise InvalidSpec("quantization", f"vLLM refuses float16 for {family_key} (numerical instability); use bf16")
     if spec.accelerator == "cpu" and rt == "vllm":
         raise InvalidSpec("runtime", "gemma-operator runs vLLM on GPUs and TPUs only; use llamacpp on CPU")
+    chat_template.check(spec)  # an inline override parses and renders; a ConfigMap's is checked once read
     pinned = models[0].pinned
     if pinned and q != "auto" and q != pinned.quantization:
         raise InvalidSpec("quantization", f"{q} contradicts model.id {pinned.repo}, a {pinned.quantization} checkpoint")

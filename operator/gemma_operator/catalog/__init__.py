@@ -142,6 +142,20 @@ class RuntimeSupport(Strict):
     source: HttpUrl | None = None
 
 
+class TurnFormat(Strict):
+    """How an instruction-tuned checkpoint's own chat template lays out a conversation."""
+
+    bos: str = "<bos>"
+    turn_start: str = Field(description="opens a turn; the role and a newline follow")
+    turn_end: str = Field(description="closes a turn; a newline follows")
+    user_role: str = "user"
+    model_role: str = "model"
+    system: Literal["own_turn", "first_user_turn"] = Field(
+        description="own_turn: a system turn; first_user_turn: the system text opens the first user turn"
+    )
+    source: HttpUrl
+
+
 class Family(Strict):
     display_name: str
     kind: Literal["core", "code", "safety", "other"]
@@ -152,6 +166,7 @@ class Family(Strict):
         "that the server applies for /v1/chat/completions"
     )
     runtimes: dict[RuntimeName, RuntimeSupport]
+    turn_format: TurnFormat | None = Field(default=None, description="the checkpoints' own chat turn format")
     sources: list[HttpUrl] = Field(min_length=1)
     sizes: dict[str, ModelSize] = Field(min_length=1)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from .. import chat_template
 from ..api.v1alpha1 import GemmaDeploymentSpec
 from ..planner import Plan
 from . import CACHE_DIR, PORT, Server, cache_volume, container, env, gib, shm_volume
@@ -69,10 +70,17 @@ def server(plan: Plan, spec: GemmaDeploymentSpec, image: str) -> Server:
     models, models_mount = cache_volume()
     shm, shm_mount = shm_volume("1Gi")
     own_env = [{"name": "LLAMA_CACHE", "value": CACHE_DIR}]
+    volumes, mounts = [models, shm], [models_mount, shm_mount]
+    if template := chat_template.volume(spec):
+        volumes.append(template[0])
+        mounts.append(template[1])
+    argv = args(plan)
+    if spec.chat_template is not None and "--jinja" not in argv:
+        argv.append("--jinja")  # before --chat-template: without it llama-server takes only templates it knows
     return Server(
         container=container(
-            "llama-server", image, COMMAND, args(plan) + list(spec.extra_args), env(spec, own_env),
-            resources(plan), [models_mount, shm_mount], plan,
+            "llama-server", image, COMMAND, argv + chat_template.args(spec, "llamacpp") + list(spec.extra_args),
+            env(spec, own_env), resources(plan), mounts, plan,
         ),
-        volumes=[models, shm],
+        volumes=volumes,
     )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+from .. import chat_template
 from ..api.v1alpha1 import GemmaDeploymentSpec
 from ..planner import Plan
 from . import CACHE_DIR, PORT, Server, cache_volume, container, env, gib, shm_volume
@@ -69,10 +70,14 @@ def server(plan: Plan, spec: GemmaDeploymentSpec, image: str) -> Server:
         {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
     ]
+    volumes, mounts = [models, shm], [models_mount, shm_mount]
+    if template := chat_template.volume(spec):
+        volumes.append(template[0])
+        mounts.append(template[1])
     return Server(
         container=container(
-            "vllm", image, COMMAND, args(plan) + list(spec.extra_args), env(spec, own_env), resources(plan),
-            [models_mount, shm_mount], plan,
+            "vllm", image, COMMAND, args(plan) + chat_template.args(spec, "vllm") + list(spec.extra_args),
+            env(spec, own_env), resources(plan), mounts, plan,
         ),
-        volumes=[models, shm],
+        volumes=volumes,
     )  # fmt: skip
