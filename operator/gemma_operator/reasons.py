@@ -223,7 +223,7 @@ def _input_reasons(best: Plan, model: Model) -> list[str]:
             "; the catalog has no size for its encoder, so the estimate holds the language model only"  # fmt: skip
     else:
         how = (f"llama.cpp loads the projector {best.projector_file} from {best.model_id} (--mmproj-auto: downloaded "
-               f"and cached with the weights), {asked} per request as the client sends them")  # fmt: skip
+               f"and cached with the weights); llama-server has no per-request limit, so {asked} is the client's to keep")  # fmt: skip
         memory = f"; its {best.projector_bytes / 2**30:.2f} GiB are in the estimate and the cache"
     return [f"Inputs {', '.join(['text', *dict(best.media)])}: {how}{memory}."]
 
