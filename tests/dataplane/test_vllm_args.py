@@ -39,6 +39,10 @@ SPECS = {
     # Embedding models go to a CPU pool when one fits (the cheapest); asked onto a GPU, vLLM's pooling runner.
     "embed-l4": {"model": {"task": "embed"}, "accelerator": "nvidia-l4"},
     "embed-h100": {"model": {"task": "embed"}, "accelerator": "nvidia-h100-80gb"},
+    # spec.model.inputs: --limit-mm-per-prompt as JSON, and --language-model-only for text only.
+    "gemma3-4b-text": {"model": {"family": "gemma3", "size": "4b"}},
+    "gemma3-image": {"model": {"family": "gemma3", "inputs": ["image"], "imagesPerPrompt": 3}},
+    "gemma3n-image-audio": {"model": {"family": "gemma3n", "inputs": ["image", "audio"]}},
 }
 # Fixtures where no vLLM plan is expected: CPU-only nodes run llama.cpp (test_llama_server.py), and
 # vLLM's CUDA image needs compute capability 7.5, which a V100 (7.0) lacks.

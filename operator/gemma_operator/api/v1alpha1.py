@@ -63,6 +63,9 @@ SizePolicy = Literal["smallest", "largest", "cheapest"]
 AutoscalingMetric = Literal["queue", "kvCache"]
 AutoscalingProvider = Literal["auto", "hpa", "keda"]
 Phase = Literal["Planning", "Deploying", "Ready", "Degraded", "NoFit", "Invalid"]
+Input = Literal["text", "image", "audio"]
+# Most images or audio clips one request may carry (vLLM's --limit-mm-per-prompt); each is memory profiled.
+MAX_MEDIA_PER_PROMPT = 64
 
 
 class Model(BaseModel):
@@ -105,6 +108,47 @@ class ModelSpec(Model):
         description="Explicit Hugging Face repo id (owner/name). Overrides family, size and tuning when it is "
         "in the catalog; for a fine-tune outside it, also set family and size of its base model.",
     )
+    inputs: list[Input] = Field(
+        default_factory=lambda: ["text"],
+        min_length=1,
+        max_length=3,
+        description="What requests carry: text (always), image, audio. Only sizes whose encoders take every input "
+        "are planned; without image or audio, multimodal checkpoints run their language model only.",
+    )
+    images_per_prompt: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_MEDIA_PER_PROMPT,
+        description="With image in inputs: the most images one request may carry (default 1).",
+    )
+    audios_per_prompt: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_MEDIA_PER_PROMPT,
+        description="With audio in inputs: the most audio clips one request may carry (default 1).",
+    )
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_unique(cls, inputs: list[str]) -> list[str]:
+        repeated = sorted({i for i in inputs if inputs.count(i) > 1})
+        if repeated:
+            raise ValueError(f"inputs must be unique; repeated: {', '.join(repeated)}")
+        return inputs
+
+    @model_validator(mode="after")
+    def _counts_need_their_input(self) -> ModelSpec:
+        for field, count, modality in (("imagesPerPrompt", self.images_per_prompt, "image"),
+                                       ("audiosPerPrompt", self.audios_per_prompt, "audio")):  # fmt: skip
+            if count is not None and modality not in self.inputs:
+                raise ValueError(f"{field} needs {modality} in inputs")
+        return self
+
+    @property
+    def media(self) -> dict[str, int]:
+        """The inputs beyond text, each with the most items one request may carry."""
+        counts = {"image": self.images_per_prompt or 1, "audio": self.audios_per_prompt or 1}
+        return {m: counts[m] for m in ("image", "audio") if m in self.inputs}
 
 
 class SecretKeyRef(Model):
@@ -287,6 +331,44 @@ class Objective(Model):
     )
 
 
+# An inline chat template travels as one server argument; real templates are a few KiB (Gemma 3's: ~1.5).
+MAX_CHAT_TEMPLATE = 65536
+
+
+class ConfigMapKeyRef(Model):
+    name: str = Field(max_length=MAX_NAME, pattern=DNS_SUBDOMAIN, description="ConfigMap in the same namespace.")
+    key: str = Field(max_length=MAX_NAME, pattern=r"^[-._a-zA-Z0-9]+$", description="Key holding the template.")
+
+
+class ChatTemplate(Model):
+    """A Jinja chat template in place of the checkpoint's: exactly one of inline or configMapRef."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "has(self.inline) != has(self.configMapRef)",
+                 "message": "chatTemplate needs exactly one of inline or configMapRef"},
+            ]
+        }
+    )  # fmt: skip
+
+    inline: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_CHAT_TEMPLATE,
+        description="The template itself (Jinja, as in a checkpoint's chat_template.jinja).",
+    )
+    config_map_ref: ConfigMapKeyRef | None = Field(
+        default=None, description="A ConfigMap key holding the template; mounted into the model pod."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ChatTemplate:
+        if (self.inline is None) == (self.config_map_ref is None):
+            raise ValueError("chatTemplate needs exactly one of inline or configMapRef")
+        return self
+
+
 class GemmaDeploymentSpec(Model):
     model: ModelSpec = Field(default_factory=ModelSpec, description="Which Gemma to serve.")
     quantization: Quantization = Field(
@@ -358,6 +440,11 @@ class GemmaDeploymentSpec(Model):
         "that does is a NoFit with the best prediction and the nearest change. status.selection.predicted "
         "shows the prediction.",
     )
+    chat_template: ChatTemplate | None = Field(
+        default=None,
+        description="Overrides the checkpoint's chat template. Parsed in jinja2's sandbox before it runs: a syntax "
+        "error is Invalid, naming the line; `gemma-operator plan` prints the prompt a sample conversation becomes.",
+    )
 
     # A field validator, so that the error names spec.env, not the whole spec.
     @field_validator("env")
@@ -407,6 +494,10 @@ class Predicted(Model):
 class Selection(Model):
     model_id: str = Field(description="Hugging Face repo being served.")
     model_file: str | None = Field(default=None, description="GGUF file inside the repo (llama.cpp).")
+    projector_file: str | None = Field(
+        default=None, description="Multimodal projector GGUF (llama.cpp), from the same repo, for image or audio input."
+    )
+    inputs: list[str] | None = Field(default=None, description="Inputs beyond text the server accepts, with the most per request.")
     served_model_name: str = Field(description="Model name clients pass to the OpenAI API.")
     family: str
     size: str
