@@ -140,9 +140,12 @@ def check(spec: GemmaDeploymentSpec, config_map: Mapping[str, str] | None = None
 
 
 def prompt(spec: GemmaDeploymentSpec, family: Family, tuning: str,
-           config_maps: Mapping[str, Mapping[str, str]] | None = None) -> Prompt:  # fmt: skip
-    """What the sample conversation becomes on the server. `config_maps`: name -> data of the
-    ConfigMaps at hand (`plan`: those in its files)."""
+           config_maps: Mapping[str, Mapping[str, str]] | None = None) -> Prompt | None:  # fmt: skip
+    """What the sample conversation becomes on the server; None for an embedding model (no conversation:
+    /v1/embeddings takes text; a chatTemplate on one is refused in request.py). `config_maps`: name -> data
+    of the ConfigMaps at hand (`plan`: those in its files)."""
+    if family.task == "embed":
+        return None
     template = spec.chat_template
     if template is not None:
         field, name = where(template)
@@ -155,8 +158,10 @@ def prompt(spec: GemmaDeploymentSpec, family: Family, tuning: str,
             return Prompt(name, None, f"ConfigMap {ref.name} is not in the files given; the operator checks it on the cluster")
         check(spec, data)
         return Prompt(f"ConfigMap {ref.name}, key {ref.key}", *render_sample(data[ref.key], field, name))
-    if tuning != "it" or not family.chat_template:
+    if tuning != "it":
         return Prompt("none", None, "a pre-trained checkpoint has no chat template: clients call /v1/completions")
+    if not family.chat_template:
+        return Prompt("none", None, f"{family.display_name} has no chat template: its request format is in the reasons")
     if family.turn_format is None:
         return Prompt("the checkpoint's template", None, "the catalog does not record this family's turn format")
     turns = family.turn_format

@@ -81,6 +81,20 @@ def _check_task(spec: GemmaDeploymentSpec, fkey: str, family: Family, catalog: C
     raise InvalidSpec("model.task", f"{asked}: {fkey} is a {family.task} model; the {asked} families are {', '.join(others)}")
 
 
+def _check_embed_inputs(spec: GemmaDeploymentSpec, fkey: str, family: Family) -> None:
+    """An embedding model reads text and applies no chat template: inputs beyond text and a chatTemplate
+    are Invalid on it, naming the field (EmbeddingGemma has no encoder, and /v1/embeddings renders no turns)."""
+    if family.task != "embed":
+        return
+    beyond_text = [i for i in spec.model.inputs if i != "text"]
+    if beyond_text:
+        raise InvalidSpec("model.inputs", f"{fkey} is an embedding model and reads text only, not "
+                                          f"{' or '.join(beyond_text)}; drop them, or embed their captions")  # fmt: skip
+    if spec.chat_template is not None:
+        raise InvalidSpec("chatTemplate", f"{fkey} is an embedding model: /v1/embeddings applies no chat template; "
+                                          "prefix the text as its model card says instead")  # fmt: skip
+
+
 def _tuning(family: Family, size: ModelSize, asked: str) -> str | None:
     """The tuning served: as asked for chat families; an embedding model's one checkpoint whatever was asked."""
     if family.task == "embed":
@@ -114,6 +128,7 @@ def resolve_models(spec: GemmaDeploymentSpec, catalog: Catalog) -> tuple[list[Mo
                     raise InvalidSpec(f"model.{name}", f"{asked!r} contradicts model.id {m.id} ({name} {got})")
             family = catalog.families[fkey]
             _check_task(spec, fkey, family, catalog)
+            _check_embed_inputs(spec, fkey, family)
             size = family.sizes[skey]
             if missing := missing_inputs(size, m.inputs):
                 raise InvalidSpec("model.inputs", f"{m.id} ({fkey} {skey}) takes {' and '.join(size.modalities)}, "
@@ -140,6 +155,7 @@ def resolve_models(spec: GemmaDeploymentSpec, catalog: Catalog) -> tuple[list[Mo
         reasons.append(f"Family {fkey}: as asked.")
     family = catalog.families[fkey]
     _check_task(spec, fkey, family, catalog)
+    _check_embed_inputs(spec, fkey, family)
 
     if m.size != "auto":
         if m.size not in family.sizes:
