@@ -216,6 +216,12 @@ def check_static(spec: GemmaDeploymentSpec, catalog: Catalog, models: list[Model
     if beyond_text and rt != "auto" and rt not in servers:
         raise InvalidSpec("model.inputs", f"{RUNTIME_NAMES[rt]} does not serve {' and '.join(beyond_text)} input for "
                           f"{family_key}; {RUNTIME_NAMES[servers[0]]} does (runtime: {servers[0]})")  # fmt: skip
+    for modality, count in spec.model.media.items():
+        caps = [family.runtimes[r].max_per_prompt.get(modality) for r in servers if rt in ("auto", r)]
+        if caps and all(cap is not None and cap < count for cap in caps):
+            field = "model.imagesPerPrompt" if modality == "image" else "model.audiosPerPrompt"
+            raise InvalidSpec(field, f"{count}: {family_key} takes at most {max(caps)} {modality} per request "
+                                     "(the pinned runtime's limit)")  # fmt: skip
     if q == "fp16" and rt == "vllm" and not family.runtimes["vllm"].float16:
         raise InvalidSpec("quantization", f"vLLM refuses float16 for {family_key} (numerical instability); use bf16")
     if spec.accelerator == "cpu" and rt == "vllm":

@@ -43,6 +43,11 @@ SPECS = {
     "gemma3-4b-text": {"model": {"family": "gemma3", "size": "4b"}},
     "gemma3-image": {"model": {"family": "gemma3", "inputs": ["image"], "imagesPerPrompt": 3}},
     "gemma3n-image-audio": {"model": {"family": "gemma3n", "inputs": ["image", "audio"]}},
+    # The families the embed work added, with the inputs work's flags (PaliGemma 2: one image at most).
+    "medgemma-text": {"model": {"family": "medgemma"}},
+    "medgemma-image": {"model": {"family": "medgemma", "inputs": ["image"], "imagesPerPrompt": 2}},
+    "paligemma2-image": {"model": {"family": "paligemma2", "inputs": ["image"]}},
+    "txgemma": {"model": {"family": "txgemma"}},
 }
 # Fixtures where no vLLM plan is expected: CPU-only nodes run llama.cpp (test_llama_server.py), and
 # vLLM's CUDA image needs compute capability 7.5, which a V100 (7.0) lacks.

@@ -175,3 +175,15 @@ def test_families_without_a_chat_template_say_so_and_take_an_override(catalog):
     spec = GemmaDeploymentSpec.model_validate({"model": {"family": "paligemma2"}, "chatTemplate": {"inline": TEMPLATE}})
     got = chat_template.prompt(spec, paligemma, "it")
     assert got is not None and got.text is not None and got.text.startswith("<|system|>You are a concise assistant.")
+
+
+def test_paligemma_takes_one_image_per_request(catalog):
+    # vLLM 0.32's paligemma.py supports 1 image per prompt and caps a higher limit silently: refuse it here.
+    assert catalog.families["paligemma2"].runtimes["vllm"].max_per_prompt == {"image": 1}
+    with pytest.raises(InvalidSpec) as info:
+        decide(catalog, {"model": {"family": "paligemma2", "inputs": ["image"], "imagesPerPrompt": 2}}, "gke-l4")
+    assert info.value.field == "spec.model.imagesPerPrompt"
+    assert "2: paligemma2 takes at most 1 image per request" in str(info.value)
+    # Gemma 3 has no such cap.
+    assert isinstance(decide(catalog, {"model": {"family": "gemma3", "inputs": ["image"], "imagesPerPrompt": 8}},
+                             "gke-l4"), Plan)  # fmt: skip

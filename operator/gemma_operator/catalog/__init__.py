@@ -144,6 +144,9 @@ class RuntimeSupport(Strict):
         default_factory=lambda: ["text"],
         description="the inputs the pinned release serves for this family (where the size has them too)",
     )
+    max_per_prompt: dict[Input, int] = Field(
+        default_factory=dict, description="the most items of an input one request may carry (absent: no limit)"
+    )
     notes: str = ""
     source: HttpUrl | None = None
 
