@@ -300,8 +300,9 @@ def _print_one(outcome: Outcome, args: argparse.Namespace, source: dict[str, Any
         err.write(f"warning: {outcome.warning}\n")
     if args.output == "table":
         _table(outcome.selection, {"endpoint": outcome.endpoint, "nodes": source_words}, out)
-        _candidates(outcome, out)
+        # The sample prompt before the candidates: the candidates table runs to the next blank section.
         _prompt_table(outcome.prompt, out)
+        _candidates(outcome, out)
         if outcome.example:
             out.write(f"\nTry it (from a pod in the cluster):\n  {outcome.example}\n")
         if args.manifests:
