@@ -114,6 +114,13 @@ def parse_spec(resource: dict[str, Any]) -> GemmaDeploymentSpec:
 
 def _predicted_words(p: dict[str, Any]) -> str:
     w = p["workload"]
+    if "latencySeconds" in p:  # an embedding plan (performance.EmbedPrediction)
+        cost = (f"${p['costPerMillionInputTokens']:g} per million input tokens" if p.get("costPerMillionInputTokens") is not None
+                else "no price")  # fmt: skip
+        return (f"{w['inputTokens']} input tokens x {w['concurrency']}: {p['latencySeconds']:g} s a request alone, "
+                f"{p['latencySecondsAtConcurrency']:g} s at that concurrency; full load {p['inputTokensPerSecond']:g} input tok/s "
+                f"({p['requestsPerSecond']:g} req/s) per replica, {p['maxConcurrency']} per forward pass, "
+                f"{p['replicas']} replica(s), {cost}")  # fmt: skip
     cost = f"${p['costPerMillionTokens']:g} per million output tokens" if p.get("costPerMillionTokens") is not None else "no price"
     return (f"{w['promptTokens']} + {w['outputTokens']} tokens x {w['concurrency']}: TTFT {p['ttftSeconds']:g} s, "
             f"{p['outputTokensPerSecondPerUser']:g} tok/s per user, {p['outputTokensPerSecond']:g} in total, "

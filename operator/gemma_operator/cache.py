@@ -20,13 +20,14 @@ import hashlib
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from .api.v1alpha1 import CacheSpec, GemmaDeploymentSpec
+from .inventory import quantity
 from .planner import Plan
-from .runtimes import (CACHE_DIR, HOME_DIR, STARTUP_FLOOR_S, STARTUP_S_PER_WEIGHT_GIB, container_security_context,
-                       home_volume, token_env)  # fmt: skip
+from .runtimes import (CACHE_DIR, HOME_DIR, STARTUP_FLOOR_S, STARTUP_S_PER_WEIGHT_GIB, XET_CHUNK_CACHE_OFF,
+                       container_security_context, disk_request, home_volume, token_env)  # fmt: skip
 
 GIB = 2**30
 # Beyond the checkpoint's bytes: tokenizer and config files, a download's partial file, file-system
@@ -35,6 +36,10 @@ MARGIN_FRACTION = 0.10
 MARGIN_GIB = 1
 # The writable /models beside a read-only cache (vLLM's HF_HOME keeps small files there).
 SCRATCH_SIZE = "1Gi"
+# The loader's HOME (non-root images): `hf download --cache-dir` writes the weights into the store;
+# under HOME only huggingface_hub's small files (token, Xet metadata; the chunk cache is off), and
+# llama.cpp's downloader writes into LLAMA_CACHE.
+LOADER_HOME_SIZE = "1Gi"
 MANAGER = "gemma-operator"
 CLAIM_LABEL = "gemma.dev/cache"
 VOLUME = "model-cache"
@@ -165,9 +170,8 @@ def apply_to_pod(cache: Cache, plan: Plan, pod_spec: dict[str, Any], pod_meta: d
     """Point the model pod (as the runtime rendered it, with an emptyDir `models` at /models) at the cache."""
     (container,) = pod_spec["containers"]
     models = next(v for v in pod_spec["volumes"] if v["name"] == "models")
-    if not cache.filled:
+    if not cache.filled:  # the ephemeral-storage request counts it (render: runtimes.disk_request)
         models["emptyDir"] = {"sizeLimit": cache.size}
-        container["resources"].setdefault("requests", {})["ephemeral-storage"] = cache.size
         return
     hub = HUB_DIR[plan.runtime]
     store = _store_volume(cache, plan, read_only=True)
@@ -187,7 +191,6 @@ def apply_to_pod(cache: Cache, plan: Plan, pod_spec: dict[str, Any], pod_meta: d
     if cache.type == "gcsfuse":
         pod_meta.setdefault("annotations", {})[GCSFUSE_ANNOTATION] = "true"
         pod_spec["volumes"].append({"name": GCSFUSE_FILE_CACHE_VOLUME, "emptyDir": {"sizeLimit": cache.size}})
-        container["resources"].setdefault("requests", {})["ephemeral-storage"] = cache.size
     if cache.settings.service_account_name:
         pod_spec["serviceAccountName"] = cache.settings.service_account_name
 
@@ -230,15 +233,21 @@ def objects(cache: Cache, plan: Plan, spec: GemmaDeploymentSpec, namespace: str,
         out.append(claim)
     # vLLM's image: HF_HOME stays under HOME (hf writes more than the hub cache there); the hub
     # cache is the store, named by --cache-dir. llama.cpp: LLAMA_CACHE is the hub cache itself.
-    env = [] if plan.runtime == "vllm" else [{"name": "LLAMA_CACHE", "value": CACHE_DIR}]
+    # hf download's Xet chunk cache would land under HOME (runtimes.XET_CHUNK_CACHE_OFF); llama.cpp's
+    # downloader is plain HTTP (common/download.cpp: one GET into a .downloadInProgress file).
+    env = [dict(XET_CHUNK_CACHE_OFF)] if plan.runtime == "vllm" else [{"name": "LLAMA_CACHE", "value": CACHE_DIR}]
     env += token_env(spec)
     volumes = [_store_volume(cache, plan, read_only=False)]
     mounts = [{"name": VOLUME, "mountPath": HUB_DIR[plan.runtime]}]
     if plan.run_as:
-        home, home_mount = home_volume()
+        home, home_mount = home_volume(LOADER_HOME_SIZE)
         volumes.append(home)
         mounts.append(home_mount)
         env.insert(0, {"name": "HOME", "value": HOME_DIR})
+    resources = {part: dict(values) for part, values in LOADER_RESOURCES.items()}
+    disk = disk_request(volumes)
+    if disk:
+        resources["requests"]["ephemeral-storage"] = disk
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [{
@@ -247,7 +256,7 @@ def objects(cache: Cache, plan: Plan, spec: GemmaDeploymentSpec, namespace: str,
             "imagePullPolicy": "IfNotPresent",
             "command": loader_command(plan),
             "env": env,
-            "resources": {part: dict(values) for part, values in LOADER_RESOURCES.items()},
+            "resources": resources,
             "volumeMounts": mounts,
             "securityContext": container_security_context(),
             "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -313,8 +322,78 @@ def fill_deadline_seconds(cache: Cache) -> int:
     return per_try * (FILL_BACKOFF_LIMIT + 1)
 
 
-def fill_state(job: Mapping[str, Any] | None) -> tuple[str, str]:
-    """(state, message) of a loader Job: Filling until it completes, Failed with the Job's own message."""
+@dataclass(frozen=True)
+class Resize:
+    """A live cache claim against the claim the plan renders now (a catalog size may have grown since
+    it was created): `none`, `expand` (patch spec.resources.requests.storage to `needed`), `expanding`
+    (the API server accepted that), or `too-small` (it refused: `refusal` is its answer)."""
+
+    action: Literal["none", "expand", "expanding", "too-small"]
+    claim: str = ""
+    namespace: str = ""
+    requested: str = ""  # the live claim's request
+    needed: str = ""  # the rendered claim's request
+    bound: bool = False
+    refusal: str | None = None
+
+    @property
+    def expand(self) -> bool:
+        return self.action == "expand"
+
+    @property
+    def too_small(self) -> bool:
+        return self.action == "too-small"
+
+    def answered(self, refusal: str | None) -> Resize:
+        """The API server's answer to the expansion: None once accepted, else why it refused."""
+        return replace(self, action="too-small" if refusal else "expanding", refusal=refusal)
+
+    def message(self) -> str:
+        short = math.ceil((quantity(self.needed) - quantity(self.requested)) / GIB)
+        delete = f"`kubectl delete -n {self.namespace} pvc/{self.claim} job/{self.claim}`"
+        if self.bound:
+            remedy = (
+                f"Allow expansion on its StorageClass (allowVolumeExpansion: true) and expand it (`kubectl patch -n "
+                f"{self.namespace} pvc/{self.claim} -p '{{\"spec\":{{\"resources\":{{\"requests\":{{\"storage\":"
+                f"\"{self.needed}\"}}}}}}}}'`), or delete it and its loader Job ({delete}) so that the operator creates "
+                f"it at {self.needed} and fills it again."
+            )
+        else:
+            remedy = (f"Only a bound claim can be expanded: delete it and its loader Job ({delete}) so that the "
+                      f"operator creates it at {self.needed}.")  # fmt: skip
+        why = (self.refusal or "").strip().split("\n")[0].rstrip(".")  # a 422 goes on with the spec's diff
+        return (
+            f"The cache claim {self.claim} requests {self.requested}, but the checkpoint now needs {self.needed} "
+            f"({short} GiB more), and the API server refused to expand it: {why}. {remedy} "
+            f"The model pods do not start on it until it is large enough."
+        )
+
+
+def resize(live: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> Resize:
+    """What a live cache claim needs for the claim rendered now. Large enough when its request, or
+    the capacity it was given (provisioners round up), holds the rendered request; otherwise the
+    operator asks to expand it, as PersistentVolumeClaim expansion works: a larger
+    spec.resources.requests.storage on a bound claim of a StorageClass with allowVolumeExpansion."""
+    if not live:
+        return Resize("none")
+    needed = ((desired.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage")
+    requested = ((live.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage")
+    status = live.get("status") or {}
+    capacity = (status.get("capacity") or {}).get("storage")
+    if not needed or not requested or quantity(requested) >= quantity(needed):
+        return Resize("none")
+    if capacity and quantity(capacity) >= quantity(needed):
+        return Resize("none")
+    meta = live.get("metadata") or {}
+    return Resize("expand", claim=meta.get("name", ""), namespace=meta.get("namespace", ""), requested=requested,
+                  needed=needed, bound=status.get("phase") == "Bound")  # fmt: skip
+
+
+def fill_state(job: Mapping[str, Any] | None, claim: Resize | None = None) -> tuple[str, str]:
+    """(state, message) of a loader Job: Filling until it completes, Failed with the Job's own message;
+    TooSmall first when the claim it fills is smaller than the checkpoint and cannot be expanded."""
+    if claim is not None and claim.too_small:
+        return "TooSmall", claim.message()
     conditions = {c.get("type"): c for c in ((job or {}).get("status") or {}).get("conditions") or []
                   if c.get("status") == "True"}  # fmt: skip
     name = ((job or {}).get("metadata") or {}).get("name", "")

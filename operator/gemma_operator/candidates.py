@@ -40,9 +40,11 @@ def compare(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog, c
         elif chosen is None:
             row["outcome"] = "fits"
         elif spec.model.size_policy == "cheapest" and chosen.predicted:
-            mine, theirs = predicted.get("costPerMillionTokens"), chosen.predicted.get("costPerMillionTokens")
-            row["outcome"] = (f"lost: ${mine:.2f} per million output tokens, not ${theirs:.2f}" if mine is not None and theirs is not None
-                              else "lost: no price for its machine type")  # fmt: skip
+            key, what, digits = (("costPerMillionInputTokens", "input tokens at full load", 4) if alone.task == "embed"
+                                 else ("costPerMillionTokens", "output tokens", 2))  # fmt: skip
+            mine, theirs = predicted.get(key), chosen.predicted.get(key)
+            row["outcome"] = (f"lost: ${mine:.{digits}f} per million {what}, not ${theirs:.{digits}f}"
+                              if mine is not None and theirs is not None else "lost: no price for its machine type")  # fmt: skip
         elif alone.size != chosen.size:
             row["outcome"] = f"lost: size {alone.size}, not {chosen.size} (sizePolicy {spec.model.size_policy})"
         else:
@@ -57,11 +59,18 @@ COLUMNS = (("pool", "pool"), ("size", "size"), ("quantization", "quant"), ("ttft
            ("outcome", "outcome"))  # fmt: skip
 
 
+# An embedding plan's (performance.EmbedPrediction): per request alone, one replica at full load.
+EMBED_COLUMNS = (("pool", "pool"), ("size", "size"), ("quantization", "quant"), ("latencySeconds", "latency s"),
+                 ("requestsPerSecond", "req/s"), ("inputTokensPerSecond", "in tok/s"), ("maxConcurrency", "per pass"),
+                 ("replicas", "replicas"), ("costPerMillionInputTokens", "$/M in tok"), ("outcome", "outcome"))  # fmt: skip
+
+
 def table(rows: list[dict]) -> str:
-    """The rows as a text table, one pool a line."""
-    cells = [[label for _, label in COLUMNS]]
+    """The rows as a text table, one pool a line; the embedding columns when the rows are embedding plans."""
+    columns = EMBED_COLUMNS if any("latencySeconds" in row for row in rows) else COLUMNS
+    cells = [[label for _, label in columns]]
     for row in rows:
         cells.append(["-" if row.get(key) is None else f"{row[key]:g}" if isinstance(row.get(key), float) else str(row[key])
-                      for key, _ in COLUMNS])  # fmt: skip
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS) - 1)]
+                      for key, _ in columns])  # fmt: skip
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns) - 1)]
     return "".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)) + "  " + line[-1] + "\n" for line in cells)

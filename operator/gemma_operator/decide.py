@@ -84,6 +84,9 @@ class Observed:
     served: frozenset[tuple[str, str]] | None = None  # optional (apiVersion, kind) served; None: not read
     secret_exists: bool | None = None  # None: not checked
     gone_pods: frozenset[str] = frozenset()  # names of pods the index holds that the last resync found deleted
+    # claim -> (the storage asked, the API server's answer: None accepted, else why it refused), for
+    # an expansion asked of the claim at the very version observed now (a changed claim is asked again)
+    expansions: Mapping[str, tuple[str, str | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,16 @@ class Prune:
 
 
 @dataclass(frozen=True)
+class Expand:
+    """Ask the API server to expand a cache claim to `storage`, only at `resource_version`. The
+    executor records the answer; the next pass observes it (Observed.expansions) and decides on it."""
+
+    claim: str
+    storage: str
+    resource_version: str
+
+
+@dataclass(frozen=True)
 class Event:
     type: str  # Normal | Warning
     reason: str
@@ -122,20 +135,21 @@ class Event:
 
 @dataclass(frozen=True)
 class Intent:
-    """Everything one reconcile does, in the order execute.py does it: claims (shared cache
-    objects), prunes, applies, Events, then the status patch."""
+    """Everything one reconcile does, in the order execute.py does it: expansions, claims (shared
+    cache objects), prunes, applies, Events, then the status patch."""
 
-    outcome: str  # Applied | NoFit | Invalid | ApplyFailed: the reconcile metric's label
+    outcome: str  # Applied | NoFit | Invalid | ApplyFailed | Asked: the reconcile metric's label
     claims: tuple[Apply, ...] = ()
     prunes: tuple[Prune, ...] = ()
     applies: tuple[Apply, ...] = ()
     events: tuple[Event, ...] = ()
     status: Mapping[str, Any] | None = None  # the merge patch; None: nothing to write
     recheck_s: float | None = None  # look again at a time-bound pod state
-    retry_s: float | None = None  # reconcile again (the Secret may appear)
-    cache_fill: Mapping[str, Any] | None = None  # status.cache while a loader Job fills (or failed)
+    retry_s: float | None = None  # reconcile again (the Secret may appear; 0: an answer to decide on)
+    cache_fill: Mapping[str, Any] | None = None  # status.cache while a loader Job fills (failed, too small)
     plans: tuple[tuple[str, str, str], ...] = ()  # (runtime, accelerator, quantization) to count
     notes: tuple[str, ...] = ()  # log lines
+    expands: tuple[Expand, ...] = ()  # cache claims to expand (a question: nothing else is done meanwhile)
 
 
 # --------------------------------------------------------------------------- small rules
@@ -170,10 +184,10 @@ def replan_on_pools(resource: Mapping[str, Any], pools: Inventory) -> bool:
 
 def waits_for_fill(resource: Mapping[str, Any]) -> bool:
     """A cache object without owners (retained) may be the one this resource waits on: it says so
-    in status, or its status has not caught up with its spec yet (a reconcile that created the
-    loader Job may not have written it when the Job finishes)."""
+    in status (filling, failed, or a claim too small), or its status has not caught up with its
+    spec yet (a reconcile that created the loader Job may not have written it when the Job finishes)."""
     state = ((resource.get("status") or {}).get("cache") or {}).get("state")
-    return state in ("Filling", "Failed") or spec_is_new(resource)
+    return state in ("Filling", "Failed", "TooSmall") or spec_is_new(resource)
 
 
 def owners_to_wake(body: Mapping[str, Any]) -> list[str]:
@@ -278,6 +292,14 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
         return not_applied(resource, status.Outcome("ApplyFailed", message, selection, endpoint), spec.replicas,
                            now, (Event("Warning", "SecretNotFound", message),), retry_s=SECRET_RECHECK_S)  # fmt: skip
 
+    cache = cache_mod.plan_cache(result, spec, settings.cache_defaults)
+    claim = _resize(objects, observed)
+    if claim.expand:
+        answer = observed.expansions.get(claim.claim)
+        if answer is None or answer[0] != claim.needed:
+            return _ask_expansion(claim, observed)
+        claim = claim.answered(answer[1])
+
     current = resource.get("status") or {}
     old = current.get("selection") or {}
     events: list[Event] = []
@@ -293,9 +315,8 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
     if update and reported.get("message") != update[3]:  # once per new rendering, not per reconcile
         events.append(Event("Normal", "UpdateAvailable", update[3]))
 
-    cache = cache_mod.plan_cache(result, spec, settings.cache_defaults)
-    claims, prunes, job = _claims(resource, objects, observed)
-    state, fill_message = cache_mod.fill_state(job) if cache.filled else (None, "")
+    claims, prunes, job = _claims(resource, objects, observed, fill=not claim.too_small)
+    state, fill_message = cache_mod.fill_state(job, claim) if cache.filled else (None, "")
     cache_status = cache.status(state, fill_message)
     objects = [obj for obj in objects if obj["kind"] not in SHARED]
     prunes += _prunes(resource, objects, observed)
@@ -330,7 +351,7 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
     blocked = children.pod_state(now, selection) if phase != "Ready" else None
     if phase == "Ready" and current.get("phase") != "Ready":
         events.append(Event("Normal", "Ready", f"{summary}: {wanted} replica(s) ready at {endpoint}."))
-    fill = cache_status if (cache_status or {}).get("state") in ("Filling", "Failed") else None
+    fill = cache_status if (cache_status or {}).get("state") in ("Filling", "Failed", "TooSmall") else None
     return Intent("Applied", claims, prunes, applies, tuple(events), status.patch_for(current, desired),
                   blocked.recheck_s if blocked else None, None, fill, plans, notes)  # fmt: skip
 
@@ -361,16 +382,35 @@ def _keep_or_roll(resource: Mapping[str, Any], spec: GemmaDeploymentSpec, deploy
     return ("UpdateAvailable", "True", "OperatorRenderingChanged", message), None
 
 
-def _claims(resource: Mapping[str, Any], objects: list[dict[str, Any]],
-            observed: Observed) -> tuple[tuple[Apply, ...], tuple[Prune, ...], Mapping[str, Any] | None]:  # fmt: skip
+def _resize(objects: list[dict[str, Any]], observed: Observed) -> cache_mod.Resize:
+    """The live cache claim against the one rendered now (a catalog size may have grown since)."""
+    desired = next((obj for obj in objects if obj["kind"] == "PersistentVolumeClaim"), None)
+    if desired is None:
+        return cache_mod.Resize("none")
+    return cache_mod.resize(observed.shared.get(("PersistentVolumeClaim", desired["metadata"]["name"])), desired)
+
+
+def _ask_expansion(claim: cache_mod.Resize, observed: Observed) -> Intent:
+    """A claim smaller than the checkpoint: ask to expand it before anything else, since the answer
+    decides the fill, whether the Deployment waits, and the status. Nothing else is done on this
+    pass (no half-decided status to take back); the next, at once, decides on the answer."""
+    live = observed.shared[("PersistentVolumeClaim", claim.claim)]
+    ask = Expand(claim.claim, claim.needed, live["metadata"]["resourceVersion"])
+    note = f"Cache claim {claim.claim} requests {claim.requested}; asking to expand it to {claim.needed}."
+    return Intent("Asked", retry_s=0.0, notes=(note,), expands=(ask,))
+
+
+def _claims(resource: Mapping[str, Any], objects: list[dict[str, Any]], observed: Observed,
+            fill: bool = True) -> tuple[tuple[Apply, ...], tuple[Prune, ...], Mapping[str, Any] | None]:  # fmt: skip
     """Create the cache objects, or join their owners (never re-applied: a claim's and a Job's spec
     are fixed once created, and other deployments own them too); leave the ones no longer used to
     their other owners, or delete them when this was the last (as garbage collection would).
+    Without `fill` (the claim is too small for the checkpoint), the loader Job is left alone.
     Returns the claims, the prunes and the live loader Job."""
     claims, job = [], None
     new_spec = spec_is_new(resource)
     for obj in objects:
-        if obj["kind"] not in SHARED:
+        if obj["kind"] not in SHARED or (obj["kind"] == "Job" and not fill):
             continue
         meta = obj["metadata"]
         live = observed.shared.get((obj["kind"], meta["name"]))

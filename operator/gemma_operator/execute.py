@@ -1,9 +1,9 @@
-"""Carry out an Intent through kube.py: claims, prunes, applies, Events, status. No policy.
+"""Carry out an Intent through kube.py: expansions, claims, prunes, applies, Events, status. No policy.
 
 It records what it applied (the resourceVersion of a watched child, so that its watch event is
-known as the echo; the digest of an unwatched one), and the status it wrote (the index's copy of
-the resource lags it). Events are posted before the status they explain, at most once a minute
-per resource and reason.
+known as the echo; the digest of an unwatched one), the API server's answer to a claim expansion
+(for the next pass to decide on), and the status it wrote (the index's copy of the resource lags
+it). Events are posted before the status they explain, at most once a minute per resource and reason.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 
 from . import kube, metrics
-from .decide import Apply, Event, Intent, Prune
+from .decide import Apply, Event, Expand, Intent, Prune
 
 EVENT_REPEAT_S = 60.0  # the same Event reason at most once a minute per resource
 
@@ -37,6 +37,8 @@ async def execute(memo: kopf.Memo, resource: Mapping[str, Any], intent: Intent,
     """Do what the Intent says, in its order; return the children applied, by kind, as the server
     returned them. Raises OwnerGone when a precondition finds the resource deleted."""
     children: dict[str, dict[str, Any]] = {}
+    for expand in intent.expands:
+        await _expand(memo, resource["metadata"]["namespace"], expand, logger)
     for item in intent.claims:
         children[item.obj["kind"]] = await _claim(memo, resource, item)
     for prune in intent.prunes:
@@ -74,6 +76,18 @@ async def _claim(memo: kopf.Memo, resource: Mapping[str, Any], item: Apply) -> d
         live = await memo.kube.set_owners(item.obj, item.resource_version, list(item.owners))
     _remember(memo, item.obj, live)
     return live
+
+
+async def _expand(memo: kopf.Memo, namespace: str, item: Expand, logger: logging.Logger) -> None:
+    """Ask; record the answer against the version asked at (queue.observe hands it to decide)."""
+    live, refusal = await memo.kube.expand_claim(namespace, item.claim, item.resource_version, item.storage)
+    memo.expansions[(namespace, item.claim)] = (item.resource_version, item.storage, refusal)
+    if live is not None:
+        _remember(memo, live, live)
+        metrics.APPLIES.labels("expand PersistentVolumeClaim").inc()
+        logger.info(f"Expanding cache claim {namespace}/{item.claim} to {item.storage}.")
+    else:
+        logger.info(f"The API server refused to expand cache claim {namespace}/{item.claim}: {refusal}")
 
 
 async def _prune(memo: kopf.Memo, prune: Prune, namespace: str, logger: logging.Logger) -> None:

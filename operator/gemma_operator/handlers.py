@@ -225,6 +225,8 @@ async def cache_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     echo = memo.applied.get((body.get("kind"), ns, meta.get("name")))
     if kwargs.get("type") != "DELETED" and meta.get("resourceVersion") == echo:
         return
+    if kwargs.get("type") == "DELETED" and body.get("kind") == "PersistentVolumeClaim":
+        memo.expansions.pop((ns, meta.get("name")), None)  # an answer about a claim gone
     owners = set(decide.owners_to_wake(body))
     # Retained objects have no owners: wake whoever waits on a fill in the namespace.
     for (resource_ns, name), values in list(memo.resource_index.items()):

@@ -189,6 +189,24 @@ class Kube:
         assert result is not None
         return result
 
+    async def expand_claim(self, namespace: str, name: str, resource_version: str,
+                           storage: str) -> tuple[dict[str, Any] | None, str | None]:  # fmt: skip
+        """Ask for a larger PersistentVolumeClaim: a merge patch of spec.resources.requests.storage, only
+        on the version read (a 409 otherwise, raised for a retry). Returns (the claim as the server
+        keeps it, None) once accepted; (None, the server's message) when it refuses: 422 from validation
+        (an unbound claim's spec is immutable) or 403 from the PersistentVolumeClaimResize admission
+        plugin (its StorageClass lacks allowVolumeExpansion)."""
+        body = {"metadata": {"resourceVersion": resource_version},
+                "spec": {"resources": {"requests": {"storage": storage}}}}  # fmt: skip
+        url = path("v1", "PersistentVolumeClaim", namespace, name)
+        try:
+            result = await self.request("PATCH", url, params={"fieldManager": MANAGER}, body=body, content_type=MERGE)
+        except ApiError as exc:
+            if exc.status in (403, 422):
+                return None, exc.message
+            raise
+        return result, None
+
     async def delete(self, api_version: str, kind: str, namespace: str, name: str, *, uid: str | None = None,
                      resource_version: str | None = None) -> bool:  # fmt: skip
         """Delete one object; False when it was already gone. With `uid`, only that very object (a

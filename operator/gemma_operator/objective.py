@@ -5,6 +5,11 @@ plans predicted to meet it are kept; with `sizePolicy: cheapest`, the plan with 
 cost per million output tokens is chosen among all sizes, counting the replicas the concurrency needs.
 Every selection carries its prediction (`status.selection.predicted`): for the objective's workload,
 or performance.DEFAULT_WORKLOAD without one.
+
+An embedding plan (task embed) generates no tokens: its objective is promptTokens (input tokens a
+request), concurrency and ttftSeconds read as the whole request's latency (request.check_static refuses
+outputTokens and outputTokensPerSecond), its prediction is performance.EmbedPrediction, and cheapest
+ranks by the predicted cost per million input tokens at full load.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from . import performance
-from .performance import Prediction, Workload
+from .performance import EmbedPrediction, Prediction, Workload
 
 if TYPE_CHECKING:
     from .api.v1alpha1 import GemmaDeploymentSpec, Objective
@@ -24,15 +29,33 @@ if TYPE_CHECKING:
 
 def workload(spec: GemmaDeploymentSpec) -> Workload:
     o = spec.objective
+    embed = spec.model.task == "embed"
     if o is None:
-        return performance.DEFAULT_WORKLOAD
-    return Workload(prompt_tokens=o.prompt_tokens, output_tokens=o.output_tokens, concurrency=o.concurrency)
+        return performance.DEFAULT_EMBED_WORKLOAD if embed else performance.DEFAULT_WORKLOAD
+    return Workload(prompt_tokens=o.prompt_tokens, output_tokens=0 if embed else o.output_tokens or 0,
+                    concurrency=o.concurrency)  # fmt: skip
 
 
-def misses(plan: Plan, predicted: Prediction, objective: Objective) -> list[str]:
-    """What keeps a plan from the objective, in words with the numbers; empty when it meets it."""
+def _describe(spec: GemmaDeploymentSpec, predicted: Prediction | EmbedPrediction) -> str:
+    return predicted.describe() if isinstance(predicted, EmbedPrediction) else workload(spec).describe()
+
+
+def _embed_misses(plan: Plan, predicted: EmbedPrediction, objective: Objective) -> list[str]:
     out = []
-    length = objective.prompt_tokens + objective.output_tokens
+    if plan.max_model_len < predicted.input_tokens:
+        out.append(f"its context of {plan.max_model_len} tokens is shorter than {predicted.input_tokens}")
+    latency = predicted.latency_seconds_at_concurrency
+    if objective.ttft_seconds is not None and latency > objective.ttft_seconds:
+        out.append(f"request latency {latency:.3f} s > {objective.ttft_seconds:g} s")
+    return out
+
+
+def misses(plan: Plan, predicted: Prediction | EmbedPrediction, objective: Objective) -> list[str]:
+    """What keeps a plan from the objective, in words with the numbers; empty when it meets it."""
+    if isinstance(predicted, EmbedPrediction):
+        return _embed_misses(plan, predicted, objective)
+    out = []
+    length = objective.prompt_tokens + (objective.output_tokens or 0)
     if plan.max_model_len < length:
         out.append(f"its context of {plan.max_model_len} tokens is shorter than {length}")
     elif predicted.max_concurrency == 0:
@@ -45,8 +68,17 @@ def misses(plan: Plan, predicted: Prediction, objective: Objective) -> list[str]
     return out
 
 
-def _cost(predicted: Prediction) -> float:
-    return math.inf if predicted.cost_per_million_tokens is None else predicted.cost_per_million_tokens
+def _cost_of(predicted: Prediction | EmbedPrediction) -> float | None:
+    """What cheapest ranks by: per million output tokens at the workload (chat), per million input
+    tokens at full load (embeddings)."""
+    if isinstance(predicted, EmbedPrediction):
+        return predicted.cost_per_million_input_tokens
+    return predicted.cost_per_million_tokens
+
+
+def _cost(predicted: Prediction | EmbedPrediction) -> float:
+    cost = _cost_of(predicted)
+    return math.inf if cost is None else cost
 
 
 def meeting(spec: GemmaDeploymentSpec, fits: list[Plan], catalog: Catalog) -> tuple[list[Plan], list[tuple[Plan, Prediction, list[str]]]]:
@@ -85,20 +117,65 @@ def _where(plan: Plan) -> str:
     return f"{plan.size} {plan.quantization} on {plan.pool.name}"
 
 
-def _cost_text(predicted: Prediction) -> str:
-    if predicted.cost_per_million_tokens is None:
+def _cost_text(predicted: Prediction | EmbedPrediction) -> str:
+    cost = _cost_of(predicted)
+    if cost is None:
         return "no price"
+    if isinstance(predicted, EmbedPrediction):
+        return f"${cost:.4f}"
     replicas = f" ({predicted.replicas} replicas)" if predicted.replicas > 1 else ""
-    return f"${predicted.cost_per_million_tokens:.2f}{replicas}"
+    return f"${cost:.2f}{replicas}"
+
+
+def _embed_reasons(plan: Plan, spec: GemmaDeploymentSpec, predicted: EmbedPrediction,
+                   ranking: list[tuple[Plan, Prediction | EmbedPrediction]] | None, others: list[Plan],
+                   catalog: Catalog) -> list[str]:  # fmt: skip
+    """An embedding plan's objective, replicas and cost, in numbers."""
+    out = []
+    o = spec.objective
+    if o is not None:
+        latency = predicted.latency_seconds_at_concurrency
+        met = f"met (request latency {latency:.3f} s <= {o.ttft_seconds:g} s)" if o.ttft_seconds else "no latency target set"
+        out.append(f"Objective: {met}; {predicted.summary()}.")
+        if predicted.replicas > spec.replicas and spec.autoscaling is None:
+            out.append(
+                f"Replicas: the objective's {o.concurrency} concurrent requests need {predicted.replicas} replicas "
+                f"({predicted.max_concurrency} inputs per forward pass each); spec.replicas is {spec.replicas}."
+            )
+    if ranking is not None:
+        rest = [f"{_where(p)} {_cost_text(pr)}" for p, pr in ranking][:4]
+        tail = f"; next: {', '.join(rest)}" if rest else ""
+        out.append(
+            f"Cost: {_where(plan)} has the lowest predicted cost per million input tokens at full load "
+            f"({_cost_text(predicted)}, at ${predicted.price_per_hour or 0:.4f}/h a replica, "
+            f"{predicted.input_tokens_per_second:.0f} input tokens/s) (sizePolicy cheapest){tail}."
+        )
+    elif others and predicted.price_per_hour is not None:
+        # The default ranking (a CPU pool first) in prices: with no load stated, the bill per hour decides.
+        theirs = [(p, performance.predict(p, predicted.workload, catalog)) for p in others]
+        priced = sorted(((p, pr) for p, pr in theirs if pr.price_per_hour is not None), key=lambda e: e[1].price_per_hour)
+        if priced:
+            other, pr = priced[0]
+            out.append(
+                f"Price: {plan.pool.name} costs ${predicted.price_per_hour:.4f}/h a replica against "
+                f"${pr.price_per_hour:.4f}/h on {other.pool.name}, the cheapest other pool that fits; at full load "
+                f"{_cost_text(predicted)} against {_cost_text(pr)} per million input tokens "
+                f"({predicted.input_tokens_per_second:.0f} against {pr.input_tokens_per_second:.0f} input tokens/s): "
+                "sizePolicy cheapest ranks by that."
+            )
+    return out
 
 
 def annotate(plan: Plan, spec: GemmaDeploymentSpec, catalog: Catalog,
-             ranking: list[tuple[Plan, Prediction]] | None = None) -> Plan:  # fmt: skip
+             ranking: list[tuple[Plan, Prediction]] | None = None, others: list[Plan] = ()) -> Plan:  # fmt: skip
     """The chosen plan with its prediction in the selection, and, with an objective or sizePolicy
-    cheapest, reasons that say why in numbers."""
+    cheapest, reasons that say why in numbers. An embedding plan's reasons also price it against
+    `others` (the pools it won over)."""
     predicted = performance.predict(plan, workload(spec), catalog)
     reasons = list(plan.reasons)
-    if spec.objective is not None:
+    if isinstance(predicted, EmbedPrediction):
+        reasons += _embed_reasons(plan, spec, predicted, ranking, list(others), catalog)
+    elif spec.objective is not None:
         o = spec.objective
         targets = [f"time to first token {predicted.ttft_seconds:.2f} s <= {o.ttft_seconds:g} s"] if o.ttft_seconds else []
         if o.output_tokens_per_second:
@@ -110,9 +187,9 @@ def annotate(plan: Plan, spec: GemmaDeploymentSpec, catalog: Catalog,
                 f"Replicas: the objective's {o.concurrency} concurrent requests need {predicted.replicas} replicas "
                 f"({predicted.max_concurrency} sequences each); spec.replicas is {spec.replicas}."
             )
-    if ranking is not None:
-        others = [f"{_where(p)} {_cost_text(pr)}" for p, pr in ranking][:4]
-        tail = f"; next: {', '.join(others)}" if others else ""
+    if ranking is not None and not isinstance(predicted, EmbedPrediction):
+        rest = [f"{_where(p)} {_cost_text(pr)}" for p, pr in ranking][:4]
+        tail = f"; next: {', '.join(rest)}" if rest else ""
         reasons.append(
             f"Cost: {_where(plan)} has the lowest predicted cost per million output tokens "
             f"({_cost_text(predicted)}, at ${predicted.price_per_hour or 0:.2f}/h a replica, "
@@ -127,11 +204,16 @@ def unmet(spec: GemmaDeploymentSpec, missed: list[tuple[Plan, Prediction, list[s
     o = spec.objective
     assert o is not None
 
+    def latency(predicted: Prediction | EmbedPrediction) -> float:
+        if isinstance(predicted, EmbedPrediction):
+            return predicted.latency_seconds_at_concurrency
+        return predicted.ttft_seconds
+
     def shortfall(entry: tuple[Plan, Prediction, list[str]]) -> float:
         _, predicted, _ = entry
         worst = 1.0
         if o.ttft_seconds:
-            worst = max(worst, predicted.ttft_seconds / o.ttft_seconds)
+            worst = max(worst, latency(predicted) / o.ttft_seconds)
         if o.output_tokens_per_second:
             worst = max(worst, o.output_tokens_per_second / max(predicted.tokens_per_second_per_user, 1e-9))
         return worst if predicted.max_concurrency else math.inf
@@ -142,11 +224,11 @@ def unmet(spec: GemmaDeploymentSpec, missed: list[tuple[Plan, Prediction, list[s
     changes: list[tuple[str, str, str]] = []
     fits = f"{_where(best)}, {predicted.summary()}"
     if predicted.max_concurrency:
-        if o.ttft_seconds and predicted.ttft_seconds > o.ttft_seconds:
-            changes.append(("spec.objective.ttftSeconds", _up(predicted.ttft_seconds), fits))
+        if o.ttft_seconds and latency(predicted) > o.ttft_seconds:
+            changes.append(("spec.objective.ttftSeconds", _up(latency(predicted)), fits))
         if o.output_tokens_per_second and predicted.tokens_per_second_per_user < o.output_tokens_per_second:
             changes.append(("spec.objective.outputTokensPerSecond", _down(predicted.tokens_per_second_per_user), fits))
-    needed = (f"No plan is predicted to meet the objective ({workload(spec).describe()}). "
+    needed = (f"No plan is predicted to meet the objective ({_describe(spec, predicted)}). "
               f"Best: {_where(best)}, {predicted.summary()}.")  # fmt: skip
     return needed, details, tuple(changes)
 

@@ -16,6 +16,9 @@ per step and per sequence (it predicts too fast for small models, most over 8 GP
 arrive together (TTFT is for one prompt arriving at a server already running `concurrency - 1`
 sequences; prefill_seconds prices prompts prefilled together when asked), and Spot prices of node
 pools seen through nodes (only a declared Spot shape is priced at Spot).
+
+An embedding plan (task embed) generates nothing: each request is one forward pass, priced like a
+prefill with the same two constants (predict_embed_on, at the end of this module).
 """
 
 from __future__ import annotations
@@ -301,6 +304,124 @@ def price_of(plan: Plan, catalog: Catalog) -> tuple[float, bool] | None:
     return hourly, verified
 
 
-def predict(plan: Plan, workload: Workload, catalog: Catalog) -> Prediction:
+def predict(plan: Plan, workload: Workload, catalog: Catalog) -> Prediction | EmbedPrediction:
+    """A chat plan's decode and prefill; an embedding plan's forward passes (predict_embed_on)."""
     size = catalog.families[plan.family].sizes[plan.size]
+    if plan.task == "embed":
+        return predict_embed_on(size, plan.quantization, device_of(plan, catalog), workload, plan.max_model_len,
+                                plan.batch_tokens, price_of(plan, catalog))  # fmt: skip
     return predict_on(size, plan.quantization, device_of(plan, catalog), workload, price_of(plan, catalog))
+
+
+# -- embedding plans (spec.model.task embed) ----------------------------------------------------------
+# An embedding model generates nothing: each request is one forward pass over its input, bidirectional,
+# pooled into one vector. The same roofline prices it as a prefill: compute-bound at
+# COMPUTE_UTILISATION, never faster than one read of the weights per batch at BANDWIDTH_UTILISATION.
+# No KV cache: the concurrency one replica takes in one forward pass is the planned batch
+# (plan.batch_tokens: vLLM's --max-num-batched-tokens, llama.cpp's --ubatch-size) over the input length,
+# capped by the runtime's sequence cap.
+
+# What status and `plan` predict for an embedding plan without an objective: one input of the chat
+# default's prompt length (1024 tokens), one request at a time. output_tokens 0 marks an embedding request.
+DEFAULT_EMBED_WORKLOAD = Workload(prompt_tokens=1024, output_tokens=0, concurrency=1)
+
+
+@dataclass(frozen=True)
+class EmbedPrediction:
+    workload: Workload
+    input_tokens: int  # per request: the workload's prompt tokens, capped at the plan's context
+    latency_seconds: float  # one request alone: one forward pass over its input
+    latency_seconds_at_concurrency: float  # one forward pass over the inputs in flight on its replica
+    requests_per_second: float  # one replica at full load: batches of max_concurrency inputs back to back
+    input_tokens_per_second: float  # the same, in input tokens
+    max_concurrency: int  # inputs one forward pass takes (the planned batch over the input length)
+    replicas: int  # replicas that keep the workload's concurrency to one forward pass each
+    price_per_hour: float | None
+    price_verified: bool
+    cost_per_million_input_tokens: float | None  # USD, one replica at full load
+    bound: str  # "compute" or "memory" (one weight read), for one request alone
+
+    def as_status(self) -> dict:
+        def r(value: float | None, digits: int = 2) -> float | None:
+            return None if value is None else round(value, digits)
+
+        status = {
+            "workload": {"promptTokens": self.workload.prompt_tokens, "concurrency": self.workload.concurrency,
+                         "inputTokens": self.input_tokens},
+            "latencySeconds": r(self.latency_seconds, 4),
+            "latencySecondsAtConcurrency": r(self.latency_seconds_at_concurrency, 4),
+            "requestsPerSecond": r(self.requests_per_second, 2),
+            "inputTokensPerSecond": r(self.input_tokens_per_second, 1),
+            "maxConcurrency": self.max_concurrency,
+            "replicas": self.replicas,
+            "costPerMillionInputTokens": r(self.cost_per_million_input_tokens, 4),
+            "pricePerHour": r(self.price_per_hour, 4),
+            "priceVerified": self.price_verified,
+        }  # fmt: skip
+        return {k: v for k, v in status.items() if v is not None}
+
+    def describe(self) -> str:
+        capped = f" (counted as {self.input_tokens}, the context)" if self.input_tokens < self.workload.prompt_tokens else ""
+        return f"{self.workload.prompt_tokens} input tokens a request{capped}, {self.workload.concurrency} at once"
+
+    def summary(self) -> str:
+        cost = (f"${self.cost_per_million_input_tokens:.4f} per million input tokens at full load"
+                if self.cost_per_million_input_tokens is not None else "no price for this machine type")  # fmt: skip
+        at = (f", {self.latency_seconds_at_concurrency:.3f} s with {self.workload.concurrency} at once"
+              if self.workload.concurrency > 1 else "")  # fmt: skip
+        replicas = f" on {self.replicas} replicas" if self.replicas > 1 else ""
+        return (
+            f"predicted for {self.describe()}: {self.latency_seconds:.3f} s a request alone{at}{replicas}; "
+            f"{self.input_tokens_per_second:.0f} input tokens/s ({self.requests_per_second:.1f} requests/s) per replica "
+            f"at full load, {self.max_concurrency} inputs per forward pass, {cost}"
+        )
+
+
+def embed_params(size: ModelSize) -> float:
+    """Parameters (billions) an embedding model multiplies each token by: all but its token-embedding
+    table, which is looked up, not read whole (there is no output projection to tie it to)."""
+    arch = size.architecture
+    return size.params_b - arch.vocab_size * arch.hidden_size / 1e9
+
+
+def embed_flops(size: ModelSize, tokens: int) -> float:
+    """One input of `tokens`: 2 x parameters x tokens, plus attention over every query-key pair. The
+    attention is bidirectional: each query sees all `tokens` keys, or at most its window's on a local layer."""
+    arch = size.architecture
+    attention = 0.0
+    for kind in sizing.layer_kinds(arch):
+        local = kind == "local"
+        dim = arch.head_dim if local else (arch.global_head_dim or arch.head_dim)
+        keys = min(tokens, arch.sliding_window) if local and arch.sliding_window else tokens
+        attention += 4 * arch.attention_heads * dim * tokens * keys
+    return 2 * embed_params(size) * 1e9 * tokens + attention
+
+
+def embed_pass_seconds(size: ModelSize, quantization: str, device: Device, tokens: int,
+                       inputs: int = 1) -> tuple[float, str]:  # fmt: skip
+    """One forward pass over `inputs` inputs of `tokens` each: (seconds, bound)."""
+    compute = inputs * embed_flops(size, tokens) / (device.devices * device.peak_tflops * 1e12 * COMPUTE_UTILISATION)
+    weights = embed_params(size) * 1e9 * sizing.BYTES_PER_WEIGHT[quantization] / device.devices
+    reads = weights / (device.bandwidth_gbps * 1e9 * BANDWIDTH_UTILISATION)
+    bound = "compute" if compute >= reads else "memory"
+    return max(compute, reads) + communication_seconds(size, device, inputs * tokens), bound
+
+
+def predict_embed_on(size: ModelSize, quantization: str, device: Device, workload: Workload, context: int,
+                     batch_tokens: int, price: tuple[float, bool] | None) -> EmbedPrediction:  # fmt: skip
+    """The roofline for one embedding replica on `device`: inputs of the workload's prompt tokens (at most
+    `context`), `batch_tokens` tokens per forward pass."""
+    tokens = max(1, min(workload.prompt_tokens, context))
+    most = max(1, min(device.slots, batch_tokens // tokens))
+    replicas = max(1, math.ceil(workload.concurrency / most))
+    alone, bound = embed_pass_seconds(size, quantization, device, tokens)
+    loaded, _ = embed_pass_seconds(size, quantization, device, tokens, math.ceil(workload.concurrency / replicas))
+    full, _ = embed_pass_seconds(size, quantization, device, tokens, most)
+    requests = most / full
+    hourly, verified = price if price else (None, False)
+    cost = None if hourly is None else hourly / (requests * tokens * 3600) * 1e6
+    return EmbedPrediction(
+        workload=workload, input_tokens=tokens, latency_seconds=alone, latency_seconds_at_concurrency=loaded,
+        requests_per_second=requests, input_tokens_per_second=requests * tokens, max_concurrency=most,
+        replicas=replicas, price_per_hour=hourly, price_verified=verified, cost_per_million_input_tokens=cost, bound=bound,
+    )  # fmt: skip

@@ -119,8 +119,9 @@ def _plan_fresh(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalo
             best = prefer_ready(fits)
             chosen = next(a for a in attempts if a.plan is best)
             context = Context(reasons, skipped_sizes, too_short, skipped, alias, catalog)
-            return objective.annotate(explain(best, model, spec, context, [p for p in fits if p is not best], attempts, chosen),
-                                      spec, catalog)  # fmt: skip
+            others = [p for p in fits if p is not best]
+            return objective.annotate(explain(best, model, spec, context, others, attempts, chosen), spec, catalog,
+                                      others=others)  # fmt: skip
         skipped_sizes.append(model.size_key)
         tried.append((model, attempts))
     if cheap:

@@ -76,6 +76,9 @@ def prepare(memo: kopf.Memo, discovery_ttl_s: float) -> None:
     memo.applied = {}
     memo.applied_digests = {}  # (kind, namespace, name) -> digest, for the kinds without an index
     memo.applied_unwatched = {}  # (kind, namespace, name) -> the object last applied, for the resync to compare
+    # (namespace, claim) -> (resourceVersion asked at, storage asked, the refusal or None): the API
+    # server's answer to a cache claim's expansion, observed while the claim stays at that version.
+    memo.expansions = {}
     memo.discovery = [float("-inf"), set()]  # [monotonic time, served optional (apiVersion, kind)], in place
     memo.discovery_ttl_s = discovery_ttl_s
     memo.autoscaler_events = {}  # (namespace, pod) -> (monotonic time read, the pod's autoscaler Events)
@@ -210,7 +213,13 @@ async def observe(memo: kopf.Memo, resource: Mapping[str, Any], wants: decide_mo
         model_pods = [{**p, "events": events} if p["name"] == waiting else p for p in model_pods]
     served_kinds = frozenset(await served(memo)) if wants.served else None
     secret = await memo.kube.secret_exists(ns, wants.secret) if wants.secret else None
-    return decide_mod.Observed(children, shared, digests, tuple(model_pods), served_kinds, secret, gone)
+    expansions = {}
+    for (kind, claim), obj in shared.items():
+        answer = memo.expansions.get((ns, claim)) if kind == "PersistentVolumeClaim" else None
+        if answer is not None and answer[0] == obj["metadata"].get("resourceVersion"):
+            expansions[claim] = answer[1:]
+    return decide_mod.Observed(children, shared, digests, tuple(model_pods), served_kinds, secret, gone,
+                               expansions=expansions)
 
 
 async def served(memo: kopf.Memo) -> set[tuple[str, str]]:

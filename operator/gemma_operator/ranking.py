@@ -13,9 +13,12 @@ RANKING = (
 )
 
 # An embedding model is small (EmbeddingGemma: 308M parameters) and reads each input once: a CPU node
-# serves it without reserving an accelerator, so for task embed the CPU pools come first.
+# serves it without reserving an accelerator, so for task embed the CPU pools come first. With no load
+# stated, that is the cheapest per hour (catalog/machines.yaml: an e2-standard-4 at $0.134/h against a
+# g2-standard-8 with its L4 at $0.8536/h); objective.annotate gives the prices. Per million input tokens
+# at full load an accelerator is cheaper: sizePolicy cheapest ranks by that (objective.cheapest).
 RANKING_EMBED = (
-    "ranked cheapest first: a CPU pool before an accelerator (an embedding model this small needs no GPU), "
+    "ranked cheapest per hour first: a CPU pool before an accelerator (an embedding model this small needs no GPU), "
     "then by precision, the device and the fewest devices as for chat models"
 )
 

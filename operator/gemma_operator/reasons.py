@@ -121,6 +121,9 @@ def explain(best: Plan, model: Model, spec: GemmaDeploymentSpec, context: Contex
         lost = [f"{p.pool.name} ({why_lost(best, p, context.catalog)})" for p in others]
         tail = f"; also possible: {', '.join(lost)}" if lost else ""
         ranking = RANKING_EMBED if best.task == "embed" else RANKING
+        if best.task == "embed" and spec.model.size_policy == "cheapest":
+            # The pool was chosen by predicted cost (objective.cheapest), whose reason names the runners-up.
+            ranking, tail = "by the lowest predicted cost per million input tokens (sizePolicy cheapest; see Cost)", ""
         out.append(f"Accelerator {pool.accelerator} ({pool.describe()}): the best pool for it, {ranking}{tail}.")
     else:
         how = f", as GKE labels it ({context.alias})" if context.alias else ""

@@ -15,8 +15,8 @@ from . import cache as cache_mod
 from . import flags, scaling
 from .api.v1alpha1 import API_VERSION, KIND, CacheSpec, GemmaDeploymentSpec
 from .planner import InvalidSpec, Plan
-from .runtimes import (HOME_DIR, PORT_NAME, PROBE_PERIOD_S, Server, container_security_context, home_volume, llamacpp,
-                       progress_deadline_seconds, startup_seconds, vllm)  # fmt: skip
+from .runtimes import (HOME_DIR, HOME_SIZE, PORT_NAME, PROBE_PERIOD_S, Server, container_security_context, disk_request,
+                       home_volume, llamacpp, progress_deadline_seconds, startup_seconds, vllm)  # fmt: skip
 
 MANAGER = "gemma-operator"
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -147,7 +147,7 @@ def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan,
     srv = server(plan, spec)
     srv.container["securityContext"] = container_security_context()
     if plan.run_as:
-        home, home_mount = home_volume()
+        home, home_mount = home_volume(HOME_SIZE[plan.runtime])
         srv.volumes.append(home)
         srv.container["volumeMounts"].append(home_mount)
         srv.container["env"].insert(0, {"name": "HOME", "value": HOME_DIR})
@@ -171,6 +171,9 @@ def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan,
         pod_spec["tolerations"] = tolerations
     pod_meta: dict[str, Any] = {"labels": labels(name, plan)}
     cache_mod.apply_to_pod(cache, plan, pod_spec, pod_meta)
+    disk = disk_request(pod_spec["volumes"])  # every disk-backed emptyDir, so the scheduler counts them
+    if disk:
+        srv.container["resources"].setdefault("requests", {})["ephemeral-storage"] = disk
     srv.container["resources"] = _merge_resources(srv.container["resources"], spec)  # the user's last
     # A filled claim is read, not downloaded: the start-up budget leaves out the download.
     download = cache.type != "pvc"

@@ -230,9 +230,27 @@ def check_static(spec: GemmaDeploymentSpec, catalog: Catalog, models: list[Model
         raise InvalidSpec("autoscaling.metric", f"kvCache: {family_key} is an embedding model and keeps no KV cache "
                                                 "between requests; scale on metric queue")  # fmt: skip
     chat_template.check(spec)  # an inline override parses and renders; a ConfigMap's is checked once read
+    _check_objective(spec, family_key, family.task)
     pinned = models[0].pinned
     if pinned and q != "auto" and q != pinned.quantization:
         raise InvalidSpec("quantization", f"{q} contradicts model.id {pinned.repo}, a {pinned.quantization} checkpoint")
+
+
+def _check_objective(spec: GemmaDeploymentSpec, family_key: str, task: str) -> None:
+    """spec.objective's fields by task: a chat objective needs outputTokens; an embedding model generates
+    none, so its objective is promptTokens, concurrency and ttftSeconds (the whole request's latency)."""
+    o = spec.objective
+    if o is None:
+        return
+    if task == "embed":
+        for name, value in (("outputTokens", o.output_tokens), ("outputTokensPerSecond", o.output_tokens_per_second)):
+            if value is not None:
+                raise InvalidSpec(f"objective.{name}", f"{family_key} is an embedding model and generates no tokens; "
+                                  "an embed objective takes promptTokens (input tokens a request), concurrency and "
+                                  "ttftSeconds (the request's latency)")  # fmt: skip
+    elif o.output_tokens is None:
+        raise InvalidSpec("objective.outputTokens", f"required for {family_key}, a chat model: the output tokens of a "
+                                                    "typical request")  # fmt: skip
 
 
 def resolve_accelerator(asked: str, catalog: Catalog, inventory: Inventory) -> tuple[str, str | None]:

@@ -14,6 +14,10 @@ from typing import Any
 from . import pods as pods_mod
 
 READY, PROGRESSING, STALLED = "Ready", "Progressing", "Stalled"
+# status.cache.state -> the reason that holds Stalled while the model pods cannot start on the cache.
+CACHE_STALLED = {"Failed": "CacheFillFailed", "TooSmall": "CacheClaimTooSmall"}
+# Reasons whose first Stalled/Progressing posts an Event (CacheFillFailed posts its own, per reconcile).
+EVENT_REASONS = (*pods_mod.REASONS, "CacheClaimTooSmall")
 
 
 @dataclass(frozen=True)
@@ -168,13 +172,14 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int, o
             progressing = ("True", reason, message)
             stalled = ("False", reason, "")
         fill = (outcome.cache or {}).get("state")
-        if fill == "Failed":
+        if fill in ("Failed", "TooSmall"):
             message = outcome.cache["message"]
+            why = CACHE_STALLED[fill]
             phase = phase if phase == "Ready" else "Degraded"
             if ready[0] != "True":
-                ready = ("False", "CacheFillFailed", message)
-            progressing = ("False", "CacheFillFailed", message)
-            stalled = ("True", "CacheFillFailed", message)
+                ready = ("False", why, message)
+            progressing = ("False", why, message)
+            stalled = ("True", why, message)
         elif fill == "Filling":
             where = outcome.cache.get("claim") or outcome.cache.get("bucket")
             message = (
@@ -209,13 +214,14 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int, o
 def events_for(previous: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """The Events a status transition posts for what blocks the model pods: (type, reason, message).
 
-    One when a pod reason first holds Stalled (Warning) or Progressing (Normal); none while it stays.
+    One when a pod reason (or a cache claim too small) first holds Stalled (Warning) or Progressing
+    (Normal); none while it stays.
     """
     before = {c.get("type"): c for c in (previous or {}).get("conditions") or [] if isinstance(c, Mapping)}
     events = []
     for type_, kind in ((STALLED, "Warning"), (PROGRESSING, "Normal")):
         now = next((c for c in desired.get("conditions") or [] if c.get("type") == type_), None)
-        if now is None or now.get("status") != "True" or now.get("reason") not in pods_mod.REASONS:
+        if now is None or now.get("status") != "True" or now.get("reason") not in EVENT_REASONS:
             continue
         old = before.get(type_) or {}
         if (old.get("status"), old.get("reason")) != ("True", now["reason"]):

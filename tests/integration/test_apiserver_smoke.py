@@ -319,6 +319,26 @@ def test_apply_replacing_a_list_item_leaves_no_residue(kube_api, namespace):
     assert containers[0]["command"] == ["/app/llama-server"]
 
 
+def test_apply_puts_a_new_list_item_where_it_was_applied(kube_api, namespace):
+    """Server-side apply keeps the applied order of an associative list (structured-merge-diff's
+    visitListItems): an env var added between two others lands between them, not at the end. The
+    operator's drift check compares lists in order, so an emulator that appended it would see
+    drift after every apply."""
+    def with_env(*names: str) -> dict:
+        body = deployment("web")
+        body["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": n, "value": "1"} for n in names]
+        return body
+
+    _apply(kube_api, namespace, with_env("HOME", "HF_HOME", "VLLM_NO_USAGE_STATS"))
+    result = _apply(kube_api, namespace, with_env("HOME", "HF_HOME", "HF_XET_CHUNK_CACHE_SIZE_BYTES", "VLLM_NO_USAGE_STATS"))
+    env = result["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert [e["name"] for e in env] == ["HOME", "HF_HOME", "HF_XET_CHUNK_CACHE_SIZE_BYTES", "VLLM_NO_USAGE_STATS"]
+    # Reordered by the applier: the applied order wins.
+    result = _apply(kube_api, namespace, with_env("VLLM_NO_USAGE_STATS", "HOME", "HF_HOME"))
+    env = result["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert [e["name"] for e in env] == ["VLLM_NO_USAGE_STATS", "HOME", "HF_HOME"]
+
+
 def test_emulator_collects_a_dependent_created_after_its_owner_is_gone(kube_api, namespace):
     if kube_api.emulator is None:
         pytest.skip("on a real server kube-controller-manager's garbage collector does this")
@@ -330,3 +350,33 @@ def test_emulator_collects_a_dependent_created_after_its_owner_is_gone(kube_api,
     with pytest.raises(kubernetes.client.ApiException) as info:
         kube_api.request("GET", f"/api/v1/namespaces/{namespace}/services/orphan")
     assert info.value.status == 404
+
+
+def test_a_claims_request_grows_only_when_bound_and_its_class_allows_it(kube_api, namespace):
+    """What the operator's claim expansion meets (kube.expand_claim): 422 on an unbound claim
+    (validation: its spec is immutable), 403 on a bound one whose StorageClass does not allow
+    expansion (the PersistentVolumeClaimResize admission plugin), never a smaller request."""
+    claims = f"/api/v1/namespaces/{namespace}/persistentvolumeclaims"
+    for name in ("unbound", "bound"):
+        kube_api.request("POST", claims, {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": f"none-{namespace}",
+                     "resources": {"requests": {"storage": "1Gi"}}}})  # fmt: skip
+    grow = {"spec": {"resources": {"requests": {"storage": "2Gi"}}}}
+    with pytest.raises(kubernetes.client.ApiException) as excinfo:
+        kube_api.request("PATCH", f"{claims}/unbound", grow, content_type=MERGE)
+    assert excinfo.value.status == 422 and "immutable" in excinfo.value.body
+    _, volume = kube_api.bind_claim(namespace, "bound")
+    try:
+        with pytest.raises(kubernetes.client.ApiException) as excinfo:
+            kube_api.request("PATCH", f"{claims}/bound", grow, content_type=MERGE)
+        assert excinfo.value.status == 403 and "must support resize" in excinfo.value.body
+        with pytest.raises(kubernetes.client.ApiException) as excinfo:
+            kube_api.request("PATCH", f"{claims}/bound", {"spec": {"resources": {"requests": {"storage": "512Mi"}}}},
+                             content_type=MERGE)  # fmt: skip
+        assert excinfo.value.status == 422
+        # The same size in other units is no change.
+        kube_api.request("PATCH", f"{claims}/bound", {"spec": {"resources": {"requests": {"storage": "1024Mi"}}}},
+                         content_type=MERGE)  # fmt: skip
+    finally:
+        kube_api.request("DELETE", f"/api/v1/persistentvolumes/{volume}")

@@ -7,7 +7,10 @@ There is no kubelet: Jobs stay un-run, and the tests write their end as the Job 
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
+import yaml
 
 from tests.integration.test_operator import Cluster, cluster, condition, operator  # noqa: F401  (fixtures)
 
@@ -115,3 +118,83 @@ def test_leaving_the_cache_prunes_what_only_it_used_and_retain_keeps_it(operator
     cluster.api.request("DELETE", cluster.gd_path("kept"))
     cluster.wait(lambda: cluster.deployment("kept") is None, "kept's Deployment collected", 30)
     assert len(claims(cluster)) == 1 and len(jobs(cluster)) == 1  # Retain: they stay for the next deployment
+
+
+def rendered_claim(namespace: str, spec: dict) -> dict:
+    """The claim the operator renders for `spec` on the gke-l4 fixture: its name, labels and size."""
+    from gemma_operator import catalog as catalog_mod
+    from gemma_operator import inventory, planner, render
+    from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
+
+    known = catalog_mod.load()
+    nodes = yaml.safe_load((pathlib.Path(__file__).parents[1] / "fixtures/nodes/gke-l4.yaml").read_text())["items"]
+    parsed = GemmaDeploymentSpec.model_validate(spec)
+    result = planner.plan(parsed, inventory.pools(nodes, known), known)
+    return next(o for o in render.render(result, "chat", namespace, parsed) if o["kind"] == "PersistentVolumeClaim")
+
+
+def create_smaller_claim(cluster: Cluster, cache: dict) -> tuple[dict, str]:
+    """The claim of spec.cache `cache` as an earlier operator made it, when the catalog listed a smaller
+    checkpoint (1Gi); returns it and the size the checkpoint needs now."""
+    claim = rendered_claim(cluster.ns, {"cache": cache})
+    needed = claim["spec"]["resources"]["requests"]["storage"]
+    claim["spec"]["resources"]["requests"]["storage"] = "1Gi"
+    return cluster.api.request("POST", f"/api/v1/namespaces/{cluster.ns}/persistentvolumeclaims", claim), needed
+
+
+def storage(claim: dict) -> str:
+    return claim["spec"]["resources"]["requests"]["storage"]
+
+
+def test_a_claim_too_small_that_cannot_be_expanded_is_reported_and_nothing_starts(operator, cluster,  # noqa: F811
+                                                                                  create_nodes):  # fmt: skip
+    """Unbound (a real API server answers 422: only a bound claim's request may change): status.cache
+    says by how much and what to do, one Warning Event, no fill and no model pods; the remedy works."""
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    small, needed = create_smaller_claim(cluster, PVC)
+    name = small["metadata"]["name"]
+    cluster.create("chat", {"cache": PVC})
+    cluster.wait(lambda: cache_status(cluster, "chat").get("state") == "TooSmall", "the claim reported too small")
+    gd = cluster.gd("chat")
+    stalled = condition(gd, "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "CacheClaimTooSmall")
+    assert gd["status"]["phase"] == "Degraded"
+    message = gd["status"]["cache"]["message"]
+    assert f"{name} requests 1Gi" in message and f"now needs {needed}" in message
+    assert "Only a bound claim can be expanded" in message and f"pvc/{name} job/{name}" in message
+    assert cluster.deployment("chat") is None and not jobs(cluster)  # nothing fills it, no model pod starts on it
+    (live,) = claims(cluster)
+    assert storage(live) == "1Gi" and owners(live) == {"chat"}
+    cluster.wait(lambda: any(e["reason"] == "CacheClaimTooSmall" for e in cluster.events("chat")), "a warning Event")
+
+    # What the message says to do: delete it; the operator creates it at the size needed, and fills it.
+    cluster.api.request("DELETE", f"/api/v1/namespaces/{cluster.ns}/persistentvolumeclaims/{name}")
+    cluster.wait(lambda: (c := claims(cluster)) and storage(c[0]) == needed and jobs(cluster),
+                 "the claim created again at its size, and its loader Job", 30)  # fmt: skip
+    cluster.wait(lambda: cache_status(cluster, "chat").get("state") == "Filling", "filling")
+    assert [e["reason"] for e in cluster.events("chat")].count("CacheClaimTooSmall") == 1
+
+
+def test_a_bound_claim_of_an_expandable_class_is_expanded(operator, cluster, create_nodes, kube_api):  # noqa: F811
+    """A bound claim whose StorageClass allows expansion: the operator raises its request to what the
+    checkpoint needs now (the resizer does the rest), and the fill goes on."""
+    storage_class = f"expandable-{cluster.ns}"  # cluster-scoped: one per test
+    kube_api.request("POST", "/apis/storage.k8s.io/v1/storageclasses", {
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": storage_class},
+        "provisioner": "volumes.example.gemma.dev", "allowVolumeExpansion": True})  # fmt: skip
+    volume = None
+    try:
+        spec = {"type": "pvc", "storageClassName": storage_class}
+        small, needed = create_smaller_claim(cluster, spec)
+        _, volume = kube_api.bind_claim(cluster.ns, small["metadata"]["name"])
+        create_nodes.from_fixture("gke-l4")
+        operator()
+        cluster.create("chat", {"cache": spec})
+        cluster.wait(lambda: (c := claims(cluster)) and storage(c[0]) == needed, "the claim expanded", 30)
+        cluster.wait(lambda: cache_status(cluster, "chat").get("state") == "Filling" and jobs(cluster), "filling")
+        assert not any(e["reason"] == "CacheClaimTooSmall" for e in cluster.events("chat"))
+    finally:
+        if volume:
+            kube_api.request("DELETE", f"/api/v1/persistentvolumes/{volume}")
+        kube_api.request("DELETE", f"/apis/storage.k8s.io/v1/storageclasses/{storage_class}")

@@ -180,8 +180,8 @@ def test_an_operator_upgrade_keeps_the_released_template_until_the_opt_in(operat
     _assert_no_rollout(cluster, kube_api, before, kept)
     update = cluster.wait(lambda: (c := condition(cluster.gd("chat"), "UpdateAvailable")).get("status") == "True" and c,
                           "UpdateAvailable", timeout=30)  # fmt: skip
-    # The first change in the fixed order: a text-only Gemma 4 E2B now runs --language-model-only
-    # (issue 18); the scratch-space request (ephemeral-storage) changed too.
+    # The first change in rollout's fixed order (args, env, resources): a text-only Gemma 4 E2B now runs
+    # --language-model-only (issue 18); env (hf_xet's chunk cache off) and resources changed too.
     assert "spec.containers[vllm].args" in update["message"] and "acceptOperatorUpdates" in update["message"]
     assert any(e["reason"] == "UpdateAvailable" for e in cluster.events("chat"))
     from gemma_operator import rollout  # here: the previous release has no such module

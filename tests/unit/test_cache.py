@@ -10,7 +10,8 @@ from gemma_operator.api.v1alpha1 import CacheSpec, GemmaDeploymentSpec
 from gemma_operator.inventory import pools
 from gemma_operator.planner import Plan, plan
 from gemma_operator.render import render
-from gemma_operator.runtimes import PROBE_PERIOD_S, startup_seconds
+from gemma_operator.inventory import quantity
+from gemma_operator.runtimes import HOME_SIZE, PROBE_PERIOD_S, startup_seconds
 from tests.conftest import NODES, node_list
 from tests.unit.test_render import KUBE_VERSION, OWNER, restricted_violations
 
@@ -49,6 +50,39 @@ def test_every_cache_type_on_every_fixture_is_valid_strict(catalog, fixture, cac
     assert kinds == [*expected, "Deployment", "Service"]
 
 
+def pod_templates(objs: list[dict]) -> list[tuple[str, dict]]:
+    return [(o["kind"], o["spec"]["template"]["spec"]) for o in objs if o["kind"] in ("Deployment", "Job")]
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+@pytest.mark.parametrize("cache", sorted(CACHES))
+def test_every_disk_backed_empty_dir_is_bounded_and_requested(catalog, fixture, cache):
+    """No emptyDir the operator renders can fill a node's disk (issue 20: HOME had no sizeLimit), and
+    the scheduler counts each one: the container's ephemeral-storage request is their sum."""
+    _, objs = rendered(catalog, fixture, {"cache": CACHES[cache]})
+    for kind, pod in pod_templates(objs):
+        disk = [v for v in pod["volumes"] if "emptyDir" in v and v["emptyDir"].get("medium") != "Memory"]
+        assert all("sizeLimit" in v["emptyDir"] for v in disk), (kind, disk)
+        (container,) = pod["containers"]
+        total = sum(quantity(v["emptyDir"]["sizeLimit"]) for v in disk)
+        requested = container["resources"].get("requests", {}).get("ephemeral-storage")
+        assert (quantity(requested) if requested else 0) == total, (kind, requested, disk)
+
+
+@pytest.mark.parametrize("cache", sorted(CACHES))
+def test_the_xet_chunk_cache_stays_out_of_the_size_limited_volumes(catalog, cache):
+    """hf_xet's chunk cache (10 GB by default before hf_xet 1.2.1) would land under HF_HOME, on the
+    weights' emptyDir, or under the loader's HOME: off wherever huggingface_hub downloads."""
+    _, objs = rendered(catalog, "gke-l4", {"cache": CACHES[cache]})  # vLLM
+    for kind, pod in pod_templates(objs):
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env.get("HF_XET_CHUNK_CACHE_SIZE_BYTES") == "0", kind
+    # llama.cpp's own downloader is plain HTTP: no hf_xet, nothing to turn off.
+    _, objs = rendered(catalog, "gke-cpu-only", {"cache": CACHES[cache]})
+    for kind, pod in pod_templates(objs):
+        assert "HF_XET_CHUNK_CACHE_SIZE_BYTES" not in str(pod["containers"][0]["env"]), kind
+
+
 def test_the_31b_bf16_pvc_plan_of_the_issue(catalog):
     """Done-when: a 62+ GB claim sized from the catalog, a loader Job, a read-only offline mount."""
     result, objs = rendered(catalog, "gke-h100x8", {"model": {"family": "gemma4", "size": "31b"},
@@ -75,7 +109,8 @@ def test_the_31b_bf16_pvc_plan_of_the_issue(catalog):
     store = next(v for v in pod["volumes"] if v["name"] == "model-cache")
     assert store["persistentVolumeClaim"] == {"claimName": claim["metadata"]["name"], "readOnly": True}
     assert {"name": "model-cache", "mountPath": "/models/huggingface/hub", "readOnly": True} in container["volumeMounts"]
-    assert "ephemeral-storage" not in container["resources"]["requests"]  # the weights are on the claim
+    # The weights are on the claim: the request is the scratch /models and HOME emptyDirs only.
+    assert container["resources"]["requests"]["ephemeral-storage"] == "5Gi"
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["HF_HUB_OFFLINE"] == "1" and env["HF_HOME"] == "/models/huggingface"
     # Warm: the start-up budget leaves out the download (20 s per GiB of weights).
@@ -91,7 +126,9 @@ def test_empty_dir_plans_carry_a_size_limit_and_an_ephemeral_storage_request(cat
     models = next(v for v in pod["volumes"] if v["name"] == "models")
     want = f"{cache_mod.size_gib(result.checkpoint_bytes)}Gi"
     assert models["emptyDir"] == {"sizeLimit": want}
-    assert pod["containers"][0]["resources"]["requests"]["ephemeral-storage"] == want
+    home = int(HOME_SIZE[result.runtime][:-2]) if result.run_as else 0  # HOME's emptyDir, when non-root
+    request = pod["containers"][0]["resources"]["requests"]["ephemeral-storage"]
+    assert request == f"{int(want[:-2]) + home}Gi"
     assert result.checkpoint_bytes * 1.1 < int(want[:-2]) * 2**30
 
 
@@ -136,7 +173,8 @@ def test_the_gcsfuse_volume_has_the_drivers_documented_attributes(catalog):
     # The sidecar's file cache: a volume sized for the checkpoint, and a request for it.
     size = f"{cache_mod.size_gib(result.checkpoint_bytes)}Gi"
     assert {"name": "gke-gcsfuse-cache", "emptyDir": {"sizeLimit": size}} in pod["volumes"]
-    assert pod["containers"][0]["resources"]["requests"]["ephemeral-storage"] == size
+    # ... beside the scratch /models (1Gi) and HOME (4Gi) emptyDirs.
+    assert pod["containers"][0]["resources"]["requests"]["ephemeral-storage"] == f"{int(size[:-2]) + 5}Gi"
     loader = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "model-cache")
     assert loader["csi"]["readOnly"] is False and "fileCacheCapacity" not in loader["csi"]["volumeAttributes"]
     assert "nodeSelector" not in job["spec"]["template"]["spec"]  # a bucket is reachable from any zone
@@ -224,6 +262,75 @@ def test_status_while_filling_and_after_a_failed_fill():
     assert "backoff limit" in stalled["message"] and _conditions(failed)["Progressing"]["status"] == "False"
     ready = compute("Ready")
     assert _conditions(ready)["Progressing"]["reason"] == "Creating" and ready["cache"]["state"] == "Ready"
+
+
+def _claim(request: str, phase: str | None = None, capacity: str | None = None) -> dict:
+    status = {**({"phase": phase} if phase else {}), **({"capacity": {"storage": capacity}} if capacity else {})}
+    return {"metadata": {"name": "gemma-cache-x", "namespace": "team-a", "resourceVersion": "7"},
+            "spec": {"resources": {"requests": {"storage": request}}}, **({"status": status} if status else {})}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("live", "action"),
+    [
+        (None, "none"),  # not created yet: the create makes it at the rendered size
+        (_claim("13Gi", "Bound", "13Gi"), "none"),
+        (_claim("20Gi", "Bound"), "none"),  # larger than needed: never shrunk (the API refuses that)
+        (_claim("13958643712"), "none"),  # 13Gi in bytes: quantities, not strings, are compared
+        (_claim("10Gi", "Bound", "1Ti"), "none"),  # the provisioner gave more than asked (Filestore: 1 TiB)
+        (_claim("10Gi", "Bound", "10Gi"), "expand"),
+        (_claim("10Gi", "Pending"), "expand"),  # the API server decides (and refuses: not bound)
+        (_claim("12G"), "expand"),  # 12 GB < 13 GiB
+    ],
+)  # fmt: skip
+def test_a_claim_smaller_than_the_checkpoint_is_expanded(live, action):
+    """Issue 20: a catalog size grows; the claim an older size made is expanded to the rendered size."""
+    desired = {"spec": {"resources": {"requests": {"storage": "13Gi"}}}}
+    got = cache_mod.resize(live, desired)
+    assert got.action == action
+    if action == "expand":
+        assert got.expand and got.needed == "13Gi" and got.claim == "gemma-cache-x" and not got.too_small
+        assert got.answered(None).action == "expanding" and not got.answered(None).too_small
+
+
+@pytest.mark.parametrize(
+    ("phase", "refusal", "remedy"),
+    [
+        ("Bound", 'persistentvolumeclaims "gemma-cache-x" is forbidden: only dynamically provisioned pvc can be '
+                  "resized and the storageclass that provisions the pvc must support resize", "allowVolumeExpansion"),
+        ("Pending", 'PersistentVolumeClaim "gemma-cache-x" is invalid: spec: Forbidden: spec is immutable after '
+                    "creation except resources.requests and volumeAttributesClassName for bound claims",
+         "Only a bound claim can be expanded"),
+    ],
+)  # fmt: skip
+def test_a_refused_expansion_says_the_claim_is_too_small_by_how_much_and_what_to_do(phase, refusal, remedy):
+    claim = cache_mod.resize(_claim("10Gi", phase), {"spec": {"resources": {"requests": {"storage": "13Gi"}}}})
+    too_small = claim.answered(refusal)
+    assert too_small.too_small and not too_small.expand
+    state, message = cache_mod.fill_state({"status": {"conditions": [{"type": "Complete", "status": "True"}]}},
+                                          too_small)  # fmt: skip
+    assert state == "TooSmall"  # first, whatever the Job did: the model does not start on it
+    assert "requests 10Gi" in message and "needs 13Gi (3 GiB more)" in message and refusal in message
+    assert remedy in message and "kubectl delete -n team-a pvc/gemma-cache-x job/gemma-cache-x" in message
+    assert cache_mod.deployment_waits({"state": state})
+    assert cache_mod.fill_state(None, claim.answered(None)) == ("Filling", "")  # accepted: the fill goes on
+
+
+def test_status_and_one_event_for_a_claim_too_small():
+    from gemma_operator import status
+
+    selection = {"modelId": "google/gemma-4-31B-it", "accelerator": "nvidia-h100-80gb", "runtime": "vllm"}
+    cache = {"type": "pvc", "claim": "gemma-cache-x", "bytes": 69_900_000_000, "state": "TooSmall",
+             "message": "The cache claim gemma-cache-x requests 10Gi, but the checkpoint now needs 13Gi."}  # fmt: skip
+    outcome = status.Outcome("Applied", selection=selection, endpoint="http://chat", cache=cache)
+    first = status.compute(outcome, generation=1, wanted_replicas=1, previous=None, now="t")
+    stalled = _conditions(first)["Stalled"]
+    assert first["phase"] == "Degraded" and first["cache"]["state"] == "TooSmall"
+    assert (stalled["status"], stalled["reason"]) == ("True", "CacheClaimTooSmall") and "13Gi" in stalled["message"]
+    assert _conditions(first)["Progressing"]["status"] == "False"
+    assert status.events_for({}, first) == [("Warning", "CacheClaimTooSmall", cache["message"])]
+    again = status.compute(outcome, generation=1, wanted_replicas=1, previous=first, now="t2")
+    assert status.events_for(first, again) == []  # once, not per reconcile
 
 
 def test_the_start_up_budget_follows_the_bytes_downloaded(catalog):

@@ -135,12 +135,14 @@ def summary(intent: decide_mod.Intent, world: World) -> dict[str, Any]:
         "status": None if intent.status is None else (written.get("phase"), (conditions.get("Ready") or {}).get("reason")),
         "recheck": intent.recheck_s,
         "retry": intent.retry_s,
+        "expands": [(e.claim, e.storage) for e in intent.expands],
     }
 
 
-def expect(outcome="Applied", claims=(), prunes=(), applies=(), events=(), status=None, recheck=None, retry=None):
+def expect(outcome="Applied", claims=(), prunes=(), applies=(), events=(), status=None, recheck=None, retry=None,
+           expands=()):  # fmt: skip
     return {"outcome": outcome, "claims": list(claims), "prunes": list(prunes), "applies": list(applies),
-            "events": list(events), "status": status, "recheck": recheck, "retry": retry}  # fmt: skip
+            "events": list(events), "status": status, "recheck": recheck, "retry": retry, "expands": list(expands)}
 
 
 # ----------------------------------------------------------------------- model pods
@@ -361,6 +363,26 @@ def scenario(catalog) -> dict[str, tuple[World, Settings, dict[str, Any]]]:
     rows["cache-shared-left"] = (with_observed(leaving, shared=joined), default,
                                  expect(prunes=[("leave", "Job"), ("leave", "PersistentVolumeClaim")],
                                         applies=["Deployment"], status=("Deploying", "RollingOut")))
+    # Issue 20 item 3, test_a_claim_too_small_... / test_a_bound_claim_of_an_expandable_class_is_expanded:
+    # the live claim was made when the catalog listed a smaller checkpoint (1Gi).
+    claim, needed = cache_claim(filling)
+    rows["cache-claim-fits"] = (filling, default, expect())  # it requests what the checkpoint needs
+    rounded = smaller_claim(filling, phase="Bound", capacity={"storage": needed})  # the provisioner rounded up
+    rows["cache-claim-fits-capacity"] = (rounded, default, expect())
+    smaller = smaller_claim(filling)
+    rows["cache-claim-expand"] = (smaller, default, expect("Asked", retry=0.0, expands=[(claim, needed)]))
+    rows["cache-claim-expanded"] = (with_observed(smaller, expansions={claim: (needed, None)}), default, expect())
+    refusal = f'persistentvolumeclaims "{claim}" is forbidden: only dynamically provisioned pvc can be resized'
+    too_small = with_observed(smaller, expansions={claim: (needed, refusal)})
+    rows["cache-claim-too-small"] = (too_small, default, expect(events=[("Warning", "CacheClaimTooSmall")],
+                                                                status=("Degraded", "CacheClaimTooSmall")))
+    # A new resource meets a retained claim too small: it joins the claim, creates no loader Job, and waits.
+    unowned = {key: merge(live, {"metadata": {"ownerReferences": None}})
+               for key, live in smaller.observed.shared.items() if key[0] == "PersistentVolumeClaim"}  # fmt: skip
+    rows["cache-claim-too-small-fresh"] = (fresh(pvc, shared=unowned, expansions={claim: (needed, refusal)}), default,
+                                           expect(claims=[("join", "PersistentVolumeClaim")], applies=["Service"],
+                                                  events=[("Warning", "CacheClaimTooSmall")],
+                                                  status=("Degraded", "CacheClaimTooSmall")))
     # test_an_operator_upgrade_keeps_the_released_template_until_the_opt_in
     rows["update-available"] = (_released(catalog, base), default,
                                 expect(applies=["Deployment"], events=[("Normal", "UpdateAvailable")],
@@ -369,6 +391,19 @@ def scenario(catalog) -> dict[str, tuple[World, Settings, dict[str, Any]]]:
                                expect(applies=["Deployment"], events=[("Normal", "RollingOut"), ("Normal", "Planned")],
                                       status=("Deploying", "RollingOut")))
     return rows
+
+
+def cache_claim(world: World) -> tuple[str, str]:
+    """The name of the world's live cache claim and the storage it requests."""
+    ((_, name), live), = [(k, live) for k, live in world.observed.shared.items() if k[0] == "PersistentVolumeClaim"]
+    return name, live["spec"]["resources"]["requests"]["storage"]
+
+
+def smaller_claim(world: World, storage: str = "1Gi", **status: Any) -> World:
+    """The world with its live cache claim requesting `storage` (and that claim status)."""
+    shared = {key: (merge(live, {"spec": {"resources": {"requests": {"storage": storage}}}, "status": status})
+                    if key[0] == "PersistentVolumeClaim" else live) for key, live in world.observed.shared.items()}
+    return with_observed(world, shared=shared)
 
 
 def _settle(catalog, world: World) -> World:
@@ -393,7 +428,9 @@ def _released(catalog, world: World) -> World:
 ROWS = ["create", "ready", "idle", "idle-ready", "hand-edit", "hand-edit-service", "vanished-child", "spec-change",
         "pool-lost", "sticky", "no-fit", "invalid-plan", "invalid-schema", "secret-missing", "secret-present",
         "token-missing", "pdb", "pdb-pruned", "hpa", "scaled-object", "autoscaling-off", "cache-fill", "cache-failed",
-        "cache-left", "cache-shared-left", "update-available", "update-accepted", "scale-up"]  # fmt: skip
+        "cache-left", "cache-shared-left", "update-available", "update-accepted", "scale-up", "cache-claim-fits",
+        "cache-claim-fits-capacity", "cache-claim-expand", "cache-claim-expanded", "cache-claim-too-small",
+        "cache-claim-too-small-fresh"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -467,6 +504,39 @@ def test_a_cache_another_deployment_created_is_joined_at_the_version_read(catalo
         assert claim.confirm_owner and claim.resource_version == live["metadata"]["resourceVersion"]
         assert [o["uid"] for o in claim.owners] == ["uid-other", UID]
     assert intent.cache_fill["state"] == "Filling" and not [a for a in intent.applies if a.obj["kind"] == "Deployment"]
+
+
+def test_a_claim_to_expand_is_asked_at_the_version_read_and_nothing_else_is_done(catalog):
+    filling = settled(catalog, {"cache": {"type": "pvc"}})
+    claim, needed = cache_claim(filling)
+    smaller = smaller_claim(filling)
+    intent = run(catalog, smaller)
+    (ask,) = intent.expands
+    live = smaller.observed.shared[("PersistentVolumeClaim", claim)]
+    assert (ask.claim, ask.storage, ask.resource_version) == (claim, needed, live["metadata"]["resourceVersion"])
+    assert not (intent.claims or intent.prunes or intent.applies or intent.events or intent.status)
+    # An answer about another size (the catalog changed again) is no answer: asked again.
+    stale = with_observed(smaller, expansions={claim: ("2Gi", "refused")})
+    assert [a.storage for a in run(catalog, stale).expands] == [needed]
+
+
+def test_a_claim_too_small_says_by_how_much_and_what_to_do_and_the_deployment_waits(catalog):
+    filling = settled(catalog, {"cache": {"type": "pvc"}})
+    claim, needed = cache_claim(filling)
+    refusal = f'persistentvolumeclaims "{claim}" is forbidden: the storageclass must support resize'
+    world = with_observed(smaller_claim(filling, phase="Bound"), expansions={claim: (needed, refusal)})
+    intent = run(catalog, world)
+    cache = merge(world.resource["status"], intent.status)["cache"]
+    assert cache["state"] == "TooSmall" and intent.cache_fill == cache
+    assert f"{claim} requests 1Gi, but the checkpoint now needs {needed}" in cache["message"]
+    assert "must support resize" in cache["message"] and "allowVolumeExpansion: true" in cache["message"]
+    (event,) = intent.events
+    assert (event.reason, event.message) == ("CacheClaimTooSmall", cache["message"])
+    assert not [a for a in intent.applies if a.obj["kind"] == "Deployment"] and not intent.claims
+    # Once it says so, the next reconcile writes and posts nothing more.
+    again = dataclasses.replace(world, resource=resource({"cache": {"type": "pvc"}},
+                                                         merge(world.resource["status"], intent.status)))
+    assert summary(run(catalog, again), again) == expect()
 
 
 def test_a_refusal_is_reported_in_status_and_an_event():

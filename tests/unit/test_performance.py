@@ -272,3 +272,93 @@ def test_a_cpu_plan_uses_the_family_bandwidth_per_vcpu_and_llamacpp_slots(catalo
     # llama.cpp's cache is --ctx-size tokens, shared by its slots.
     assert device.kv_budget_gib == perf.sizing.kv_cache_gib(catalog.families[result.family].sizes[result.size].architecture,
                                                              result.max_model_len)  # fmt: skip
+
+
+# -- embedding plans: one forward pass a request (task embed) -------------------------------------
+# EmbeddingGemma 300m: 0.308e9 parameters, of which the token-embedding table (262,144 x 768 =
+# 201,326,592) is looked up, not multiplied: 106,673,408 multiply each token. 24 layers, every 6th
+# global (4 global, 20 local with a 512-token window), 3 heads x 256 dims: 4 x 3 x 256 = 3072 FLOPs per
+# query-key pair per layer, and attention is bidirectional (every query sees every key, or its window's).
+EMBED_PARAMS = 106_673_408
+# One 1024-token input: 2 x 106,673,408 x 1024 = 218,467,139,584
+#   + global 4 x 1024 x 1024 x 3072 = 12,884,901,888 + local 20 x 1024 x 512 x 3072 = 32,212,254,720
+EMBED_FLOPS_1024 = 263_564_296_192
+# One 16-token input: 2 x 106,673,408 x 16 = 3,413,549,056 + 4 x 16 x 16 x 3072 + 20 x 16 x 16 x 3072
+EMBED_FLOPS_16 = 3_413_549_056 + 3_145_728 + 15_728_640
+
+
+def embedding(catalog):
+    return size(catalog, "embeddinggemma", "300m")
+
+
+def test_an_embedding_model_multiplies_all_but_its_lookup_table(catalog):
+    assert perf.embed_params(embedding(catalog)) * 1e9 == pytest.approx(EMBED_PARAMS)
+    assert perf.embed_flops(embedding(catalog), 1024) == EMBED_FLOPS_1024
+    assert perf.embed_flops(embedding(catalog), 16) == EMBED_FLOPS_16
+
+
+# (device, quantization, prompt tokens, context, batch tokens, concurrency) ->
+#   (input tokens, inputs per pass, replicas, latency alone, latency at concurrency, bound), hand-computed
+L4_COMPUTE = 121e12 * MFU  # 60.5 TFLOPS
+L4_READ = EMBED_PARAMS * 2 / (300e9 * MBU)  # bf16 weights once: 213.3 MB at 225 GB/s = 0.948 ms
+CPU = Device(bandwidth_gbps=4 * 4.0, peak_tflops=4 * 0.040, devices=1, kv_budget_gib=0.1, slots=4)  # 4 vCPUs
+EMBED_ROWS = [
+    # vLLM on one L4, 1024 tokens: 263.56e9 / 60.5e12 = 4.356 ms, compute-bound (above the 0.948 ms read);
+    # 8192 // 1024 = 8 inputs a pass.
+    (l4(), "bf16", 1024, 2048, 8192, 1, (1024, 8, 1, EMBED_FLOPS_1024 / L4_COMPUTE, EMBED_FLOPS_1024 / L4_COMPUTE, "compute")),
+    # 20 at once: ceil(20 / 8) = 3 replicas, ceil(20 / 3) = 7 inputs in one pass: 7 x 4.356 = 30.5 ms.
+    (l4(), "bf16", 1024, 2048, 8192, 20, (1024, 8, 3, EMBED_FLOPS_1024 / L4_COMPUTE, 7 * EMBED_FLOPS_1024 / L4_COMPUTE,
+                                          "compute")),
+    # 16 tokens: 3.43e9 FLOPs take 56.7 us, below the 0.948 ms weight read: memory-bound alone;
+    # 8192 // 16 = 512 inputs, capped at vLLM's 256 sequences.
+    (l4(), "bf16", 16, 2048, 8192, 1, (16, 256, 1, L4_READ, L4_READ, "memory")),
+    # 4096 asked, but an input is at most the context: counted at 2048, 8192 // 2048 = 4 a pass.
+    # 2 x 106,673,408 x 2048 + 4 x 2048^2 x 3072 + 20 x 2048 x 512 x 3072 = 552,898,396,160 FLOPs: 9.139 ms.
+    (l4(), "bf16", 4096, 2048, 8192, 1, (2048, 4, 1, 552_898_396_160 / L4_COMPUTE, 552_898_396_160 / L4_COMPUTE,
+                                         "compute")),
+    # llama.cpp on 4 vCPUs (160 GFLOPS x 0.5 = 80 GFLOPS): 263.56e9 / 80e9 = 3.295 s; its micro-batch is
+    # the context, 2048 // 1024 = 2 inputs a pass.
+    (CPU, "q8_0", 1024, 2048, 2048, 1, (1024, 2, 1, EMBED_FLOPS_1024 / 80e9, EMBED_FLOPS_1024 / 80e9, "compute")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("device", "quantization", "prompt", "context", "batch", "concurrency", "expected"), EMBED_ROWS,
+                         ids=["l4-1024", "l4-1024-x20", "l4-16", "l4-capped", "cpu-1024"])  # fmt: skip
+def test_an_embedding_request_is_one_forward_pass(catalog, device, quantization, prompt, context, batch, concurrency,
+                                                  expected):  # fmt: skip
+    tokens, per_pass, replicas, alone, loaded, bound = expected
+    workload = Workload(prompt_tokens=prompt, output_tokens=0, concurrency=concurrency)
+    got = perf.predict_embed_on(embedding(catalog), quantization, device, workload, context, batch, None)
+    assert (got.input_tokens, got.max_concurrency, got.replicas, got.bound) == (tokens, per_pass, replicas, bound)
+    assert got.latency_seconds == pytest.approx(alone, rel=1e-9)
+    assert got.latency_seconds_at_concurrency == pytest.approx(loaded, rel=1e-9)
+    assert got.cost_per_million_input_tokens is None  # no price given
+
+
+def test_embedding_throughput_and_cost_at_full_load(catalog):
+    # vLLM on one L4, 1024-token inputs: 8 a pass of 8 x 4.356 ms = 34.85 ms -> 229.55 requests/s,
+    # 235,056 input tokens/s. $0.8536/h / (235,056 x 3600) x 1e6 = $0.001009 per million input tokens.
+    workload = Workload(prompt_tokens=1024, output_tokens=0, concurrency=1)
+    got = perf.predict_embed_on(embedding(catalog), "bf16", l4(), workload, 2048, 8192, (0.8536, False))
+    full = 8 * EMBED_FLOPS_1024 / L4_COMPUTE
+    assert got.requests_per_second == pytest.approx(8 / full, rel=1e-9)
+    assert got.requests_per_second == pytest.approx(229.55, abs=0.01)
+    assert got.input_tokens_per_second == pytest.approx(8 * 1024 / full, rel=1e-9)
+    assert got.cost_per_million_input_tokens == pytest.approx(0.8536 / (8 * 1024 / full * 3600) * 1e6, rel=1e-9)
+    assert got.cost_per_million_input_tokens == pytest.approx(0.001009, abs=1e-6)
+    # The status carries the embedding fields and none of a chat plan's.
+    status = got.as_status()
+    assert status["workload"] == {"promptTokens": 1024, "concurrency": 1, "inputTokens": 1024}
+    assert {"latencySeconds", "requestsPerSecond", "inputTokensPerSecond", "costPerMillionInputTokens"} <= set(status)
+    assert not {"ttftSeconds", "outputTokensPerSecond", "outputTokensPerSecondPerUser", "costPerMillionTokens"} & set(status)
+
+
+def test_an_embedding_plan_is_predicted_as_one(catalog):
+    # The example of examples/10-embeddings on gke-l4: llama.cpp on the e2-standard-4 node (3.92 vCPUs
+    # allocatable: 156.8 GFLOPS x 0.5), its micro-batch the 2048-token context, $0.134/h.
+    result = _plan(catalog, "gke-l4", {"model": {"task": "embed"}})
+    assert (result.pool.machine_type, result.batch_tokens) == ("e2-standard-4", 2048)
+    p = result.predicted
+    assert p["latencySeconds"] == pytest.approx(EMBED_FLOPS_1024 / (3.92 * 0.040e12 * MFU), abs=1e-4)  # 3.3618 s
+    assert (p["maxConcurrency"], p["replicas"], p["pricePerHour"]) == (2, 1, 0.134)
+    assert "ttftSeconds" not in p and "outputTokensPerSecond" not in p

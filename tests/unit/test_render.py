@@ -13,6 +13,7 @@ from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
 from gemma_operator.inventory import pools
 from gemma_operator.planner import InvalidSpec, Plan, plan
 from gemma_operator.render import endpoint, render
+from gemma_operator.runtimes import HOME_SIZE
 from tests.conftest import NODES, node_list
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
@@ -272,7 +273,7 @@ def test_model_server_pods_are_restricted_where_the_image_allows(catalog, fixtur
     assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (image.run_as.user, image.run_as.group)
     assert {"name": "HOME", "value": "/home/gemma"} in container["env"]
     assert {"name": "home", "mountPath": "/home/gemma"} in container["volumeMounts"]
-    assert {"name": "home", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "home", "emptyDir": {"sizeLimit": HOME_SIZE[result.runtime]}} in pod["volumes"]  # bounded
 
 
 def test_tpu_pods_are_the_only_root_exception(catalog):

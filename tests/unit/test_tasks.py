@@ -76,6 +76,13 @@ INVALID = [
     ({**EMBED, "maxModelLen": 4096}, "spec.maxModelLen", "beyond embeddinggemma's input limit"),
     ({**EMBED, "autoscaling": {"maxReplicas": 3, "metric": "kvCache", "target": 80}}, "spec.autoscaling.metric",
      "keeps no KV cache"),
+    # An embedding model generates no tokens: the chat-only objective fields are refused by name.
+    ({**EMBED, "objective": {"promptTokens": 512, "outputTokens": 1, "concurrency": 1}}, "spec.objective.outputTokens",
+     "embeddinggemma is an embedding model and generates no tokens"),
+    ({**EMBED, "objective": {"promptTokens": 512, "concurrency": 1, "outputTokensPerSecond": 20}},
+     "spec.objective.outputTokensPerSecond", "ttftSeconds (the request's latency)"),
+    # ...and a chat objective still needs its output tokens.
+    ({"objective": {"promptTokens": 512, "concurrency": 1}}, "spec.objective.outputTokens", "required for gemma4"),
     ({"model": {"family": "embeddinggemma"}}, "spec.model.task", "embedding model, served at /v1/embeddings"),
     ({"model": {"id": "google/embeddinggemma-300m"}}, "spec.model.task", "set model.task embed"),
     ({"model": {"family": "gemma3", "task": "embed"}}, "spec.model.task", "the embed families are embeddinggemma"),
@@ -90,6 +97,49 @@ def test_invalid_task_specs_name_the_field(catalog, spec, field, words):
         decide(catalog, spec, "gke-l4")
     assert info.value.field == field
     assert words in str(info.value)
+
+
+# Embedding objectives and sizePolicy cheapest: (fixture, spec) -> (runtime, accelerator), words the reasons carry.
+# gke-l4 has an e2-standard-4 CPU node ($0.134/h) and a g2-standard-8 with one L4 ($0.8536/h).
+EMBED_OBJECTIVES = [
+    # No objective: the CPU pool, cheaper per hour, though the L4 is cheaper per million input tokens at full load.
+    ("gke-l4", EMBED, ("llamacpp", "cpu"),
+     ["Price: cpu-e2-standard-4 costs $0.1340/h a replica against $0.8536/h on nvidia-l4-x1",
+      "at full load $0.1222 against $0.0010 per million input tokens (305 against 235055 input tokens/s)"]),
+    # sizePolicy cheapest ranks by cost per million input tokens: the L4, and the CPU pool's figure as runner-up.
+    ("gke-l4", {"model": {"task": "embed", "sizePolicy": "cheapest"}}, ("vllm", "nvidia-l4"),
+     ["by the lowest predicted cost per million input tokens (sizePolicy cheapest",
+      "Cost: 300m bf16 on nvidia-l4-x1 has the lowest predicted cost per million input tokens at full load ($0.0010, "
+      "at $0.8536/h a replica, 235055 input tokens/s)", "next: 300m q8_0 on cpu-e2-standard-4 $0.1222"]),
+    # Four 512-token requests at once within 0.5 s: on the CPU they share one pass of 4 x 128.56e9 FLOPs at
+    # 78.4 GFLOPS = 6.56 s, a miss; on the L4, 8.5 ms.
+    ("gke-l4", {**EMBED, "objective": {"promptTokens": 512, "concurrency": 4, "ttftSeconds": 0.5}}, ("vllm", "nvidia-l4"),
+     ["Objective: met (request latency 0.008 s <= 0.5 s)", "512 input tokens a request, 4 at once"]),
+    # 40 at once: 8192 // 512 = 16 inputs a pass, so ceil(40 / 16) = 3 replicas.
+    ("gke-l4", {**EMBED, "objective": {"promptTokens": 512, "concurrency": 40}, "accelerator": "nvidia-l4"},
+     ("vllm", "nvidia-l4"), ["need 3 replicas (16 inputs per forward pass each); spec.replicas is 1"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fixture", "spec", "expected", "words"), EMBED_OBJECTIVES, ids=lambda v: str(v))
+def test_embed_objectives_and_cheapest_say_why_in_numbers(catalog, fixture, spec, expected, words):
+    result = decide(catalog, spec, fixture)
+    assert isinstance(result, Plan), getattr(result, "message", result)
+    assert (result.runtime, result.pool.accelerator) == expected
+    text = " ".join(result.reasons)
+    for word in words:
+        assert word in text
+    assert "latencySeconds" in result.predicted and "ttftSeconds" not in result.predicted
+
+
+def test_an_embed_objective_no_pool_meets_is_a_no_fit_with_the_nearest_latency(catalog):
+    # One 512-token request on the L4: 128.56e9 FLOPs at 60.5 TFLOPS = 2.125 ms; 1 ms is a miss everywhere.
+    result = decide(catalog, {**EMBED, "objective": {"promptTokens": 512, "concurrency": 1, "ttftSeconds": 0.001}},
+                    "gke-l4")  # fmt: skip
+    assert isinstance(result, NoFit)
+    assert "No plan is predicted to meet the objective (512 input tokens a request, 1 at once)" in result.message
+    assert "request latency 0.002 s > 0.001 s" in result.message
+    assert [(s.field, s.value) for s in result.suggestions] == [("spec.objective.ttftSeconds", "0.0022")]
 
 
 # (fixture, spec) -> (modelId, runtime, accelerator), and words the reasons must carry
@@ -252,3 +302,32 @@ def test_a_chat_plan_still_takes_a_batch_size_in_extra_args(catalog):
     spec = {"extraArgs": ["--max-num-batched-tokens=512"]}
     parsed = GemmaDeploymentSpec.model_validate(spec)
     assert render(decide(catalog, spec, "gke-l4"), "chat", "team-a", parsed)
+
+
+def test_plan_table_and_compare_show_the_embedding_columns(tmp_path):
+    import io
+
+    import yaml
+
+    from gemma_operator.__main__ import main
+    from tests.conftest import NODES
+
+    cr = tmp_path / "cr.yaml"
+    cr.write_text(yaml.safe_dump({"apiVersion": "gemma.dev/v1alpha1", "kind": "GemmaDeployment",
+                                  "metadata": {"name": "embed", "namespace": "rag"},
+                                  "spec": {"model": {"task": "embed", "sizePolicy": "cheapest"}}}))  # fmt: skip
+    nodes = str(NODES / "gke-l4.yaml")
+    out = io.StringIO()
+    assert main(["plan", "-f", str(cr), "--nodes", nodes, "-o", "table"], out, io.StringIO()) == 0
+    text = out.getvalue()
+    assert "1024 input tokens x 1: 0.0044 s a request alone" in text and "$0.001 per million input tokens" in text
+    header = next(line for line in text.splitlines() if line.startswith("pool ") and "outcome" in line)
+    assert header.split() == ["pool", "size", "quant", "latency", "s", "req/s", "in", "tok/s", "per", "pass", "replicas",
+                              "$/M", "in", "tok", "outcome"]  # fmt: skip
+    assert "lost: $0.1222 per million input tokens at full load, not $0.0010" in text
+    out = io.StringIO()
+    assert main(["plan", "-f", str(cr), "--nodes", nodes, "--compare", "cpu,nvidia-l4", "-o", "json"], out,
+                io.StringIO()) == 0  # fmt: skip
+    rows = json.loads(out.getvalue())["items"][0]["candidates"]
+    assert [(r["pool"], r["outcome"]) for r in rows][1] == ("nvidia-l4-x1", "chosen")
+    assert all("costPerMillionInputTokens" in r and "outputTokensPerSecond" not in r for r in rows)

@@ -1,4 +1,4 @@
-"""GemmaDeployment v1alpha1: the spec users write and the status the operator reports.
+"""GemmaDeployment v1alpha1: the spec users write (the status the operator reports is in `status.py`).
 
 These models are the single source of the CRD (`gemma-operator crds`): field
 descriptions become `kubectl explain` text, constraints become schema validation.
@@ -98,7 +98,8 @@ class ModelSpec(Model):
         description="With size auto: smallest (Google's default advice), largest (the largest that fits), or "
         "cheapest (the size, pool and precision with the lowest predicted cost per million output tokens that "
         "meets spec.objective, counting the replicas its concurrency needs; without an objective, for the "
-        "default workload). cheapest also picks the pool and precision when size is set.",
+        "default workload; model.task embed: per million input tokens at full load). cheapest also picks the pool "
+        "and precision when size is set.",
     )
     tuning: Tuning = Field(default="it", description="it: instruction-tuned (chat); pt: pre-trained (base).")
     id: str | None = Field(
@@ -318,16 +319,25 @@ class CacheSpec(Model):
 
 
 class Objective(Model):
-    """A service objective, per user. The planner keeps only plans predicted to meet it."""
+    """A service objective, per user. The planner keeps only plans predicted to meet it. For model.task embed:
+    promptTokens, concurrency and ttftSeconds (the request's latency); outputTokens and outputTokensPerSecond
+    are Invalid there."""
 
-    prompt_tokens: int = Field(ge=1, le=16_777_216, description="Prompt tokens of a typical request.")
-    output_tokens: int = Field(ge=1, le=16_777_216, description="Output tokens of a typical request.")
+    prompt_tokens: int = Field(
+        ge=1, le=16_777_216, description="Prompt tokens of a typical request (model.task embed: its input tokens)."
+    )
+    output_tokens: int | None = Field(
+        default=None, ge=1, le=16_777_216,
+        description="Output tokens of a typical request. Required for chat models; refused for model.task embed.",
+    )
     concurrency: int = Field(ge=1, le=1_000_000, description="Requests in flight at once, over all replicas.")
     ttft_seconds: float | None = Field(
-        default=None, gt=0, le=3600, description="Longest acceptable predicted time to first token, in seconds."
+        default=None, gt=0, le=3600, description="Longest acceptable predicted time to first token, in seconds "
+        "(model.task embed: the whole request's latency, one forward pass).",
     )
     output_tokens_per_second: float | None = Field(
-        default=None, gt=0, le=100_000, description="Least acceptable predicted output tokens/s each user sees."
+        default=None, gt=0, le=100_000,
+        description="Least acceptable predicted output tokens/s each user sees. Chat models only.",
     )
 
 
@@ -455,120 +465,3 @@ class GemmaDeploymentSpec(Model):
         if repeated:
             raise ValueError(f"env names must be unique; repeated: {', '.join(repeated)}")
         return env
-
-
-class Condition(Model):
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str
-    message: str = ""
-    last_transition_time: str | None = None
-    observed_generation: int | None = None
-
-
-class PredictedWorkload(Model):
-    prompt_tokens: int
-    output_tokens: int
-    concurrency: int
-
-
-class Predicted(Model):
-    """performance.py's roofline prediction for the selection (estimates; see the README)."""
-
-    workload: PredictedWorkload = Field(description="What it is predicted for: spec.objective, or the default workload.")
-    ttft_seconds: float = Field(description="Time to first token at that concurrency.")
-    output_tokens_per_second_per_user: float
-    output_tokens_per_second: float = Field(description="All users together, over the replicas.")
-    max_concurrency: int = Field(description="Sequences of prompt + output tokens one replica holds at once.")
-    replicas: int = Field(description="Replicas the workload's concurrency needs.")
-    cost_per_million_tokens: float | None = Field(
-        default=None, description="USD per million output tokens at the workload, counting its replicas."
-    )
-    cost_per_million_tokens_full_load: float | None = Field(
-        default=None, description="USD per million output tokens with one replica at maxConcurrency."
-    )
-    price_per_hour: float | None = Field(default=None, description="USD per hour of one replica's share of its node.")
-    price_verified: bool = Field(default=False, description="false: the catalog's price is remembered or estimated.")
-
-
-class Selection(Model):
-    model_id: str = Field(description="Hugging Face repo being served.")
-    model_file: str | None = Field(default=None, description="GGUF file inside the repo (llama.cpp).")
-    projector_file: str | None = Field(
-        default=None, description="Multimodal projector GGUF (llama.cpp), from the same repo, for image or audio input."
-    )
-    inputs: list[str] | None = Field(default=None, description="Inputs beyond text the server accepts, with the most per request.")
-    served_model_name: str = Field(description="Model name clients pass to the OpenAI API.")
-    family: str
-    size: str
-    tuning: Tuning
-    quantization: str
-    dtype: str
-    runtime: str
-    image: str
-    accelerator: str
-    accelerator_count: int = Field(description="GPUs or TPU chips per replica; 0 on CPU.")
-    tensor_parallel_size: int
-    max_model_len: int
-    estimated_memory_gi_b: float = Field(alias="estimatedMemoryGiB")
-    pool: str = Field(description="Node pool the plan targets; the plan is re-made if it disappears.")
-    capacity: Literal["ready", "scale-up"] | None = Field(
-        default=None,
-        description="ready: nodes of the pool exist; scale-up: a declared or standard GKE node shape that the "
-        "cluster autoscaler or node auto-provisioning must add first.",
-    )
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    predicted: Predicted | None = Field(default=None, description="Predicted speed and cost (performance.py).")
-    task: Task | None = Field(default=None, description="embed for an embedding model (absent: chat).")
-    embedding_dimensions: list[int] | None = Field(
-        default=None, description="Vector sizes the embedding model returns: the full size first, then its Matryoshka truncations."
-    )
-    batch_tokens: int | None = Field(default=None, description="Tokens per forward pass planned for an embedding model.")
-    reasons: list[str] = Field(default_factory=list, description="Why each choice was made.")
-
-
-class CacheStatus(Model):
-    type: CacheType
-    claim: str | None = Field(default=None, description="PersistentVolumeClaim (pvc).")
-    bucket: str | None = Field(default=None, description="Bucket (gcsfuse).")
-    bytes: int = Field(description="Bytes of the checkpoint the cache holds.")
-    state: Literal["Filling", "Ready", "Failed"] | None = Field(
-        default=None, description="The loader Job's progress (pvc, gcsfuse)."
-    )
-    message: str | None = None
-
-
-class GemmaDeploymentStatus(Model):
-    observed_generation: int | None = None
-    phase: Phase | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-    selection: Selection | None = None
-    endpoint: str | None = None
-    replicas: int | None = None
-    ready_replicas: int | None = None
-    desired_replicas: int | None = Field(default=None, description="Replicas wanted now (the autoscaler's, when on).")
-    selector: str | None = Field(default=None, description="The pods' label selector (the scale subresource's).")
-    cache: CacheStatus | None = None
-    loading_since: str | None = Field(
-        default=None,
-        description="While the model loads (Progressing reason LoadingModel): when its server started, as the "
-        "kubelet reports it. Written once; the time loading so far is now minus this (kubectl get -o wide: Loading).",
-    )
-
-
-PRINTER_COLUMNS = [
-    # Phase first: NoFit and Invalid have no model to show.
-    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-    {"name": "Model", "type": "string", "jsonPath": ".status.selection.modelId"},
-    {"name": "Runtime", "type": "string", "jsonPath": ".status.selection.runtime"},
-    {"name": "Accelerator", "type": "string", "jsonPath": ".status.selection.accelerator"},
-    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
-    {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
-    {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"},
-    # `kubectl get -o wide`: the Ready condition's reason is what keeps the model from serving.
-    {"name": "Reason", "type": "string", "priority": 1, "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
-    # How long the model has been loading, computed by kubectl from the start time status records once.
-    {"name": "Loading", "type": "date", "priority": 1, "jsonPath": ".status.loadingSince"},
-    {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
-    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.v1alpha1 import GemmaDeploymentSpec
+from ..inventory import quantity
 from ..planner import Plan
 
 PORT = 8000
@@ -14,6 +15,24 @@ PORT_NAME = "http"
 CACHE_DIR = "/models"
 SHM_DIR = "/dev/shm"
 HOME_DIR = "/home/gemma"
+# The writable HOME of a non-root server (an emptyDir), bounded so that one pod cannot fill its
+# node's disk, and counted in the ephemeral-storage request. What lands there:
+# - vLLM: VLLM_CACHE_ROOT (~/.cache/vllm): torch.compile's cache, into which vLLM also points
+#   Inductor's and Triton's caches (TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR: vLLM PR #11108,
+#   vllm/compilation/compiler_interface.py), one set per model and configuration; FlashInfer's JIT
+#   kernels (~/.cache/flashinfer) and Triton's own (~/.triton). A model's compiled artifacts come to
+#   hundreds of MB per configuration; 4 GiB leaves room for a few over a pod's life.
+#   unverified: not measured on the pinned images (no registry access here).
+# - llama.cpp: it downloads into LLAMA_CACHE (/models) and keeps nothing of size under HOME.
+HOME_SIZE = {"vllm": "4Gi", "llamacpp": "1Gi"}
+# Hugging Face Xet: huggingface_hub downloads Xet-backed files through hf_xet, whose chunk cache
+# lives under HF_XET_CACHE (default "$HF_HOME/xet", huggingface_hub's environment variables docs)
+# and holds up to 10 GB (10_000_000_000 bytes: xet-core xet_runtime/src/config/groups/chunk_cache.rs)
+# unless hf_xet was built with its `no-default-cache` feature (then 0), which hf_xet's wheels turn on
+# by default only since xet-core PR #559 (Nov 2025, after hf_xet 1.2.0; hf_xet/Cargo.toml). An older
+# hf_xet would put 10 GB into the emptyDir that holds the weights, past its sizeLimit. A download
+# made once gains nothing from a chunk cache (it serves chunks already fetched), so it is off.
+XET_CHUNK_CACHE_OFF = {"name": "HF_XET_CHUNK_CACHE_SIZE_BYTES", "value": "0"}
 
 # Start-up budget: a pull of the checkpoint at >= ~50 MiB/s (20 s per GiB) plus a fixed floor for
 # the image pull, engine start and warm-up; TPUs add XLA compilation.
@@ -96,10 +115,20 @@ def cache_volume() -> tuple[dict[str, Any], dict[str, Any]]:
     return {"name": "models", "emptyDir": {}}, {"name": "models", "mountPath": CACHE_DIR}
 
 
-def home_volume() -> tuple[dict[str, Any], dict[str, Any]]:
+def home_volume(size: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """A writable HOME for a non-root server: whatever the image's home holds, the caches under
-    $HOME (Hugging Face, vLLM, Triton, Inductor) land in an emptyDir."""
-    return {"name": "home", "emptyDir": {}}, {"name": "home", "mountPath": HOME_DIR}
+    $HOME (Hugging Face, vLLM, Triton, Inductor) land in an emptyDir of at most `size`."""
+    return {"name": "home", "emptyDir": {"sizeLimit": size}}, {"name": "home", "mountPath": HOME_DIR}
+
+
+def disk_request(volumes: list[dict[str, Any]]) -> str | None:
+    """The ephemeral-storage a pod's disk-backed emptyDirs may take: the sum of their sizeLimits
+    (a memory-backed one counts against memory instead); None when there are none."""
+    total = sum(int(quantity(v["emptyDir"]["sizeLimit"])) for v in volumes
+                if "emptyDir" in v and v["emptyDir"].get("medium") != "Memory")  # fmt: skip
+    if not total:
+        return None
+    return f"{total // 2**30}Gi" if total % 2**30 == 0 else f"{math.ceil(total / 2**20)}Mi"
 
 
 def shm_volume(size: str) -> tuple[dict[str, Any], dict[str, Any]]:

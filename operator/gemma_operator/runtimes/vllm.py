@@ -8,7 +8,7 @@ import math
 from .. import chat_template
 from ..api.v1alpha1 import GemmaDeploymentSpec
 from ..planner import Plan
-from . import CACHE_DIR, PORT, Server, cache_volume, container, env, gib, shm_volume
+from . import CACHE_DIR, PORT, XET_CHUNK_CACHE_OFF, Server, cache_volume, container, env, gib, shm_volume
 
 COMMAND = ["vllm", "serve"]
 # Host RAM beyond the weights: safetensors are staged through page cache while loading.
@@ -79,6 +79,7 @@ def server(plan: Plan, spec: GemmaDeploymentSpec, image: str) -> Server:
     shm, shm_mount = shm_volume(gib(2 * plan.tensor_parallel_size))
     own_env = [
         {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
+        dict(XET_CHUNK_CACHE_OFF),  # HF_HOME is on the size-limited `models` emptyDir
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
     ]
     volumes, mounts = [models, shm], [models_mount, shm_mount]

@@ -286,6 +286,34 @@ class KubeAPI:
         return self.request("PATCH", f"{path}/status", {"status": status},
                             content_type="application/merge-patch+json")
 
+    def bind_claim(self, namespace: str, name: str, timeout: float = 30) -> tuple[dict, str]:
+        """Bind a PersistentVolumeClaim to a PersistentVolume made for it (its size, class and access
+        modes; a CSI volume of a driver nobody runs), pre-bound through its claimRef, as an admin or a
+        provisioner would. With kube-controller-manager, its PV controller binds the two; otherwise
+        this writes what that controller would (spec.volumeName, then Bound and the capacity through
+        /status). Returns the bound claim and the PersistentVolume's name, for the caller to delete."""
+        path = f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{name}"
+        claim = self.request("GET", path)
+        spec = claim["spec"]
+        volume = f"pv-{claim['metadata']['uid'][:13]}"
+        self.request("POST", "/api/v1/persistentvolumes", {
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": volume},
+            "spec": {"capacity": {"storage": spec["resources"]["requests"]["storage"]},
+                     "accessModes": spec["accessModes"], "persistentVolumeReclaimPolicy": "Retain",
+                     **({"storageClassName": spec["storageClassName"]} if spec.get("storageClassName") else {}),
+                     "csi": {"driver": "volumes.example.gemma.dev", "volumeHandle": volume},
+                     "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": namespace,
+                                  "name": name, "uid": claim["metadata"]["uid"]}}})  # fmt: skip
+        if not self.controller_manager:
+            self.request("PATCH", path, {"spec": {"volumeName": volume}}, content_type="application/merge-patch+json")
+            self.request("PATCH", path + "/status", {"status": {
+                "phase": "Bound", "accessModes": spec["accessModes"],
+                "capacity": {"storage": spec["resources"]["requests"]["storage"]}}},
+                content_type="application/merge-patch+json")  # fmt: skip
+        bound = self.wait_for(lambda: (c := self.request("GET", path)).get("status", {}).get("phase") == "Bound" and c,
+                              timeout=timeout, message=f"claim {name} bound")  # fmt: skip
+        return bound, volume
+
     def delete_node(self, name: str) -> None:
         self._delete_if_present(f"/api/v1/nodes/{name}")
 

@@ -41,7 +41,9 @@ request handling with real API semantics:
   ``drop_after_events`` / ``drop_after_seconds``).
 
 Deliberately not emulated: admission, authentication/authorization, validation of built-in
-types, CEL transition rules (``oldSelf``) and ratcheting, the ``scale`` subresource (405), controllers (no
+types (except a PersistentVolumeClaim's update: its immutable spec, and the
+PersistentVolumeClaimResize admission plugin's refusals, see ``_check_claim_update``), CEL
+transition rules (``oldSelf``) and ratcheting, the ``scale`` subresource (405), controllers (no
 ReplicaSets, Pods or Deployment status: tests write status themselves), ``$patch`` directives
 and set-type lists in strategic merge / apply, foreground deletion (treated as background),
 consistent snapshots for paginated lists, and watch bookmarks other than the initial one.
@@ -160,6 +162,8 @@ BUILTIN_KINDS = [
     Kind("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, "persistentvolumeclaim", ("status",),
          ("pvc",)),
     Kind("", "v1", "events", "Event", True, "event", (), ("ev",)),
+    Kind("", "v1", "persistentvolumes", "PersistentVolume", False, "persistentvolume", ("status",), ("pv",)),
+    Kind("storage.k8s.io", "v1", "storageclasses", "StorageClass", False, "storageclass", (), ("sc",)),
     Kind("apps", "v1", "deployments", "Deployment", True, "deployment", ("status", "scale"),
          ("deploy",), ("all",), generation=True),
     Kind("apps", "v1", "replicasets", "ReplicaSet", True, "replicaset", ("status", "scale"),
@@ -205,6 +209,19 @@ EXTRA_FIELDS = {
 
 GENERATE_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 EVENT_LOG_SIZE = 10_000
+
+
+QUANTITY_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+                  "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "m": 10**-3}
+
+
+def _bytes(quantity: str | int) -> float:
+    """A resource quantity ("13Gi", "12G", "13958643712") as a number, for comparisons."""
+    text = str(quantity).strip()
+    for unit in sorted(QUANTITY_UNITS, key=len, reverse=True):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * QUANTITY_UNITS[unit]
+    return float(text)
 
 
 def now_iso() -> str:
@@ -1033,6 +1050,8 @@ class GemmaEmulator(kmock.KubernetesEmulator):
 
     def _finish(self, kind: Kind, old: dict | None, new: dict) -> None:
         """Server-owned fields: kind, apiVersion, uid, timestamps, generation, defaults."""
+        if old is not None and kind.group == "" and kind.plural == "persistentvolumeclaims":
+            self._check_claim_update(old, new)
         new["apiVersion"], new["kind"] = kind.api_version, kind.kind
         meta = new.setdefault("metadata", {})
         if old is not None:
@@ -1070,6 +1089,39 @@ class GemmaEmulator(kmock.KubernetesEmulator):
         for key in [k for k, v in meta.items() if v in ({}, []) and k in ("labels", "annotations",
                                                                             "finalizers", "ownerReferences")]:
             del meta[key]
+
+    def _check_claim_update(self, old: dict, new: dict) -> None:
+        """A PersistentVolumeClaim update as kube-apiserver judges it: validation first
+        (ValidatePersistentVolumeClaimUpdate, 422: the spec is immutable but for volumeName, set
+        once, and resources.requests of a bound claim; the request never shrinks), then the
+        PersistentVolumeClaimResize admission plugin (403: a larger request needs a bound claim
+        whose StorageClass, the same before and after, has allowVolumeExpansion: true)."""
+        old_spec, new_spec = copy.deepcopy(old.get("spec") or {}), copy.deepcopy(new.get("spec") or {})
+        name = old["metadata"]["name"]
+        bound = (old.get("status") or {}).get("phase") == "Bound"  # the status a main-resource write keeps
+        if not old_spec.get("volumeName") and "volumeName" in new_spec:
+            old_spec["volumeName"] = new_spec["volumeName"]  # the PV controller binds it once
+        old_size, new_size = (_bytes(size) if size is not None else None for size in
+                              (((spec.get("resources") or {}).get("requests") or {}).pop("storage", None)
+                               for spec in (old_spec, new_spec)))  # fmt: skip
+        if old_spec != new_spec or (not bound and old_size != new_size):
+            raise ApiError(422, "Invalid", f'PersistentVolumeClaim "{name}" is invalid: spec: Forbidden: spec is '
+                           "immutable after creation except resources.requests and volumeAttributesClassName for "
+                           "bound claims", {"name": name, "kind": "PersistentVolumeClaim", "causes": [
+                               {"reason": "FieldValueForbidden", "field": "spec"}]})  # fmt: skip
+        if old_size is None or new_size is None or new_size == old_size:
+            return
+        if new_size < old_size:
+            raise ApiError(422, "Invalid", f'PersistentVolumeClaim "{name}" is invalid: '
+                           "spec.resources.requests.storage: Forbidden: field can not be less than previous value")
+        forbidden = f'persistentvolumeclaims "{name}" is forbidden: '
+        classes = self._kinds[("storage.k8s.io", "v1", "storageclasses")]
+        class_name = new_spec.get("storageClassName") or ""
+        storage_class = self._current(classes, None, class_name) if class_name else None
+        expandable = (storage_class or {}).get("allowVolumeExpansion")
+        if class_name != (old_spec.get("storageClassName") or "") or not expandable:
+            raise ApiError(403, "Forbidden", forbidden + "only dynamically provisioned pvc can be resized and the "
+                           "storageclass that provisions the pvc must support resize")
 
     def _preconditions(self, old: dict, body: Any) -> None:
         rv = ((body or {}).get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None

@@ -247,6 +247,59 @@ def _merge_keyed_list(live: list, incoming: list, list_keys: ListKeys, path: Pat
     return result_list
 
 
+def _apply_keyed_list(live: list, applied: list, list_keys: ListKeys, path: Path) -> list | None:
+    """An associative list merged as server-side apply orders it (structured-merge-diff's
+    typed/merge.go, mergingWalker.visitListItems): the applied items keep the order applied, an
+    item new to the list lands where it was applied (not at the end), and a live item the apply
+    does not name keeps its place among them. None for an atomic list."""
+    keys = list_keys(path)
+    if not keys or not all(isinstance(item, dict) for item in applied + live):
+        return None
+    live_keys = [make_key(item, keys) for item in live]
+    applied_keys = [make_key(item, keys) for item in applied]
+    live_by_key = dict(zip(live_keys, live, strict=True))
+    applied_by_key = dict(zip(applied_keys, applied, strict=True))
+    shared = [key for key in applied_keys if key in live_by_key]  # items in both, in the applied order
+    next_shared = shared.pop(0) if shared else None
+    merged: set[Key] = set()
+    out = []
+
+    def take(key: Key) -> None:
+        item = live_by_key.get(key)
+        out.append(apply_merge(item, applied_by_key[key], list_keys, path + (key,)) if item is not None
+                   else copy.deepcopy(applied_by_key[key]))  # fmt: skip
+
+    li = ri = 0
+    while li < len(live_keys) or ri < len(applied_keys):
+        if li < len(live_keys) and ri < len(applied_keys):
+            key = live_keys[li]
+            if key == applied_keys[ri]:  # in both, at the same turn: merged
+                merged.add(key)
+                take(key)
+                li, ri = li + 1, ri + 1
+                next_shared = shared.pop(0) if shared else None
+                continue
+            if key in applied_by_key and next_shared is not None and next_shared != key:
+                li += 1  # applied, but later: it comes in the applied order
+                continue
+        if li < len(live_keys):
+            key = live_keys[li]
+            if key not in applied_by_key:  # not applied: stays where it is
+                out.append(copy.deepcopy(live[li]))
+                li += 1
+                continue
+            if key in merged:
+                li += 1
+        if ri < len(applied_keys):
+            key = applied_keys[ri]
+            merged.add(key)
+            take(key)
+            ri += 1
+            if next_shared is not None and next_shared == key:
+                next_shared = shared.pop(0) if shared else None
+    return out
+
+
 def apply_merge(live: Any, applied: Any, list_keys: ListKeys, path: Path = ()) -> Any:
     """Merge an applied configuration into the live object (SSA's merge step)."""
     if isinstance(applied, dict) and isinstance(live, dict):
@@ -257,7 +310,7 @@ def apply_merge(live: Any, applied: Any, list_keys: ListKeys, path: Path = ()) -
             result[k] = apply_merge(live.get(k), v, list_keys, path + (k,))
         return result
     if isinstance(applied, list) and isinstance(live, list):
-        merged = _merge_keyed_list(live, applied, list_keys, path, apply_merge)
+        merged = _apply_keyed_list(live, applied, list_keys, path)
         if merged is not None:
             return merged
     return copy.deepcopy(applied)
