@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from . import catalog as catalog_mod
 from . import candidates as candidates_mod
-from . import capacity, clusterread, scaling, validation
+from . import capacity, chat_template, clusterread, scaling, validation
 from .api.v1alpha1 import API_VERSION, KIND, GemmaDeploymentSpec
 from .inventory import on_gke, pools
 from .planner import InvalidSpec, NoFit, plan, token_warning
@@ -55,7 +55,19 @@ def _kinds(docs: list[Any]) -> str:
 
 def load_resources(path: str) -> list[dict[str, Any]]:
     """Every GemmaDeployment in a file, in order."""
+    return load_file(path)[0]
+
+
+def load_file(path: str) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]]]:
+    """Every GemmaDeployment in a file, in order, and the ConfigMaps beside them (name -> data): a
+    spec.chatTemplate.configMapRef to one of them is checked and its sample prompt printed."""
     docs = _load_yaml(path)
+    config_maps = {(d.get("metadata") or {}).get("name", ""): dict(d.get("data") or {})
+                   for d in docs if isinstance(d, dict) and d.get("kind") == "ConfigMap" and d.get("apiVersion") == "v1"}  # fmt: skip
+    return _resources(path, docs), config_maps
+
+
+def _resources(path: str, docs: list[Any]) -> list[dict[str, Any]]:
     if not docs:
         raise UsageError(f"{_where(path)} is empty: no {KIND} found")
     found = [d for d in docs if isinstance(d, dict) and d.get("kind") == KIND]
@@ -143,6 +155,7 @@ class Outcome:
     warning: str | None = None  # e.g. a gated checkpoint and no token
     candidates: list[dict[str, Any]] = field(default_factory=list)  # every pool planned alone (candidates.compare)
     example: str | None = None  # a request to try (embedding models)
+    prompt: chat_template.Prompt | None = None  # what a sample conversation becomes on the server
 
     @property
     def exit_code(self) -> int:
@@ -158,14 +171,18 @@ class Outcome:
             doc["endpoint"] = self.endpoint
             if self.example:
                 doc["example"] = self.example
+            if self.prompt:
+                doc["chatTemplate"] = self.prompt.as_dict()
         doc["manifests"] = self.manifests if manifests else []
         return doc
 
 
 def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: catalog_mod.Catalog,
                   declared: list[Any] = (), collector: str = "auto",  # type: ignore[assignment]
-                  candidates: list[str] | None = None) -> Outcome:  # fmt: skip
-    """`candidates`: fill outcome.candidates for these pool or accelerator names ([] for every pool; None: not at all)."""
+                  candidates: list[str] | None = None,
+                  config_maps: dict[str, dict[str, str]] | None = None) -> Outcome:  # fmt: skip
+    """`candidates`: fill outcome.candidates for these pool or accelerator names ([] for every pool; None: not at all).
+    `config_maps`: the ConfigMaps beside the resource (name -> data), for a chatTemplate.configMapRef."""
     meta = resource.get("metadata") or {}
     outcome = Outcome(name=meta.get("name", "gemma"), namespace=meta.get("namespace", "default"))
     try:
@@ -184,6 +201,7 @@ def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: ca
             collector = "PodMonitoring" if on_gke(nodes) else "ServiceMonitor"
         choice = scaling.choose(spec, None, collector)
         outcome.manifests = render(result, outcome.name, outcome.namespace, spec, choice=choice)
+        outcome.prompt = chat_template.prompt(spec, cat.families[result.family], result.tuning, config_maps)
     except UsageError as exc:
         outcome.invalid = str(exc)
         return outcome
@@ -222,7 +240,7 @@ def read_nodes(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str
 def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.file == STDIN and args.nodes == STDIN:
         raise UsageError("-f - and --nodes - both ask for standard input: give one of them a file")
-    resources = load_resources(args.file)
+    resources, config_maps = load_file(args.file)
     try:
         nodes, source, source_words = read_nodes(args)
     except clusterread.ClusterReadError as exc:
@@ -235,7 +253,7 @@ def cmd_plan(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError(f"invalid capacity: {exc}") from None
     # The candidate table: with -o table (every pool), or --compare (the pools named).
     names = [n for n in (args.compare or "").split(",") if n] if args.compare else ([] if args.output == "table" else None)
-    outcomes = [plan_resource(resource, nodes, cat, declared, args.collector, names) for resource in resources]
+    outcomes = [plan_resource(resource, nodes, cat, declared, args.collector, names, config_maps) for resource in resources]
     if args.compare:
         return _print_compare(outcomes, args, out)
     if len(outcomes) == 1:
@@ -289,6 +307,8 @@ def _print_one(outcome: Outcome, args: argparse.Namespace, source: dict[str, Any
         err.write(f"warning: {outcome.warning}\n")
     if args.output == "table":
         _table(outcome.selection, {"endpoint": outcome.endpoint, "nodes": source_words}, out)
+        # The sample prompt before the candidates: the candidates table runs to the next blank section.
+        _prompt_table(outcome.prompt, out)
         _candidates(outcome, out)
         if outcome.example:
             out.write(f"\nTry it (from a pod in the cluster):\n  {outcome.example}\n")
@@ -298,6 +318,7 @@ def _print_one(outcome: Outcome, args: argparse.Namespace, source: dict[str, Any
     else:
         document = {"selection": outcome.selection, "endpoint": outcome.endpoint,
                     **({"example": outcome.example} if outcome.example else {}),
+                    **({"chatTemplate": outcome.prompt.as_dict()} if outcome.prompt else {}),
                     "manifests": outcome.manifests if args.manifests else [], "nodes": source}
         _dump(document, args.output, out)
     return 0
@@ -320,6 +341,7 @@ def _print_several(outcomes: list[Outcome], args: argparse.Namespace, source: di
             out.write(f"\n=== {outcome.namespace}/{outcome.name} ===\n")
             if outcome.selection is not None and outcome.endpoint is not None:
                 _table(outcome.selection, {"endpoint": outcome.endpoint}, out)
+                _prompt_table(outcome.prompt, out)
                 if args.manifests:
                     out.write("\n")
                     yaml.safe_dump_all(outcome.manifests, out, sort_keys=False)
@@ -327,6 +349,20 @@ def _print_several(outcomes: list[Outcome], args: argparse.Namespace, source: di
                 out.write(f"not planned: {'invalid' if outcome.invalid else 'no fit'} (the message is on standard error)\n")
     codes = {o.exit_code for o in outcomes}
     return EXIT_INVALID if EXIT_INVALID in codes else EXIT_NOFIT if EXIT_NOFIT in codes else 0
+
+
+def _prompt_table(prompt: chat_template.Prompt | None, out: TextIO) -> None:
+    """The sample conversation as the model will see it (special tokens and all)."""
+    if prompt is None:
+        return
+    out.write(f"\nChat template: {prompt.source}\n")
+    if prompt.note:
+        out.write(f"  ({prompt.note})\n")
+    if prompt.text is not None:
+        roles = ", ".join(m["role"] for m in chat_template.SAMPLE)
+        out.write(f"Sample prompt ({roles}), exactly as the model sees it:\n")
+        for line in prompt.text.split("\n"):
+            out.write(f"  | {line}\n")
 
 
 def _dump(document: dict[str, Any], fmt: str, out: TextIO) -> None:

@@ -23,16 +23,15 @@ from typing import Any
 
 import yaml
 
+from gemma_operator.api.status import PRINTER_COLUMNS, GemmaDeploymentStatus
 from gemma_operator.api.v1alpha1 import (
     GROUP,
     KIND,
     PLURAL,
-    PRINTER_COLUMNS,
     SHORT_NAMES,
     SINGULAR,
     VERSION,
     GemmaDeploymentSpec,
-    GemmaDeploymentStatus,
 )
 
 CATEGORIES = ["gemma"]

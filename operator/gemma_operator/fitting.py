@@ -10,7 +10,7 @@ from typing import Literal
 
 from . import adapters, sizing
 from .api.v1alpha1 import Adapter, GemmaDeploymentSpec
-from .catalog import Catalog, Checkpoint
+from .catalog import Catalog, Checkpoint, Projector
 from .inventory import Pool
 from .plans import RUNTIME_NAMES, Plan
 from .request import Model
@@ -35,6 +35,7 @@ class Option:
     model_id: str
     model_file: str | None = None
     vllm_quantization: str | None = None
+    projector: Projector | None = None
 
 
 @dataclass(frozen=True)
@@ -85,10 +86,15 @@ def _checkpoint(model: Model, fmt: str, quant: str) -> Checkpoint | None:
 
 
 def _can_run(model: Model, runtime: str, image_key: str, pool: Pool, catalog: Catalog, attempt: Attempt,
-             options: list[Option]) -> bool:  # fmt: skip
-    """The runtime supports the family, and its image runs on the pool's GPUs."""
+             options: list[Option], media: tuple[str, ...] = ()) -> bool:  # fmt: skip
+    """The runtime supports the family and the inputs asked, and its image runs on the pool's GPUs."""
     if not model.family.runtimes[runtime].supported:
         attempt.reject(options, runtime, "*", "device", f"{RUNTIME_NAMES[runtime]} does not support {model.family_key}")
+        return False
+    unserved = [m for m in media if m not in model.family.runtimes[runtime].inputs]
+    if unserved:
+        attempt.reject(options, runtime, "*", "device",
+                       f"{RUNTIME_NAMES[runtime]} does not serve {' or '.join(unserved)} input for {model.family_key}")  # fmt: skip
         return False
     image = catalog.images[image_key]
     if pool.kind == "gpu" and pool.cc < image.min_cc:
@@ -100,10 +106,10 @@ def _can_run(model: Model, runtime: str, image_key: str, pool: Pool, catalog: Ca
 
 
 def _vllm_options(model: Model, pool: Pool, asked: str, attempt: Attempt, catalog: Catalog,
-                  options: list[Option]) -> None:  # fmt: skip
+                  options: list[Option], media: tuple[str, ...] = ()) -> None:  # fmt: skip
     """Add the vLLM ways to serve `model` on a GPU/TPU pool to `options`, best first."""
     support = model.family.runtimes["vllm"]
-    if not _can_run(model, "vllm", "vllm-gpu", pool, catalog, attempt, options):
+    if not _can_run(model, "vllm", "vllm-gpu", pool, catalog, attempt, options, media):
         return
     if pool.kind == "tpu" and not support.tpu:
         attempt.reject(options, "vllm", "*", "device", f"vLLM on TPU does not support {model.family_key}")
@@ -156,16 +162,27 @@ def _vllm_options(model: Model, pool: Pool, asked: str, attempt: Attempt, catalo
                        f"vLLM computes in float16 on {pool.display_name} and refuses float16 for {model.family_key}")  # fmt: skip
 
 
+def _projector(checkpoint: Checkpoint, media: tuple[str, ...]) -> Projector | None:
+    """The checkpoint's projector GGUF when it encodes every input asked."""
+    projector = checkpoint.projector
+    return projector if media and projector and all(m in projector.inputs for m in media) else None
+
+
 def _gguf_options(model: Model, pool: Pool, asked: str, attempt: Attempt, catalog: Catalog,
-                  options: list[Option]) -> None:  # fmt: skip
-    if not _can_run(model, "llamacpp", "llamacpp-cuda", pool, catalog, attempt, options):
+                  options: list[Option], media: tuple[str, ...] = ()) -> None:  # fmt: skip
+    if not _can_run(model, "llamacpp", "llamacpp-cuda", pool, catalog, attempt, options, media):
         return
     if model.pinned:
         if model.pinned.format != "gguf":
             attempt.reject(options, "llamacpp", "*", "device",
                            f"{model.pinned.repo} is safetensors, which llama.cpp does not serve")  # fmt: skip
             return
-        options.append(Option("llamacpp", model.pinned.quantization, model.model_id, model.pinned.file))
+        projector = _projector(model.pinned, media)
+        if media and not projector:
+            attempt.reject(options, "llamacpp", model.pinned.quantization, "missing",
+                           f"no projector GGUF (mmproj) for {' and '.join(media)} input with {model.pinned.repo} in the catalog")  # fmt: skip
+            return
+        options.append(Option("llamacpp", model.pinned.quantization, model.model_id, model.pinned.file, projector=projector))
         return
     if asked != "auto":
         ladder: tuple[str, ...] = (asked,)
@@ -176,8 +193,11 @@ def _gguf_options(model: Model, pool: Pool, asked: str, attempt: Attempt, catalo
     first = len(options)
     for quant in ladder:
         checkpoint = _checkpoint(model, "gguf", quant)
-        if checkpoint:
-            options.append(Option("llamacpp", quant, checkpoint.repo, checkpoint.file))
+        if checkpoint and media and not _projector(checkpoint, media):
+            attempt.reject(options, "llamacpp", quant, "missing",
+                           f"no projector GGUF (mmproj) for {' and '.join(media)} input with {checkpoint.repo} in the catalog")  # fmt: skip
+        elif checkpoint:
+            options.append(Option("llamacpp", quant, checkpoint.repo, checkpoint.file, projector=_projector(checkpoint, media)))
         elif model.model_id != model.size.ids.get(model.tuning):
             # A fine-tune outside the catalog: trust the user's repo to carry this GGUF type.
             options.append(Option("llamacpp", quant, model.model_id))
@@ -186,7 +206,8 @@ def _gguf_options(model: Model, pool: Pool, asked: str, attempt: Attempt, catalo
                            f"no {quant} GGUF of {model.family_key} {model.size_key} {model.tuning} in the catalog",
                            say=asked != "auto")  # fmt: skip
     if len(options) == first and asked == "auto":
-        attempt.why_not.append(f"no GGUF checkpoint of {model.family_key} {model.size_key} {model.tuning} in the catalog")
+        with_projector = f" with a projector for {' and '.join(media)} input" if media else ""
+        attempt.why_not.append(f"no GGUF checkpoint of {model.family_key} {model.size_key} {model.tuning}{with_projector} in the catalog")
 
 
 def _tp_sizes(model: Model, pool: Pool) -> list[int]:
@@ -206,6 +227,7 @@ def try_pool(model: Model, pool: Pool, spec: GemmaDeploymentSpec, catalog: Catal
     attempt = Attempt(pool)
     why = attempt.why_not
     asked_q, asked_rt = spec.quantization, spec.runtime
+    media = tuple(spec.model.media)
     options: list[Option] = []
     if pool.kind == "cpu":
         if asked_rt == "vllm":
@@ -213,13 +235,13 @@ def try_pool(model: Model, pool: Pool, spec: GemmaDeploymentSpec, catalog: Catal
         elif asked_q in VLLM_QUANTS and asked_q not in GGUF_QUANTS:
             why.append(f"{asked_q} needs vLLM on a GPU")
         else:
-            _gguf_options(model, pool, asked_q, attempt, catalog, options)
+            _gguf_options(model, pool, asked_q, attempt, catalog, options, media)
     else:
         if asked_rt in ("auto", "vllm") and asked_q not in ("q4_0", "q8_0"):
-            _vllm_options(model, pool, asked_q, attempt, catalog, options)
+            _vllm_options(model, pool, asked_q, attempt, catalog, options, media)
         if pool.kind == "gpu" and asked_rt in ("auto", "llamacpp") and asked_q not in ("fp8", "int8", "int4"):
             # llama.cpp on CUDA: for GPUs vLLM can't use, GGUF checkpoints, or when asked.
-            _gguf_options(model, pool, asked_q, attempt, catalog, options)
+            _gguf_options(model, pool, asked_q, attempt, catalog, options, media)
         if pool.kind == "tpu" and asked_rt == "llamacpp":
             why.append("llama.cpp does not run on TPUs")
 
@@ -231,7 +253,7 @@ def try_pool(model: Model, pool: Pool, spec: GemmaDeploymentSpec, catalog: Catal
         options = kept
     wanted_len = spec.max_model_len
     for i, option in enumerate(options):
-        plan = _fit(model, pool, option, wanted_len, catalog, why, spec.adapters)
+        plan = _fit(model, pool, option, wanted_len, catalog, why, spec.adapters, spec.model.media)
         if plan:
             attempt.plan, attempt.chosen = plan, i
             return attempt
@@ -244,9 +266,12 @@ def try_pool(model: Model, pool: Pool, spec: GemmaDeploymentSpec, catalog: Catal
 
 
 def _fit(model: Model, pool: Pool, option: Option, wanted_len: int | None, catalog: Catalog,
-         why: list[str], lora: Sequence[Adapter] = ()) -> Plan | None:  # fmt: skip
+         why: list[str], lora: Sequence[Adapter] = (), media: dict[str, int] | None = None) -> Plan | None:  # fmt: skip
     size = model.size
     lora_gib = adapters.memory_gib(size, option.runtime, lora)
+    media = media or {}
+    projector_bytes = option.projector.bytes if option.projector else 0
+    encoders = sizing.encoders_gib(size, option.runtime, ["text", *media], option.quantization, projector_bytes)
     if option.runtime == "llamacpp":
         tps = [1]
         if pool.kind == "cpu":
@@ -268,7 +293,7 @@ def _fit(model: Model, pool: Pool, option: Option, wanted_len: int | None, catal
     best: tuple[int, sizing.Fit] | None = None
     for tp in tps:
         # The adapters' memory (their slots shard with the layers over tp) comes out of the budget first.
-        got = fit(size, option.quantization, option.runtime, budget - lora_gib / tp, tp, wanted_len, checkpoint)
+        got = fit(size, option.quantization, option.runtime, budget - lora_gib / tp, tp, wanted_len, checkpoint, encoders)
         if got is not None and lora_gib:
             got = replace(got, overhead_gib=got.overhead_gib + lora_gib / tp, budget_gib=budget)
         if got is None or got.max_model_len < floor:
@@ -278,8 +303,11 @@ def _fit(model: Model, pool: Pool, option: Option, wanted_len: int | None, catal
         if got.max_model_len == (wanted_len or size.max_context):
             break
     if best:
-        return replace(_plan(model, pool, option, best[0], best[1], catalog, tuple(lora)), adapter_gib=lora_gib)
-    need = needed(size, option.quantization, option.runtime, floor, tps[-1] if tps else 1, checkpoint)
+        return replace(_plan(model, pool, option, best[0], best[1], catalog, tuple(lora)), adapter_gib=lora_gib,
+                       media=tuple(media.items()), modalities=tuple(m for m in size.modalities if m != "text"),
+                       projector_file=option.projector.file if option.projector else None,
+                       projector_bytes=projector_bytes, encoders_gib=encoders)  # fmt: skip
+    need = needed(size, option.quantization, option.runtime, floor, tps[-1] if tps else 1, checkpoint, encoders)
     need += lora_gib / (tps[-1] if tps else 1)
     unit = "node" if pool.kind == "cpu" else ("chip" if pool.kind == "tpu" else "GPU")
     why.append(
@@ -310,7 +338,8 @@ def _plan(model: Model, pool: Pool, option: Option, tp: int, got: sizing.Fit, ca
         vllm_quantization=option.vllm_quantization, chat_template=model.family.chat_template and model.tuning == "it",
         run_as=(image.run_as.user, image.run_as.group) if image.run_as else None,
         gated=_gated(model, option.model_id),
-        checkpoint_bytes=sizing.checkpoint_bytes(model.size, option.model_id, option.model_file),
+        checkpoint_bytes=sizing.checkpoint_bytes(model.size, option.model_id, option.model_file)
+        + (option.projector.bytes if option.projector else 0),
         adapters=lora, base_id=model.model_id, adapter_bytes=adapters.download_bytes(model.size, lora),
         **(dict(task="embed", embedding_dimensions=tuple(model.size.embedding_dimensions), pooling=model.size.pooling,
                 batch_tokens=sizing.embed_batch_tokens(option.runtime, got.max_model_len))

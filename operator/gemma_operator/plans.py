@@ -51,7 +51,7 @@ class Plan:
     reasons: tuple[str, ...] = ()
     spec_node_selector: dict[str, str] = field(default_factory=dict)  # spec.nodeSelector, on top of the pool's
     gated: bool = False  # the Hub serves the checkpoint only with a token (catalog `gated`)
-    checkpoint_bytes: int = 0  # what the server downloads (sizing.checkpoint_bytes)
+    checkpoint_bytes: int = 0  # what the server downloads (sizing.checkpoint_bytes), the projector included
     predicted: dict | None = None  # status.selection.predicted (objective.annotate)
     # An embedding model (spec.model.task embed): its vector sizes, the pooling llama.cpp applies, and
     # the tokens one forward pass takes (the memory plan's batch, in place of a KV cache).
@@ -64,11 +64,23 @@ class Plan:
     base_id: str = ""
     adapter_bytes: int = 0  # what downloading them adds to the cache
     adapter_gib: float = 0.0  # the memory they take, in estimated_memory_gib (adapters.memory_gib)
+    # Inputs beyond text, each with the most items per request: vLLM's --limit-mm-per-prompt, llama.cpp's projector.
+    media: tuple[tuple[str, int], ...] = ()
+    # The checkpoint's inputs beyond text (catalog modalities): those not in `media` are switched off.
+    modalities: tuple[str, ...] = ()
+    projector_file: str | None = None  # llama.cpp's mmproj GGUF, from the model's repo
+    projector_bytes: int = 0
+    encoders_gib: float = 0.0  # the encoders' change to the weights (sizing.encoders_gib), per replica
 
     @property
     def api_path(self) -> str:
         """The OpenAI-compatible path clients call."""
         return "/v1/embeddings" if self.task == "embed" else "/v1/chat/completions"
+
+    @property
+    def language_only(self) -> bool:
+        """A multimodal checkpoint asked for text only: its encoders are neither loaded nor profiled."""
+        return bool(self.modalities) and not self.media
 
     @property
     def gpu_memory_utilization(self) -> float:
@@ -88,6 +100,9 @@ class Plan:
         return {
             "modelId": self.model_id,
             **({"modelFile": self.model_file} if self.model_file else {}),
+            **({"projectorFile": self.projector_file} if self.projector_file else {}),
+            # Only beyond text: a text-only plan's selection stays as it was (no re-plan on upgrade).
+            **({"inputs": ["text", *(m for m, _ in self.media)]} if self.media else {}),
             "servedModelName": self.served_model_name,
             "family": self.family,
             "size": self.size,

@@ -105,6 +105,14 @@ def explain(best: Plan, model: Model, spec: GemmaDeploymentSpec, context: Contex
         gate = ("gated on the Hugging Face Hub: accept the license on the model's page with the account whose token "
                 "spec.hfTokenSecretRef holds" if best.gated else "not gated on the Hugging Face Hub")  # fmt: skip
         out.append(f"License: {family.license} ({family.license_url}); {best.model_id} is {gate}.")
+    if (template := spec.chat_template) is not None:
+        if template.config_map_ref is None:
+            out.append("Chat template: spec.chatTemplate.inline replaces the checkpoint's, passed to the server as "
+                       "one argument; it parses, and renders a sample conversation, in jinja2's sandbox.")  # fmt: skip
+        else:
+            ref = template.config_map_ref
+            out.append(f"Chat template: ConfigMap {ref.name}, key {ref.key}, replaces the checkpoint's, mounted as a "
+                       "file; its text is parsed and tried on a sample conversation in jinja2's sandbox once read.")  # fmt: skip
 
     unit = {"gpu": "GPU", "tpu": "TPU chip", "cpu": "node"}[pool.kind]
     if spec.accelerator == "auto" and len(attempts) == 1:
@@ -181,6 +189,8 @@ def explain(best: Plan, model: Model, spec: GemmaDeploymentSpec, context: Contex
                "pooling and Dense layers" if best.runtime == "vllm"
                else f"llama.cpp's server with --embeddings and --pooling {best.pooling or 'mean'}")  # fmt: skip
         out.append(f"Serving embeddings: {how}; clients call /v1/embeddings (the model generates no text).")
+    out += _input_reasons(best, model)
+
     if best.runtime == "vllm" and pool.kind == "tpu":
         out.append(
             f"Tensor parallelism {best.tensor_parallel_size}: a GKE TPU pod takes all {pool.devices_per_node} chips "
@@ -223,6 +233,33 @@ def explain(best: Plan, model: Model, spec: GemmaDeploymentSpec, context: Contex
     # The selection describes what runs: the user's image and nodeSelector, not only the plan's.
     return replace(best, image=spec.image or best.image, spec_node_selector=dict(spec.node_selector),
                    reasons=tuple(out))
+
+
+def _input_reasons(best: Plan, model: Model) -> list[str]:
+    """What the server accepts beyond text, how, and what its encoders cost (or save)."""
+    encoders = model.size.encoders
+    if best.language_only:
+        skipped = [f"{e.name} ({e.params_b:g}B)" for m, e in encoders.items() if e.in_params]
+        saved = f"; its {and_join(skipped)} encoder is neither loaded nor profiled" if skipped else ""
+        how = "--language-model-only" if best.runtime == "vllm" else "--no-mmproj"
+        return [f"Inputs text: {best.family} {best.size} also takes {and_join(list(best.modalities))}, which "
+                f"model.inputs does not ask for, so the server runs the language model alone ({how}){saved}."]  # fmt: skip
+    if not best.media:
+        return []
+    asked = and_join([f"{count} {m}{'s' if count > 1 else ''}" for m, count in best.media])
+    if best.runtime == "vllm":
+        off = [m for m in best.modalities if m not in dict(best.media)]
+        tail = f", 0 {or_join(off)} (their encoders are not loaded)" if off else ""
+        how = f"vLLM accepts at most {asked} per request (--limit-mm-per-prompt){tail}"
+        counted = [f"{e.name} ({e.params_b:g}B, {'in' if e.in_params else 'added to'} the parameter count)"
+                   for m, e in encoders.items() if m in dict(best.media)]  # fmt: skip
+        memory = f"; the {and_join(counted)} is in the weights" if counted else \
+            "; the catalog has no size for its encoder, so the estimate holds the language model only"  # fmt: skip
+    else:
+        how = (f"llama.cpp loads the projector {best.projector_file} from {best.model_id} (--mmproj-auto: downloaded "
+               f"and cached with the weights); llama-server has no per-request limit, so {asked} is the client's to keep")  # fmt: skip
+        memory = f"; its {best.projector_bytes / 2**30:.2f} GiB are in the estimate and the cache"
+    return [f"Inputs {', '.join(['text', *dict(best.media)])}: {how}{memory}."]
 
 
 def _capacity_reasons(best: Plan, others: list[Plan], listed: bool) -> list[str]:

@@ -25,9 +25,12 @@ DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 # Flags the plan owns: a user repeating them in extraArgs would silently contradict the plan.
 OWNED_FLAGS = {
     "vllm": ("--model", "--served-model-name", "--host", "--port", "--dtype", "--max-model-len",
-             "--tensor-parallel-size", "-tp", "--quantization", "-q", "--gpu-memory-utilization"),
+             "--tensor-parallel-size", "-tp", "--quantization", "-q", "--gpu-memory-utilization",
+             "--limit-mm-per-prompt", "--language-model-only", "--chat-template"),
     "llamacpp": ("-m", "--model", "-hf", "-hfr", "--hf-repo", "-hff", "--hf-file", "-a", "--alias", "--host",
-                 "--port", "-c", "--ctx-size", "-ngl", "--gpu-layers", "--n-gpu-layers", "-t", "--threads"),
+                 "--port", "-c", "--ctx-size", "-ngl", "--gpu-layers", "--n-gpu-layers", "-t", "--threads",
+                 "-mm", "--mmproj", "-mmu", "--mmproj-url", "--mmproj-auto", "--no-mmproj", "--no-mmproj-auto",
+                 "--chat-template", "--chat-template-file"),
 }  # fmt: skip
 # ...and those an embedding plan sets besides (the pooling runner, its batch, the Matryoshka sizes).
 EMBED_OWNED_FLAGS = {

@@ -7,10 +7,11 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+from . import chat_template
 from .api.v1alpha1 import GemmaDeploymentSpec
 from .catalog import Catalog, Checkpoint, Family, ModelSize, gke_aliases
 from .inventory import Inventory
-from .plans import InvalidSpec, or_join
+from .plans import RUNTIME_NAMES, InvalidSpec, and_join, or_join
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,32 @@ class Model:
     model_id: str
     served_name: str
     pinned: Checkpoint | None = None  # spec.model.id named a quantized checkpoint
+
+
+def missing_inputs(size: ModelSize, inputs: list[str]) -> list[str]:
+    """The asked inputs the size's checkpoint has no encoder for (catalog `modalities`)."""
+    return [i for i in inputs if i not in size.modalities]
+
+
+def _by_inputs(fkey: str, family: Family, sizes: list[str], inputs: list[str], reasons: list[str]) -> list[str]:
+    """Keep the sizes whose modalities cover `inputs`, saying which were left out and why."""
+    kept = [s for s in sizes if not missing_inputs(family.sizes[s], inputs)]
+    left_out = [s for s in sizes if s not in kept]
+    asked = ", ".join(i for i in inputs if i != "text")
+    if not kept:
+        takes = {s: "+".join(family.sizes[s].modalities) for s in sizes}
+        raise InvalidSpec("model.inputs", f"no {fkey} size takes {asked} "
+                          f"({'; '.join(f'{s}: {t}' for s, t in takes.items())})")  # fmt: skip
+    if left_out:
+        takes: dict[str, list[str]] = {}
+        for s in left_out:
+            takes.setdefault(" and ".join(m for m in family.sizes[s].modalities if m != "video"), []).append(s)
+        parts = "; ".join(f"{and_join(group)} {'takes' if len(group) == 1 else 'take'} {what}"
+                          f"{' only' if what == 'text' else ''}" for what, group in takes.items())  # fmt: skip
+        shown = ", ".join(["text", *(i for i in inputs if i != "text")])
+        reasons.append(f"Inputs {shown}: {and_join(left_out)} left out, with no {asked} encoder "
+                       f"({parts}; catalog modalities).")  # fmt: skip
+    return kept
 
 
 def _basename(repo: str) -> str:
@@ -52,6 +79,20 @@ def _check_task(spec: GemmaDeploymentSpec, fkey: str, family: Family, catalog: C
         raise InvalidSpec("model.task", f"{fkey} is an embedding model, served at /v1/embeddings: set model.task embed, "
                                         "or name a chat family")  # fmt: skip
     raise InvalidSpec("model.task", f"{asked}: {fkey} is a {family.task} model; the {asked} families are {', '.join(others)}")
+
+
+def _check_embed_inputs(spec: GemmaDeploymentSpec, fkey: str, family: Family) -> None:
+    """An embedding model reads text and applies no chat template: inputs beyond text and a chatTemplate
+    are Invalid on it, naming the field (EmbeddingGemma has no encoder, and /v1/embeddings renders no turns)."""
+    if family.task != "embed":
+        return
+    beyond_text = [i for i in spec.model.inputs if i != "text"]
+    if beyond_text:
+        raise InvalidSpec("model.inputs", f"{fkey} is an embedding model and reads text only, not "
+                                          f"{' or '.join(beyond_text)}; drop them, or embed their captions")  # fmt: skip
+    if spec.chat_template is not None:
+        raise InvalidSpec("chatTemplate", f"{fkey} is an embedding model: /v1/embeddings applies no chat template; "
+                                          "prefix the text as its model card says instead")  # fmt: skip
 
 
 def _tuning(family: Family, size: ModelSize, asked: str) -> str | None:
@@ -87,7 +128,11 @@ def resolve_models(spec: GemmaDeploymentSpec, catalog: Catalog) -> tuple[list[Mo
                     raise InvalidSpec(f"model.{name}", f"{asked!r} contradicts model.id {m.id} ({name} {got})")
             family = catalog.families[fkey]
             _check_task(spec, fkey, family, catalog)
+            _check_embed_inputs(spec, fkey, family)
             size = family.sizes[skey]
+            if missing := missing_inputs(size, m.inputs):
+                raise InvalidSpec("model.inputs", f"{m.id} ({fkey} {skey}) takes {' and '.join(size.modalities)}, "
+                                  f"not {' or '.join(missing)}")  # fmt: skip
             reasons.append(f"Model {m.id}: named by spec.model.id; the catalog knows it as {fkey} {skey} {tuning}.")
             served = _basename(size.ids.get(tuning, m.id))
             return [Model(fkey, family, skey, size, tuning, m.id, served, pinned)], reasons, {}
@@ -110,6 +155,7 @@ def resolve_models(spec: GemmaDeploymentSpec, catalog: Catalog) -> tuple[list[Mo
         reasons.append(f"Family {fkey}: as asked.")
     family = catalog.families[fkey]
     _check_task(spec, fkey, family, catalog)
+    _check_embed_inputs(spec, fkey, family)
 
     if m.size != "auto":
         if m.size not in family.sizes:
@@ -118,12 +164,18 @@ def resolve_models(spec: GemmaDeploymentSpec, catalog: Catalog) -> tuple[list[Mo
             raise InvalidSpec(
                 "model.tuning", f"{fkey} {m.size} has no {m.tuning} checkpoint; it has {', '.join(family.sizes[m.size].ids)}"
             )
+        if missing := missing_inputs(family.sizes[m.size], m.inputs):
+            takes = [s for s in family.sizes if not missing_inputs(family.sizes[s], m.inputs)]
+            hint = f"; {or_join(takes)} do" if takes else f"; no {fkey} size does"
+            raise InvalidSpec("model.inputs", f"{fkey} {m.size} has no {' or '.join(missing)} encoder "
+                              f"(it takes {' and '.join(family.sizes[m.size].modalities)}){hint}")  # fmt: skip
         sizes = [m.size]
     else:
         sizes = sorted((s for s in family.sizes if _tuning(family, family.sizes[s], m.tuning)),
                        key=lambda s: family.sizes[s].params_b, reverse=m.size_policy == "largest")  # fmt: skip
         if not sizes:
             raise InvalidSpec("model.tuning", f"{fkey} has no {m.tuning} checkpoints")
+        sizes = _by_inputs(fkey, family, sizes, m.inputs, reasons)
     if spec.max_model_len is not None:
         too_long = [s for s in sizes if family.sizes[s].max_context < spec.max_model_len]
         if len(too_long) == len(sizes):
@@ -156,6 +208,20 @@ def check_static(spec: GemmaDeploymentSpec, catalog: Catalog, models: list[Model
     for runtime in ("vllm", "llamacpp"):
         if rt == runtime and not family.runtimes[runtime].supported:
             raise InvalidSpec("runtime", f"{runtime} does not support {family_key}: {family.runtimes[runtime].notes}")
+    beyond_text = [i for i in spec.model.inputs if i != "text"]
+    servers = [r for r in ("vllm", "llamacpp") if family.runtimes[r].supported
+               and all(i in family.runtimes[r].inputs for i in beyond_text)]  # fmt: skip
+    if beyond_text and not servers:
+        raise InvalidSpec("model.inputs", f"no pinned runtime serves {' and '.join(beyond_text)} input for {family_key}")
+    if beyond_text and rt != "auto" and rt not in servers:
+        raise InvalidSpec("model.inputs", f"{RUNTIME_NAMES[rt]} does not serve {' and '.join(beyond_text)} input for "
+                          f"{family_key}; {RUNTIME_NAMES[servers[0]]} does (runtime: {servers[0]})")  # fmt: skip
+    for modality, count in spec.model.media.items():
+        caps = [family.runtimes[r].max_per_prompt.get(modality) for r in servers if rt in ("auto", r)]
+        if caps and all(cap is not None and cap < count for cap in caps):
+            field = "model.imagesPerPrompt" if modality == "image" else "model.audiosPerPrompt"
+            raise InvalidSpec(field, f"{count}: {family_key} takes at most {max(caps)} {modality} per request "
+                                     "(the pinned runtime's limit)")  # fmt: skip
     if q == "fp16" and rt == "vllm" and not family.runtimes["vllm"].float16:
         raise InvalidSpec("quantization", f"vLLM refuses float16 for {family_key} (numerical instability); use bf16")
     if spec.accelerator == "cpu" and rt == "vllm":
@@ -163,6 +229,7 @@ def check_static(spec: GemmaDeploymentSpec, catalog: Catalog, models: list[Model
     if spec.autoscaling and spec.autoscaling.metric == "kvCache" and family.task == "embed":
         raise InvalidSpec("autoscaling.metric", f"kvCache: {family_key} is an embedding model and keeps no KV cache "
                                                 "between requests; scale on metric queue")  # fmt: skip
+    chat_template.check(spec)  # an inline override parses and renders; a ConfigMap's is checked once read
     _check_objective(spec, family_key, family.task)
     pinned = models[0].pinned
     if pinned and q != "auto" and q != pinned.quantization:

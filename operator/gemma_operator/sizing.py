@@ -70,6 +70,32 @@ def checkpoint_bytes(size: ModelSize, repo: str, file: str | None) -> int:
     return math.ceil(weights_gib(size, "bf16") * GIB)
 
 
+# Encoders stay 16-bit: vLLM's in-flight fp8 and the published int4 checkpoints quantize the language
+# model's linear layers; llama.cpp's projector GGUFs are f16.
+ENCODER_BYTES_PER_WEIGHT = 2.0
+
+
+def encoders_gib(size: ModelSize, runtime: str, inputs: list[str] | tuple[str, ...], quantization: str,
+                 projector_bytes: int = 0) -> float:  # fmt: skip
+    """What the encoders change in the weights the server holds (GiB; negative: less than params_b says).
+
+    vLLM loads an encoder when its input is asked and skips it otherwise (--language-model-only or a
+    limit of 0 for its modality skips the tower and its profiling): so an asked encoder the model card
+    leaves out of params_b is added (catalog `encoders`, `in_params: false`), and one it counts but no
+    request will use comes off. llama.cpp's GGUF holds the language model only; an asked input adds the
+    projector file (mmproj), loaded as it is.
+    """
+    if runtime == "llamacpp":
+        return projector_bytes / GIB if any(i != "text" for i in inputs) else 0.0
+    change = 0.0
+    for modality, encoder in size.encoders.items():
+        if modality in inputs and not encoder.in_params:
+            change += encoder.params_b * 1e9 * ENCODER_BYTES_PER_WEIGHT / GIB
+        elif modality not in inputs and encoder.in_params:
+            change -= encoder.params_b * 1e9 * BYTES_PER_WEIGHT[quantization] / GIB
+    return change
+
+
 def layer_kinds(arch: Architecture) -> list[str]:
     """'global', 'local' or 'shared' for each layer, in order.
 
@@ -157,13 +183,15 @@ def fit(
     tensor_parallel: int = 1,
     max_model_len: int | None = None,
     checkpoint: Checkpoint | None = None,
+    encoders: float = 0.0,
 ) -> Fit | None:
     """Whether weights/tp + overhead + one full-length sequence's KV cache fit `budget_gib` per device.
 
     With `max_model_len` None, the context is the largest that fits (capped by the model).
-    Returns None when even the smallest context does not fit. `checkpoint`: the file served, if any.
+    Returns None when even the smallest context does not fit. `checkpoint`: the file served, if any;
+    `encoders`: the encoders' change to the weights (encoders_gib), shared over the devices as they are.
     """
-    weights = weights_gib(size, quantization, checkpoint) / tensor_parallel
+    weights = (weights_gib(size, quantization, checkpoint) + encoders) / tensor_parallel
     overhead = overhead_gib(runtime, weights)
     free = budget_gib - weights - overhead
     cap = size.max_context if max_model_len is None else max_model_len
@@ -175,9 +203,9 @@ def fit(
 
 
 def needed_gib(size: ModelSize, quantization: str, runtime: str, tokens: int, tensor_parallel: int = 1,
-               checkpoint: Checkpoint | None = None) -> float:  # fmt: skip
+               checkpoint: Checkpoint | None = None, encoders: float = 0.0) -> float:  # fmt: skip
     """Memory per device for a context of `tokens`: what a no-fit message reports."""
-    weights = weights_gib(size, quantization, checkpoint) / tensor_parallel
+    weights = (weights_gib(size, quantization, checkpoint) + encoders) / tensor_parallel
     return weights + overhead_gib(runtime, weights) + kv_cache_gib(size.architecture, tokens, tensor_parallel)
 
 
@@ -207,12 +235,13 @@ def embed_activations_gib(arch: Architecture, context: int, batch_tokens: int, t
 
 
 def fit_embedding(size: ModelSize, quantization: str, runtime: str, budget_gib: float, tensor_parallel: int = 1,
-                  max_model_len: int | None = None, checkpoint: Checkpoint | None = None) -> Fit | None:  # fmt: skip
+                  max_model_len: int | None = None, checkpoint: Checkpoint | None = None,
+                  encoders: float = 0.0) -> Fit | None:  # fmt: skip
     """Whether an embedding model's weights, overhead and one batch's activations fit `budget_gib` per device.
     The context is the model's own input limit (or the asked one, at most that): no KV cache to trade it for.
-    Fit.kv_gib holds the batch's activations."""
+    Fit.kv_gib holds the batch's activations. `encoders`: as for `fit` (0 for a text-only embedding model)."""
     context = min(max_model_len or size.max_context, size.max_context)
-    weights = weights_gib(size, quantization, checkpoint) / tensor_parallel
+    weights = (weights_gib(size, quantization, checkpoint) + encoders) / tensor_parallel
     overhead = overhead_gib(runtime, weights)
     batch = embed_activations_gib(size.architecture, context, embed_batch_tokens(runtime, context), tensor_parallel)
     if weights + overhead + batch > budget_gib:
@@ -221,7 +250,7 @@ def fit_embedding(size: ModelSize, quantization: str, runtime: str, budget_gib: 
 
 
 def needed_embedding_gib(size: ModelSize, quantization: str, runtime: str, tokens: int, tensor_parallel: int = 1,
-                         checkpoint: Checkpoint | None = None) -> float:  # fmt: skip
-    weights = weights_gib(size, quantization, checkpoint) / tensor_parallel
+                         checkpoint: Checkpoint | None = None, encoders: float = 0.0) -> float:  # fmt: skip
+    weights = (weights_gib(size, quantization, checkpoint) + encoders) / tensor_parallel
     batch = embed_activations_gib(size.architecture, tokens, embed_batch_tokens(runtime, tokens), tensor_parallel)
     return weights + overhead_gib(runtime, weights) + batch

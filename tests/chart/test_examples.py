@@ -41,6 +41,8 @@ PLAN_ON = {
     "13-objective-cheapest/gemmadeployment.yaml": "gke-l4",
     "10-embeddings/gemmadeployment.yaml": "gke-l4",
     "14-lora-adapters/gemmadeployment.yaml": "gke-l4",
+    "11-vision/gemmadeployment.yaml": "gke-cpu-only",
+    "11-vision/chat-template.yaml": "gke-l4",
 }
 # The capacity file each example folder declares (plan --capacity), if any.
 CAPACITY = {"02-helm-gke": "02-helm-gke/capacity.yaml", "07-node-auto-provisioning": "07-node-auto-provisioning/capacity.yaml",
@@ -120,7 +122,8 @@ def test_gemmadeployment_plans(file, fixture):
     done = subprocess.run(plan_command(file), capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     selection = json.loads(done.stdout)["selection"]
-    spec = yaml.safe_load((EXAMPLES / file).read_text())["spec"] or {}
+    (doc,) = [d for d in yaml.safe_load_all((EXAMPLES / file).read_text()) if d and d.get("kind") == KIND]
+    spec = doc["spec"] or {}
     for field in ("accelerator", "runtime", "quantization"):
         if spec.get(field, "auto") != "auto":
             assert selection[field] == spec[field], field

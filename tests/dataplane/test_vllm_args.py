@@ -42,6 +42,15 @@ SPECS = {
     # LoRA adapters (issue 19): --enable-lora, --lora-modules NAME=PATH, --max-loras, --max-lora-rank 64.
     "adapters": {"adapters": [{"name": "support-bot", "repo": "acme/support-lora", "rank": 64},
                               {"name": "sql-writer", "repo": "acme/sql-lora"}]},
+    # spec.model.inputs: --limit-mm-per-prompt as JSON, and --language-model-only for text only.
+    "gemma3-4b-text": {"model": {"family": "gemma3", "size": "4b"}},
+    "gemma3-image": {"model": {"family": "gemma3", "inputs": ["image"], "imagesPerPrompt": 3}},
+    "gemma3n-image-audio": {"model": {"family": "gemma3n", "inputs": ["image", "audio"]}},
+    # The families the embed work added, with the inputs work's flags (PaliGemma 2: one image at most).
+    "medgemma-text": {"model": {"family": "medgemma"}},
+    "medgemma-image": {"model": {"family": "medgemma", "inputs": ["image"], "imagesPerPrompt": 2}},
+    "paligemma2-image": {"model": {"family": "paligemma2", "inputs": ["image"]}},
+    "txgemma": {"model": {"family": "txgemma"}},
 }
 # Fixtures where no vLLM plan is expected: CPU-only nodes run llama.cpp (test_llama_server.py), and
 # vLLM's CUDA image needs compute capability 7.5, which a V100 (7.0) lacks.

@@ -40,3 +40,19 @@ def test_a_chat_only_field_on_an_embedding_model_ends_invalid_naming_it(operator
     operator()
     ends_invalid_applying_nothing(cluster, {"model": {"task": "embed"}, "maxModelLen": 8192},
                                   "spec.maxModelLen: 8192 tokens is beyond embeddinggemma's input limit")  # fmt: skip
+
+
+
+# Where issue 18's halves meet: an embedding model reads text and applies no chat template.
+def test_an_image_input_on_an_embedding_model_ends_invalid_naming_it(operator, cluster, create_nodes):
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    ends_invalid_applying_nothing(cluster, {"model": {"task": "embed", "inputs": ["image"]}},
+                                  "spec.model.inputs: embeddinggemma is an embedding model and reads text only, not image")  # fmt: skip
+
+
+def test_a_chat_template_on_an_embedding_model_ends_invalid_naming_it(operator, cluster, create_nodes):
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    ends_invalid_applying_nothing(cluster, {"model": {"task": "embed"}, "chatTemplate": {"inline": "{{ messages }}"}},
+                                  "spec.chatTemplate: embeddinggemma is an embedding model")  # fmt: skip

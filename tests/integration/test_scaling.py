@@ -180,8 +180,9 @@ def test_an_operator_upgrade_keeps_the_released_template_until_the_opt_in(operat
     _assert_no_rollout(cluster, kube_api, before, kept)
     update = cluster.wait(lambda: (c := condition(cluster.gd("chat"), "UpdateAvailable")).get("status") == "True" and c,
                           "UpdateAvailable", timeout=30)  # fmt: skip
-    # The first change in rollout's fixed order: env (hf_xet's chunk cache off), before resources.
-    assert "spec.containers[vllm].env" in update["message"] and "acceptOperatorUpdates" in update["message"]
+    # The first change in rollout's fixed order (args, env, resources): a text-only Gemma 4 E2B now runs
+    # --language-model-only (issue 18); env (hf_xet's chunk cache off) and resources changed too.
+    assert "spec.containers[vllm].args" in update["message"] and "acceptOperatorUpdates" in update["message"]
     assert any(e["reason"] == "UpdateAvailable" for e in cluster.events("chat"))
     from gemma_operator import rollout  # here: the previous release has no such module
 
@@ -193,7 +194,7 @@ def test_an_operator_upgrade_keeps_the_released_template_until_the_opt_in(operat
     assert rolled["spec"]["template"]["spec"]["containers"][0]["terminationMessagePolicy"] == "FallbackToLogsOnError"
     cluster.wait(lambda: not condition(cluster.gd("chat"), "UpdateAvailable"), "UpdateAvailable cleared")
     (why,) = [e["message"] for e in cluster.events("chat") if e["reason"] == "RollingOut"]
-    assert why.startswith("Replacing the model pods; first change: spec.containers[vllm].env")
+    assert why.startswith("Replacing the model pods; first change: spec.containers[vllm].args")
     settled = cluster.deployment("chat")["metadata"]["generation"]
     assert settled == kept["metadata"]["generation"] + 1, "more than one rollout"
     # A later reconcile (the Deployment becoming ready) rolls nothing more.

@@ -139,7 +139,7 @@ def test_no_fit_table_shows_needed_has_and_would_fit(tmp_path):
     assert sections[:4] == ["no fit: Nothing fits gemma-3-27b-it.", "needed:", "the cluster has:", "would fit:"]
     assert sections[4:] == [f"(nodes: 2 from {NODES / 'gke-l4.yaml'})"]  # which nodes it was judged on
     needed, has, would = err.split("\n\n")[1:]
-    assert "vllm bf16 needs 55.8 GiB per GPU" in needed
+    assert "vllm bf16 needs 55.0 GiB per GPU" in needed  # text only: no SigLIP (0.417B)
     assert "nvidia-l4-x1: 1 node(s) x 1 NVIDIA L4" in has
     assert "  - spec.quantization: q4_0 (google/gemma-3-27b-it-qat-q4_0-gguf" in would
 

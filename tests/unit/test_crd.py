@@ -13,11 +13,10 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from gemma_operator.api.status import PRINTER_COLUMNS, GemmaDeploymentStatus
 from gemma_operator.api.v1alpha1 import (
     QUANTITY,
-    PRINTER_COLUMNS,
     GemmaDeploymentSpec,
-    GemmaDeploymentStatus,
     Quantization,
     Runtime,
     SizePolicy,

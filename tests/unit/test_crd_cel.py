@@ -53,6 +53,7 @@ def test_the_rules_are_where_the_table_expects_them():
         ".spec.nodeSelector": KEY_MESSAGE,
         ".spec.cache": "cache.type gcsfuse needs cache.bucket",
         ".spec.adapters[]": ADAPTER_SOURCE_MESSAGE,
+        ".spec.chatTemplate": "chatTemplate needs exactly one of inline or configMapRef",
     }
 
 
@@ -86,6 +87,11 @@ CASES = [
     ("no-args", {}, ALLOWED, None),
     ("cache-gcsfuse-without-bucket", {"cache": {"type": "gcsfuse"}}, REFUSED, "spec.cache"),
     ("cache-gcsfuse-with-bucket", {"cache": {"type": "gcsfuse", "bucket": "models"}}, ALLOWED, None),
+    ("chat-template-inline", {"chatTemplate": {"inline": "{{ messages }}"}}, ALLOWED, None),
+    ("chat-template-config-map", {"chatTemplate": {"configMapRef": {"name": "t", "key": "k"}}}, ALLOWED, None),
+    ("chat-template-both", {"chatTemplate": {"inline": "x", "configMapRef": {"name": "t", "key": "k"}}}, REFUSED,
+     "spec.chatTemplate"),
+    ("chat-template-neither", {"chatTemplate": {}}, REFUSED, "spec.chatTemplate"),
     ("cache-pvc", {"cache": {"type": "pvc", "accessModes": ["ReadWriteMany"]}}, ALLOWED, None),
     ("cache-bucket-only", {"cache": {"bucket": "models"}}, ALLOWED, None),
     ("empty-args", {"extraArgs": []}, ALLOWED, None),

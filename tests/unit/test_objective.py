@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from gemma_operator import performance
-from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec, Selection
+from gemma_operator.api.status import Selection
+from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
 from gemma_operator.inventory import pools
 from gemma_operator.planner import NoFit, Plan, plan, replans
 from tests.conftest import node_list

@@ -68,7 +68,7 @@ DECISIONS = [
     ("gke-l4", {"model": {"family": "gemma3", "size": "27b"}},
      ("google/gemma-3-27b-it-qat-q4_0-gguf", "llamacpp", "q4_0", "nvidia-l4", 1, 1, 53504)),
     ("gke-l4", {"model": {"family": "gemma3", "size": "12b"}},
-     ("google/gemma-3-12b-it", "vllm", "fp8", "nvidia-l4", 1, 1, 106496)),
+     ("google/gemma-3-12b-it", "vllm", "fp8", "nvidia-l4", 1, 1, 113152)),
     # Overrides are honoured.
     ("gke-l4", {"accelerator": "cpu"}, ("google/gemma-4-E2B-it-qat-q4_0-gguf", "llamacpp", "q4_0", "cpu", 1, 0, 131072)),
     ("gke-l4", {"runtime": "llamacpp"},

@@ -114,6 +114,9 @@ def test_the_released_children_are_kept_by_this_release(catalog):
     for_ = rollout.spec_hash({}, result.selection())
     decision = rollout.decide(deployment, desired, for_, accept=False, legacy_current=True)
     assert decision.template == deployment["spec"]["template"]
-    # The first change in the fixed order: this release turns hf_xet's chunk cache off (env comes
-    # before resources, where it also asks for scratch space for the weights and a bounded HOME).
-    assert decision.update_available.startswith("spec.containers[vllm].env")
+    # The first change in the fixed order (args, env, resources): this release runs a text-only Gemma 4
+    # E2B as its language model alone (--language-model-only); it also turns hf_xet's chunk cache off
+    # (env) and asks for scratch space for the weights and a bounded HOME (resources).
+    assert decision.update_available.startswith("spec.containers[vllm].args")
+    assert "--language-model-only" in desired["spec"]["containers"][0]["args"]
+    assert {"name": "HF_XET_CHUNK_CACHE_SIZE_BYTES", "value": "0"} in desired["spec"]["containers"][0]["env"]

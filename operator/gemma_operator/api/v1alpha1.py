@@ -1,4 +1,4 @@
-"""GemmaDeployment v1alpha1: the spec users write and the status the operator reports.
+"""GemmaDeployment v1alpha1: the spec users write (the status the operator reports is in `status.py`).
 
 These models are the single source of the CRD (`gemma-operator crds`): field
 descriptions become `kubectl explain` text, constraints become schema validation.
@@ -63,6 +63,9 @@ SizePolicy = Literal["smallest", "largest", "cheapest"]
 AutoscalingMetric = Literal["queue", "kvCache"]
 AutoscalingProvider = Literal["auto", "hpa", "keda"]
 Phase = Literal["Planning", "Deploying", "Ready", "Degraded", "NoFit", "Invalid"]
+Input = Literal["text", "image", "audio"]
+# Most images or audio clips one request may carry (vLLM's --limit-mm-per-prompt); each is memory profiled.
+MAX_MEDIA_PER_PROMPT = 64
 
 
 class Model(BaseModel):
@@ -106,6 +109,47 @@ class ModelSpec(Model):
         description="Explicit Hugging Face repo id (owner/name). Overrides family, size and tuning when it is "
         "in the catalog; for a fine-tune outside it, also set family and size of its base model.",
     )
+    inputs: list[Input] = Field(
+        default_factory=lambda: ["text"],
+        min_length=1,
+        max_length=3,
+        description="What requests carry: text (always), image, audio. Only sizes whose encoders take every input "
+        "are planned; without image or audio, multimodal checkpoints run their language model only.",
+    )
+    images_per_prompt: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_MEDIA_PER_PROMPT,
+        description="With image in inputs: the most images one request may carry (default 1).",
+    )
+    audios_per_prompt: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_MEDIA_PER_PROMPT,
+        description="With audio in inputs: the most audio clips one request may carry (default 1).",
+    )
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_unique(cls, inputs: list[str]) -> list[str]:
+        repeated = sorted({i for i in inputs if inputs.count(i) > 1})
+        if repeated:
+            raise ValueError(f"inputs must be unique; repeated: {', '.join(repeated)}")
+        return inputs
+
+    @model_validator(mode="after")
+    def _counts_need_their_input(self) -> ModelSpec:
+        for field, count, modality in (("imagesPerPrompt", self.images_per_prompt, "image"),
+                                       ("audiosPerPrompt", self.audios_per_prompt, "audio")):  # fmt: skip
+            if count is not None and modality not in self.inputs:
+                raise ValueError(f"{field} needs {modality} in inputs")
+        return self
+
+    @property
+    def media(self) -> dict[str, int]:
+        """The inputs beyond text, each with the most items one request may carry."""
+        counts = {"image": self.images_per_prompt or 1, "audio": self.audios_per_prompt or 1}
+        return {m: counts[m] for m in ("image", "audio") if m in self.inputs}
 
 
 class SecretKeyRef(Model):
@@ -350,6 +394,44 @@ class Adapter(Model):
         return self
 
 
+# An inline chat template travels as one server argument; real templates are a few KiB (Gemma 3's: ~1.5).
+MAX_CHAT_TEMPLATE = 65536
+
+
+class ConfigMapKeyRef(Model):
+    name: str = Field(max_length=MAX_NAME, pattern=DNS_SUBDOMAIN, description="ConfigMap in the same namespace.")
+    key: str = Field(max_length=MAX_NAME, pattern=r"^[-._a-zA-Z0-9]+$", description="Key holding the template.")
+
+
+class ChatTemplate(Model):
+    """A Jinja chat template in place of the checkpoint's: exactly one of inline or configMapRef."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "has(self.inline) != has(self.configMapRef)",
+                 "message": "chatTemplate needs exactly one of inline or configMapRef"},
+            ]
+        }
+    )  # fmt: skip
+
+    inline: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_CHAT_TEMPLATE,
+        description="The template itself (Jinja, as in a checkpoint's chat_template.jinja).",
+    )
+    config_map_ref: ConfigMapKeyRef | None = Field(
+        default=None, description="A ConfigMap key holding the template; mounted into the model pod."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ChatTemplate:
+        if (self.inline is None) == (self.config_map_ref is None):
+            raise ValueError("chatTemplate needs exactly one of inline or configMapRef")
+        return self
+
+
 class GemmaDeploymentSpec(Model):
     model: ModelSpec = Field(default_factory=ModelSpec, description="Which Gemma to serve.")
     quantization: Quantization = Field(
@@ -427,6 +509,11 @@ class GemmaDeploymentSpec(Model):
         "that does is a NoFit with the best prediction and the nearest change. status.selection.predicted "
         "shows the prediction.",
     )
+    chat_template: ChatTemplate | None = Field(
+        default=None,
+        description="Overrides the checkpoint's chat template. Parsed in jinja2's sandbox before it runs: a syntax "
+        "error is Invalid, naming the line; `gemma-operator plan` prints the prompt a sample conversation becomes.",
+    )
 
     @field_validator("adapters")
     @classmethod
@@ -446,144 +533,3 @@ class GemmaDeploymentSpec(Model):
         if repeated:
             raise ValueError(f"env names must be unique; repeated: {', '.join(repeated)}")
         return env
-
-
-class Condition(Model):
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str
-    message: str = ""
-    last_transition_time: str | None = None
-    observed_generation: int | None = None
-
-
-class PredictedWorkload(Model):
-    prompt_tokens: int
-    output_tokens: int | None = Field(default=None, description="Chat models only.")
-    concurrency: int
-    input_tokens: int | None = Field(
-        default=None, description="Embedding models: tokens a request is counted at (promptTokens, at most the context)."
-    )
-
-
-class Predicted(Model):
-    """performance.py's roofline prediction for the selection (estimates; see the README)."""
-
-    workload: PredictedWorkload = Field(description="What it is predicted for: spec.objective, or the default workload.")
-    ttft_seconds: float | None = Field(default=None, description="Time to first token at that concurrency (chat).")
-    output_tokens_per_second_per_user: float | None = Field(default=None, description="Chat models.")
-    output_tokens_per_second: float | None = Field(
-        default=None, description="All users together, over the replicas (chat)."
-    )
-    latency_seconds: float | None = Field(
-        default=None, description="Embedding models: one request alone, one forward pass over its input."
-    )
-    latency_seconds_at_concurrency: float | None = Field(
-        default=None, description="Embedding models: one forward pass over the requests in flight on a replica."
-    )
-    requests_per_second: float | None = Field(
-        default=None, description="Embedding models: one replica at full load (maxConcurrency inputs per pass)."
-    )
-    input_tokens_per_second: float | None = Field(
-        default=None, description="Embedding models: input tokens one replica embeds per second at full load."
-    )
-    cost_per_million_input_tokens: float | None = Field(
-        default=None, description="Embedding models: USD per million input tokens, one replica at full load."
-    )
-    max_concurrency: int = Field(
-        description="Sequences of prompt + output tokens one replica holds at once (embedding models: inputs one "
-        "forward pass takes, the planned batch over the input length)."
-    )
-    replicas: int = Field(description="Replicas the workload's concurrency needs.")
-    cost_per_million_tokens: float | None = Field(
-        default=None, description="USD per million output tokens at the workload, counting its replicas (chat)."
-    )
-    cost_per_million_tokens_full_load: float | None = Field(
-        default=None, description="USD per million output tokens with one replica at maxConcurrency (chat)."
-    )
-    price_per_hour: float | None = Field(default=None, description="USD per hour of one replica's share of its node.")
-    price_verified: bool = Field(default=False, description="false: the catalog's price is remembered or estimated.")
-
-
-class Selection(Model):
-    model_id: str = Field(description="Hugging Face repo being served.")
-    model_file: str | None = Field(default=None, description="GGUF file inside the repo (llama.cpp).")
-    served_model_name: str = Field(description="Model name clients pass to the OpenAI API.")
-    family: str
-    size: str
-    tuning: Tuning
-    quantization: str
-    dtype: str
-    runtime: str
-    image: str
-    accelerator: str
-    accelerator_count: int = Field(description="GPUs or TPU chips per replica; 0 on CPU.")
-    tensor_parallel_size: int
-    max_model_len: int
-    estimated_memory_gi_b: float = Field(alias="estimatedMemoryGiB")
-    pool: str = Field(description="Node pool the plan targets; the plan is re-made if it disappears.")
-    capacity: Literal["ready", "scale-up"] | None = Field(
-        default=None,
-        description="ready: nodes of the pool exist; scale-up: a declared or standard GKE node shape that the "
-        "cluster autoscaler or node auto-provisioning must add first.",
-    )
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    predicted: Predicted | None = Field(default=None, description="Predicted speed and cost (performance.py).")
-    task: Task | None = Field(default=None, description="embed for an embedding model (absent: chat).")
-    embedding_dimensions: list[int] | None = Field(
-        default=None, description="Vector sizes the embedding model returns: the full size first, then its Matryoshka truncations."
-    )
-    batch_tokens: int | None = Field(default=None, description="Tokens per forward pass planned for an embedding model.")
-    adapters: list[str] | None = Field(
-        default=None, description="spec.adapters' names: LoRA adapters served on the base (absent: none)."
-    )
-    reasons: list[str] = Field(default_factory=list, description="Why each choice was made.")
-
-
-class CacheStatus(Model):
-    type: CacheType
-    claim: str | None = Field(default=None, description="PersistentVolumeClaim (pvc).")
-    bucket: str | None = Field(default=None, description="Bucket (gcsfuse).")
-    bytes: int = Field(description="Bytes of the checkpoint the cache holds.")
-    state: Literal["Filling", "Ready", "Failed", "TooSmall"] | None = Field(
-        default=None,
-        description="The loader Job's progress (pvc, gcsfuse); TooSmall: the claim is smaller than the checkpoint "
-        "and the API server refused to expand it.",
-    )
-    message: str | None = None
-
-
-class GemmaDeploymentStatus(Model):
-    observed_generation: int | None = None
-    phase: Phase | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-    selection: Selection | None = None
-    endpoint: str | None = None
-    replicas: int | None = None
-    ready_replicas: int | None = None
-    desired_replicas: int | None = Field(default=None, description="Replicas wanted now (the autoscaler's, when on).")
-    selector: str | None = Field(default=None, description="The pods' label selector (the scale subresource's).")
-    cache: CacheStatus | None = None
-    loading_since: str | None = Field(
-        default=None,
-        description="While the model loads (Progressing reason LoadingModel): when its server started, as the "
-        "kubelet reports it. Written once; the time loading so far is now minus this (kubectl get -o wide: Loading).",
-    )
-
-
-PRINTER_COLUMNS = [
-    # Phase first: NoFit and Invalid have no model to show.
-    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-    {"name": "Model", "type": "string", "jsonPath": ".status.selection.modelId"},
-    {"name": "Runtime", "type": "string", "jsonPath": ".status.selection.runtime"},
-    {"name": "Accelerator", "type": "string", "jsonPath": ".status.selection.accelerator"},
-    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
-    {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
-    {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"},
-    # `kubectl get -o wide`: the Ready condition's reason is what keeps the model from serving.
-    {"name": "Reason", "type": "string", "priority": 1, "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
-    # How long the model has been loading, computed by kubectl from the start time status records once.
-    {"name": "Loading", "type": "date", "priority": 1, "jsonPath": ".status.loadingSince"},
-    {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
-    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-]

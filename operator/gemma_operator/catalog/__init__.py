@@ -19,6 +19,7 @@ Tuning = Literal["it", "pt"]
 RuntimeName = Literal["vllm", "llamacpp"]
 # What a family's checkpoints are served for: chat (and completion) endpoints, or /v1/embeddings.
 Task = Literal["chat", "embed"]
+Input = Literal["text", "image", "audio"]
 
 
 class Strict(BaseModel):
@@ -54,6 +55,25 @@ class Architecture(Strict):
         return self
 
 
+class Projector(Strict):
+    """llama.cpp's multimodal projector GGUF (`mmproj`): the vision/audio encoder llama-server loads beside
+    the language model for image or audio input."""
+
+    file: str
+    inputs: list[Input] = Field(min_length=1, description="the inputs beyond text it encodes")
+    bytes: int = Field(gt=0, description="file size in bytes: downloaded, cached and held in memory beside the weights")
+    bytes_source: HttpUrl
+
+
+class Encoder(Strict):
+    """A vision or audio encoder of a multimodal checkpoint, and whether the model card's parameter count holds it."""
+
+    name: str
+    params_b: float = Field(gt=0, description="parameters, in billions")
+    in_params: bool = Field(description="params_b of the size already counts it")
+    source: HttpUrl
+
+
 class Checkpoint(Strict):
     """A quantized checkpoint beyond the base bf16 safetensors repos."""
 
@@ -69,11 +89,16 @@ class Checkpoint(Strict):
     # Weights in memory are at least the file: Google's QAT GGUFs keep some tensors above 4 bits.
     bytes: int = Field(gt=0, description="size of the weights file(s) in bytes; the floor of planned weights")
     bytes_source: HttpUrl = Field(description="where the size is listed")
+    projector: Projector | None = Field(
+        default=None, description="GGUF: the multimodal projector (mmproj) file published in the same repo"
+    )
 
     @model_validator(mode="after")
     def _gguf_has_file(self) -> Checkpoint:
         if self.format == "gguf" and not self.file:
             raise ValueError(f"GGUF checkpoint {self.repo} needs `file`")
+        if self.projector and self.format != "gguf":
+            raise ValueError(f"checkpoint {self.repo}: a projector file goes with a GGUF checkpoint")
         return self
 
 
@@ -86,6 +111,9 @@ class ModelSize(Strict):
     gated: bool = Field(description="the `ids` repos need a token of an account that accepted the license")
     gated_source: HttpUrl = Field(description="where the gate (or its absence) shows")
     modalities: list[Literal["text", "image", "audio", "video"]] = ["text"]
+    encoders: dict[Literal["image", "audio"], Encoder] = Field(
+        default_factory=dict, description="the encoders of the inputs beyond text, where the catalog knows their size"
+    )
     architecture: Architecture
     published_memory_gb: dict[Quantization, float] = Field(
         default_factory=dict, description="weights-only memory Google publishes, per precision, in GB as printed"
@@ -101,6 +129,9 @@ class ModelSize(Strict):
     def _memory_has_source(self) -> ModelSize:
         if self.published_memory_gb and self.published_memory_source is None:
             raise ValueError("published_memory_gb needs published_memory_source")
+        for modality in self.encoders:
+            if modality not in self.modalities:
+                raise ValueError(f"an {modality} encoder on a size without {modality} input")
         return self
 
 
@@ -109,8 +140,29 @@ class RuntimeSupport(Strict):
     float16: bool = Field(default=True, description="False where the runtime refuses float16 for this family")
     tpu: bool = Field(default=False, description="vLLM on TPU supports this family")
     min_version: str | None = None
+    inputs: list[Input] = Field(
+        default_factory=lambda: ["text"],
+        description="the inputs the pinned release serves for this family (where the size has them too)",
+    )
+    max_per_prompt: dict[Input, int] = Field(
+        default_factory=dict, description="the most items of an input one request may carry (absent: no limit)"
+    )
     notes: str = ""
     source: HttpUrl | None = None
+
+
+class TurnFormat(Strict):
+    """How an instruction-tuned checkpoint's own chat template lays out a conversation."""
+
+    bos: str = "<bos>"
+    turn_start: str = Field(description="opens a turn; the role and a newline follow")
+    turn_end: str = Field(description="closes a turn; a newline follows")
+    user_role: str = "user"
+    model_role: str = "model"
+    system: Literal["own_turn", "first_user_turn"] = Field(
+        description="own_turn: a system turn; first_user_turn: the system text opens the first user turn"
+    )
+    source: HttpUrl
 
 
 class Family(Strict):
@@ -127,6 +179,7 @@ class Family(Strict):
         "that the server applies for /v1/chat/completions"
     )
     runtimes: dict[RuntimeName, RuntimeSupport]
+    turn_format: TurnFormat | None = Field(default=None, description="the checkpoints' own chat turn format")
     sources: list[HttpUrl] = Field(min_length=1)
     sizes: dict[str, ModelSize] = Field(min_length=1)
 

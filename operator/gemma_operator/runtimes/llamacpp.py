@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from .. import adapters
+from .. import chat_template
 from ..api.v1alpha1 import GemmaDeploymentSpec
 from ..planner import Plan
 from . import CACHE_DIR, PORT, Server, cache_volume, container, env, gib, shm_volume
@@ -41,11 +42,23 @@ def args(plan: Plan) -> list[str]:
     result += adapters.llamacpp_args(plan.adapters)
     if plan.chat_template:
         result.append("--jinja")  # apply the chat template shipped inside the GGUF
+    result += multimodal_args(plan)
     if plan.pool.kind == "cpu":
         result += ["--threads", str(threads(plan))]
     else:
         result += ["--n-gpu-layers", ALL_LAYERS]
     return result
+
+
+def multimodal_args(plan: Plan) -> list[str]:
+    """Image or audio input: the projector GGUF (mmproj) of the model's repo, which llama-server's -hf
+    downloader fetches into LLAMA_CACHE beside the weights and loads (b11434: --mmproj takes a local
+    path, whose snapshot directory is only known once downloaded; with -hf it is left out and
+    --mmproj-auto picks the repo's projector). Text only on a multimodal checkpoint: --no-mmproj, or
+    b11434 fetches and loads the projector anyway (its -hf default)."""
+    if plan.media:
+        return ["--mmproj-auto"]
+    return ["--no-mmproj"] if plan.language_only else []
 
 
 def resources(plan: Plan) -> dict:
@@ -64,10 +77,17 @@ def server(plan: Plan, spec: GemmaDeploymentSpec, image: str) -> Server:
     models, models_mount = cache_volume()
     shm, shm_mount = shm_volume("1Gi")
     own_env = [{"name": "LLAMA_CACHE", "value": CACHE_DIR}]
+    volumes, mounts = [models, shm], [models_mount, shm_mount]
+    if template := chat_template.volume(spec):
+        volumes.append(template[0])
+        mounts.append(template[1])
+    argv = args(plan)
+    if spec.chat_template is not None and "--jinja" not in argv:
+        argv.append("--jinja")  # before --chat-template: without it llama-server takes only templates it knows
     return Server(
         container=container(
-            "llama-server", image, COMMAND, args(plan) + list(spec.extra_args), env(spec, own_env),
-            resources(plan), [models_mount, shm_mount], plan,
+            "llama-server", image, COMMAND, argv + chat_template.args(spec, "llamacpp") + list(spec.extra_args),
+            env(spec, own_env), resources(plan), mounts, plan,
         ),
-        volumes=[models, shm],
+        volumes=volumes,
     )  # fmt: skip

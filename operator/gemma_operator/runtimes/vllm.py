@@ -6,6 +6,7 @@ import json
 import math
 
 from .. import adapters
+from .. import chat_template
 from ..api.v1alpha1 import GemmaDeploymentSpec
 from ..planner import Plan
 from . import CACHE_DIR, PORT, XET_CHUNK_CACHE_OFF, Server, cache_volume, container, env, gib, shm_volume
@@ -35,6 +36,7 @@ def args(plan: Plan) -> list[str]:
     ]  # fmt: skip
     if plan.vllm_quantization:
         result += ["--quantization", plan.vllm_quantization]
+    result += multimodal_args(plan)
     if plan.task == "embed":
         result += embedding_args(plan)
     return result + adapters.vllm_args(plan.adapters)
@@ -47,6 +49,19 @@ def embedding_args(plan: Plan) -> list[str]:
     if len(plan.embedding_dimensions) > 1:
         result += ["--hf-overrides", json.dumps({"matryoshka_dimensions": list(plan.embedding_dimensions)})]
     return result
+
+
+def multimodal_args(plan: Plan) -> list[str]:
+    """Images and audio: the most per request, and 0 for the checkpoint's other inputs (vLLM then skips
+    their encoders and profiling); text only on a multimodal checkpoint: the language model alone
+    (vLLM 0.32's --language-model-only: every limit 0, no encoder loaded or profiled)."""
+    if plan.language_only:
+        return ["--language-model-only"]
+    if not plan.media:
+        return []
+    asked = dict(plan.media)
+    limits = {m: asked.get(m, 0) for m in plan.modalities}
+    return ["--limit-mm-per-prompt", json.dumps(limits, separators=(",", ":"))]
 
 
 def resources(plan: Plan) -> dict:
@@ -68,10 +83,14 @@ def server(plan: Plan, spec: GemmaDeploymentSpec, image: str) -> Server:
         dict(XET_CHUNK_CACHE_OFF),  # HF_HOME is on the size-limited `models` emptyDir
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
     ]
+    volumes, mounts = [models, shm], [models_mount, shm_mount]
+    if template := chat_template.volume(spec):
+        volumes.append(template[0])
+        mounts.append(template[1])
     return Server(
         container=container(
-            "vllm", image, COMMAND, args(plan) + list(spec.extra_args), env(spec, own_env), resources(plan),
-            [models_mount, shm_mount], plan,
+            "vllm", image, COMMAND, args(plan) + chat_template.args(spec, "vllm") + list(spec.extra_args),
+            env(spec, own_env), resources(plan), mounts, plan,
         ),
-        volumes=[models, shm],
+        volumes=volumes,
     )  # fmt: skip
