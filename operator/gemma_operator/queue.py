@@ -22,7 +22,11 @@ from . import decide as decide_mod
 from . import execute, inventory, kube, metrics, planner, pods, scaling, unseen
 
 RETRY_S = (1, 2, 5, 10, 30, 60)  # back-off for API errors that clear by themselves
-WORKERS = 8  # reconciles in flight: their API requests overlap (each is mostly waiting on the server)
+# Reconciles in flight: their API requests overlap (each is mostly waiting on the server). 16, not
+# 8: at N=1000, 16 gave the burst's p50 1.14x the floor against 1.77x on the emulator and 1.41x against
+# 1.62x on a real kube-apiserver, all-N 1.34x / 1.39x against 1.40x / 1.64x, for the same operator CPU
+# (bench/README.md, 4 Dec). More (64) starves the emulator's one event loop (all-N 5.14x).
+WORKERS = 16
 WORKERS_ENV = "GEMMA_OPERATOR_WORKERS"  # another count, for a benchmark's A/B (bench/README.md)
 AUTOSCALER_EVENTS_S = 30.0  # a pod waiting for a node: its autoscaler Events are read at most this often
 # How long which optional CRDs the cluster serves is taken as known.
