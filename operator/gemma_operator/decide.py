@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -252,8 +252,10 @@ def refused(resource: Mapping[str, Any], reason: str, delay: float, now: str) ->
 
 
 def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory, catalog: Catalog,
-           settings: Settings, now: str) -> Intent:  # fmt: skip
-    """Everything one reconcile of `resource` should do, as data. `now`: RFC 3339, UTC."""
+           settings: Settings, now: str,
+           plan: Callable[..., planner.Plan | planner.NoFit] = planner.plan) -> Intent:  # fmt: skip
+    """Everything one reconcile of `resource` should do, as data. `now`: RFC 3339, UTC. `plan`:
+    `planner.plan`, or the shell's `planner.PlanCache.plan` (the same answers, memoised)."""
     meta = resource["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     try:
@@ -265,7 +267,7 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
         return not_applied(resource, status.Outcome("Invalid", message), 0, now,
                            (Event("Warning", "InvalidSpec", message),))  # fmt: skip
     try:
-        result = planner.plan(spec, inventory, catalog, previous=previous_selection(resource))
+        result = plan(spec, inventory, catalog, previous=previous_selection(resource))
         choice = scaling.Choice()
         if spec.autoscaling is not None and isinstance(result, planner.Plan):
             served = set(observed.served) if observed.served is not None else None

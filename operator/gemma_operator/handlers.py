@@ -10,6 +10,7 @@ re-plans from the whole cluster, finds the children already as desired, and writ
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from collections.abc import Mapping
@@ -43,6 +44,33 @@ CHILDREN = {
 # is shorter than a control-plane upgrade can keep the API away: this rides out about 10 minutes
 # and then resumes where it was, instead of exiting into a crash-loop back-off.
 API_ERROR_BACKOFFS_S = (1, 1, 2, 3, 5, 8, 13, 21, 30, 60, 60, 60, 60, 60, 60, 60, 60, 60)
+# The garbage collector's thresholds (Python's: 700, 10, 10). Reconciles allocate many short-lived
+# containers (JSON bodies, rendered objects): at 700 allocations a young collection runs every few
+# events, and the full collections walk the ~130,000 long-lived objects (the catalog, modules,
+# indices) at 0.1-0.3 s each, the 1by1 latency's outliers. Those are frozen once after start-up
+# (gc.freeze) and collections run this much less often: GC time 0.57 -> 0.10 s and operator CPU
+# -0.5 s at N=1000 in bench/reconcile.py (bench/README.md). Cycles are still collected.
+GC_THRESHOLDS = (50_000, 20, 100)
+# Parts of the above to leave out, for bench/reconcile.py's A/B runs only (`--variant`): a comma
+# list of "gc", "plancache", "diffbase".
+WITHOUT_ENV = "GEMMA_OPERATOR_BENCH_WITHOUT"
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's diff-base storage, building nothing. kopf deep-copies every watched body on every
+    event to build a diff base ("essence"), read only by change-detecting handlers (create, update,
+    resume, delete, field) and daemons or timers, and stored by the former. This operator has none
+    of those (kopf/_core/reactor/processing.py `_detect_causes`, `process_changing_cause`), only
+    event handlers and indices: so kopf neither reads nor writes it (no annotation)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return kopf.BodyEssence()  # the same as built: no diff
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
 
 
 # ----------------------------------------------------------------------------- start-up
@@ -68,6 +96,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     # A per-object kopf worker lingers this long after its last event (default 5 s): with 1,000
     # resources and 2,000 children, 3,000 idle workers held ~30 MB of RSS (bench/README.md).
     settings.queueing.idle_timeout = 0.5
+    without = set(os.environ.get(WITHOUT_ENV, "").split(","))
+    if "diffbase" not in without:
+        settings.persistence.diffbase_storage = NoDiffBase()
     memo.catalog = catalog.load()
     memo.settings = decide.settings_from(os.environ)  # the chart's values, read once
     memo.kube = getattr(memo, "kube", None)
@@ -75,6 +106,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     if memo.kube is not None:
         memo.connected.set()
     queue.prepare(memo, float(os.environ.get(DISCOVERY_ENV, DISCOVERY_TTL_S)))
+    if "plancache" in without:
+        memo.plans.size = 0
     memo.node_index = kwargs["gemma_nodes"]
     memo.resource_index = kwargs["gemma_resources"]
     memo.children = {kind: kwargs[index_id] for kind, (*_, index_id) in CHILDREN.items()}
@@ -98,7 +131,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     if not settings.peering.standalone and settings.peering.clusterwide:
         resync.follow_peering(memo, None, logger)
     memo.tasks += [
-        *(asyncio.create_task(queue.worker(memo, logger)) for _ in range(queue.WORKERS)),
+        *(asyncio.create_task(queue.worker(memo, logger))
+          for _ in range(int(os.environ.get(queue.WORKERS_ENV, queue.WORKERS)))),
         asyncio.create_task(resync.watch_pools(memo, logger)),
         asyncio.create_task(resync.resync_every(float(os.environ.get(RESYNC_ENV, RESYNC_S)), memo, logger)),
         asyncio.create_task(resync.follow_discovery(memo, logger)),
@@ -106,6 +140,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
                                                    logger)),  # fmt: skip
     ]
     memo.metrics_port = metrics.serve()
+    if "gc" not in without:  # last: what start-up made stays, and is frozen
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
 
 
 @kopf.on.cleanup()

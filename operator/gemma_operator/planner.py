@@ -12,6 +12,7 @@ its pool, and suggests the nearest change when nothing fits.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from . import adapters, capacity, objective
@@ -25,7 +26,8 @@ from .reasons import Context, by_length, explain
 from .request import Model, check_static, latest_core, resolve_accelerator, resolve_models
 
 # The planner's API; the decision's parts live in request, fitting, ranking and reasons.
-__all__ = ["InvalidSpec", "NoFit", "Plan", "gke_aliases", "plan", "replans", "resolve_models", "token_warning"]
+__all__ = ["InvalidSpec", "NoFit", "Plan", "PlanCache", "gke_aliases", "plan", "replans", "resolve_models",
+           "token_warning"]
 
 
 def _pools_for(spec: GemmaDeploymentSpec, inventory: Inventory) -> tuple[list[Pool], str]:
@@ -84,6 +86,43 @@ def _plan_held(spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog
     if isinstance(result, NoFit):
         result = replace(result, suggestions=result.suggestions + _suggestions(spec, inventory, catalog))
     return result
+
+
+class PlanCache:
+    """`plan` memoised by (spec, the inventory object, the previous selection).
+
+    `plan` is pure, and a burst of resources with one spec on one set of pools asks it the same
+    question again and again (bench/README.md: -1 s of the operator's CPU at N=1000). The shell
+    renews an inventory when nodes or declared capacity change, and then calls `clear`; a plan for
+    an inventory that is not the one asked about is never returned. Plans are frozen and shared:
+    nothing downstream may change one (tests/unit/test_decide.py pins that a render does not).
+    """
+
+    SIZE = 4096  # entries (one per distinct spec and previous selection) before all are dropped
+
+    def __init__(self, size: int = SIZE) -> None:
+        self.size = size  # 0: no caching (a benchmark's A/B)
+        self._plans: dict[tuple[int, int, str, str], tuple[Inventory, Catalog, Plan | NoFit]] = {}
+
+    def plan(self, spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog,
+             previous: dict | None = None) -> Plan | NoFit:  # fmt: skip
+        if not self.size:
+            return plan(spec, inventory, catalog, previous)
+        key = (id(inventory), id(catalog), spec.model_dump_json(), json.dumps(previous, sort_keys=True))
+        hit = self._plans.get(key)
+        if hit is not None and hit[0] is inventory and hit[1] is catalog:  # not an id reused by a new object
+            return hit[2]
+        result = plan(spec, inventory, catalog, previous)  # InvalidSpec is raised again each time
+        if len(self._plans) >= self.size:
+            self._plans.clear()
+        self._plans[key] = (inventory, catalog, result)
+        return result
+
+    def clear(self) -> None:
+        self._plans.clear()
+
+    def __len__(self) -> int:
+        return len(self._plans)
 
 
 def _standard_with_nodes(name: str, spec: GemmaDeploymentSpec, inventory: Inventory, catalog: Catalog,

@@ -19,10 +19,15 @@ from typing import Any
 import kopf
 
 from . import decide as decide_mod
-from . import execute, inventory, kube, metrics, pods, scaling, unseen
+from . import execute, inventory, kube, metrics, planner, pods, scaling, unseen
 
 RETRY_S = (1, 2, 5, 10, 30, 60)  # back-off for API errors that clear by themselves
-WORKERS = 8  # reconciles in flight: their API requests overlap (each is mostly waiting on the server)
+# Reconciles in flight: their API requests overlap (each is mostly waiting on the server). 16, not
+# 8: at N=1000, 16 gave the burst's p50 1.14x the floor against 1.77x on the emulator and 1.41x against
+# 1.62x on a real kube-apiserver, all-N 1.34x / 1.39x against 1.40x / 1.64x, for the same operator CPU
+# (bench/README.md, 4 Dec). More (64) starves the emulator's one event loop (all-N 5.14x).
+WORKERS = 16
+WORKERS_ENV = "GEMMA_OPERATOR_WORKERS"  # another count, for a benchmark's A/B (bench/README.md)
 AUTOSCALER_EVENTS_S = 30.0  # a pod waiting for a node: its autoscaler Events are read at most this often
 # How long which optional CRDs the cluster serves is taken as known.
 DISCOVERY_ENV = "GEMMA_OPERATOR_DISCOVERY_S"
@@ -64,6 +69,7 @@ def prepare(memo: kopf.Memo, discovery_ttl_s: float) -> None:
     """
     memo.queue = WorkQueue()
     memo.inventories = {}  # nodeSelector -> Inventory, dropped whenever a node changes
+    memo.plans = planner.PlanCache()  # cleared with the inventories
     memo.locks = {}  # (namespace, name) -> asyncio.Lock: one reconcile at a time per resource
     memo.failures = {}  # (namespace, name) -> consecutive API failures, for back-off
     memo.rechecks = {}  # (namespace, name) -> the timer that looks again at a time-bound pod state
@@ -158,7 +164,8 @@ async def reconcile(resource: dict[str, Any], memo: kopf.Memo, logger: logging.L
                 wants = decide_mod.wants(resource, memo.settings)
                 observed = await observe(memo, resource, wants, logger)
                 pools = pools_for(memo, (resource.get("spec") or {}).get("nodeSelector") or {})
-                intent = decide_mod.decide(resource, observed, pools, memo.catalog, memo.settings, now())
+                intent = decide_mod.decide(resource, observed, pools, memo.catalog, memo.settings, now(),
+                                           plan=memo.plans.plan)  # fmt: skip
                 await execute.execute(memo, resource, intent, logger)
             except execute.OwnerGone:
                 metrics.RECONCILES.labels(trigger, "OwnerGone").inc()

@@ -174,6 +174,7 @@ async def watch_pools(memo: kopf.Memo, logger: logging.Logger) -> None:
         await memo.pause.wait_active()
         memo.nodes_changed.clear()
         memo.inventories.clear()  # in place (see queue.prepare)
+        memo.plans.clear()  # its plans were made for the inventories just dropped
         for values in list(memo.resource_index.values()):
             for resource in values:
                 pools = pools_for(memo, (resource.get("spec") or {}).get("nodeSelector") or {})

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from gemma_operator import decide as decide_mod
-from gemma_operator import inventory, pods, rollout, scaling
+from gemma_operator import inventory, planner, pods, render, rollout, scaling
+from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
 from gemma_operator.decide import Observed, Settings, decide, digest, refused
 from tests.conftest import node_list
 
@@ -617,3 +618,49 @@ def test_the_loop_modules_import_downwards_only_and_decide_does_no_io():
 ])  # fmt: skip
 def test_which_resources_a_retained_cache_object_wakes(status, generation, waits):
     assert decide_mod.waits_for_fill(resource({}, status, generation)) is waits
+
+
+# ---------------------------------------------------------------------- the plan cache
+SHARED_PLAN_SPECS = [
+    {},
+    {"objective": {"promptTokens": 512, "outputTokens": 128, "concurrency": 4}},  # selection.predicted: a dict
+    {"autoscaling": AUTOSCALING, "cache": {"type": "pvc"}},
+]
+
+
+@pytest.mark.parametrize("spec", SHARED_PLAN_SPECS)
+def test_a_cached_plan_is_not_changed_by_a_render_or_a_reconcile(catalog, spec):
+    """The queue shares one Plan between every resource of one spec: render, the prediction,
+    status and decide must leave it as the planner made it, and give what an uncached plan gives."""
+    cache = planner.PlanCache()
+    first = fresh(spec, served=frozenset() if "autoscaling" in spec else None)
+    for world in (first, settled(catalog, spec)):  # a new resource; one with its status and children
+        nodes = [node for fixture in world.nodes for node in node_list(fixture)]
+        pools = inventory.pools(nodes, catalog, spec.get("nodeSelector"))
+        parsed = GemmaDeploymentSpec.model_validate(spec)
+        previous = decide_mod.previous_selection(world.resource)
+        plan = cache.plan(parsed, pools, catalog, previous)
+        assert isinstance(plan, planner.Plan)
+        before = copy.deepcopy(plan)
+        render.render(plan, NAME, NS, parsed, owner=world.resource)
+        assert plan == before
+        for _ in range(2):  # the second reconcile is served from the cache
+            intent = decide(world.resource, world.observed, pools, catalog, Settings(), NOW, plan=cache.plan)
+            assert plan == before
+            assert cache.plan(parsed, pools, catalog, previous) is plan
+            assert intent == decide(world.resource, world.observed, pools, catalog, Settings(), NOW)
+
+
+def test_the_plan_cache_answers_only_for_the_inventory_it_planned_on(catalog):
+    cache = planner.PlanCache()
+    spec = GemmaDeploymentSpec.model_validate({})
+    l4 = inventory.pools(node_list("gke-l4"), catalog)
+    first = cache.plan(spec, l4, catalog)
+    assert cache.plan(GemmaDeploymentSpec.model_validate({}), l4, catalog) is first  # an equal spec
+    renewed = inventory.pools(node_list("gke-t4"), catalog)  # the nodes changed: a new inventory object
+    assert cache.plan(spec, renewed, catalog).pool.accelerator == "nvidia-tesla-t4"
+    assert cache.plan(spec, l4, catalog, previous=first.selection()) is not first  # another previous selection
+    assert len(cache) == 3
+    cache.clear()
+    assert len(cache) == 0 and cache.plan(spec, l4, catalog) is not first
+    assert planner.PlanCache(size=0).plan(spec, l4, catalog) == first

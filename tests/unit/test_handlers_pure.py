@@ -74,3 +74,21 @@ def test_a_spec_change_or_the_start_up_listing_names_a_waiting_key():
         return [await queue.get(), await queue.get()]
 
     assert asyncio.run(scenario()) == [(("ns", "a"), "resume"), (("ns", "b"), "spec")]
+
+
+def test_no_handler_reads_kopfs_diff_base_so_it_builds_none():
+    """handlers.NoDiffBase is sound only while kopf has no change-detecting handler (create, update,
+    resume, delete, field) and no daemon or timer: those read the diff base and store it."""
+    import kopf
+
+    from gemma_operator import handlers
+
+    registry = kopf.get_default_registry()
+    assert registry._changing.get_all_handlers() == [] and registry._spawning.get_all_handlers() == []
+    assert registry._watching.get_all_handlers()  # the event handlers feed the work queue
+    storage = handlers.NoDiffBase()
+    body = kopf.Body({"metadata": {"name": "x", "annotations": {"a": "b"}}, "spec": {"replicas": 1}})
+    assert storage.fetch(body=body) == storage.build(body=body) == {}
+    patch = kopf.Patch()
+    storage.store(body=body, patch=patch, essence=storage.build(body=body))
+    assert not patch  # nothing written to the object

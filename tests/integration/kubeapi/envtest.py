@@ -138,6 +138,9 @@ def make_pki(directory: pathlib.Path) -> dict[str, pathlib.Path]:
 
 
 class EnvTest:
+    # A /24, as a small cluster has: 245 Services at most (bench/reconcile.py, which creates 1,000, widens it).
+    service_cluster_ip_range = "10.0.0.0/24"
+
     def __init__(self, assets: Assets, workdir: pathlib.Path, *, controller_manager: bool = True):
         self.assets = assets
         self.workdir = workdir
@@ -176,7 +179,7 @@ class EnvTest:
             f"--service-account-key-file={pki['sa_pub']}",
             f"--service-account-signing-key-file={pki['sa_key']}",
             "--service-account-issuer=https://kubernetes.default.svc",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            f"--service-cluster-ip-range={self.service_cluster_ip_range}",
             "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true",
         ])
