@@ -10,7 +10,6 @@ re-plans from the whole cluster, finds the children already as desired, and writ
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 from collections.abc import Mapping
@@ -18,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from . import capacity, catalog, decide, inventory, kube, metrics, peering, pods, queue, render, resync
+from . import capacity, catalog, decide, inventory, kube, metrics, peering, pods, queue, render, resync, tuning
 from .api.v1alpha1 import GROUP, PLURAL, VERSION
 from .decide import SECRET_CHECK_ENV  # noqa: F401  (the chart's env names, as tests and docs find them)
 from .queue import DISCOVERY_ENV, DISCOVERY_TTL_S  # noqa: F401
@@ -39,39 +38,6 @@ CHILDREN = {
     "PersistentVolumeClaim": ("", "v1", "persistentvolumeclaims", "gemma_claims"),
     "Job": ("batch", "v1", "jobs", "gemma_jobs"),
 }
-# kopf retries a failed API request (5xx, 403, a lost connection) with these pauses, then gives
-# up; a watch that gives up stops the whole operator. kopf's default (1 to 21 s, 54 s in all)
-# is shorter than a control-plane upgrade can keep the API away: this rides out about 10 minutes
-# and then resumes where it was, instead of exiting into a crash-loop back-off.
-API_ERROR_BACKOFFS_S = (1, 1, 2, 3, 5, 8, 13, 21, 30, 60, 60, 60, 60, 60, 60, 60, 60, 60)
-# The garbage collector's thresholds (Python's: 700, 10, 10). Reconciles allocate many short-lived
-# containers (JSON bodies, rendered objects): at 700 allocations a young collection runs every few
-# events, and the full collections walk the ~130,000 long-lived objects (the catalog, modules,
-# indices) at 0.1-0.3 s each, the 1by1 latency's outliers. Those are frozen once after start-up
-# (gc.freeze) and collections run this much less often: GC time 0.57 -> 0.10 s and operator CPU
-# -0.5 s at N=1000 in bench/reconcile.py (bench/README.md). Cycles are still collected.
-GC_THRESHOLDS = (50_000, 20, 100)
-# Parts of the above to leave out, for bench/reconcile.py's A/B runs only (`--variant`): a comma
-# list of "gc", "plancache", "diffbase".
-WITHOUT_ENV = "GEMMA_OPERATOR_BENCH_WITHOUT"
-
-
-class NoDiffBase(kopf.DiffBaseStorage):
-    """kopf's diff-base storage, building nothing. kopf deep-copies every watched body on every
-    event to build a diff base ("essence"), read only by change-detecting handlers (create, update,
-    resume, delete, field) and daemons or timers, and stored by the former. This operator has none
-    of those (kopf/_core/reactor/processing.py `_detect_causes`, `process_changing_cause`), only
-    event handlers and indices: so kopf neither reads nor writes it (no annotation)."""
-
-    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
-        return kopf.BodyEssence()
-
-    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        return kopf.BodyEssence()  # the same as built: no diff
-
-    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        pass
-
 
 # ----------------------------------------------------------------------------- start-up
 @kopf.on.login()
@@ -91,14 +57,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.networking.request_timeout = settings.networking.request_timeout or 60
     settings.networking.connect_timeout = settings.networking.connect_timeout or 10
     settings.watching.server_timeout = settings.watching.server_timeout or 300
-    settings.networking.error_backoffs = API_ERROR_BACKOFFS_S
     settings.watching.label_selectors["", "v1", "pods"] = ",".join(f"{k}={v}" for k, v in MODEL_PODS.items())
-    # A per-object kopf worker lingers this long after its last event (default 5 s): with 1,000
-    # resources and 2,000 children, 3,000 idle workers held ~30 MB of RSS (bench/README.md).
-    settings.queueing.idle_timeout = 0.5
-    without = set(os.environ.get(WITHOUT_ENV, "").split(","))
-    if "diffbase" not in without:
-        settings.persistence.diffbase_storage = NoDiffBase()
+    without = tuning.left_out(os.environ)
+    tuning.configure(settings, without)
     memo.catalog = catalog.load()
     memo.settings = decide.settings_from(os.environ)  # the chart's values, read once
     memo.kube = getattr(memo, "kube", None)
@@ -140,10 +101,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
                                                    logger)),  # fmt: skip
     ]
     memo.metrics_port = metrics.serve()
-    if "gc" not in without:  # last: what start-up made stays, and is frozen
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
+    tuning.freeze_heap(without)  # last: what start-up made stays, and is frozen
 
 
 @kopf.on.cleanup()

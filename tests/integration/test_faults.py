@@ -14,7 +14,7 @@ import time
 import pytest
 import yaml
 
-from gemma_operator import handlers, metrics
+from gemma_operator import handlers, metrics, tuning
 from tests.conftest import NODES, ROOT
 from tests.integration.test_operator import Cluster, args_of, condition
 
@@ -365,7 +365,7 @@ def test_an_api_outage_longer_than_kopfs_default_retries_does_not_stop_the_opera
     monkeypatch.setenv(metrics.PORT_ENV, "0")
     create_nodes.from_fixture("gke-l4")
     running = run_operator("gemma_operator.handlers", configure=shorter)
-    assert seen == [handlers.API_ERROR_BACKOFFS_S] and sum(seen[0]) >= 600
+    assert seen == [tuning.API_ERROR_BACKOFFS_S] and sum(seen[0]) >= 600
     cluster.create("chat", {})
     cluster.wait(lambda: settled(cluster, "chat"), "a settled resource")
     kopf_default = 8  # kopf's NetworkingSettings.error_backoffs: 1, 1, 2, 3, 5, 8, 13, 21
