@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
 import sys
 
 N_LAYER = 2
@@ -64,23 +63,10 @@ def write_gguf(path: pathlib.Path | str, seed: int = 0) -> pathlib.Path:
 
 def write_hf(dest: pathlib.Path, vllm_python: pathlib.Path, seed: int = 0) -> pathlib.Path:
     """The checkpoint in the directory `dest`, written by this file run in the vLLM venv."""
-    from tests.dataplane import tinygemma
+    from tests.dataplane import tinygemma, tinygemma_hf
 
-    pieces, scores, _ = tinygemma.vocabulary()
-    spec = {
-        "dest": str(dest), "seed": seed, "pieces": pieces, "scores": scores,
-        "chat_template": tinygemma.CHAT_TEMPLATE,
-        "ids": {"pad": tinygemma.PAD, "eos": tinygemma.EOS, "bos": tinygemma.BOS, "unk": tinygemma.UNK,
-                "start_of_turn": tinygemma.START_OF_TURN, "end_of_turn": tinygemma.END_OF_TURN},
-        "vocab": tinygemma.VOCAB_SIZE,
-    }  # fmt: skip
-    dest.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [str(vllm_python), __file__], input=json.dumps(spec), capture_output=True, text=True, timeout=600,
-        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-    )  # fmt: skip
-    if proc.returncode != 0:
-        raise RuntimeError(f"writing the tiny embedding checkpoint failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+    spec = tinygemma_hf.tokenizer_spec(dest, seed) | {"vocab": tinygemma.VOCAB_SIZE}
+    tinygemma_hf.run_in_vllm_venv(__file__, spec, vllm_python, "the tiny embedding checkpoint")
     return dest
 
 
