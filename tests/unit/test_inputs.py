@@ -11,25 +11,10 @@ import pytest
 from gemma_operator import sizing
 from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
 from gemma_operator.cache import plan_cache, size_gib
-from gemma_operator.inventory import pools
-from gemma_operator.planner import InvalidSpec, NoFit, Plan, plan
-from gemma_operator.render import render
-from tests.conftest import node_list
+from gemma_operator.planner import InvalidSpec, NoFit, Plan
+from tests.conftest import decide, server_args as args
 
 GIB = 2**30
-
-
-def decide(catalog, spec: dict, fixture: str) -> Plan | NoFit:
-    parsed = GemmaDeploymentSpec.model_validate(spec)
-    return plan(parsed, pools(node_list(fixture), catalog, parsed.node_selector), catalog)
-
-
-def args(catalog, spec: dict, fixture: str) -> list[str]:
-    parsed = GemmaDeploymentSpec.model_validate(spec)
-    result = decide(catalog, spec, fixture)
-    assert isinstance(result, Plan), getattr(result, "message", result)
-    deployment = next(o for o in render(result, "chat", "team-a", parsed) if o["kind"] == "Deployment")
-    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 def flag(argv: list[str], name: str) -> str:

@@ -13,27 +13,12 @@ import yaml
 from gemma_operator import chat_template, sizing
 from gemma_operator.__main__ import main
 from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
-from gemma_operator.inventory import pools
-from gemma_operator.planner import InvalidSpec, NoFit, Plan, plan
-from gemma_operator.render import render
-from tests.conftest import NODES, node_list
+from gemma_operator.planner import InvalidSpec, Plan
+from tests.conftest import decide, NODES, server_args
 
 EMBED = {"model": {"task": "embed"}}
 TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
 GIB = 2**30
-
-
-def decide(catalog, spec: dict, fixture: str) -> Plan | NoFit:
-    parsed = GemmaDeploymentSpec.model_validate(spec)
-    return plan(parsed, pools(node_list(fixture), catalog, parsed.node_selector), catalog)
-
-
-def server_args(catalog, spec: dict, fixture: str) -> list[str]:
-    parsed = GemmaDeploymentSpec.model_validate(spec)
-    result = decide(catalog, spec, fixture)
-    assert isinstance(result, Plan), getattr(result, "message", result)
-    deployment = next(o for o in render(result, "chat", "team-a", parsed) if o["kind"] == "Deployment")
-    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 # An embedding model with an input beyond text or a chat template: Invalid, naming the field, whichever
