@@ -14,7 +14,8 @@ from gemma_operator import chat_template, sizing
 from gemma_operator.__main__ import main
 from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
 from gemma_operator.planner import InvalidSpec, Plan
-from tests.conftest import decide, NODES, server_args
+from tests.conftest import NODES, decide, server_args
+from tests.unit.test_inputs import multimodal_flags
 
 EMBED = {"model": {"task": "embed"}}
 TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
@@ -75,7 +76,6 @@ def test_plan_of_an_embedding_model_prints_the_example_and_no_chat_template(tmp_
 
 # The families the embed work added, with the inputs work's facts: (fixture, spec) -> (modelId, runtime,
 # the multimodal flags rendered).
-MM_FLAGS = ("--limit-mm-per-prompt", "--language-model-only", "--mmproj-auto", "--no-mmproj")
 PLANS = [
     # MedGemma 4B and 27B are Gemma 3 image-text checkpoints: images on vLLM get a limit per prompt...
     ("gke-l4", {"model": {"family": "medgemma", "inputs": ["image"]}},
@@ -97,12 +97,7 @@ PLANS = [
 def test_new_families_plan_their_inputs(catalog, fixture, spec, expected):
     result = decide(catalog, spec, fixture)
     assert isinstance(result, Plan), getattr(result, "message", result)
-    argv = server_args(catalog, spec, fixture)
-    rendered = []
-    for i, arg in enumerate(argv):
-        if arg in MM_FLAGS:
-            rendered += [arg] + ([argv[i + 1]] if arg == "--limit-mm-per-prompt" else [])
-    assert (result.model_id, result.runtime, rendered) == expected
+    assert (result.model_id, result.runtime, multimodal_flags(server_args(catalog, spec, fixture))) == expected
 
 
 def test_medgemma_and_paligemma_count_their_siglip_as_gemma3_does(catalog):
