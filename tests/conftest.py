@@ -30,6 +30,31 @@ def node_list(name: str) -> list[dict]:
     return yaml.safe_load((NODES / f"{name}.yaml").read_text())["items"]
 
 
+def decide(catalog: catalog_mod.Catalog, spec: dict, *fixtures: str | list[dict]):
+    """The planner's answer (a Plan, or a NoFit) for `spec` on the nodes of the named node fixtures
+    (or of node lists given as they are), together."""
+    from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
+    from gemma_operator.inventory import pools
+    from gemma_operator.planner import plan
+
+    parsed = GemmaDeploymentSpec.model_validate(spec)
+    nodes = [node for fixture in fixtures for node in (node_list(fixture) if isinstance(fixture, str) else fixture)]
+    return plan(parsed, pools(nodes, catalog, parsed.node_selector), catalog)
+
+
+def server_args(catalog: catalog_mod.Catalog, spec: dict, fixture: str) -> list[str]:
+    """The serving container's args of the Deployment rendered for `spec` on `fixture`'s nodes."""
+    from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
+    from gemma_operator.planner import Plan
+    from gemma_operator.render import render
+
+    parsed = GemmaDeploymentSpec.model_validate(spec)
+    result = decide(catalog, spec, fixture)
+    assert isinstance(result, Plan), getattr(result, "message", result)
+    deployment = next(o for o in render(result, "chat", "team-a", parsed) if o["kind"] == "Deployment")
+    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
 @pytest.fixture(scope="session")
 def catalog() -> catalog_mod.Catalog:
     return catalog_mod.load()

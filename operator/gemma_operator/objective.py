@@ -127,6 +127,23 @@ def _cost_text(predicted: Prediction | EmbedPrediction) -> str:
     return f"${cost:.2f}{replicas}"
 
 
+def _replicas_reason(spec: GemmaDeploymentSpec, predicted: Prediction | EmbedPrediction, per_pass: str) -> list[str]:
+    """When the objective needs more replicas than spec.replicas (and no autoscaling sets them), the
+    sentence that says so; `per_pass` names what one replica serves at once."""
+    if predicted.replicas <= spec.replicas or spec.autoscaling is not None:
+        return []
+    return [
+        f"Replicas: the objective's {spec.objective.concurrency} concurrent requests need {predicted.replicas} replicas "
+        f"({predicted.max_concurrency} {per_pass} each); spec.replicas is {spec.replicas}."
+    ]
+
+
+def _next_text(ranking: list[tuple[Plan, Prediction | EmbedPrediction]]) -> str:
+    """The runners-up of a cheapest ranking (up to four), as the Cost reason's tail."""
+    rest = [f"{_where(p)} {_cost_text(pr)}" for p, pr in ranking][:4]
+    return f"; next: {', '.join(rest)}" if rest else ""
+
+
 def _embed_reasons(plan: Plan, spec: GemmaDeploymentSpec, predicted: EmbedPrediction,
                    ranking: list[tuple[Plan, Prediction | EmbedPrediction]] | None, others: list[Plan],
                    catalog: Catalog) -> list[str]:  # fmt: skip
@@ -137,14 +154,9 @@ def _embed_reasons(plan: Plan, spec: GemmaDeploymentSpec, predicted: EmbedPredic
         latency = predicted.latency_seconds_at_concurrency
         met = f"met (request latency {latency:.3f} s <= {o.ttft_seconds:g} s)" if o.ttft_seconds else "no latency target set"
         out.append(f"Objective: {met}; {predicted.summary()}.")
-        if predicted.replicas > spec.replicas and spec.autoscaling is None:
-            out.append(
-                f"Replicas: the objective's {o.concurrency} concurrent requests need {predicted.replicas} replicas "
-                f"({predicted.max_concurrency} inputs per forward pass each); spec.replicas is {spec.replicas}."
-            )
+        out += _replicas_reason(spec, predicted, "inputs per forward pass")
     if ranking is not None:
-        rest = [f"{_where(p)} {_cost_text(pr)}" for p, pr in ranking][:4]
-        tail = f"; next: {', '.join(rest)}" if rest else ""
+        tail = _next_text(ranking)
         out.append(
             f"Cost: {_where(plan)} has the lowest predicted cost per million input tokens at full load "
             f"({_cost_text(predicted)}, at ${predicted.price_per_hour or 0:.4f}/h a replica, "
@@ -182,14 +194,9 @@ def annotate(plan: Plan, spec: GemmaDeploymentSpec, catalog: Catalog,
             targets.append(f"{predicted.tokens_per_second_per_user:.1f} output tokens/s per user >= {o.output_tokens_per_second:g}")
         met = f"met ({', '.join(targets)})" if targets else "no speed target set"
         reasons.append(f"Objective {workload(spec).describe()}: {met}; {predicted.summary()}.")
-        if predicted.replicas > spec.replicas and spec.autoscaling is None:
-            reasons.append(
-                f"Replicas: the objective's {o.concurrency} concurrent requests need {predicted.replicas} replicas "
-                f"({predicted.max_concurrency} sequences each); spec.replicas is {spec.replicas}."
-            )
+        reasons += _replicas_reason(spec, predicted, "sequences")
     if ranking is not None and not isinstance(predicted, EmbedPrediction):
-        rest = [f"{_where(p)} {_cost_text(pr)}" for p, pr in ranking][:4]
-        tail = f"; next: {', '.join(rest)}" if rest else ""
+        tail = _next_text(ranking)
         reasons.append(
             f"Cost: {_where(plan)} has the lowest predicted cost per million output tokens "
             f"({_cost_text(predicted)}, at ${predicted.price_per_hour or 0:.2f}/h a replica, "

@@ -12,7 +12,6 @@ from typing import Any
 
 from .rollout import matches
 
-PodKey = tuple[str, str]  # (namespace, pod name)
 OwnerKey = tuple[str, str]  # (namespace, GemmaDeployment name)
 
 

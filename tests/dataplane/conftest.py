@@ -66,13 +66,10 @@ def vllm_run(vllm_python, tiny_hf, tmp_path_factory) -> VllmRun:
     rendered_env = servers.local_env(container, scratch)
     port = servers.free_port()
     with hub.LoopbackHub([repo]) as loopback:
-        env = servers.clean_env({**rendered_env, **servers.VLLM_CPU_ENV, **servers.hub_env(loopback.endpoint)})
-        argv = servers.vllm_argv(vllm_python, container, port)
-        srv = servers.LlamaServer(pathlib.Path(argv[0]), argv[1:], port, scratch / "vllm.log", env,
-                                  name="vllm", inherit_env=False, poll_s=0.5)  # fmt: skip
+        srv = servers.vllm_server(vllm_python, container, port, scratch / "vllm.log", rendered_env, loopback.endpoint)
         try:
             seconds = srv.start(timeout_s=VLLM_START_TIMEOUT_S)
-            yield VllmRun(srv, loopback, repo, container, plan, env, servers.cache_path(container, scratch),
+            yield VllmRun(srv, loopback, repo, container, plan, srv.env, servers.cache_path(container, scratch),
                           scratch, seconds)  # fmt: skip
         finally:
             srv.stop()

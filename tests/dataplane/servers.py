@@ -259,6 +259,16 @@ class Client:
             conn.close()
 
 
+def vllm_server(python: pathlib.Path, container: dict[str, Any], port: int, log: pathlib.Path,
+                local: dict[str, str], hub_endpoint: str, extra: dict[str, str] | None = None) -> LlamaServer:
+    """vLLM on loopback, not started: the container's command line (`vllm_argv`) with the rendered env
+    mapped locally (`local`), VLLM_CPU_ENV, the loopback hub's variables and `extra`, over a clean
+    environment (`clean_env`); the server's `env` is that environment."""
+    env = clean_env({**local, **VLLM_CPU_ENV, **hub_env(hub_endpoint), **(extra or {})})
+    argv = vllm_argv(python, container, port)
+    return LlamaServer(pathlib.Path(argv[0]), argv[1:], port, log, env, name="vllm", inherit_env=False, poll_s=0.5)
+
+
 class ServerExited(RuntimeError):
     pass
 

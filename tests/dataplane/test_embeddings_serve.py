@@ -14,7 +14,6 @@ Loopback only; every server is always killed.
 from __future__ import annotations
 
 import math
-import pathlib
 
 import pytest
 
@@ -113,10 +112,7 @@ def vllm_embed(vllm_python, tmp_path_factory):
     rendered_env = servers.local_env(container, scratch)
     port = servers.free_port()
     with hub.LoopbackHub([repo]) as loopback:
-        env = servers.clean_env({**rendered_env, **servers.VLLM_CPU_ENV, **servers.hub_env(loopback.endpoint)})
-        argv = servers.vllm_argv(vllm_python, container, port)
-        srv = servers.LlamaServer(pathlib.Path(argv[0]), argv[1:], port, scratch / "vllm.log", env,
-                                  name="vllm", inherit_env=False, poll_s=0.5)  # fmt: skip
+        srv = servers.vllm_server(vllm_python, container, port, scratch / "vllm.log", rendered_env, loopback.endpoint)
         try:
             srv.start(timeout_s=VLLM_START_TIMEOUT_S)
             srv.rendered, srv.plan, srv.hub = container, plan, loopback  # type: ignore[attr-defined]

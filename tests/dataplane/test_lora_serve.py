@@ -73,10 +73,7 @@ def lora_run(vllm_python, tiny_hf, tmp_path_factory):
         download = _download(loader, vllm_python, scratch, loopback.endpoint)
         assert download.returncode == 0, download.stderr[-4000:]
         local = {**container, "args": [_local(a, scratch) for a in container["args"]]}
-        env = servers.clean_env({**rendered_env, **servers.VLLM_CPU_ENV, **servers.hub_env(loopback.endpoint)})
-        argv = servers.vllm_argv(vllm_python, local, port)
-        srv = servers.LlamaServer(pathlib.Path(argv[0]), argv[1:], port, scratch / "vllm.log", env,
-                                  name="vllm", inherit_env=False, poll_s=0.5)  # fmt: skip
+        srv = servers.vllm_server(vllm_python, local, port, scratch / "vllm.log", rendered_env, loopback.endpoint)
         try:
             srv.start(timeout_s=VLLM_START_TIMEOUT_S)
             yield LoraRun(srv, pod, scratch, download)

@@ -8,7 +8,6 @@ loopback Hub with the tiny Gemma 3 checkpoint, as conftest's vllm_run does.
 
 from __future__ import annotations
 
-import pathlib
 
 import pytest
 
@@ -29,11 +28,8 @@ def served(vllm_python, tiny_hf, tmp_path_factory):
     scratch = tmp_path_factory.mktemp("vllm-template")
     port = servers.free_port()
     with hub.LoopbackHub([hub.HubRepo.from_dir(plan.model_id, tiny_hf)]) as loopback:
-        env = servers.clean_env({**servers.local_env(container, scratch), **servers.VLLM_CPU_ENV,
-                                 **servers.hub_env(loopback.endpoint)})  # fmt: skip
-        argv = servers.vllm_argv(vllm_python, container, port)
-        srv = servers.LlamaServer(pathlib.Path(argv[0]), argv[1:], port, scratch / "vllm.log", env,
-                                  name="vllm", inherit_env=False, poll_s=0.5)  # fmt: skip
+        srv = servers.vllm_server(vllm_python, container, port, scratch / "vllm.log",
+                                  servers.local_env(container, scratch), loopback.endpoint)  # fmt: skip
         try:
             srv.start(timeout_s=600.0)
             yield srv, plan, container

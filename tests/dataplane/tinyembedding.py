@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
 import sys
 
 N_LAYER = 2
@@ -35,102 +34,39 @@ OUTPUT_DIM = N_EMBD
 
 
 def write_gguf(path: pathlib.Path | str, seed: int = 0) -> pathlib.Path:
-    """The GGUF (arch gemma-embedding, mean pooling, the two Dense layers) at `path`."""
+    """The GGUF (arch gemma-embedding, mean pooling, the two Dense layers) at `path`, written by
+    tinygemma's writer with this file's shapes and no chat template."""
     import gguf
-    import numpy as np
 
     from tests.dataplane import tinygemma
 
-    path = pathlib.Path(path)
-    rng = np.random.default_rng(seed)
-    w = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GEMMA_EMBEDDING])
-    w.add_name("tiny-embeddinggemma")
-    w.add_context_length(CONTEXT_LENGTH)
-    w.add_embedding_length(N_EMBD)
-    w.add_block_count(N_LAYER)
-    w.add_feed_forward_length(N_FF)
-    w.add_head_count(N_HEAD)
-    w.add_head_count_kv(N_HEAD_KV)
-    w.add_key_length(HEAD_DIM)
-    w.add_value_length(HEAD_DIM)
-    w.add_layer_norm_rms_eps(1e-6)
-    w.add_rope_freq_base(1_000_000.0)
-    w.add_rope_freq_base_swa(10_000.0)
-    w.add_sliding_window(SLIDING_WINDOW)
-    w.add_sliding_window_pattern(2)
-    w.add_pooling_type(gguf.PoolingType.MEAN)
-    w.add_dense_features_dims("dense_2", N_EMBD, DENSE_HIDDEN)
-    w.add_dense_features_dims("dense_3", DENSE_HIDDEN, OUTPUT_DIM)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    shapes = tinygemma.Shapes(layers=N_LAYER, hidden=N_EMBD, heads=N_HEAD, kv_heads=N_HEAD_KV, head_dim=HEAD_DIM,
+                              intermediate=N_FF, vocab=tinygemma.VOCAB_SIZE, sliding_window=SLIDING_WINDOW,
+                              sliding_window_pattern=2, context=CONTEXT_LENGTH)  # fmt: skip
 
-    pieces, scores, types = tinygemma.vocabulary()
-    w.add_tokenizer_model("llama")
-    w.add_tokenizer_pre("default")
-    w.add_token_list(pieces)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(tinygemma.BOS)
-    w.add_eos_token_id(tinygemma.EOS)
-    w.add_unk_token_id(tinygemma.UNK)
-    w.add_pad_token_id(tinygemma.PAD)
-    w.add_add_bos_token(True)
-    w.add_add_eos_token(True)  # EmbeddingGemma's GGUF adds both (tokenizer.ggml.add_eos_token true)
-    w.add_add_space_prefix(False)
-
-    def matrix(rows: int, cols: int) -> np.ndarray:  # numpy (rows, cols) is ggml {cols, rows}
-        return rng.normal(0.0, 0.02, size=(rows, cols)).astype(np.float32)
-
-    def norm(n: int) -> np.ndarray:
-        return (1.0 + rng.normal(0.0, 0.02, size=n)).astype(np.float32)
+    def header(w: gguf.GGUFWriter) -> None:
+        w.add_pooling_type(gguf.PoolingType.MEAN)
+        w.add_dense_features_dims("dense_2", N_EMBD, DENSE_HIDDEN)
+        w.add_dense_features_dims("dense_3", DENSE_HIDDEN, OUTPUT_DIM)
 
     names, M = gguf.TENSOR_NAMES, gguf.MODEL_TENSOR
-    w.add_tensor(names[M.TOKEN_EMBD] + ".weight", matrix(tinygemma.VOCAB_SIZE, N_EMBD))
-    w.add_tensor(names[M.OUTPUT_NORM] + ".weight", norm(N_EMBD))
-    w.add_tensor(names[M.DENSE_2_OUT] + ".weight", matrix(DENSE_HIDDEN, N_EMBD))
-    w.add_tensor(names[M.DENSE_3_OUT] + ".weight", matrix(OUTPUT_DIM, DENSE_HIDDEN))
-    for i in range(N_LAYER):
-        def t(kind: gguf.MODEL_TENSOR) -> str:
-            return names[kind].format(bid=i) + ".weight"
-
-        w.add_tensor(t(M.ATTN_NORM), norm(N_EMBD))
-        w.add_tensor(t(M.ATTN_Q), matrix(N_HEAD * HEAD_DIM, N_EMBD))
-        w.add_tensor(t(M.ATTN_K), matrix(N_HEAD_KV * HEAD_DIM, N_EMBD))
-        w.add_tensor(t(M.ATTN_V), matrix(N_HEAD_KV * HEAD_DIM, N_EMBD))
-        w.add_tensor(t(M.ATTN_Q_NORM), norm(HEAD_DIM))
-        w.add_tensor(t(M.ATTN_K_NORM), norm(HEAD_DIM))
-        w.add_tensor(t(M.ATTN_OUT), matrix(N_EMBD, N_HEAD * HEAD_DIM))
-        w.add_tensor(t(M.ATTN_POST_NORM), norm(N_EMBD))
-        w.add_tensor(t(M.FFN_PRE_NORM), norm(N_EMBD))
-        w.add_tensor(t(M.FFN_GATE), matrix(N_FF, N_EMBD))
-        w.add_tensor(t(M.FFN_UP), matrix(N_FF, N_EMBD))
-        w.add_tensor(t(M.FFN_DOWN), matrix(N_EMBD, N_FF))
-        w.add_tensor(t(M.FFN_POST_NORM), norm(N_EMBD))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    tensors = shapes.tensors()  # the embedding and the final norm, then the Dense layers, then the blocks
+    tensors[2:2] = [(names[M.DENSE_2_OUT] + ".weight", (DENSE_HIDDEN, N_EMBD), True),
+                    (names[M.DENSE_3_OUT] + ".weight", (OUTPUT_DIM, DENSE_HIDDEN), True)]  # fmt: skip
+    return tinygemma.write(
+        path, seed, "tiny-embeddinggemma", shapes=shapes,
+        arch=gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GEMMA_EMBEDDING], header=header, tensors=tensors,
+        add_eos=True,  # EmbeddingGemma's GGUF adds both (tokenizer.ggml.add_eos_token true)
+        chat_template=None,
+    )  # fmt: skip
 
 
 def write_hf(dest: pathlib.Path, vllm_python: pathlib.Path, seed: int = 0) -> pathlib.Path:
     """The checkpoint in the directory `dest`, written by this file run in the vLLM venv."""
-    from tests.dataplane import tinygemma
+    from tests.dataplane import tinygemma, tinygemma_hf
 
-    pieces, scores, _ = tinygemma.vocabulary()
-    spec = {
-        "dest": str(dest), "seed": seed, "pieces": pieces, "scores": scores,
-        "chat_template": tinygemma.CHAT_TEMPLATE,
-        "ids": {"pad": tinygemma.PAD, "eos": tinygemma.EOS, "bos": tinygemma.BOS, "unk": tinygemma.UNK,
-                "start_of_turn": tinygemma.START_OF_TURN, "end_of_turn": tinygemma.END_OF_TURN},
-        "vocab": tinygemma.VOCAB_SIZE,
-    }  # fmt: skip
-    dest.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [str(vllm_python), __file__], input=json.dumps(spec), capture_output=True, text=True, timeout=600,
-        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-    )  # fmt: skip
-    if proc.returncode != 0:
-        raise RuntimeError(f"writing the tiny embedding checkpoint failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+    spec = tinygemma_hf.tokenizer_spec(dest, seed) | {"vocab": tinygemma.VOCAB_SIZE}
+    tinygemma_hf.run_in_vllm_venv(__file__, spec, vllm_python, "the tiny embedding checkpoint")
     return dest
 
 

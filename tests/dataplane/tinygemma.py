@@ -17,7 +17,10 @@ tokens <0x00>..<0xFF>, then single characters and a few whole words.
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -122,29 +125,115 @@ def vocabulary() -> tuple[list[str], list[float], list[int]]:
     return pieces, scores, types
 
 
-def write(path: Path | str, seed: int = 0, name: str = "tiny-gemma-3") -> Path:
-    """Write the model to `path` and return it."""
+@dataclass(frozen=True)
+class Shapes:
+    """A Gemma 3 text model's numbers: what the GGUF's header declares and its tensors' shapes."""
+
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    sliding_window: int
+    sliding_window_pattern: int
+    context: int
+
+    @classmethod
+    def of(cls, size, intermediate: int) -> Shapes:
+        """From a catalog ModelSize (gemma3) and the MLP width."""
+        a = size.architecture
+        return cls(layers=a.layers, hidden=a.hidden_size, heads=a.attention_heads, kv_heads=a.kv_heads,
+                   head_dim=a.head_dim, intermediate=intermediate, vocab=a.vocab_size,
+                   sliding_window=a.sliding_window, sliding_window_pattern=a.sliding_window_pattern,
+                   context=size.max_context)  # fmt: skip
+
+    def tensors(self) -> list[tuple[str, tuple[int, int] | tuple[int], bool]]:
+        """(GGUF name, numpy shape (rows, cols) or (n,), is a matrix) of every tensor, in file order.
+        numpy (rows, cols) is ggml {cols, rows}: each row is one output's weights."""
+        names, M = gguf.TENSOR_NAMES, gguf.MODEL_TENSOR
+        h, q, kv, ff = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim, self.intermediate
+        out: list[tuple[str, tuple, bool]] = [
+            (names[M.TOKEN_EMBD] + ".weight", (self.vocab, h), True),
+            (names[M.OUTPUT_NORM] + ".weight", (h,), False),
+        ]
+        for i in range(self.layers):
+            def t(kind) -> str:
+                return names[kind].format(bid=i) + ".weight"
+
+            out += [
+                (t(M.ATTN_NORM), (h,), False),
+                (t(M.ATTN_Q), (q, h), True),
+                (t(M.ATTN_K), (kv, h), True),
+                (t(M.ATTN_V), (kv, h), True),
+                (t(M.ATTN_Q_NORM), (self.head_dim,), False),
+                (t(M.ATTN_K_NORM), (self.head_dim,), False),
+                (t(M.ATTN_OUT), (h, q), True),
+                (t(M.ATTN_POST_NORM), (h,), False),
+                (t(M.FFN_PRE_NORM), (h,), False),
+                (t(M.FFN_GATE), (ff, h), True),
+                (t(M.FFN_UP), (ff, h), True),
+                (t(M.FFN_DOWN), (h, ff), True),
+                (t(M.FFN_POST_NORM), (h,), False),
+            ]
+        return out
+
+    def weights(self, norms: bool = True) -> int:
+        return sum(int(np.prod(shape)) for _, shape, is_matrix in self.tensors() if is_matrix or norms)
+
+
+SHAPES = Shapes(layers=N_LAYER, hidden=N_EMBD, heads=N_HEAD, kv_heads=N_HEAD_KV, head_dim=HEAD_DIM,
+                intermediate=N_FF, vocab=VOCAB_SIZE, sliding_window=SLIDING_WINDOW,
+                sliding_window_pattern=SLIDING_WINDOW_PATTERN, context=CONTEXT_LENGTH)  # fmt: skip
+
+
+def random_f32(rng: np.random.Generator, rows: int, cols: int) -> tuple[np.ndarray, None]:
+    """A matrix of normal weights (std 0.02), stored as f32 (no raw ggml type)."""
+    return rng.normal(0.0, 0.02, size=(rows, cols)).astype(np.float32), None
+
+
+def write(
+    path: Path | str,
+    seed: int = 0,
+    name: str = "tiny-gemma-3",
+    *,
+    shapes: Shapes = SHAPES,
+    arch: str = ARCH,
+    file_type: gguf.LlamaFileType = gguf.LlamaFileType.ALL_F32,
+    tokens: tuple[list[str], list[float], list[int]] | None = None,
+    add_eos: bool = False,
+    chat_template: str | None = CHAT_TEMPLATE,
+    header: Callable[[gguf.GGUFWriter], None] = lambda w: None,
+    tensors: list[tuple[str, tuple, bool]] | None = None,
+    matrix: Callable[[np.random.Generator, int, int], tuple[np.ndarray, Any]] = random_f32,
+) -> Path:
+    """Write a Gemma 3 GGUF with random weights to `path` and return it: by default this file's tiny
+    model. The others (the embedding model, the benchmark's Gemma 3 1B at q4_0) pass their shapes,
+    architecture name, extra header keys (`header`, written after the sliding-window keys), tensor
+    list (default `shapes.tensors()`), vocabulary (default `vocabulary()`) and matrix maker."""
     path = Path(path)
     rng = np.random.default_rng(seed)
-    w = gguf.GGUFWriter(str(path), ARCH)
+    w = gguf.GGUFWriter(str(path), arch)
 
     w.add_name(name)
-    w.add_context_length(CONTEXT_LENGTH)
-    w.add_embedding_length(N_EMBD)
-    w.add_block_count(N_LAYER)
-    w.add_feed_forward_length(N_FF)
-    w.add_head_count(N_HEAD)
-    w.add_head_count_kv(N_HEAD_KV)
-    w.add_key_length(HEAD_DIM)
-    w.add_value_length(HEAD_DIM)
+    w.add_context_length(shapes.context)
+    w.add_embedding_length(shapes.hidden)
+    w.add_block_count(shapes.layers)
+    w.add_feed_forward_length(shapes.intermediate)
+    w.add_head_count(shapes.heads)
+    w.add_head_count_kv(shapes.kv_heads)
+    w.add_key_length(shapes.head_dim)
+    w.add_value_length(shapes.head_dim)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_rope_freq_base(1_000_000.0)
     w.add_rope_freq_base_swa(10_000.0)
-    w.add_sliding_window(SLIDING_WINDOW)
-    w.add_sliding_window_pattern(SLIDING_WINDOW_PATTERN)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_sliding_window(shapes.sliding_window)
+    w.add_sliding_window_pattern(shapes.sliding_window_pattern)
+    header(w)
+    w.add_file_type(file_type)
 
-    pieces, scores, types = vocabulary()
+    pieces, scores, types = tokens if tokens is not None else vocabulary()
     w.add_tokenizer_model("llama")
     w.add_tokenizer_pre("default")
     w.add_token_list(pieces)
@@ -155,37 +244,17 @@ def write(path: Path | str, seed: int = 0, name: str = "tiny-gemma-3") -> Path:
     w.add_unk_token_id(UNK)
     w.add_pad_token_id(PAD)
     w.add_add_bos_token(True)
-    w.add_add_eos_token(False)
+    w.add_add_eos_token(add_eos)
     w.add_add_space_prefix(False)
-    w.add_chat_template(CHAT_TEMPLATE)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
 
-    def matrix(rows: int, cols: int) -> np.ndarray:  # numpy (rows, cols) is ggml {cols, rows}
-        return rng.normal(0.0, 0.02, size=(rows, cols)).astype(np.float32)
-
-    def norm(n: int) -> np.ndarray:  # Gemma's RMSNorm weights are stored with the +1 folded in
-        return (1.0 + rng.normal(0.0, 0.02, size=n)).astype(np.float32)
-
-    names = gguf.TENSOR_NAMES
-    M = gguf.MODEL_TENSOR
-    w.add_tensor(names[M.TOKEN_EMBD] + ".weight", matrix(VOCAB_SIZE, N_EMBD))
-    w.add_tensor(names[M.OUTPUT_NORM] + ".weight", norm(N_EMBD))
-    for i in range(N_LAYER):
-        def t(kind: gguf.MODEL_TENSOR) -> str:
-            return names[kind].format(bid=i) + ".weight"
-
-        w.add_tensor(t(M.ATTN_NORM), norm(N_EMBD))
-        w.add_tensor(t(M.ATTN_Q), matrix(N_HEAD * HEAD_DIM, N_EMBD))
-        w.add_tensor(t(M.ATTN_K), matrix(N_HEAD_KV * HEAD_DIM, N_EMBD))
-        w.add_tensor(t(M.ATTN_V), matrix(N_HEAD_KV * HEAD_DIM, N_EMBD))
-        w.add_tensor(t(M.ATTN_Q_NORM), norm(HEAD_DIM))
-        w.add_tensor(t(M.ATTN_K_NORM), norm(HEAD_DIM))
-        w.add_tensor(t(M.ATTN_OUT), matrix(N_EMBD, N_HEAD * HEAD_DIM))
-        w.add_tensor(t(M.ATTN_POST_NORM), norm(N_EMBD))
-        w.add_tensor(t(M.FFN_PRE_NORM), norm(N_EMBD))
-        w.add_tensor(t(M.FFN_GATE), matrix(N_FF, N_EMBD))
-        w.add_tensor(t(M.FFN_UP), matrix(N_FF, N_EMBD))
-        w.add_tensor(t(M.FFN_DOWN), matrix(N_EMBD, N_FF))
-        w.add_tensor(t(M.FFN_POST_NORM), norm(N_EMBD))
+    for tensor, shape, is_matrix in shapes.tensors() if tensors is None else tensors:
+        if is_matrix:
+            data, raw_dtype = matrix(rng, *shape)
+            w.add_tensor(tensor, data, raw_dtype=raw_dtype)
+        else:  # Gemma's RMSNorm weights are stored with the +1 folded in
+            w.add_tensor(tensor, (1.0 + rng.normal(0.0, 0.02, size=shape)).astype(np.float32))
 
     w.write_header_to_file()
     w.write_kv_data_to_file()

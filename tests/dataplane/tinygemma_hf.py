@@ -32,12 +32,13 @@ HEAD_DIM = 32
 SPECIAL = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>"]
 
 
-def write(dest: pathlib.Path, vllm_python: pathlib.Path, seed: int = 0) -> pathlib.Path:
-    """Write the checkpoint into the directory `dest` with the vLLM venv's python; returns `dest`."""
+def tokenizer_spec(dest: pathlib.Path, seed: int) -> dict:
+    """What `_tokenizer` reads (tinygemma's vocabulary, chat template and special ids), with the
+    destination and the seed: the part of the spec every tiny checkpoint shares."""
     from tests.dataplane import tinygemma
 
     pieces, scores, _ = tinygemma.vocabulary()
-    spec = {
+    return {
         "dest": str(dest),
         "seed": seed,
         "pieces": pieces,
@@ -45,17 +46,31 @@ def write(dest: pathlib.Path, vllm_python: pathlib.Path, seed: int = 0) -> pathl
         "chat_template": tinygemma.CHAT_TEMPLATE,
         "ids": {"pad": tinygemma.PAD, "eos": tinygemma.EOS, "bos": tinygemma.BOS, "unk": tinygemma.UNK,
                 "start_of_turn": tinygemma.START_OF_TURN, "end_of_turn": tinygemma.END_OF_TURN},
+    }  # fmt: skip
+
+
+def run_in_vllm_venv(script: str, spec: dict, vllm_python: pathlib.Path, what: str, timeout: int = 600) -> None:
+    """Run `script` with the vLLM venv's python, `spec` as JSON on stdin, offline; raise with its stderr
+    if it fails. `spec["dest"]` is made first."""
+    pathlib.Path(spec["dest"]).mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [str(vllm_python), script], input=json.dumps(spec), capture_output=True, text=True, timeout=timeout,
+        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"writing {what} failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+
+
+def write(dest: pathlib.Path, vllm_python: pathlib.Path, seed: int = 0) -> pathlib.Path:
+    """Write the checkpoint into the directory `dest` with the vLLM venv's python; returns `dest`."""
+    from tests.dataplane import tinygemma
+
+    spec = tokenizer_spec(dest, seed) | {
         "shape": {"layers": tinygemma.N_LAYER, "hidden": tinygemma.N_EMBD, "heads": tinygemma.N_HEAD,
                   "kv_heads": tinygemma.N_HEAD_KV, "head_dim": HEAD_DIM, "ff": tinygemma.N_FF,
                   "sliding_window": tinygemma.SLIDING_WINDOW, "vocab": tinygemma.VOCAB_SIZE},
     }  # fmt: skip
-    dest.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(
-        [str(vllm_python), __file__], input=json.dumps(spec), capture_output=True, text=True, timeout=600,
-        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
-    )  # fmt: skip
-    if proc.returncode != 0:
-        raise RuntimeError(f"writing the tiny HF checkpoint failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+    run_in_vllm_venv(__file__, spec, vllm_python, "the tiny HF checkpoint")
     return dest
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
 import sys
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -26,11 +25,7 @@ def write(dest: pathlib.Path, vllm_python: pathlib.Path, base: str, rank: int = 
     spec = {"dest": str(dest), "seed": seed, "rank": rank, "base": base,
             "layers": tinygemma.N_LAYER, "hidden": tinygemma.N_EMBD, "ff": tinygemma.N_FF,
             "q": tinygemma.N_HEAD * tinygemma_hf.HEAD_DIM, "kv": tinygemma.N_HEAD_KV * tinygemma_hf.HEAD_DIM}  # fmt: skip
-    dest.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([str(vllm_python), __file__], input=json.dumps(spec), capture_output=True, text=True,
-                          timeout=300, env={"PATH": "/usr/bin:/bin"})  # fmt: skip
-    if proc.returncode != 0:
-        raise RuntimeError(f"writing the tiny LoRA failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    tinygemma_hf.run_in_vllm_venv(__file__, spec, vllm_python, "the tiny LoRA", timeout=300)
     return dest
 
 

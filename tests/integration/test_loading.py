@@ -14,7 +14,9 @@ import pytest
 
 from gemma_operator import pods, queue
 from tests.integration.test_operator import Cluster, condition, operator  # noqa: F401  (fixture)
-from tests.integration.test_pods import container_status, model_pod, scheduled, stamp, waits_for, write_pod_status
+from tests.integration.test_pods import (
+    container_status, model_pod, scale_up_event, scheduled, stamp, waits_for, write_pod_status,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -86,14 +88,7 @@ def test_a_pod_waiting_for_a_node_writes_status_only_when_the_autoscaler_says_so
     gd = cluster.gd("chat")
     assert gd["metadata"]["resourceVersion"] == version, f"status written while waiting: {condition(gd, 'Progressing')}"
     # The cluster autoscaler acts: the next recheck reads its Event, and the status says so, once.
-    name = pod["metadata"]["name"]
-    cluster.api.request("POST", f"/api/v1/namespaces/{cluster.ns}/events", {
-        "apiVersion": "v1", "kind": "Event", "metadata": {"name": f"{name}.scaleup"},
-        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": cluster.ns,
-                           "uid": pod["metadata"]["uid"]},
-        "reason": "TriggeredScaleUp", "type": "Normal", "source": {"component": "cluster-autoscaler"},
-        "message": "pod triggered scale-up: [{gke-l4-pool-grp 0->1 (max: 4)}]",
-        "firstTimestamp": stamp(), "lastTimestamp": stamp(), "count": 1})  # fmt: skip
+    scale_up_event(cluster, pod, "pod triggered scale-up: [{gke-l4-pool-grp 0->1 (max: 4)}]")
     told = cluster.wait(lambda: "TriggeredScaleUp" in condition(cluster.gd("chat"), "Progressing")["message"]
                         and condition(cluster.gd("chat"), "Progressing"), "the autoscaler's Event in status")  # fmt: skip
     assert f"Waiting since {since} for a node" in told["message"]

@@ -65,6 +65,17 @@ def write_pod_status(cluster: Cluster, pod: dict, status: dict) -> None:
     cluster.api.request("PATCH", path, {"status": status}, content_type="application/merge-patch+json")
 
 
+def scale_up_event(cluster: Cluster, pod: dict, message: str) -> None:
+    """The cluster autoscaler's TriggeredScaleUp Event on `pod`, as it posts one."""
+    name = pod["metadata"]["name"]
+    cluster.api.request("POST", f"/api/v1/namespaces/{cluster.ns}/events", {
+        "apiVersion": "v1", "kind": "Event", "metadata": {"name": f"{name}.scaleup"},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": cluster.ns,
+                           "uid": pod["metadata"]["uid"]},
+        "reason": "TriggeredScaleUp", "type": "Normal", "source": {"component": "cluster-autoscaler"},
+        "message": message, "firstTimestamp": stamp(), "lastTimestamp": stamp(), "count": 1})  # fmt: skip
+
+
 def container_status(pod: dict, state: dict, last: dict | None = None, *, restarts: int = 0) -> dict:
     (container,) = pod["spec"]["containers"]
     return {"name": container["name"], "image": container["image"], "imageID": "", "ready": False,
@@ -102,16 +113,9 @@ def test_an_unschedulable_pod_waits_for_capacity_then_stalls_past_the_budget(ope
     operator()
     cluster.create("chat", {})
     pod = model_pod(cluster, "chat")
-    name = pod["metadata"]["name"]
     # The cluster autoscaler says what it does about the pod, in an Event on it.
-    cluster.api.request("POST", f"/api/v1/namespaces/{cluster.ns}/events", {
-        "apiVersion": "v1", "kind": "Event", "metadata": {"name": f"{name}.scaleup"},
-        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": cluster.ns,
-                           "uid": pod["metadata"]["uid"]},
-        "reason": "TriggeredScaleUp", "type": "Normal", "source": {"component": "cluster-autoscaler"},
-        "message": "pod triggered scale-up: [{https://www.googleapis.com/compute/v1/projects/p/zones/us-central1-a/"
-                   "instanceGroups/gke-l4-pool-grp 0->1 (max: 4)}]",
-        "firstTimestamp": stamp(), "lastTimestamp": stamp(), "count": 1})  # fmt: skip
+    scale_up_event(cluster, pod, "pod triggered scale-up: [{https://www.googleapis.com/compute/v1/projects/p/zones/"
+                                 "us-central1-a/instanceGroups/gke-l4-pool-grp 0->1 (max: 4)}]")
     unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "lastTransitionTime": stamp(2),
                      "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu. preemption: 0/2 nodes are "
                                 "available: 2 No preemption victims found for incoming pod."}  # fmt: skip

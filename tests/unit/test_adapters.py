@@ -7,11 +7,10 @@ from pydantic import ValidationError
 
 from gemma_operator import adapters, rollout
 from gemma_operator.api.v1alpha1 import Adapter, GemmaDeploymentSpec
-from gemma_operator.inventory import pools
-from gemma_operator.planner import InvalidSpec, NoFit, Plan, plan
+from gemma_operator.planner import InvalidSpec, NoFit, Plan
 from gemma_operator.render import render
 from gemma_operator.runtimes import CACHE_DIR
-from tests.conftest import node_list
+from tests.conftest import decide
 
 BASE = {"model": {"family": "gemma3", "size": "1b"}}
 SUPPORT = {"name": "support-bot", "repo": "acme/support-lora", "rank": 32, "gguf": "support.gguf"}
@@ -19,8 +18,7 @@ SQL = {"name": "sql-writer", "repo": "acme/sql-lora", "gguf": "sql.gguf"}
 
 
 def planned(catalog, fixture: str, spec: dict) -> Plan | NoFit:
-    parsed = GemmaDeploymentSpec.model_validate(spec)
-    return plan(parsed, pools(node_list(fixture), catalog, parsed.node_selector), catalog)
+    return decide(catalog, spec, fixture)
 
 
 def deployment(catalog, fixture: str, spec: dict) -> dict:

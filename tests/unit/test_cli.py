@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -15,15 +16,14 @@ from tests.conftest import NODES, ROOT
 
 
 def run(tmp_path, spec, nodes="gke-l4", *extra, name="chat", raw: str | None = None):
+    """`plan_file` of a GemmaDeployment with `spec` (or of the `raw` text)."""
     cr = tmp_path / "cr.yaml"
     if raw is not None:
         cr.write_text(raw)
     else:
         doc = {"apiVersion": "gemma.dev/v1alpha1", "kind": "GemmaDeployment", "metadata": {"name": name}, "spec": spec}
         cr.write_text(yaml.safe_dump(doc))
-    out, err = io.StringIO(), io.StringIO()
-    code = main(["plan", "-f", str(cr), "--nodes", str(NODES / f"{nodes}.yaml"), *extra], out, err)
-    return code, out.getvalue(), err.getvalue()
+    return plan_file(cr, nodes, *extra)
 
 
 def test_table_is_the_default(tmp_path):
@@ -261,13 +261,10 @@ def test_output_option_has_help_and_shows_its_default():
 def test_empty_node_list_exits_2_not_3(tmp_path, nodes_text, words):
     nodes = tmp_path / "nodes.yaml"
     nodes.write_text(nodes_text)
-    cr = tmp_path / "cr.yaml"
-    cr.write_text(yaml.safe_dump({"apiVersion": "gemma.dev/v1alpha1", "kind": "GemmaDeployment",
-                                  "metadata": {"name": "x"}, "spec": {}}))
-    err = io.StringIO()
-    assert main(["plan", "-f", str(cr), "--nodes", str(nodes)], io.StringIO(), err) == 2
+    code, _, err = run(tmp_path, {}, nodes, name="x")
+    assert code == 2
     for word in words:
-        assert word in err.getvalue()
+        assert word in err
 
 
 @pytest.mark.parametrize(
@@ -281,12 +278,9 @@ def test_empty_node_list_exits_2_not_3(tmp_path, nodes_text, words):
 def test_nodes_file_of_other_kinds_names_what_it_found(tmp_path, nodes_text, found):
     nodes = tmp_path / "nodes.yaml"
     nodes.write_text(nodes_text)
-    cr = tmp_path / "cr.yaml"
-    cr.write_text(yaml.safe_dump({"apiVersion": "gemma.dev/v1alpha1", "kind": "GemmaDeployment",
-                                  "metadata": {"name": "x"}, "spec": {}}))
-    err = io.StringIO()
-    assert main(["plan", "-f", str(cr), "--nodes", str(nodes)], io.StringIO(), err) == 2
-    assert "items must be Nodes" in err.getvalue() and found in err.getvalue()
+    code, _, err = run(tmp_path, {}, nodes, name="x")
+    assert code == 2
+    assert "items must be Nodes" in err and found in err
 
 
 def test_a_file_of_other_kinds_says_what_it_found(tmp_path):
@@ -421,9 +415,11 @@ def _several(tmp_path, *specs, names=None):
     return cr
 
 
-def plan_file(cr, nodes="gke-l4", *extra):
+def plan_file(cr, nodes: str | Path = "gke-l4", *extra):
+    """`gemma-operator plan -f cr` on a node fixture (its name) or a nodes file (a Path): (exit code, stdout, stderr)."""
+    nodes_file = nodes if isinstance(nodes, Path) else NODES / f"{nodes}.yaml"
     out, err = io.StringIO(), io.StringIO()
-    code = main(["plan", "-f", str(cr), "--nodes", str(NODES / f"{nodes}.yaml"), *extra], out, err)
+    code = main(["plan", "-f", str(cr), "--nodes", str(nodes_file), *extra], out, err)
     return code, out.getvalue(), err.getvalue()
 
 

@@ -15,15 +15,10 @@ from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
 from gemma_operator.inventory import pools
 from gemma_operator.planner import NoFit, Plan, plan
 from gemma_operator.render import render
-from tests.conftest import NODES, node_list
+from tests.conftest import decide, node_list, NODES
 
 GIB = 2**30
 OWNER = {"metadata": {"name": "chat", "uid": "0000"}}
-
-
-def decide(catalog, spec: dict, fixture: str) -> Plan | NoFit:
-    parsed = GemmaDeploymentSpec.model_validate(spec)
-    return plan(parsed, pools(node_list(fixture), catalog, parsed.node_selector), catalog)
 
 
 def _pod(objects: list[dict]) -> dict:

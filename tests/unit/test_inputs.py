@@ -11,25 +11,10 @@ import pytest
 from gemma_operator import sizing
 from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
 from gemma_operator.cache import plan_cache, size_gib
-from gemma_operator.inventory import pools
-from gemma_operator.planner import InvalidSpec, NoFit, Plan, plan
-from gemma_operator.render import render
-from tests.conftest import node_list
+from gemma_operator.planner import InvalidSpec, NoFit, Plan
+from tests.conftest import decide, server_args as args
 
 GIB = 2**30
-
-
-def decide(catalog, spec: dict, fixture: str) -> Plan | NoFit:
-    parsed = GemmaDeploymentSpec.model_validate(spec)
-    return plan(parsed, pools(node_list(fixture), catalog, parsed.node_selector), catalog)
-
-
-def args(catalog, spec: dict, fixture: str) -> list[str]:
-    parsed = GemmaDeploymentSpec.model_validate(spec)
-    result = decide(catalog, spec, fixture)
-    assert isinstance(result, Plan), getattr(result, "message", result)
-    deployment = next(o for o in render(result, "chat", "team-a", parsed) if o["kind"] == "Deployment")
-    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 def flag(argv: list[str], name: str) -> str:
@@ -65,16 +50,20 @@ PLANS = [
 MM_FLAGS = ("--limit-mm-per-prompt", "--language-model-only", "--mmproj-auto", "--no-mmproj")
 
 
-@pytest.mark.parametrize(("fixture", "spec", "expected"), PLANS, ids=lambda v: str(v))
-def test_inputs_plan_and_flags(catalog, fixture, spec, expected):
-    result = decide(catalog, spec, fixture)
-    assert isinstance(result, Plan), getattr(result, "message", result)
-    argv = args(catalog, spec, fixture)
+def multimodal_flags(argv: list[str]) -> list[str]:
+    """The multimodal flags of a server's argv, in order, with --limit-mm-per-prompt's value."""
     rendered = []
     for i, arg in enumerate(argv):
         if arg in MM_FLAGS:
             rendered += [arg] + ([argv[i + 1]] if arg == "--limit-mm-per-prompt" else [])
-    assert (result.model_id, result.runtime, rendered) == expected
+    return rendered
+
+
+@pytest.mark.parametrize(("fixture", "spec", "expected"), PLANS, ids=lambda v: str(v))
+def test_inputs_plan_and_flags(catalog, fixture, spec, expected):
+    result = decide(catalog, spec, fixture)
+    assert isinstance(result, Plan), getattr(result, "message", result)
+    assert (result.model_id, result.runtime, multimodal_flags(args(catalog, spec, fixture))) == expected
 
 
 def test_sizes_without_the_encoder_are_left_out_and_the_reasons_say_so(catalog):

@@ -11,19 +11,11 @@ import pytest
 
 from gemma_operator import performance
 from gemma_operator.api.status import Selection
-from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
-from gemma_operator.inventory import pools
-from gemma_operator.planner import NoFit, Plan, plan, replans
-from tests.conftest import node_list
+from gemma_operator.planner import NoFit, Plan, replans
+from tests.conftest import decide
 
 FIXTURES = sorted(p.stem for p in (Path(__file__).parents[1] / "fixtures" / "nodes").glob("*.yaml"))
 CHAT = {"promptTokens": 1024, "outputTokens": 256, "concurrency": 8}
-
-
-def decide(catalog, spec: dict, *fixtures: str) -> Plan | NoFit:
-    parsed = GemmaDeploymentSpec.model_validate(spec)
-    nodes = [node for fixture in fixtures for node in node_list(fixture)]
-    return plan(parsed, pools(nodes, catalog, parsed.node_selector), catalog)
 
 
 @pytest.mark.parametrize("fixture", FIXTURES)

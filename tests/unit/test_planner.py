@@ -10,13 +10,7 @@ from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
 from gemma_operator.crd import crd
 from gemma_operator.inventory import pools
 from gemma_operator.planner import InvalidSpec, NoFit, Plan, plan, replans
-from tests.conftest import node_list
-
-
-def decide(catalog, spec: dict, fixture: str | list[dict]) -> Plan | NoFit:
-    parsed = GemmaDeploymentSpec.model_validate(spec)
-    nodes = node_list(fixture) if isinstance(fixture, str) else fixture
-    return plan(parsed, pools(nodes, catalog, parsed.node_selector), catalog)
+from tests.conftest import decide, node_list
 
 
 def gpu_nodes(fixture: str) -> list[dict]:

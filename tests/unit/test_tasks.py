@@ -8,19 +8,13 @@ import json
 import pytest
 
 from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
-from gemma_operator.inventory import pools
-from gemma_operator.planner import InvalidSpec, NoFit, Plan, plan
+from gemma_operator.planner import InvalidSpec, NoFit, Plan
 from gemma_operator.render import API_PATH_ANNOTATION, endpoint, example_request, render
 from gemma_operator.runtimes import llamacpp, vllm
 from gemma_operator import sizing
-from tests.conftest import node_list
+from tests.conftest import decide
 
 EMBED = {"model": {"task": "embed"}}
-
-
-def decide(catalog, spec: dict, fixture: str) -> Plan | NoFit:
-    parsed = GemmaDeploymentSpec.model_validate(spec)
-    return plan(parsed, pools(node_list(fixture), catalog, parsed.node_selector), catalog)
 
 
 # (fixture, spec) -> (modelId, runtime, quantization, accelerator, acceleratorCount, maxModelLen, batchTokens)

@@ -13,27 +13,13 @@ import yaml
 from gemma_operator import chat_template, sizing
 from gemma_operator.__main__ import main
 from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
-from gemma_operator.inventory import pools
-from gemma_operator.planner import InvalidSpec, NoFit, Plan, plan
-from gemma_operator.render import render
-from tests.conftest import NODES, node_list
+from gemma_operator.planner import InvalidSpec, Plan
+from tests.conftest import NODES, decide, server_args
+from tests.unit.test_inputs import multimodal_flags
 
 EMBED = {"model": {"task": "embed"}}
 TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
 GIB = 2**30
-
-
-def decide(catalog, spec: dict, fixture: str) -> Plan | NoFit:
-    parsed = GemmaDeploymentSpec.model_validate(spec)
-    return plan(parsed, pools(node_list(fixture), catalog, parsed.node_selector), catalog)
-
-
-def server_args(catalog, spec: dict, fixture: str) -> list[str]:
-    parsed = GemmaDeploymentSpec.model_validate(spec)
-    result = decide(catalog, spec, fixture)
-    assert isinstance(result, Plan), getattr(result, "message", result)
-    deployment = next(o for o in render(result, "chat", "team-a", parsed) if o["kind"] == "Deployment")
-    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 # An embedding model with an input beyond text or a chat template: Invalid, naming the field, whichever
@@ -90,7 +76,6 @@ def test_plan_of_an_embedding_model_prints_the_example_and_no_chat_template(tmp_
 
 # The families the embed work added, with the inputs work's facts: (fixture, spec) -> (modelId, runtime,
 # the multimodal flags rendered).
-MM_FLAGS = ("--limit-mm-per-prompt", "--language-model-only", "--mmproj-auto", "--no-mmproj")
 PLANS = [
     # MedGemma 4B and 27B are Gemma 3 image-text checkpoints: images on vLLM get a limit per prompt...
     ("gke-l4", {"model": {"family": "medgemma", "inputs": ["image"]}},
@@ -112,12 +97,7 @@ PLANS = [
 def test_new_families_plan_their_inputs(catalog, fixture, spec, expected):
     result = decide(catalog, spec, fixture)
     assert isinstance(result, Plan), getattr(result, "message", result)
-    argv = server_args(catalog, spec, fixture)
-    rendered = []
-    for i, arg in enumerate(argv):
-        if arg in MM_FLAGS:
-            rendered += [arg] + ([argv[i + 1]] if arg == "--limit-mm-per-prompt" else [])
-    assert (result.model_id, result.runtime, rendered) == expected
+    assert (result.model_id, result.runtime, multimodal_flags(server_args(catalog, spec, fixture))) == expected
 
 
 def test_medgemma_and_paligemma_count_their_siglip_as_gemma3_does(catalog):
