@@ -252,7 +252,7 @@ class Image(Strict):
 
 class AcceleratorCatalog(Strict):
     accelerators: dict[str, Accelerator]
-    images: dict[Literal["vllm-gpu", "vllm-tpu", "llamacpp-cpu", "llamacpp-cuda"], Image]
+    images: dict[Literal["vllm-gpu", "vllm-tpu", "llamacpp-cpu", "llamacpp-cuda", "inference-epp"], Image]
 
 
 class Reserve(Strict):
