@@ -40,7 +40,7 @@ async def execute(memo: kopf.Memo, resource: Mapping[str, Any], intent: Intent,
     for item in intent.claims:
         children[item.obj["kind"]] = await _claim(memo, resource, item)
     for prune in intent.prunes:
-        await _prune(memo, prune, resource["metadata"]["namespace"], logger)
+        await _prune(memo, prune, resource["metadata"]["namespace"], logger, resource["metadata"]["name"])
     for item in intent.applies:
         children[item.obj["kind"]] = await _apply(memo, resource, item)
     for note in intent.notes:
@@ -76,7 +76,8 @@ async def _claim(memo: kopf.Memo, resource: Mapping[str, Any], item: Apply) -> d
     return live
 
 
-async def _prune(memo: kopf.Memo, prune: Prune, namespace: str, logger: logging.Logger) -> None:
+async def _prune(memo: kopf.Memo, prune: Prune, namespace: str, logger: logging.Logger,
+                 owner: str | None = None) -> None:  # fmt: skip
     if prune.how == "leave":
         obj = {"apiVersion": prune.api_version, "kind": prune.kind, "metadata": {"name": prune.name, "namespace": namespace}}
         await memo.kube.set_owners(obj, prune.resource_version, list(prune.owners))
@@ -87,6 +88,8 @@ async def _prune(memo: kopf.Memo, prune: Prune, namespace: str, logger: logging.
         metrics.APPLIES.labels(f"delete {prune.kind}").inc()
     memo.applied.pop((prune.kind, namespace, prune.name), None)
     memo.applied_digests.pop((prune.kind, namespace, prune.name), None)
+    if prune.digest_key is not None and owner is not None:  # recorded under the owner's name (see _apply)
+        memo.applied_digests.pop((prune.digest_key, namespace, owner), None)
 
 
 async def _apply(memo: kopf.Memo, resource: Mapping[str, Any], item: Apply) -> dict[str, Any]:
@@ -99,7 +102,9 @@ async def _apply(memo: kopf.Memo, resource: Mapping[str, Any], item: Apply) -> d
     live = await memo.kube.apply(obj)
     metrics.APPLIES.labels(obj["kind"]).inc()
     if item.digest is not None:
-        memo.applied_digests[(obj["kind"], meta["namespace"], meta["name"])] = item.digest
+        # By the owner's name: what queue.observe reads (the same name, but for the gateway's objects).
+        key = item.digest_key or obj["kind"]
+        memo.applied_digests[(key, meta["namespace"], resource["metadata"]["name"])] = item.digest
     else:
         _remember(memo, obj, live)
     return live

@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from . import decide as decide_mod
-from . import execute, inventory, kube, metrics, pods, scaling
+from . import execute, gateway, inventory, kube, metrics, pods, scaling
 
 RETRY_S = (1, 2, 5, 10, 30, 60)  # back-off for API errors that clear by themselves
 WORKERS = 8  # reconciles in flight: their API requests overlap (each is mostly waiting on the server)
@@ -117,7 +117,7 @@ def forget(memo: kopf.Memo, key: tuple[str, str]) -> None:
     memo.failures.pop(key, None)
     memo.status_written.pop(key, None)
     recheck(memo, key, None)
-    for kind in (*memo.children, *(k for _, k in scaling.OPTIONAL_KINDS)):
+    for kind in (*memo.children, *(k for _, k in scaling.OPTIONAL_KINDS), *decide_mod.GATEWAY_DIGESTS):
         memo.applied.pop((kind, *key), None)
         memo.applied_digests.pop((kind, *key), None)
         memo.gone_children.discard((kind, *key))
@@ -200,7 +200,13 @@ async def observe(memo: kopf.Memo, resource: Mapping[str, Any], wants: decide_mo
         model_pods = [{**p, "events": events} if p["name"] == waiting else p for p in model_pods]
     served = frozenset(await _served(memo)) if wants.served else None
     secret = await memo.kube.secret_exists(ns, wants.secret) if wants.secret else None
-    return decide_mod.Observed(children, shared, digests, tuple(model_pods), served, secret)
+    attached = None
+    if wants.gateway and served is not None and gateway.GATEWAY in served:
+        try:  # its address becomes the endpoint; needs get on gateways (the chart's gateway.readGateways)
+            attached = await memo.kube.get(*gateway.GATEWAY, *wants.gateway)
+        except kube.ApiError as exc:
+            logger.debug(f"Gateway {'/'.join(wants.gateway)} not readable ({exc}): the endpoint stays the Service's")
+    return decide_mod.Observed(children, shared, digests, tuple(model_pods), served, secret, attached)
 
 
 async def _served(memo: kopf.Memo) -> set[tuple[str, str]]:
@@ -209,7 +215,8 @@ async def _served(memo: kopf.Memo) -> set[tuple[str, str]]:
     if time.monotonic() - at < memo.discovery_ttl_s:
         return served
     found = set()
-    for api_version, kind in (scaling.KEDA, scaling.POD_MONITORING, scaling.SERVICE_MONITOR):
+    for api_version, kind in (scaling.KEDA, scaling.POD_MONITORING, scaling.SERVICE_MONITOR, *gateway.REQUIRED,
+                              gateway.GATEWAY):  # fmt: skip
         if kind in await memo.kube.served(api_version):
             found.add((api_version, kind))
     memo.discovery = (time.monotonic(), found)
