@@ -54,6 +54,7 @@ class Settings:
     scale_up_budget_s: int = pods.SCALE_UP_BUDGET_S
     secret_check: bool = False
     epp_image: str | None = None  # the chart's gateway.eppImage: overrides the catalog's endpoint picker
+    read_gateways: bool = True  # the chart's gateway.readGateways: get the attached Gateway for its address
 
 
 def settings_from(env: Mapping[str, str]) -> Settings:
@@ -65,6 +66,7 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         scale_up_budget_s=int(env.get(pods.SCALE_UP_BUDGET_ENV) or pods.SCALE_UP_BUDGET_S),
         secret_check=env.get(SECRET_CHECK_ENV, "").lower() in ("1", "true", "yes"),
         epp_image=env.get(gateway_mod.EPP_IMAGE_ENV) or None,
+        read_gateways=env.get(gateway_mod.READ_GATEWAYS_ENV, "true").lower() in ("1", "true", "yes"),
     )
 
 
@@ -208,7 +210,8 @@ def wants(resource: Mapping[str, Any], settings: Settings) -> Wants:
     parents = (spec.get("gateway") or {}).get("parentRefs") or []
     first = parents[0] if parents else None
     target = ((first.get("namespace") or resource["metadata"]["namespace"], first["name"])
-              if first and first.get("kind", "Gateway") == "Gateway" and first.get("name") else None)  # fmt: skip
+              if settings.read_gateways and first and first.get("kind", "Gateway") == "Gateway" and first.get("name")
+              else None)  # fmt: skip
     return Wants(children, unwatched, spec.get("autoscaling") is not None or bool(parents),
                  ref.get("name") if settings.secret_check and ref.get("name") else None, target)  # fmt: skip
 

@@ -34,6 +34,7 @@ EPP_METRICS_PORT = 9090
 CONFIG_FILE = "config.yaml"
 # The EPP image's chart values (the chart's gateway.eppImage, as env).
 EPP_IMAGE_ENV = "GEMMA_OPERATOR_EPP_IMAGE"
+READ_GATEWAYS_ENV = "GEMMA_OPERATOR_READ_GATEWAYS"  # gateway.readGateways
 
 # What the EPP reads from each runtime's /metrics (its model-server-protocol flags; an empty
 # value switches a metric off: the EPP's stringToMetricSpec maps "" to none).
