@@ -167,6 +167,10 @@ def epp_objects(name: str, namespace: str, runtime: str, image: str, run_as: tup
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["inference.networking.k8s.io"], "resources": ["inferencepools"],
          "verbs": ["get", "list", "watch"]},
+        # The picker watches these alpha kinds too (the upstream chart's Role grants them; without
+        # them it stays unready: istio/istio.io#17528).
+        {"apiGroups": ["inference.networking.x-k8s.io"], "resources": ["inferenceobjectives", "inferencemodelrewrites"],
+         "verbs": ["get", "list", "watch"]},
     ]  # fmt: skip
     container = {
         "name": "epp",

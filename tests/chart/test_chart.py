@@ -221,7 +221,9 @@ GATEWAY = {
                             ("rbac.authorization.k8s.io", "rolebindings"))
     for verb in ("create", "patch", "delete")
 } | {("apps", "deployments", "delete"), ("", "services", "delete"), ("gateway.networking.k8s.io", "gateways", "get"),
-     ("", "pods", "get")} | {("inference.networking.k8s.io", "inferencepools", v) for v in ("get", "list", "watch")}
+     ("", "pods", "get")} | {("inference.networking.k8s.io", "inferencepools", v) for v in ("get", "list", "watch")} | {
+    ("inference.networking.x-k8s.io", resource, verb)
+    for resource in ("inferenceobjectives", "inferencemodelrewrites") for verb in ("get", "list", "watch")}
 MANAGER |= GATEWAY
 # Only with secretCheck.enabled: the early check that spec.hfTokenSecretRef exists.
 SECRET_GET = {("", "secrets", "get")}

@@ -53,6 +53,8 @@ ADMISSION_ONLY: dict[Grant, str] = {
     ("inference.networking.k8s.io", "inferencepools", "get"): "RBAC escalation check: the picker's Role",
     ("inference.networking.k8s.io", "inferencepools", "list"): "RBAC escalation check: the picker's Role",
     ("inference.networking.k8s.io", "inferencepools", "watch"): "RBAC escalation check: the picker's Role",
+    **{("inference.networking.x-k8s.io", resource, verb): "RBAC escalation check: the picker's Role"
+       for resource in ("inferenceobjectives", "inferencemodelrewrites") for verb in ("get", "list", "watch")},
 }
 
 

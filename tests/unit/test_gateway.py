@@ -78,13 +78,15 @@ def test_the_pool_selects_the_model_pods_and_names_its_picker(catalog):
                                                  "name": "chat"}]
 
 
-def test_the_picker_may_read_only_pods_and_pools_in_its_namespace(catalog):
+def test_the_picker_may_read_only_pods_pools_and_their_objectives_in_its_namespace(catalog):
     _, objs = rendered(catalog, "gke-l4", ["gemma-3-1b-it"])
     role = next(o for o in objs if o["kind"] == "Role")
     assert role["metadata"]["namespace"] == "team-a"
     verbs = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
     assert verbs == {("", "pods"): {"get", "list", "watch"},
-                     ("inference.networking.k8s.io", "inferencepools"): {"get", "list", "watch"}}
+                     ("inference.networking.k8s.io", "inferencepools"): {"get", "list", "watch"},
+                     ("inference.networking.x-k8s.io", "inferenceobjectives"): {"get", "list", "watch"},
+                     ("inference.networking.x-k8s.io", "inferencemodelrewrites"): {"get", "list", "watch"}}
 
 
 @pytest.mark.parametrize(("fixture", "queue", "kv", "scorers"), [

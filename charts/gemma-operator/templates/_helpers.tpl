@@ -143,6 +143,9 @@ RBAC rules for the namespaced objects the operator reconciles. Used by the Clust
 - apiGroups: ["inference.networking.k8s.io"]
   resources: ["inferencepools"]
   verbs: ["get", "list", "watch"]
+- apiGroups: ["inference.networking.x-k8s.io"]
+  resources: ["inferenceobjectives", "inferencemodelrewrites"]
+  verbs: ["get", "list", "watch"]
 {{- if .Values.gateway.readGateways }}
 # gateway.readGateways: the Gateway a resource attaches to, by name, for its address (status.endpoint).
 - apiGroups: ["gateway.networking.k8s.io"]
