@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from gemma_operator import decide as decide_mod
-from gemma_operator import inventory, pods, rollout, scaling
+from gemma_operator import gateway, inventory, pods, rollout, scaling
 from gemma_operator.decide import Observed, Settings, decide, digest, refused
 from tests.conftest import node_list
 
@@ -81,14 +81,14 @@ def fresh(spec: dict[str, Any] | None = None, nodes: tuple[str, ...] = ("gke-l4"
 def settled(catalog, spec: dict[str, Any] | None = None, nodes: tuple[str, ...] = ("gke-l4",),
             settings: Settings = Settings(), served: frozenset = frozenset()) -> World:  # fmt: skip
     """The resource after its first reconcile: its status written, its children as applied."""
-    world = fresh(spec, nodes, served=served if (spec or {}).get("autoscaling") else None)
+    world = fresh(spec, nodes, served=served if {"autoscaling", "gateway"} & set(spec or {}) else None)
     intent = run(catalog, world, settings)
     children, shared, digests = {}, {}, {}
     for n, item in enumerate((*intent.claims, *intent.applies)):
         live = as_stored(item.obj, n)
         kind, name = item.obj["kind"], item.obj["metadata"]["name"]
         if item.digest is not None:
-            digests[kind] = item.digest
+            digests[item.digest_key or kind] = item.digest
         elif kind in decide_mod.SHARED:
             shared[(kind, name)] = live
         else:
@@ -390,6 +390,19 @@ def scenario(catalog) -> dict[str, tuple[World, Settings, dict[str, Any]]]:
     rows["update-accepted"] = (_released(catalog, base), Settings(accept_updates=True),
                                expect(applies=["Deployment"], events=[("Normal", "RollingOut"), ("Normal", "Planned")],
                                       status=("Deploying", "RollingOut")))
+    # spec.gateway: the picker, the pool and the route, once the cluster serves their CRDs; nothing of them
+    # without (the Gateway condition names what is missing); pruned, the route first, once the spec drops it.
+    gw = {"gateway": {"parentRefs": [{"name": "inference-gateway", "namespace": "gateways"}]}}
+    rows["gateway"] = (fresh(gw, served=frozenset(GATEWAY_SERVED)), default,
+                       expect(applies=["Deployment", "Service", *GATEWAY_KINDS], status=("Deploying", "RollingOut")))
+    attached = settled(catalog, gw, served=frozenset(GATEWAY_SERVED))
+    rows["gateway-idle"] = (attached, default, expect())
+    rows["gateway-no-crds"] = (fresh(gw, served=frozenset({gateway.HTTP_ROUTE})), default,
+                               expect(applies=["Deployment", "Service"], status=("Deploying", "RollingOut")))
+    dropped = dataclasses.replace(attached, resource=resource({}, attached.resource["status"], 2))
+    rows["gateway-pruned"] = (dropped, default,
+                              expect(prunes=[("delete", kind) for kind in reversed(GATEWAY_KINDS)],
+                                     applies=["Deployment"], status=("Deploying", "RollingOut")))
     return rows
 
 
@@ -404,6 +417,8 @@ def smaller_claim(world: World, storage: str = "1Gi", **status: Any) -> World:
     shared = {key: (merge(live, {"spec": {"resources": {"requests": {"storage": storage}}}, "status": status})
                     if key[0] == "PersistentVolumeClaim" else live) for key, live in world.observed.shared.items()}
     return with_observed(world, shared=shared)
+GATEWAY_SERVED = {*gateway.REQUIRED, gateway.GATEWAY}
+GATEWAY_KINDS = [kind for _, kind in gateway.KINDS]
 
 
 def _settle(catalog, world: World) -> World:
@@ -430,7 +445,8 @@ ROWS = ["create", "ready", "idle", "idle-ready", "hand-edit", "hand-edit-service
         "token-missing", "pdb", "pdb-pruned", "hpa", "scaled-object", "autoscaling-off", "cache-fill", "cache-failed",
         "cache-left", "cache-shared-left", "update-available", "update-accepted", "scale-up", "cache-claim-fits",
         "cache-claim-fits-capacity", "cache-claim-expand", "cache-claim-expanded", "cache-claim-too-small",
-        "cache-claim-too-small-fresh"]  # fmt: skip
+        "cache-claim-too-small-fresh", "gateway", "gateway-idle", "gateway-no-crds",
+        "gateway-pruned"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -617,3 +633,27 @@ def test_the_loop_modules_import_downwards_only_and_decide_does_no_io():
 ])  # fmt: skip
 def test_which_resources_a_retained_cache_object_wakes(status, generation, waits):
     assert decide_mod.waits_for_fill(resource({}, status, generation)) is waits
+
+
+def test_without_the_gateway_crds_the_status_names_them(catalog):
+    world = fresh({"gateway": {"parentRefs": [{"name": "g"}]}}, served=frozenset())
+    written = merge(None, run(catalog, world).status)
+    condition = next(c for c in written["conditions"] if c["type"] == "Gateway")
+    assert condition["status"] == "False" and condition["reason"] == "CRDsNotServed"
+    assert "InferencePool (inference.networking.k8s.io/v1)" in condition["message"]
+    assert "HTTPRoute (gateway.networking.k8s.io/v1)" in condition["message"]
+    assert written["endpoint"] == ENDPOINT
+
+
+def test_an_attached_gateway_is_the_endpoint_when_it_reports_an_address(catalog):
+    spec = {"gateway": {"parentRefs": [{"name": "g", "namespace": "gateways"}]}}
+    assert decide_mod.wants(resource(spec), Settings()).gateway == ("gateways", "g")
+    assert decide_mod.wants(resource(spec), Settings()).served
+    live = {"spec": {"listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]},
+            "status": {"addresses": [{"type": "IPAddress", "value": "10.128.0.9"}]}}
+    world = fresh(spec, served=frozenset(GATEWAY_SERVED), gateway=live)
+    written = merge(None, run(catalog, world).status)
+    assert written["endpoint"] == "http://10.128.0.9/v1"
+    assert any("endpoint picker routes by queue, KV-cache" in r for r in written["selection"]["reasons"])
+    unaddressed = fresh(spec, served=frozenset(GATEWAY_SERVED))  # not readable, or no address yet
+    assert merge(None, run(catalog, unaddressed).status)["endpoint"] == ENDPOINT
