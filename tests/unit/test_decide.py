@@ -657,3 +657,64 @@ def test_an_attached_gateway_is_the_endpoint_when_it_reports_an_address(catalog)
     assert any("endpoint picker routes by queue, KV-cache" in r for r in written["selection"]["reasons"])
     unaddressed = fresh(spec, served=frozenset(GATEWAY_SERVED))  # not readable, or no address yet
     assert merge(None, run(catalog, unaddressed).status)["endpoint"] == ENDPOINT
+
+
+def _applied(intent: decide_mod.Intent) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(a.obj["kind"], a.obj["metadata"]["name"]): a.obj for a in intent.applies}
+
+
+def test_a_gateway_over_adapters_routes_the_base_and_every_adapter(catalog):
+    """gke-l4 with two LoRA adapters behind a Gateway: the pool, the picker and the route, the route's
+    served models the base's and each adapter's, the picker reading vLLM's LoRA metric."""
+    adapters = [{"name": "support-bot", "repo": "acme/support-lora", "rank": 32},
+                {"name": "sql-writer", "repo": "acme/sql-lora"}]
+    spec = {"model": {"family": "gemma3", "size": "1b"}, "adapters": adapters,
+            "gateway": {"parentRefs": [{"name": "g", "namespace": "gateways"}]}}
+    intent = run(catalog, fresh(spec, served=frozenset(GATEWAY_SERVED)))
+    applied = _applied(intent)
+    assert set(GATEWAY_KINDS) <= {kind for kind, _ in applied}
+    assert applied[("InferencePool", NAME)]["spec"]["endpointPickerRef"]["name"] == f"{NAME}-epp"
+    model_args = applied[("Deployment", NAME)]["spec"]["template"]["spec"]["containers"][0]["args"]
+    served = model_args[model_args.index("--served-model-name") + 1]
+    names = applied[("HTTPRoute", NAME)]["metadata"]["annotations"]["gemma.dev/served-models"].split(",")
+    assert names == [served, "support-bot", "sql-writer"]
+    assert "--lora-modules" in model_args
+    epp_args = applied[("Deployment", f"{NAME}-epp")]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert epp_args[epp_args.index("--lora-info-metric") + 1] == "vllm:lora_requests_info"
+    written = merge(None, intent.status)
+    assert next(c for c in written["conditions"] if c["type"] == "Gateway")["reason"] == "Attached"
+    assert written["selection"]["adapters"] == ["support-bot", "sql-writer"]
+
+
+def test_an_embedding_model_behind_a_gateway_is_routed_on_v1_embeddings(catalog):
+    """Supported: the picker (v1.5.0) parses /v1/embeddings bodies (`input`) and reads the pooling
+    runner's vllm:num_requests_* like a generating server's; the route's /v1 prefix covers it."""
+    spec = {"model": {"task": "embed"}, "gateway": {"parentRefs": [{"name": "g", "namespace": "gateways"}]}}
+    live = {"spec": {"listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]},
+            "status": {"addresses": [{"type": "IPAddress", "value": "10.128.0.9"}]}}
+    intent = run(catalog, fresh(spec, served=frozenset(GATEWAY_SERVED), gateway=live))
+    assert intent.outcome == "Applied"
+    assert set(GATEWAY_KINDS) <= {kind for kind, _ in _applied(intent)}
+    assert merge(None, intent.status)["endpoint"] == "http://10.128.0.9/v1/embeddings"
+
+
+def test_the_gateways_objects_without_a_watch_are_the_resyncs_to_repair(catalog):
+    """Each unwatched gateway object is applied with a digest under its own key (gateway/Kind), which
+    execute also keys memo.applied_unwatched by: the resync compares it and forgets that digest."""
+    spec = {"gateway": {"parentRefs": [{"name": "g"}]}}
+    intent = run(catalog, fresh(spec, served=frozenset(GATEWAY_SERVED)))
+    keyed = {a.obj["kind"]: a.digest_key for a in intent.applies if a.digest is not None}
+    assert keyed == {kind: f"gateway/{kind}" for kind in GATEWAY_KINDS if kind not in ("Deployment", "Service")}
+    assert set(keyed.values()) == set(decide_mod.GATEWAY_DIGESTS) <= set(decide_mod.wants(resource(spec), Settings()).unwatched)
+
+
+@pytest.mark.parametrize(("before", "after", "affected"), [
+    (set(), {*gateway.REQUIRED}, ["gw"]),  # the CRDs installed later: CRDsNotServed -> Attached
+    ({*gateway.REQUIRED}, {gateway.INFERENCE_POOL}, ["gw"]),  # one removed
+    ({*gateway.REQUIRED}, {*gateway.REQUIRED, gateway.GATEWAY}, ["gw"]),  # the Gateway kind: its address
+    (set(), {("keda.sh/v1alpha1", "ScaledObject")}, []),  # not a gateway kind
+    ({*gateway.REQUIRED}, {*gateway.REQUIRED}, []),
+])  # fmt: skip
+def test_a_discovery_change_requeues_the_resources_behind_a_gateway(before, after, affected):
+    specs = {"gw": {"gateway": {"parentRefs": [{"name": "g"}]}}, "plain": {}, "none": None}
+    assert gateway.affected_by_discovery(specs, before, after) == affected
