@@ -12,6 +12,7 @@ import kubernetes
 import pytest
 
 from gemma_operator import handlers
+from tests.integration.test_faults import fast_resync  # noqa: F401  (fixture)
 from tests.integration.test_operator import Cluster, condition, operator  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
@@ -112,3 +113,38 @@ def test_the_pool_picker_and_route_come_and_go_with_spec_gateway(operator, clust
     cluster.wait(lambda: all(child(cluster, a, p, "chat-epp") is None for a, p in EPP), "the picker deleted", 30)
     assert cluster.deployment("chat") is not None and cluster.service("chat") is not None
     cluster.wait(lambda: not condition(cluster.gd("chat"), "Gateway"), "the Gateway condition gone")
+
+
+def test_the_crds_installed_later_bring_the_gateway_without_a_change_of_the_resource(operator, cluster, create_nodes,
+                                                                                   kube_api, tmp_path):  # fmt: skip
+    """Discovery follows while a resource has spec.gateway: the CRDs appearing requeue it (no edit of it)."""
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {"gateway": GATEWAY})
+    cluster.wait(lambda: condition(cluster.gd("chat"), "Gateway").get("reason") == "CRDsNotServed", "CRDsNotServed")
+    apply_crds(kube_api, tmp_path / "crds")
+    cluster.wait(lambda: child(cluster, *ROUTE, "chat") and child(cluster, *POOL, "chat"),
+                 "the route and pool, once discovery shows their CRDs", 30)  # fmt: skip
+    cluster.wait(lambda: condition(cluster.gd("chat"), "Gateway").get("reason") == "Attached", "Attached")
+
+
+def test_hand_deletions_and_edits_of_the_unwatched_gateway_objects_are_repaired_on_the_resync(
+        fast_resync, operator, cluster, create_nodes, kube_api, tmp_path):  # noqa: F811
+    apply_crds(kube_api, tmp_path / "crds")
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {"gateway": GATEWAY})
+    route = cluster.wait(lambda: child(cluster, *ROUTE, "chat"), "the HTTPRoute", 30)
+    cluster.wait(lambda: child(cluster, "v1", "configmaps", "chat-epp"), "the picker's ConfigMap", 30)
+    base = f"/apis/{POOL[0]}/namespaces/{cluster.ns}/{POOL[1]}/chat"
+    # By hand: the route and the picker's ConfigMap and Role deleted, the pool pointed elsewhere.
+    cluster.api.request("DELETE", f"/apis/{ROUTE[0]}/namespaces/{cluster.ns}/{ROUTE[1]}/chat")
+    cluster.api.request("DELETE", f"/api/v1/namespaces/{cluster.ns}/configmaps/chat-epp")
+    cluster.api.request("DELETE", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{cluster.ns}/roles/chat-epp")
+    cluster.api.request("PATCH", base, {"spec": {"targetPorts": [{"number": 9999}]}},
+                        content_type="application/merge-patch+json")  # fmt: skip
+    cluster.wait(lambda: (child(cluster, *ROUTE, "chat") and child(cluster, "v1", "configmaps", "chat-epp")
+                          and child(cluster, "rbac.authorization.k8s.io/v1", "roles", "chat-epp")
+                          and child(cluster, *POOL, "chat")["spec"]["targetPorts"] == [{"number": 8000}]),
+                 "all repaired by the resync", timeout=15)  # fmt: skip
+    assert child(cluster, *ROUTE, "chat")["metadata"]["uid"] != route["metadata"]["uid"], "re-created"
