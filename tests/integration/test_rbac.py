@@ -48,10 +48,9 @@ ADMISSION_ONLY: dict[Grant, str] = {
     ("gemma.dev", "gemmadeployments/finalizers", "update"):
         "OwnerReferencesPermissionEnforcement: blockOwnerDeletion on the children's owner references",
     # RBAC's escalation check on the endpoint picker's Role and RoleBinding (spec.gateway): the
-    # operator may grant only what it holds.
+    # operator may grant only what it holds (list on InferencePools is sent: the resync lists them).
     ("", "pods", "get"): "RBAC escalation check: the endpoint picker's Role reads pods",
     ("inference.networking.k8s.io", "inferencepools", "get"): "RBAC escalation check: the picker's Role",
-    ("inference.networking.k8s.io", "inferencepools", "list"): "RBAC escalation check: the picker's Role",
     ("inference.networking.k8s.io", "inferencepools", "watch"): "RBAC escalation check: the picker's Role",
     **{("inference.networking.x-k8s.io", resource, verb): "RBAC escalation check: the picker's Role"
        for resource in ("inferenceobjectives", "inferencemodelrewrites") for verb in ("get", "list", "watch")},
@@ -177,8 +176,9 @@ def drive_lifecycle(cluster: Cluster, emulator, secret_check: bool) -> None:
     time.sleep(1.0)  # let the operator see the children go
 
 
-def optional(cluster: Cluster, plural: str, group_version: str) -> dict | None:
-    return cluster.get(f"/apis/{group_version}/namespaces/{cluster.ns}/{plural}/chat")
+def optional(cluster: Cluster, plural: str, group_version: str, name: str = "chat") -> dict | None:
+    base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+    return cluster.get(f"{base}/namespaces/{cluster.ns}/{plural}/{name}")
 
 
 def drive_optional_children(cluster: Cluster, emulator) -> None:
@@ -214,6 +214,7 @@ def drive_optional_children(cluster: Cluster, emulator) -> None:
     cluster.patch_spec("chat", {"gateway": {"parentRefs": [{"name": "inference-gateway"}]}})
     cluster.wait(lambda: optional(cluster, "httproutes", "gateway.networking.k8s.io/v1"), "the HTTPRoute", 30)
     cluster.wait(generation_reconciled, "gateway on", 30)
+    repair_unwatched(cluster, GATEWAY_UNWATCHED)
     cluster.patch_spec("chat", {"gateway": None})
     cluster.wait(lambda: optional(cluster, "httproutes", "gateway.networking.k8s.io/v1") is None
                  and cluster.deployment("chat-epp") is None, "the gateway deleted", 30)  # fmt: skip
@@ -222,19 +223,27 @@ def drive_optional_children(cluster: Cluster, emulator) -> None:
 
 UNWATCHED = (("scaledobjects", "keda.sh/v1alpha1"), ("podmonitorings", "monitoring.googleapis.com/v1"),
              ("servicemonitors", "monitoring.coreos.com/v1"))  # fmt: skip
+# spec.gateway's unwatched objects: (plural, group/version, name) (the picker's are NAME-epp)
+GATEWAY_UNWATCHED = (("inferencepools", "inference.networking.k8s.io/v1", "chat"),
+                     ("httproutes", "gateway.networking.k8s.io/v1", "chat"),
+                     ("serviceaccounts", "v1", "chat-epp"), ("configmaps", "v1", "chat-epp"),
+                     ("roles", "rbac.authorization.k8s.io/v1", "chat-epp"),
+                     ("rolebindings", "rbac.authorization.k8s.io/v1", "chat-epp"))  # fmt: skip
 
 
-def repair_unwatched(cluster: Cluster) -> None:
+def repair_unwatched(cluster: Cluster, kinds: tuple[tuple[str, ...], ...] = UNWATCHED) -> None:
     """Delete each unwatched child there is by hand: the resync lists its kind and it comes back."""
-    for plural, group_version in UNWATCHED:
+    for plural, group_version, *named in kinds:
+        name = named[0] if named else "chat"
+        base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
         try:
-            there = optional(cluster, plural, group_version)
+            there = optional(cluster, plural, group_version, name)
         except kubernetes.client.ApiException:  # not served
             continue
         if there:
-            cluster.api.request("DELETE", f"/apis/{group_version}/namespaces/{cluster.ns}/{plural}/chat")
-            cluster.wait(lambda p=plural, g=group_version, u=there["metadata"]["uid"]:
-                         (o := optional(cluster, p, g)) and o["metadata"]["uid"] != u,
+            cluster.api.request("DELETE", f"{base}/namespaces/{cluster.ns}/{plural}/{name}")
+            cluster.wait(lambda p=plural, g=group_version, n=name, u=there["metadata"]["uid"]:
+                         (o := optional(cluster, p, g, n)) and o["metadata"]["uid"] != u,
                          f"the {plural} re-created by the resync", 30)  # fmt: skip
 
 
