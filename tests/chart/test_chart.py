@@ -212,14 +212,14 @@ MANAGER = {
     for group, resource in (("", "persistentvolumeclaims"), ("batch", "jobs"))
     for verb in ("list", "watch", "create", "patch", "delete")
 }
-# gateway.enabled (on in every CI scenario): spec.gateway's objects applied and pruned, the Gateway
+# gateway.enabled (on in every CI scenario): spec.gateway's objects applied, listed on the resync and pruned, the Gateway
 # read for its address, and what RBAC's escalation check needs the operator to hold for the picker's Role.
 GATEWAY = {
     (group, resource, verb)
     for group, resource in (("inference.networking.k8s.io", "inferencepools"), ("gateway.networking.k8s.io", "httproutes"),
                             ("", "serviceaccounts"), ("", "configmaps"), ("rbac.authorization.k8s.io", "roles"),
                             ("rbac.authorization.k8s.io", "rolebindings"))
-    for verb in ("create", "patch", "delete")
+    for verb in ("list", "create", "patch", "delete")
 } | {("apps", "deployments", "delete"), ("", "services", "delete"), ("gateway.networking.k8s.io", "gateways", "get"),
      ("", "pods", "get")} | {("inference.networking.k8s.io", "inferencepools", v) for v in ("get", "list", "watch")} | {
     ("inference.networking.x-k8s.io", resource, verb)
