@@ -16,11 +16,12 @@ from pydantic import ValidationError
 
 from . import catalog as catalog_mod
 from . import candidates as candidates_mod
+from . import gateway as gateway_mod
 from . import capacity, chat_template, clusterread, scaling, validation
 from .api.v1alpha1 import API_VERSION, KIND, GemmaDeploymentSpec
 from .inventory import on_gke, pools
 from .planner import InvalidSpec, NoFit, plan, token_warning
-from .render import endpoint, example_request, render
+from .render import endpoint, example_request, render, selector_labels
 
 EXIT_CLUSTER = 1  # the cluster could not be read (plan) or no credentials were found (run)
 EXIT_INVALID = 2
@@ -202,6 +203,11 @@ def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: ca
         choice = scaling.choose(spec, None, collector)
         outcome.manifests = render(result, outcome.name, outcome.namespace, spec, choice=choice)
         outcome.prompt = chat_template.prompt(spec, cat.families[result.family], result.tuning, config_maps)
+        # spec.gateway's objects, as the operator applies them where the cluster serves their CRDs.
+        outcome.manifests += gateway_mod.objects(outcome.name, outcome.namespace, spec, result.runtime,
+                                                 selector_labels(outcome.name),
+                                                 [result.served_model_name, *(a.name for a in result.adapters)],
+                                                 cat.images["inference-epp"])  # fmt: skip
     except UsageError as exc:
         outcome.invalid = str(exc)
         return outcome
@@ -209,6 +215,8 @@ def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: ca
         outcome.invalid = f"invalid: {exc}"
         return outcome
     outcome.selection = result.selection()
+    if spec.gateway is not None:
+        outcome.selection["reasons"] = [*outcome.selection.get("reasons", []), gateway_mod.reason(result.runtime)]
     outcome.endpoint = endpoint(outcome.name, outcome.namespace, spec)
     outcome.example = example_request(outcome.endpoint, result)
     outcome.warning = token_warning(result, spec)

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import cache as cache_mod
+from . import gateway as gateway_mod
 from . import pods, planner, render, rollout, scaling, status, unseen, validation
 from .api.v1alpha1 import GROUP, CacheSpec, GemmaDeploymentSpec
 from .catalog import Catalog
@@ -31,6 +32,8 @@ WATCHED = ("Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutosca
 SHARED = ("PersistentVolumeClaim", "Job")  # cache objects, shared by the deployments of one checkpoint
 SHARED_API = {"PersistentVolumeClaim": "v1", "Job": "batch/v1"}
 SECRET_RECHECK_S = 30.0
+# The gateway's objects without a watch: their applied digests, by these keys.
+GATEWAY_DIGESTS = tuple(f"gateway/{kind}" for api, kind in gateway_mod.KINDS if kind not in ("Deployment", "Service"))
 # Chart values (as env), read once at start-up into Settings.
 COLLECTOR_ENV = "GEMMA_OPERATOR_COLLECTOR"
 PROMETHEUS_URL_ENV = "GEMMA_OPERATOR_PROMETHEUS_URL"
@@ -50,6 +53,8 @@ class Settings:
     cache_defaults: CacheSpec | None = None
     scale_up_budget_s: int = pods.SCALE_UP_BUDGET_S
     secret_check: bool = False
+    epp_image: str | None = None  # the chart's gateway.eppImage: overrides the catalog's endpoint picker
+    read_gateways: bool = True  # the chart's gateway.readGateways: get the attached Gateway for its address
 
 
 def settings_from(env: Mapping[str, str]) -> Settings:
@@ -60,6 +65,8 @@ def settings_from(env: Mapping[str, str]) -> Settings:
         cache_defaults=cache_mod.defaults_from(env.get(cache_mod.DEFAULTS_ENV)),
         scale_up_budget_s=int(env.get(pods.SCALE_UP_BUDGET_ENV) or pods.SCALE_UP_BUDGET_S),
         secret_check=env.get(SECRET_CHECK_ENV, "").lower() in ("1", "true", "yes"),
+        epp_image=env.get(gateway_mod.EPP_IMAGE_ENV) or None,
+        read_gateways=env.get(gateway_mod.READ_GATEWAYS_ENV, "true").lower() in ("1", "true", "yes"),
     )
 
 
@@ -71,6 +78,7 @@ class Wants:
     unwatched: tuple[str, ...]  # kinds applied without a watch: their last applied digest
     served: bool  # discovery of the optional CRDs (autoscaling asks for them)
     secret: str | None  # the Secret whose existence to check
+    gateway: tuple[str, str] | None = None  # (namespace, name) of the Gateway whose address to read
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,7 @@ class Observed:
     # claim -> (the storage asked, the API server's answer: None accepted, else why it refused), for
     # an expansion asked of the claim at the very version observed now (a changed claim is asked again)
     expansions: Mapping[str, tuple[str, str | None]] = field(default_factory=dict)
+    gateway: Mapping[str, Any] | None = None  # the Gateway spec.gateway attaches to first, when readable
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,7 @@ class Apply:
     owners: tuple[Mapping[str, Any], ...] = ()  # join: the owner references to set
     resource_version: str | None = None  # join: the version read
     digest: str | None = None  # a kind without a watch: the digest to remember
+    digest_key: str | None = None  # ...under this key instead of the kind (the gateway's objects)
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,7 @@ class Prune:
     uid: str | None = None
     resource_version: str | None = None
     owners: tuple[Mapping[str, Any], ...] = ()
+    digest_key: str | None = None  # the applied digest to forget (Apply.digest_key)
 
 
 @dataclass(frozen=True)
@@ -207,8 +218,17 @@ def wants(resource: Mapping[str, Any], settings: Settings) -> Wants:
     children = (("Deployment", name), ("Service", name), ("PodDisruptionBudget", name),
                 ("HorizontalPodAutoscaler", name), ("HorizontalPodAutoscaler", scaling.keda_hpa_name(name)))  # fmt: skip
     unwatched = tuple(kind for _, kind in scaling.OPTIONAL_KINDS if kind not in WATCHED)
-    return Wants(children, unwatched, spec.get("autoscaling") is not None,
-                 ref.get("name") if settings.secret_check and ref.get("name") else None)  # fmt: skip
+    # The gateway's: its picker's Deployment and Service are watched (pruned once gone from the spec).
+    epp = gateway_mod.epp_name(name)
+    children += (("Deployment", epp), ("Service", epp))
+    unwatched += GATEWAY_DIGESTS
+    parents = (spec.get("gateway") or {}).get("parentRefs") or []
+    first = parents[0] if parents else None
+    target = ((first.get("namespace") or resource["metadata"]["namespace"], first["name"])
+              if settings.read_gateways and first and first.get("kind", "Gateway") == "Gateway" and first.get("name")
+              else None)  # fmt: skip
+    return Wants(children, unwatched, spec.get("autoscaling") is not None or bool(parents),
+                 ref.get("name") if settings.secret_check and ref.get("name") else None, target)  # fmt: skip
 
 
 def _owned_by(obj: Mapping[str, Any], resource: Mapping[str, Any]) -> bool:
@@ -285,6 +305,15 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
 
     selection = result.selection()
     endpoint = render.endpoint(name, namespace, spec)
+    gateway_objects, gateway_condition = gateway_mod.wanted(
+        meta, spec, result.runtime, [result.served_model_name, *(a.name for a in result.adapters)],
+        render.selector_labels(name), render.owner_reference(dict(resource)), observed.served,
+        catalog.images["inference-epp"], settings.epp_image)  # fmt: skip
+    why = gateway_mod.reason(result.runtime) if spec.gateway is not None else None
+    if why and why not in selection.get("reasons", []):  # a sticky selection has it already
+        selection = {**selection, "reasons": [*selection.get("reasons", []), why]}
+    if gateway_objects:
+        endpoint = gateway_mod.gateway_endpoint(dict(observed.gateway or {}), spec) or endpoint
     ref = spec.hf_token_secret_ref
     if ref and observed.secret_exists is False:
         message = (
@@ -323,6 +352,8 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
     objects = [obj for obj in objects if obj["kind"] not in SHARED]
     prunes += _prunes(resource, objects, observed)
     applies, after = _applies(resource, objects, observed, cache_status)
+    prunes += _gateway_prunes(resource, gateway_objects, observed)
+    applies += _gateway_applies(resource, gateway_objects, observed)
 
     if cache_status and cache_status.get("state") == "Failed":
         events.append(Event("Warning", "CacheFillFailed", cache_status["message"]))
@@ -341,7 +372,8 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
     hpa = observed.children.get(("HorizontalPodAutoscaler", hpa_name)) if spec.autoscaling else None
     wanted = scaling.desired_replicas(spec, after.get("Deployment"), hpa)
     extra = [*scaling.autoscaler_conditions(spec, choice, hpa, scaling.signal(spec, result)),
-             scaling.disruption_condition(spec), *([update] if update else [])]  # fmt: skip
+             scaling.disruption_condition(spec), *([update] if update else []),
+             *([gateway_condition] if gateway_condition else [])]  # fmt: skip
     scale = {"desiredReplicas": wanted, "selector": ",".join(f"{k}={v}" for k, v in render.selector_labels(name).items())}
     model_pods = tuple(unseen.counted(observed.pods, observed.gone_pods))  # a pod deleted unseen counts no more
     children = status.Observed(after.get("Deployment"), after.get("Service"), model_pods, settings.scale_up_budget_s)
@@ -499,3 +531,52 @@ def _applies(resource: Mapping[str, Any], objects: list[dict[str, Any]], observe
         else:
             after[obj["kind"]] = live
     return tuple(applies), after
+
+
+# ----------------------------------------------------------------------------- gateway
+def _gateway_key(obj: Mapping[str, Any]) -> str | None:
+    """The digest key of a gateway object without a watch; None for the watched picker Deployment and Service."""
+    return None if obj["kind"] in ("Deployment", "Service") else f"gateway/{obj['kind']}"
+
+
+def _gateway_applies(resource: Mapping[str, Any], objects: list[dict[str, Any]],
+                     observed: Observed) -> tuple[Apply, ...]:  # fmt: skip
+    """The gateway objects that differ from what was applied (watched: from the live one)."""
+    new_spec = spec_is_new(resource)
+    applies = []
+    for obj in objects:
+        meta = obj["metadata"]
+        meta.setdefault("annotations", {})[DIGEST] = digest(obj)
+        key = _gateway_key(obj)
+        if key is not None:
+            if observed.applied_digests.get(key) != meta["annotations"][DIGEST]:
+                applies.append(Apply(obj, digest=meta["annotations"][DIGEST], digest_key=key))
+            continue
+        live = observed.children.get((obj["kind"], meta["name"]))
+        if live is None or not (rollout.matches(meta, live.get("metadata"))
+                                and rollout.matches(obj["spec"], live.get("spec"))):  # fmt: skip
+            applies.append(Apply(obj, confirm_owner=live is None and not new_spec))
+    return tuple(applies)
+
+
+def _gateway_prunes(resource: Mapping[str, Any], objects: list[dict[str, Any]],
+                    observed: Observed) -> tuple[Prune, ...]:  # fmt: skip
+    """Without gateway objects wanted: delete the ones applied, when the picker's Deployment (watched)
+    or a recorded digest shows the gateway was there, the route first."""
+    if objects:
+        return ()
+    epp = gateway_mod.epp_name(resource["metadata"]["name"])
+    live = {kind: observed.children.get((kind, epp)) for kind in ("Deployment", "Service")}
+    live = {kind: obj for kind, obj in live.items() if obj is not None and _owned_by(obj, resource)}
+    if not live and not any(key in observed.applied_digests for key in GATEWAY_DIGESTS):
+        return ()
+    name = resource["metadata"]["name"]
+    prunes = []
+    for api_version, kind in reversed(gateway_mod.KINDS):
+        if kind in ("Deployment", "Service"):
+            if kind in live:
+                prunes.append(Prune(api_version, kind, epp, uid=live[kind]["metadata"].get("uid")))
+            continue
+        target = name if kind in ("InferencePool", "HTTPRoute") else epp
+        prunes.append(Prune(api_version, kind, target, digest_key=f"gateway/{kind}"))
+    return tuple(prunes)

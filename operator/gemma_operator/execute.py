@@ -42,7 +42,7 @@ async def execute(memo: kopf.Memo, resource: Mapping[str, Any], intent: Intent,
     for item in intent.claims:
         children[item.obj["kind"]] = await _claim(memo, resource, item)
     for prune in intent.prunes:
-        await _prune(memo, prune, resource["metadata"]["namespace"], logger)
+        await _prune(memo, prune, resource["metadata"]["namespace"], logger, resource["metadata"]["name"])
     for item in intent.applies:
         children[item.obj["kind"]] = await _apply(memo, resource, item)
     for note in intent.notes:
@@ -90,7 +90,8 @@ async def _expand(memo: kopf.Memo, namespace: str, item: Expand, logger: logging
         logger.info(f"The API server refused to expand cache claim {namespace}/{item.claim}: {refusal}")
 
 
-async def _prune(memo: kopf.Memo, prune: Prune, namespace: str, logger: logging.Logger) -> None:
+async def _prune(memo: kopf.Memo, prune: Prune, namespace: str, logger: logging.Logger,
+                 owner: str | None = None) -> None:  # fmt: skip
     if prune.how == "leave":
         obj = {"apiVersion": prune.api_version, "kind": prune.kind, "metadata": {"name": prune.name, "namespace": namespace}}
         await memo.kube.set_owners(obj, prune.resource_version, list(prune.owners))
@@ -102,6 +103,9 @@ async def _prune(memo: kopf.Memo, prune: Prune, namespace: str, logger: logging.
     memo.applied.pop((prune.kind, namespace, prune.name), None)
     memo.applied_digests.pop((prune.kind, namespace, prune.name), None)
     memo.applied_unwatched.pop((prune.kind, namespace, prune.name), None)
+    if prune.digest_key is not None and owner is not None:  # recorded under the owner's name (see _apply)
+        memo.applied_digests.pop((prune.digest_key, namespace, owner), None)
+        memo.applied_unwatched.pop((prune.digest_key, namespace, owner), None)
 
 
 async def _apply(memo: kopf.Memo, resource: Mapping[str, Any], item: Apply) -> dict[str, Any]:
@@ -114,8 +118,10 @@ async def _apply(memo: kopf.Memo, resource: Mapping[str, Any], item: Apply) -> d
     live = await memo.kube.apply(obj)
     metrics.APPLIES.labels(obj["kind"]).inc()
     if item.digest is not None:  # no watch: the resync compares the kind's list with what was applied
-        memo.applied_digests[(obj["kind"], meta["namespace"], meta["name"])] = item.digest
-        memo.applied_unwatched[(obj["kind"], meta["namespace"], meta["name"])] = obj
+        # By the owner's name: what queue.observe reads (the same name, but for the gateway's objects).
+        key = (item.digest_key or obj["kind"], meta["namespace"], resource["metadata"]["name"])
+        memo.applied_digests[key] = item.digest
+        memo.applied_unwatched[key] = obj
     else:
         _remember(memo, obj, live)
     return live

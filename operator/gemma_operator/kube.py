@@ -47,6 +47,13 @@ PLURALS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobjects",
     ("monitoring.googleapis.com/v1", "PodMonitoring"): "podmonitorings",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
+    ("inference.networking.k8s.io/v1", "InferencePool"): "inferencepools",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
+    ("gateway.networking.k8s.io/v1", "Gateway"): "gateways",
+    ("v1", "ServiceAccount"): "serviceaccounts",
+    ("v1", "ConfigMap"): "configmaps",
+    ("rbac.authorization.k8s.io/v1", "Role"): "roles",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "rolebindings",
     (f"{GROUP}/{VERSION}", "GemmaDeployment"): PLURAL,
     ("kopf.dev/v1", "KopfPeering"): "kopfpeerings",
 }

@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from . import decide as decide_mod
-from . import execute, inventory, kube, metrics, planner, pods, scaling, unseen
+from . import execute, gateway, inventory, kube, metrics, planner, pods, scaling, unseen
 
 RETRY_S = (1, 2, 5, 10, 30, 60)  # back-off for API errors that clear by themselves
 # Reconciles in flight: their API requests overlap (each is mostly waiting on the server). 16, not
@@ -133,7 +133,7 @@ def forget(memo: kopf.Memo, key: tuple[str, str]) -> None:
     memo.failures.pop(key, None)
     memo.status_written.pop(key, None)
     recheck(memo, key, None)
-    for kind in (*memo.children, *(k for _, k in scaling.OPTIONAL_KINDS)):
+    for kind in (*memo.children, *(k for _, k in scaling.OPTIONAL_KINDS), *decide_mod.GATEWAY_DIGESTS):
         memo.applied.pop((kind, *key), None)
         memo.applied_digests.pop((kind, *key), None)
         memo.applied_unwatched.pop((kind, *key), None)
@@ -225,8 +225,14 @@ async def observe(memo: kopf.Memo, resource: Mapping[str, Any], wants: decide_mo
         answer = memo.expansions.get((ns, claim)) if kind == "PersistentVolumeClaim" else None
         if answer is not None and answer[0] == obj["metadata"].get("resourceVersion"):
             expansions[claim] = answer[1:]
+    attached = None
+    if wants.gateway and served_kinds is not None and gateway.GATEWAY in served_kinds:
+        try:  # its address becomes the endpoint; needs get on gateways (the chart's gateway.readGateways)
+            attached = await memo.kube.get(*gateway.GATEWAY, *wants.gateway)
+        except kube.ApiError as exc:
+            logger.debug(f"Gateway {'/'.join(wants.gateway)} not readable ({exc}): the endpoint stays the Service's")
     return decide_mod.Observed(children, shared, digests, tuple(model_pods), served_kinds, secret, gone,
-                               expansions=expansions)
+                               expansions=expansions, gateway=attached)
 
 
 async def served(memo: kopf.Memo) -> set[tuple[str, str]]:
@@ -236,13 +242,16 @@ async def served(memo: kopf.Memo) -> set[tuple[str, str]]:
     if time.monotonic() - at < memo.discovery_ttl_s:
         return before
     found = set()
-    for api_version, kind in (scaling.KEDA, scaling.POD_MONITORING, scaling.SERVICE_MONITOR):
+    for api_version, kind in (scaling.KEDA, scaling.POD_MONITORING, scaling.SERVICE_MONITOR, *gateway.REQUIRED,
+                              gateway.GATEWAY):  # fmt: skip
         if kind in await memo.kube.served(api_version):
             found.add((api_version, kind))
     memo.discovery[:] = [time.monotonic(), found]
     if at != float("-inf") and found != before:
         specs = {key: r.get("spec") for key, values in list(memo.resource_index.items()) for r in values}
-        for key in scaling.affected_by_discovery(specs, before, found, memo.settings.collector):
+        affected = {*scaling.affected_by_discovery(specs, before, found, memo.settings.collector),
+                    *gateway.affected_by_discovery(specs, before, found)}  # fmt: skip
+        for key in sorted(affected):
             memo.logger.info(f"Served kinds changed ({sorted(k for _, k in found)}): re-checking {key[0]}/{key[1]}")
             memo.queue.add(key, "discovery")
     return found

@@ -114,7 +114,8 @@ async def _resync_pods(memo: kopf.Memo, logger: logging.Logger) -> None:
 
 
 async def _resync_unwatched(memo: kopf.Memo, logger: logging.Logger) -> None:
-    """Children of kinds without an index (ScaledObject, PodMonitoring, ServiceMonitor) report no
+    """Children of kinds without an index (ScaledObject, PodMonitoring, ServiceMonitor, and spec.gateway's
+    InferencePool, HTTPRoute and endpoint picker ServiceAccount/Role/RoleBinding/ConfigMap) report no
     hand edit: compare them with what was applied (one list per kind and namespace in use), and
     have the owner apply again those deleted or edited."""
     groups: dict[tuple[str, str, str], dict[tuple[str, str, str], Any]] = {}
@@ -135,15 +136,16 @@ async def _resync_unwatched(memo: kopf.Memo, logger: logging.Logger) -> None:
 
 
 async def follow_discovery(memo: kopf.Memo, logger: logging.Logger) -> None:
-    """Ask discovery again every DISCOVERY_TTL while a resource depends on it (autoscaling), so that
-    a CRD installed or removed (KEDA, a collector) reaches the resources without a change of theirs:
-    queue.served re-queues those whose choice the change alters (scaling.affected_by_discovery)."""
+    """Ask discovery again every DISCOVERY_TTL while a resource depends on it (autoscaling, a
+    gateway), so that a CRD installed or removed (KEDA, a collector, InferencePool, HTTPRoute) reaches
+    the resources without a change of theirs: queue.served re-queues those whose choice the change
+    alters (scaling.affected_by_discovery, gateway.affected_by_discovery)."""
     await memo.connected.wait()
     while True:
         await asyncio.sleep(max(memo.discovery_ttl_s, DISCOVERY_MIN_S))
         await memo.pause.wait_active()
-        if not any((r.get("spec") or {}).get("autoscaling") for values in list(memo.resource_index.values())
-                   for r in values):  # fmt: skip
+        if not any((r.get("spec") or {}).get("autoscaling") or (r.get("spec") or {}).get("gateway")
+                   for values in list(memo.resource_index.values()) for r in values):  # fmt: skip
             continue
         try:
             await served(memo)

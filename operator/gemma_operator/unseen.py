@@ -53,7 +53,8 @@ def drifted(desired: Mapping[Any, Mapping[str, Any]], live: Mapping[str, Mapping
     found = []
     for key, obj in desired.items():
         now = live.get(obj["metadata"]["name"])
-        if now is None or not (matches(obj.get("metadata"), now.get("metadata"))
-                               and matches(obj.get("spec"), now.get("spec"))):  # fmt: skip
+        # Every field the operator sends, not only spec: a Role's rules, a ConfigMap's data, a RoleBinding's subjects.
+        if now is None or not all(matches(value, now.get(field)) for field, value in obj.items()
+                                  if field not in ("apiVersion", "kind", "status")):  # fmt: skip
             found.append(key)
     return found

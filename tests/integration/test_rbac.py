@@ -47,6 +47,13 @@ Grant = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
 ADMISSION_ONLY: dict[Grant, str] = {
     ("gemma.dev", "gemmadeployments/finalizers", "update"):
         "OwnerReferencesPermissionEnforcement: blockOwnerDeletion on the children's owner references",
+    # RBAC's escalation check on the endpoint picker's Role and RoleBinding (spec.gateway): the
+    # operator may grant only what it holds (list on InferencePools is sent: the resync lists them).
+    ("", "pods", "get"): "RBAC escalation check: the endpoint picker's Role reads pods",
+    ("inference.networking.k8s.io", "inferencepools", "get"): "RBAC escalation check: the picker's Role",
+    ("inference.networking.k8s.io", "inferencepools", "watch"): "RBAC escalation check: the picker's Role",
+    **{("inference.networking.x-k8s.io", resource, verb): "RBAC escalation check: the picker's Role"
+       for resource in ("inferenceobjectives", "inferencemodelrewrites") for verb in ("get", "list", "watch")},
 }
 
 
@@ -169,8 +176,9 @@ def drive_lifecycle(cluster: Cluster, emulator, secret_check: bool) -> None:
     time.sleep(1.0)  # let the operator see the children go
 
 
-def optional(cluster: Cluster, plural: str, group_version: str) -> dict | None:
-    return cluster.get(f"/apis/{group_version}/namespaces/{cluster.ns}/{plural}/chat")
+def optional(cluster: Cluster, plural: str, group_version: str, name: str = "chat") -> dict | None:
+    base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+    return cluster.get(f"{base}/namespaces/{cluster.ns}/{plural}/{name}")
 
 
 def drive_optional_children(cluster: Cluster, emulator) -> None:
@@ -200,23 +208,42 @@ def drive_optional_children(cluster: Cluster, emulator) -> None:
     cluster.patch_spec("chat", {"autoscaling": None})
     cluster.wait(lambda: optional(cluster, "scaledobjects", "keda.sh/v1alpha1") is None, "the ScaledObject deleted", 30)
     cluster.wait(generation_reconciled, "autoscaling off", 30)
+    # spec.gateway: the pool, its picker and the route, and the Gateway read for its address; then pruned.
+    for kind in ("InferencePool", "HTTPRoute", "Gateway"):
+        emulator.apply_crds(THIRD_PARTY_CRDS_ONE[kind])
+    cluster.patch_spec("chat", {"gateway": {"parentRefs": [{"name": "inference-gateway"}]}})
+    cluster.wait(lambda: optional(cluster, "httproutes", "gateway.networking.k8s.io/v1"), "the HTTPRoute", 30)
+    cluster.wait(generation_reconciled, "gateway on", 30)
+    repair_unwatched(cluster, GATEWAY_UNWATCHED)
+    cluster.patch_spec("chat", {"gateway": None})
+    cluster.wait(lambda: optional(cluster, "httproutes", "gateway.networking.k8s.io/v1") is None
+                 and cluster.deployment("chat-epp") is None, "the gateway deleted", 30)  # fmt: skip
+    cluster.wait(generation_reconciled, "gateway off", 30)
 
 
 UNWATCHED = (("scaledobjects", "keda.sh/v1alpha1"), ("podmonitorings", "monitoring.googleapis.com/v1"),
              ("servicemonitors", "monitoring.coreos.com/v1"))  # fmt: skip
+# spec.gateway's unwatched objects: (plural, group/version, name) (the picker's are NAME-epp)
+GATEWAY_UNWATCHED = (("inferencepools", "inference.networking.k8s.io/v1", "chat"),
+                     ("httproutes", "gateway.networking.k8s.io/v1", "chat"),
+                     ("serviceaccounts", "v1", "chat-epp"), ("configmaps", "v1", "chat-epp"),
+                     ("roles", "rbac.authorization.k8s.io/v1", "chat-epp"),
+                     ("rolebindings", "rbac.authorization.k8s.io/v1", "chat-epp"))  # fmt: skip
 
 
-def repair_unwatched(cluster: Cluster) -> None:
+def repair_unwatched(cluster: Cluster, kinds: tuple[tuple[str, ...], ...] = UNWATCHED) -> None:
     """Delete each unwatched child there is by hand: the resync lists its kind and it comes back."""
-    for plural, group_version in UNWATCHED:
+    for plural, group_version, *named in kinds:
+        name = named[0] if named else "chat"
+        base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
         try:
-            there = optional(cluster, plural, group_version)
+            there = optional(cluster, plural, group_version, name)
         except kubernetes.client.ApiException:  # not served
             continue
         if there:
-            cluster.api.request("DELETE", f"/apis/{group_version}/namespaces/{cluster.ns}/{plural}/chat")
-            cluster.wait(lambda p=plural, g=group_version, u=there["metadata"]["uid"]:
-                         (o := optional(cluster, p, g)) and o["metadata"]["uid"] != u,
+            cluster.api.request("DELETE", f"{base}/namespaces/{cluster.ns}/{plural}/{name}")
+            cluster.wait(lambda p=plural, g=group_version, n=name, u=there["metadata"]["uid"]:
+                         (o := optional(cluster, p, g, n)) and o["metadata"]["uid"] != u,
                          f"the {plural} re-created by the resync", 30)  # fmt: skip
 
 
@@ -225,7 +252,10 @@ def third_party_crd_dirs(tmp: pathlib.Path) -> dict[str, pathlib.Path]:
     dirs = {}
     for kind, name in (("ServiceMonitor", "monitoring.coreos.com_servicemonitors.yaml"),
                        ("PodMonitoring", "monitoring.googleapis.com_podmonitorings.yaml"),
-                       ("ScaledObject", "keda.sh_scaledobjects.yaml")):  # fmt: skip
+                       ("ScaledObject", "keda.sh_scaledobjects.yaml"),
+                       ("InferencePool", "inference.networking.k8s.io_inferencepools.yaml"),
+                       ("HTTPRoute", "gateway.networking.k8s.io_httproutes.yaml"),
+                       ("Gateway", "gateway.networking.k8s.io_gateways.yaml")):  # fmt: skip
         source = THIRD_PARTY_CRDS / name
         if not source.exists():
             pytest.skip(f"{source} is missing (the third-party CRDs live in ../shared/crds)")
@@ -237,7 +267,8 @@ def third_party_crd_dirs(tmp: pathlib.Path) -> dict[str, pathlib.Path]:
 
 def remove_third_party_crds(emulator) -> None:
     for name in ("servicemonitors.monitoring.coreos.com", "podmonitorings.monitoring.googleapis.com",
-                 "scaledobjects.keda.sh"):  # fmt: skip
+                 "scaledobjects.keda.sh", "inferencepools.inference.networking.k8s.io",
+                 "httproutes.gateway.networking.k8s.io", "gateways.gateway.networking.k8s.io"):  # fmt: skip
         try:
             emulator.request("DELETE", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
         except kubernetes.client.ApiException as e:

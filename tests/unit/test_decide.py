@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from gemma_operator import decide as decide_mod
-from gemma_operator import inventory, planner, pods, render, rollout, scaling
+from gemma_operator import gateway, inventory, planner, pods, render, rollout, scaling
 from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
 from gemma_operator.decide import Observed, Settings, decide, digest, refused
 from tests.conftest import node_list
@@ -82,14 +82,14 @@ def fresh(spec: dict[str, Any] | None = None, nodes: tuple[str, ...] = ("gke-l4"
 def settled(catalog, spec: dict[str, Any] | None = None, nodes: tuple[str, ...] = ("gke-l4",),
             settings: Settings = Settings(), served: frozenset = frozenset()) -> World:  # fmt: skip
     """The resource after its first reconcile: its status written, its children as applied."""
-    world = fresh(spec, nodes, served=served if (spec or {}).get("autoscaling") else None)
+    world = fresh(spec, nodes, served=served if {"autoscaling", "gateway"} & set(spec or {}) else None)
     intent = run(catalog, world, settings)
     children, shared, digests = {}, {}, {}
     for n, item in enumerate((*intent.claims, *intent.applies)):
         live = as_stored(item.obj, n)
         kind, name = item.obj["kind"], item.obj["metadata"]["name"]
         if item.digest is not None:
-            digests[kind] = item.digest
+            digests[item.digest_key or kind] = item.digest
         elif kind in decide_mod.SHARED:
             shared[(kind, name)] = live
         else:
@@ -391,6 +391,19 @@ def scenario(catalog) -> dict[str, tuple[World, Settings, dict[str, Any]]]:
     rows["update-accepted"] = (_released(catalog, base), Settings(accept_updates=True),
                                expect(applies=["Deployment"], events=[("Normal", "RollingOut"), ("Normal", "Planned")],
                                       status=("Deploying", "RollingOut")))
+    # spec.gateway: the picker, the pool and the route, once the cluster serves their CRDs; nothing of them
+    # without (the Gateway condition names what is missing); pruned, the route first, once the spec drops it.
+    gw = {"gateway": {"parentRefs": [{"name": "inference-gateway", "namespace": "gateways"}]}}
+    rows["gateway"] = (fresh(gw, served=frozenset(GATEWAY_SERVED)), default,
+                       expect(applies=["Deployment", "Service", *GATEWAY_KINDS], status=("Deploying", "RollingOut")))
+    attached = settled(catalog, gw, served=frozenset(GATEWAY_SERVED))
+    rows["gateway-idle"] = (attached, default, expect())
+    rows["gateway-no-crds"] = (fresh(gw, served=frozenset({gateway.HTTP_ROUTE})), default,
+                               expect(applies=["Deployment", "Service"], status=("Deploying", "RollingOut")))
+    dropped = dataclasses.replace(attached, resource=resource({}, attached.resource["status"], 2))
+    rows["gateway-pruned"] = (dropped, default,
+                              expect(prunes=[("delete", kind) for kind in reversed(GATEWAY_KINDS)],
+                                     applies=["Deployment"], status=("Deploying", "RollingOut")))
     return rows
 
 
@@ -405,6 +418,8 @@ def smaller_claim(world: World, storage: str = "1Gi", **status: Any) -> World:
     shared = {key: (merge(live, {"spec": {"resources": {"requests": {"storage": storage}}}, "status": status})
                     if key[0] == "PersistentVolumeClaim" else live) for key, live in world.observed.shared.items()}
     return with_observed(world, shared=shared)
+GATEWAY_SERVED = {*gateway.REQUIRED, gateway.GATEWAY}
+GATEWAY_KINDS = [kind for _, kind in gateway.KINDS]
 
 
 def _settle(catalog, world: World) -> World:
@@ -431,7 +446,8 @@ ROWS = ["create", "ready", "idle", "idle-ready", "hand-edit", "hand-edit-service
         "token-missing", "pdb", "pdb-pruned", "hpa", "scaled-object", "autoscaling-off", "cache-fill", "cache-failed",
         "cache-left", "cache-shared-left", "update-available", "update-accepted", "scale-up", "cache-claim-fits",
         "cache-claim-fits-capacity", "cache-claim-expand", "cache-claim-expanded", "cache-claim-too-small",
-        "cache-claim-too-small-fresh"]  # fmt: skip
+        "cache-claim-too-small-fresh", "gateway", "gateway-idle", "gateway-no-crds",
+        "gateway-pruned"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -664,3 +680,88 @@ def test_the_plan_cache_answers_only_for_the_inventory_it_planned_on(catalog):
     cache.clear()
     assert len(cache) == 0 and cache.plan(spec, l4, catalog) is not first
     assert planner.PlanCache(size=0).plan(spec, l4, catalog) == first
+
+
+def test_without_the_gateway_crds_the_status_names_them(catalog):
+    world = fresh({"gateway": {"parentRefs": [{"name": "g"}]}}, served=frozenset())
+    written = merge(None, run(catalog, world).status)
+    condition = next(c for c in written["conditions"] if c["type"] == "Gateway")
+    assert condition["status"] == "False" and condition["reason"] == "CRDsNotServed"
+    assert "InferencePool (inference.networking.k8s.io/v1)" in condition["message"]
+    assert "HTTPRoute (gateway.networking.k8s.io/v1)" in condition["message"]
+    assert written["endpoint"] == ENDPOINT
+
+
+def test_an_attached_gateway_is_the_endpoint_when_it_reports_an_address(catalog):
+    spec = {"gateway": {"parentRefs": [{"name": "g", "namespace": "gateways"}]}}
+    assert decide_mod.wants(resource(spec), Settings()).gateway == ("gateways", "g")
+    assert decide_mod.wants(resource(spec), Settings()).served
+    live = {"spec": {"listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]},
+            "status": {"addresses": [{"type": "IPAddress", "value": "10.128.0.9"}]}}
+    world = fresh(spec, served=frozenset(GATEWAY_SERVED), gateway=live)
+    written = merge(None, run(catalog, world).status)
+    assert written["endpoint"] == "http://10.128.0.9/v1"
+    assert any("endpoint picker routes by queue, KV-cache" in r for r in written["selection"]["reasons"])
+    unaddressed = fresh(spec, served=frozenset(GATEWAY_SERVED))  # not readable, or no address yet
+    assert merge(None, run(catalog, unaddressed).status)["endpoint"] == ENDPOINT
+
+
+def _applied(intent: decide_mod.Intent) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(a.obj["kind"], a.obj["metadata"]["name"]): a.obj for a in intent.applies}
+
+
+def test_a_gateway_over_adapters_routes_the_base_and_every_adapter(catalog):
+    """gke-l4 with two LoRA adapters behind a Gateway: the pool, the picker and the route, the route's
+    served models the base's and each adapter's, the picker reading vLLM's LoRA metric."""
+    adapters = [{"name": "support-bot", "repo": "acme/support-lora", "rank": 32},
+                {"name": "sql-writer", "repo": "acme/sql-lora"}]
+    spec = {"model": {"family": "gemma3", "size": "1b"}, "adapters": adapters,
+            "gateway": {"parentRefs": [{"name": "g", "namespace": "gateways"}]}}
+    intent = run(catalog, fresh(spec, served=frozenset(GATEWAY_SERVED)))
+    applied = _applied(intent)
+    assert set(GATEWAY_KINDS) <= {kind for kind, _ in applied}
+    assert applied[("InferencePool", NAME)]["spec"]["endpointPickerRef"]["name"] == f"{NAME}-epp"
+    model_args = applied[("Deployment", NAME)]["spec"]["template"]["spec"]["containers"][0]["args"]
+    served = model_args[model_args.index("--served-model-name") + 1]
+    names = applied[("HTTPRoute", NAME)]["metadata"]["annotations"]["gemma.dev/served-models"].split(",")
+    assert names == [served, "support-bot", "sql-writer"]
+    assert "--lora-modules" in model_args
+    epp_args = applied[("Deployment", f"{NAME}-epp")]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert epp_args[epp_args.index("--lora-info-metric") + 1] == "vllm:lora_requests_info"
+    written = merge(None, intent.status)
+    assert next(c for c in written["conditions"] if c["type"] == "Gateway")["reason"] == "Attached"
+    assert written["selection"]["adapters"] == ["support-bot", "sql-writer"]
+
+
+def test_an_embedding_model_behind_a_gateway_is_routed_on_v1_embeddings(catalog):
+    """Supported: the picker (v1.5.0) parses /v1/embeddings bodies (`input`) and reads the pooling
+    runner's vllm:num_requests_* like a generating server's; the route's /v1 prefix covers it."""
+    spec = {"model": {"task": "embed"}, "gateway": {"parentRefs": [{"name": "g", "namespace": "gateways"}]}}
+    live = {"spec": {"listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]},
+            "status": {"addresses": [{"type": "IPAddress", "value": "10.128.0.9"}]}}
+    intent = run(catalog, fresh(spec, served=frozenset(GATEWAY_SERVED), gateway=live))
+    assert intent.outcome == "Applied"
+    assert set(GATEWAY_KINDS) <= {kind for kind, _ in _applied(intent)}
+    assert merge(None, intent.status)["endpoint"] == "http://10.128.0.9/v1/embeddings"
+
+
+def test_the_gateways_objects_without_a_watch_are_the_resyncs_to_repair(catalog):
+    """Each unwatched gateway object is applied with a digest under its own key (gateway/Kind), which
+    execute also keys memo.applied_unwatched by: the resync compares it and forgets that digest."""
+    spec = {"gateway": {"parentRefs": [{"name": "g"}]}}
+    intent = run(catalog, fresh(spec, served=frozenset(GATEWAY_SERVED)))
+    keyed = {a.obj["kind"]: a.digest_key for a in intent.applies if a.digest is not None}
+    assert keyed == {kind: f"gateway/{kind}" for kind in GATEWAY_KINDS if kind not in ("Deployment", "Service")}
+    assert set(keyed.values()) == set(decide_mod.GATEWAY_DIGESTS) <= set(decide_mod.wants(resource(spec), Settings()).unwatched)
+
+
+@pytest.mark.parametrize(("before", "after", "affected"), [
+    (set(), {*gateway.REQUIRED}, ["gw"]),  # the CRDs installed later: CRDsNotServed -> Attached
+    ({*gateway.REQUIRED}, {gateway.INFERENCE_POOL}, ["gw"]),  # one removed
+    ({*gateway.REQUIRED}, {*gateway.REQUIRED, gateway.GATEWAY}, ["gw"]),  # the Gateway kind: its address
+    (set(), {("keda.sh/v1alpha1", "ScaledObject")}, []),  # not a gateway kind
+    ({*gateway.REQUIRED}, {*gateway.REQUIRED}, []),
+])  # fmt: skip
+def test_a_discovery_change_requeues_the_resources_behind_a_gateway(before, after, affected):
+    specs = {"gw": {"gateway": {"parentRefs": [{"name": "g"}]}}, "plain": {}, "none": None}
+    assert gateway.affected_by_discovery(specs, before, after) == affected

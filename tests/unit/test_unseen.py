@@ -57,3 +57,20 @@ def test_pods_gone_unseen_do_not_count_the_others_do():
     indexed = [{"name": "chat-a", "phase": "Running"}, {"name": "chat-b", "phase": "Pending"}]
     assert unseen.counted(indexed, {"chat-a"}) == [{"name": "chat-b", "phase": "Pending"}]
     assert unseen.counted(indexed, ()) == indexed
+
+
+ROLE = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "chat-epp", "namespace": "a"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]}  # fmt: skip
+
+
+@pytest.mark.parametrize(("rules", "drift"), [
+    (ROLE["rules"], False),
+    ([{"apiGroups": [""], "resources": ["pods", "secrets"], "verbs": ["get", "list", "watch"]}], True),  # widened
+    ([], True),
+])  # fmt: skip
+def test_drift_beyond_spec_a_roles_rules(rules, drift):
+    """The gateway's unwatched objects keep what matters outside spec (rules, data, subjects)."""
+    key = ("gateway/Role", "a", "chat")
+    listed = {"chat-epp": {**ROLE, "metadata": {**ROLE["metadata"], "uid": "u"}, "rules": rules}}
+    assert unseen.drifted({key: ROLE}, listed) == ([key] if drift else [])

@@ -88,12 +88,14 @@ RBAC rules for the namespaced objects the operator reconciles. Used by the Clust
   verbs: ["patch"]
 # Children: watched (indices), server-side applied with owner references. An apply that creates
 # the object needs create too; garbage collection deletes them, so no delete.
+# With gateway.enabled, delete too: the endpoint picker's Deployment and Service (NAME-epp), once
+# spec.gateway is removed.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch"{{ if .Values.gateway.enabled }}, "delete"{{ end }}]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch"{{ if .Values.gateway.enabled }}, "delete"{{ end }}]
 # Optional children: the PodDisruptionBudget (two replicas or more) and the autoscaler's HPA,
 # watched (the HPA's conditions reach the status) and applied; deleted by the operator once the
 # spec no longer needs them (replicas down to one, autoscaling off).
@@ -117,6 +119,40 @@ RBAC rules for the namespaced objects the operator reconciles. Used by the Clust
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
   verbs: ["list", "create", "patch", "delete"]
+{{- end }}
+{{- if .Values.gateway.enabled }}
+# spec.gateway (Inference Gateway): the InferencePool, the HTTPRoute, and the endpoint picker's
+# ServiceAccount, Role, RoleBinding and ConfigMap: applied and deleted; not watched: listed (label
+# selector: the operator's own) on the resync to repair hand edits and deletions.
+- apiGroups: ["inference.networking.k8s.io"]
+  resources: ["inferencepools"]
+  verbs: ["list", "create", "patch", "delete"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["list", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["serviceaccounts", "configmaps"]
+  verbs: ["list", "create", "patch", "delete"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["list", "create", "patch", "delete"]
+# Never requested: RBAC's escalation check lets the operator create the picker's Role (read pods
+# and InferencePools) and bind it only when it holds those permissions itself.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get"]
+- apiGroups: ["inference.networking.k8s.io"]
+  resources: ["inferencepools"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["inference.networking.x-k8s.io"]
+  resources: ["inferenceobjectives", "inferencemodelrewrites"]
+  verbs: ["get", "list", "watch"]
+{{- if .Values.gateway.readGateways }}
+# gateway.readGateways: the Gateway a resource attaches to, by name, for its address (status.endpoint).
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["gateways"]
+  verbs: ["get"]
+{{- end }}
 {{- end }}
 # Cache objects (spec.cache pvc/gcsfuse): watched, applied once, owner references patched as
 # deployments join or leave a shared claim, deleted by the last one that stops using it.

@@ -431,6 +431,30 @@ class ChatTemplate(Model):
             raise ValueError("chatTemplate needs exactly one of inline or configMapRef")
         return self
 
+class ParentReference(Model):
+    """A Gateway to attach to, as Gateway API's HTTPRoute spells a parentRef."""
+
+    group: str | None = Field(default=None, max_length=253, pattern=r"^$|" + DNS_SUBDOMAIN[1:],
+                              description="Group of the parent (default gateway.networking.k8s.io).")  # fmt: skip
+    kind: str | None = Field(default=None, min_length=1, max_length=63, pattern=r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$",
+                             description="Kind of the parent (default Gateway).")  # fmt: skip
+    namespace: str | None = Field(default=None, min_length=1, max_length=63,
+                                  pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                                  description="Namespace of the parent (default: the GemmaDeployment's).")  # fmt: skip
+    name: str = Field(min_length=1, max_length=MAX_NAME, description="Name of the parent (the Gateway).")
+    section_name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME, pattern=DNS_SUBDOMAIN,
+                                     description="A listener of the Gateway, by name.")  # fmt: skip
+    port: int | None = Field(default=None, ge=1, le=65535, description="A listener of the Gateway, by port.")
+
+
+class GatewaySpec(Model):
+    """Serve behind a Gateway API Gateway through an InferencePool and its endpoint picker (GKE Inference Gateway)."""
+
+    parent_refs: list[ParentReference] = Field(
+        min_length=1, max_length=32,
+        description="The Gateway(s) the HTTPRoute attaches to, as HTTPRoute's spec.parentRefs.",
+    )  # fmt: skip
+
 
 class GemmaDeploymentSpec(Model):
     model: ModelSpec = Field(default_factory=ModelSpec, description="Which Gemma to serve.")
@@ -503,6 +527,11 @@ class GemmaDeploymentSpec(Model):
         description="LoRA adapters served on the base model, each under its own served model name (vLLM: "
         "--lora-modules; llama.cpp: --lora on each adapter's GGUF). Downloaded into the weights' cache.",
     )  # names are the list's key in the CRD (crd.py): the API server refuses a repeated one
+    gateway: GatewaySpec | None = Field(
+        default=None,
+        description="Route through a Gateway: an InferencePool (inference.networking.k8s.io/v1) over the model pods, "
+        "its endpoint picker, and an HTTPRoute to it from parentRefs. Needs the InferencePool and HTTPRoute CRDs.",
+    )
     objective: Objective | None = Field(
         default=None,
         description="Speed to plan for: only pools, sizes and precisions predicted to meet it are chosen; none "

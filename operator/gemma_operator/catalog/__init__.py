@@ -333,7 +333,7 @@ class Image(Strict):
 class AcceleratorCatalog(Strict):
     accelerators: dict[str, Accelerator]
     allreduce_latency: dict[LinkKind, AllReduceLatency] = Field(default_factory=dict)
-    images: dict[Literal["vllm-gpu", "vllm-tpu", "llamacpp-cpu", "llamacpp-cuda"], Image]
+    images: dict[Literal["vllm-gpu", "vllm-tpu", "llamacpp-cpu", "llamacpp-cuda", "inference-epp"], Image]
 
     @model_validator(mode="after")
     def _every_link_has_a_latency(self) -> AcceleratorCatalog:

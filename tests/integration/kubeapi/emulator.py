@@ -177,6 +177,8 @@ BUILTIN_KINDS = [
     Kind("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", True,
          "horizontalpodautoscaler", ("status",), ("hpa",), ("all",), generation=True),
     Kind("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
+    Kind("rbac.authorization.k8s.io", "v1", "roles", "Role", True, "role"),
+    Kind("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, "rolebinding"),
     Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
          False, "customresourcedefinition", ("status",), ("crd", "crds"), generation=True),
     Kind("kopf.dev", "v1", "kopfpeerings", "KopfPeering", True, "kopfpeering", custom=True,
