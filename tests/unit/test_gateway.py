@@ -3,42 +3,15 @@ published CRDs (read from ../shared/crds, never copied) and the Kubernetes schem
 
 from __future__ import annotations
 
-import copy
-
-import kubernetes_validate
 import pytest
 import yaml
 
 from gemma_operator import gateway
 from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
 from gemma_operator.render import render, selector_labels
-from tests.integration.kubeapi import schema as structural
-from tests.unit.test_scaling import KUBE_VERSION, THIRD_PARTY_CRDS, planned
+from tests.unit.test_scaling import assert_valid, planned
 
-CRD_FILES = {
-    gateway.INFERENCE_POOL: "inference.networking.k8s.io_inferencepools.yaml",
-    gateway.HTTP_ROUTE: "gateway.networking.k8s.io_httproutes.yaml",
-}
 GATEWAY = {"parentRefs": [{"name": "inference-gateway", "namespace": "gateways", "sectionName": "http"}]}
-
-
-def crd_schema(api_version: str, kind: str) -> dict:
-    path = THIRD_PARTY_CRDS / CRD_FILES[(api_version, kind)]
-    if not path.exists():
-        pytest.skip(f"{path} is missing (the third-party CRDs live in ../shared/crds; see its README)")
-    crd = yaml.safe_load(path.read_text())
-    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == api_version.split("/")[1]]
-    return served["schema"]["openAPIV3Schema"]
-
-
-def assert_valid(obj: dict) -> None:
-    key = (obj["apiVersion"], obj["kind"])
-    if key not in CRD_FILES:
-        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
-        return
-    schema = crd_schema(*key)
-    assert structural.validate(schema, obj) == [], obj
-    assert structural.prune(schema, copy.deepcopy(obj)) == obj, f"{obj['kind']} has fields its CRD drops"
 
 
 def rendered(catalog, fixture: str, served_names: list[str]) -> tuple[str, list[dict]]:

@@ -29,6 +29,9 @@ CRD_FILES = {
     ("keda.sh/v1alpha1", "ScaledObject"): "keda.sh_scaledobjects.yaml",
     ("monitoring.googleapis.com/v1", "PodMonitoring"): "monitoring.googleapis.com_podmonitorings.yaml",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_servicemonitors.yaml",
+    # spec.gateway's (test_gateway.py)
+    ("inference.networking.k8s.io/v1", "InferencePool"): "inference.networking.k8s.io_inferencepools.yaml",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "gateway.networking.k8s.io_httproutes.yaml",
 }
 FIXTURES = sorted(p.stem for p in (ROOT / "tests/fixtures/nodes").glob("*.yaml"))
 QUEUE = {"minReplicas": 1, "maxReplicas": 4, "metric": "queue", "target": 4}
