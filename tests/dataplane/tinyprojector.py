@@ -26,7 +26,7 @@ import numpy as np
 
 from tests.dataplane import tinygemma
 
-ARCH = "clip"  # gguf.MODEL_ARCH_NAMES[MODEL_ARCH.MMPROJ]: the name llama.cpp's projector files carry
+ARCH = gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.MMPROJ]  # "clip", the architecture projector files carry
 PROJECTOR_TYPE = gguf.VisionProjectorType.GEMMA3
 IMAGE_SIZE = 56
 PATCH_SIZE = 14
