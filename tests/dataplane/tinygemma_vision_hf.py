@@ -19,7 +19,8 @@ has, in the same files and under the same names, only tiny:
   `<start_of_image>`, `<end_of_image>` and `<image_soft_token>` as special tokens in three of
   the vocabulary's `<unusedN>` slots (real Gemma 3 has them at 255999, 256000 and 262144), named
   as `boi_token`, `eoi_token` and `image_token` in tokenizer_config.json as the real one does,
-  and Gemma 3's chat template (tinygemma.CHAT_TEMPLATE: an image part becomes `<start_of_image>`).
+  and Gemma 3's chat template (tinygemma.CHAT_TEMPLATE: an image part becomes `<start_of_image>`);
+  newline runs ("\\n" to four) as pieces in the next four slots (NEWLINES says why).
 
 The script loads it back with transformers' own AutoConfig and AutoProcessor and runs the
 processor on an image, so the soft-token expansion vLLM relies on is checked before vLLM starts.
@@ -37,15 +38,24 @@ MM_TOKENS_PER_IMAGE = 4  # (56/14)^2 = 16 patches, pooled 2x2
 VISION = {"hidden": 64, "heads": 2, "ff": 128, "layers": 1}
 # The three image tokens, in the vocabulary's first <unusedN> slots (tinygemma.vocabulary: ids 6-8).
 IMAGE_TOKENS = {"boi": "<start_of_image>", "eoi": "<end_of_image>", "image": "<image_soft_token>"}
+# Runs of newlines as pieces, in the next four slots, as Gemma's vocabulary has them: vLLM's Gemma 3
+# processor (gemma3_mm.py, _apply_token_matches) looks "\n" to "\n\n\n\n" up in the vocabulary to merge
+# the "\n\n" around an image with its neighbours, and fails with a KeyError without them. (transformers
+# 5.19's GemmaTokenizer rebuilds a BPE from tokenizer.json's vocabulary and merges; this Unigram file
+# has no merges, so the tokenizer itself splits text into single characters and bytes.)
+NEWLINES = ["\n" * n for n in range(1, 5)]
+
+
+def _unused() -> list[int]:
+    from tests.dataplane import tinygemma
+
+    pieces, _, _ = tinygemma.vocabulary()
+    return [i for i, p in enumerate(pieces) if p.startswith("<unused")]
 
 
 def image_ids() -> dict[str, int]:
     """The ids of the image tokens: the first three `<unusedN>` ids of tinygemma's vocabulary."""
-    from tests.dataplane import tinygemma
-
-    pieces, _, _ = tinygemma.vocabulary()
-    unused = [i for i, p in enumerate(pieces) if p.startswith("<unused")]
-    return dict(zip(IMAGE_TOKENS, unused[:3]))
+    return dict(zip(IMAGE_TOKENS, _unused()[:3]))
 
 
 def write(dest: pathlib.Path, vllm_python: pathlib.Path, seed: int = 0) -> pathlib.Path:
@@ -57,6 +67,8 @@ def write(dest: pathlib.Path, vllm_python: pathlib.Path, seed: int = 0) -> pathl
     for name, token_id in ids.items():
         assert spec["pieces"][token_id].startswith("<unused"), spec["pieces"][token_id]
         spec["pieces"][token_id] = IMAGE_TOKENS[name]
+    for token_id, piece in zip(_unused()[3:], NEWLINES):
+        spec["pieces"][token_id] = piece
     spec["image_ids"] = ids
     spec["shape"] = {"layers": tinygemma.N_LAYER, "hidden": tinygemma.N_EMBD, "heads": tinygemma.N_HEAD,
                      "kv_heads": tinygemma.N_HEAD_KV, "head_dim": tinygemma_hf.HEAD_DIM, "ff": tinygemma.N_FF,
@@ -171,6 +183,8 @@ def _check(dest: pathlib.Path, spec: dict) -> dict:
     processor = AutoProcessor.from_pretrained(str(dest))
     assert type(processor).__name__ == "Gemma3Processor", type(processor)
     assert processor.image_token_id == image["boi"], processor.image_token_id
+    vocab = processor.tokenizer.get_vocab()
+    assert all(run in vocab for run in NEWLINES), [run for run in NEWLINES if run not in vocab]
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert "<start_of_image>What is it?" in text, repr(text)
