@@ -6,7 +6,8 @@ here (the address changed only), against the loopback Hub serving a tiny random-
 image-text checkpoint under the plan's repo id (tinygemma_vision_hf.py: a SigLIP tower, 4 soft
 tokens per image). A chat request with a text part and a PNG made here as a data URL is answered;
 the prompt the engine ran (its prompt_logprobs' token ids) holds the image tokens where Gemma 3's
-processor puts them; two images against the rendered limit of one are refused with a 400.
+processor puts them, and two different images change how the tokens after them are scored (the
+SigLIP tower and projector ran); two images against the rendered limit of one are refused (400).
 
 The image processor, on this CPU venv and on a GPU image: the checkpoint's preprocessor_config.json
 names `Gemma3ImageProcessor`, as Google's does. transformers 5.19's AutoImageProcessor resolves
@@ -138,4 +139,23 @@ def test_two_images_over_the_rendered_limit_are_refused(served):
     body = chat(plan.served_model_name, [png(8, 8, (0, 0, 0)), png(8, 8, (255, 255, 255))])
     status, reply = srv.client.post("/v1/chat/completions", body)
     assert status == 400, reply
-    assert "image" in json.dumps(reply).lower() and "1" in json.dumps(reply), reply
+    assert "At most 1 image(s) may be provided in one prompt." in reply["error"]["message"], reply
+
+
+def test_the_vision_tower_output_reaches_the_language_model(served):
+    """Two images, the same text: the prompt tokens after the image are scored differently, so the
+    soft tokens carry what the SigLIP tower and the projector made of each image (not placeholders)."""
+    srv, plan, _, _ = served
+    scored = []
+    for rgb in ((255, 0, 0), (0, 0, 255)):
+        status, reply = srv.client.post("/v1/chat/completions", chat(plan.served_model_name, [png(56, 56, rgb)],
+                                                                      prompt_logprobs=0))  # fmt: skip
+        assert status == 200, reply
+        scored.append([next(iter(e.items())) for e in reply["prompt_logprobs"][1:]])
+    red, blue = scored
+    assert [t for t, _ in red] == [t for t, _ in blue], (red, blue)
+    eoi = [t for t, _ in red].index(str(tinygemma_vision_hf.image_ids()["eoi"]))
+    before = [lp["logprob"] for _, lp in red[:eoi - tinygemma_vision_hf.MM_TOKENS_PER_IMAGE]]
+    assert before == [lp["logprob"] for _, lp in blue[:eoi - tinygemma_vision_hf.MM_TOKENS_PER_IMAGE]]
+    after = [(r[1]["logprob"], b[1]["logprob"]) for r, b in zip(red[eoi:], blue[eoi:])]
+    assert any(r != b for r, b in after), after

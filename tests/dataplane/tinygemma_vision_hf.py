@@ -10,7 +10,8 @@ has, in the same files and under the same names, only tiny:
   the projector pools the grid 2x2 into MM_TOKENS_PER_IMAGE = 4 soft tokens per image;
   boi/eoi/image token indices at the ids the tokenizer gives the three image tokens;
 - model.safetensors: random bfloat16 weights (seeded) under the names Google's Gemma 3 checkpoints
-  use (`language_model.model.*`, `vision_tower.vision_model.*`, `multi_modal_projector.*`);
+  use (`language_model.model.*`, `vision_tower.vision_model.*`, `multi_modal_projector.*`), the
+  projector's matrix random too (transformers leaves it at zeros: every image would look the same);
 - preprocessor_config.json: `image_processor_type: Gemma3ImageProcessor` as the real one says
   (transformers picks the backend, torchvision or PIL, at load: see test_vllm_vision.py),
   56x56, mean/std 0.5, `image_seq_length`; processor_config.json: `processor_class:
@@ -133,7 +134,13 @@ def _model(spec: dict, dest: pathlib.Path) -> None:
         eos_token_id=[ids["eos"], ids["end_of_turn"]],
     )
     config.architectures = ["Gemma3ForConditionalGeneration"]
-    model = Gemma3ForConditionalGeneration(config).to(torch.bfloat16)
+    model = Gemma3ForConditionalGeneration(config)
+    # transformers 5.19 leaves the projector's matrix at zeros (Gemma3MultiModalProjector makes it
+    # with torch.zeros and no init fills it): every image would then embed to the same zero vector.
+    projection = model.model.multi_modal_projector.mm_input_projection_weight
+    with torch.no_grad():
+        projection.normal_(0.0, config.initializer_range)
+    model = model.to(torch.bfloat16)
     model.save_pretrained(str(dest), safe_serialization=True)
     _real_names(dest / "model.safetensors")
     GenerationConfig(
