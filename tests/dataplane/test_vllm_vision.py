@@ -54,6 +54,20 @@ def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
+def image_sequence() -> str:
+    """What Gemma 3's processor turns the template's <start_of_image> into (Gemma3Processor's
+    full_image_sequence): the begin marker, one soft token per pooled patch, the end marker."""
+    tokens = tinygemma_vision_hf.IMAGE_TOKENS
+    soft = tokens["image"] * tinygemma_vision_hf.MM_TOKENS_PER_IMAGE
+    return f"\n\n{tokens['boi']}{soft}{tokens['eoi']}\n\n"
+
+
+def tokenize(srv: servers.LlamaServer, model: str, text: str) -> list[int]:
+    status, reply = srv.client.post("/tokenize", {"model": model, "prompt": text, "add_special_tokens": False})
+    assert status == 200, reply
+    return reply["tokens"]
+
+
 def data_url(image: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(image).decode()
 
@@ -105,19 +119,14 @@ def test_a_chat_request_with_an_image_is_answered_and_the_prompt_holds_the_image
     assert status == 200, reply
     assert reply["choices"][0]["message"]["role"] == "assistant", reply
     ran = [int(next(iter(e))) for e in reply["prompt_logprobs"][1:]]  # the first prompt token has none
-    # Gemma 3's processor turns the template's <start_of_image> into the full image sequence.
-    image = ("\n\n" + tinygemma_vision_hf.IMAGE_TOKENS["boi"]
-             + tinygemma_vision_hf.IMAGE_TOKENS["image"] * tinygemma_vision_hf.MM_TOKENS_PER_IMAGE
-             + tinygemma_vision_hf.IMAGE_TOKENS["eoi"] + "\n\n")  # fmt: skip
-    expected_text = f"<bos><start_of_turn>user\n{image}{QUESTION}<end_of_turn>\n<start_of_turn>model\n"
-    status, tokens = srv.client.post("/tokenize", {"model": model, "prompt": expected_text, "add_special_tokens": False})
-    assert status == 200, tokens
-    assert ran == tokens["tokens"][1:], (ran, tokens["tokens"])
+    expected = tokenize(srv, model, f"<bos><start_of_turn>user\n{image_sequence()}{QUESTION}<end_of_turn>\n"
+                                     "<start_of_turn>model\n")  # fmt: skip
+    assert ran == expected[1:], (ran, expected)
     ids = tinygemma_vision_hf.image_ids()
     start = ran.index(ids["boi"])
     soft = [ids["image"]] * tinygemma_vision_hf.MM_TOKENS_PER_IMAGE
     assert ran[start + 1 : start + 2 + len(soft)] == [*soft, ids["eoi"]], ran
-    assert reply["usage"]["prompt_tokens"] == len(tokens["tokens"]), (reply["usage"], tokens)
+    assert reply["usage"]["prompt_tokens"] == len(expected), (reply["usage"], expected)
 
 
 def test_the_image_adds_its_tokens_to_the_prompt(served):
@@ -128,11 +137,8 @@ def test_the_image_adds_its_tokens_to_the_prompt(served):
     status, text_only = srv.client.post("/v1/chat/completions", chat(model, []))
     assert status == 200, text_only
     added = with_image["usage"]["prompt_tokens"] - text_only["usage"]["prompt_tokens"]
-    status, sequence = srv.client.post("/tokenize", {"model": model, "add_special_tokens": False, "prompt": (
-        "\n\n<start_of_image>" + "<image_soft_token>" * tinygemma_vision_hf.MM_TOKENS_PER_IMAGE + "<end_of_image>\n\n")})  # fmt: skip
-    assert status == 200, sequence
-    assert added == len(sequence["tokens"]) >= tinygemma_vision_hf.MM_TOKENS_PER_IMAGE + 2, (added, sequence)
-
+    sequence = tokenize(srv, model, image_sequence())
+    assert added == len(sequence) >= tinygemma_vision_hf.MM_TOKENS_PER_IMAGE + 2, (added, sequence)
 
 def test_two_images_over_the_rendered_limit_are_refused(served):
     srv, plan, _, _ = served
