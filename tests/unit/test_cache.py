@@ -102,8 +102,7 @@ def test_the_31b_bf16_pvc_plan_of_the_issue(catalog):
     assert loader_pod["nodeSelector"] == pod_selector(objs)
     assert loader_pod["securityContext"]["fsGroup"] == result.run_as[1]
     assert "nvidia.com/gpu" not in str(loader_pod["containers"][0]["resources"])  # the loader takes no GPU
-    assert job["spec"]["activeDeadlineSeconds"] == cache_mod.fill_deadline_seconds(cache_mod.plan_cache(
-        result, GemmaDeploymentSpec.model_validate({"cache": {"type": "pvc"}})))
+    assert job["spec"]["activeDeadlineSeconds"] == cache_mod.fill_deadline_seconds(result.checkpoint_bytes)
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     store = next(v for v in pod["volumes"] if v["name"] == "model-cache")
