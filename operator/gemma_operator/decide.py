@@ -339,8 +339,6 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
                                       selection, settings)  # fmt: skip
     if update:  # the pods keep the template they run: the selection names the image they run
         selection = {**selection, "image": rollout.running_image(deployment["spec"]["template"])}
-    if rolls_out:
-        events.append(Event("Normal", "RollingOut", f"Replacing the model pods; first change: {rolls_out}."))
     reported = next((c for c in current.get("conditions") or [] if c.get("type") == update[0]),
                     {}) if update else {}  # fmt: skip
     if update and reported.get("message") != update[3]:  # once per new rendering, not per reconcile
@@ -349,6 +347,8 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
     claims, prunes, jobs = _claims(resource, objects, observed, fill=not claim.too_small)
     state, fill_message = cache_mod.fill(cache, result, jobs, claim) if cache.filled else (None, "")
     cache_status = cache.status(state, fill_message)
+    if rolls_out and not cache_mod.deployment_waits(cache_status):  # announced when the Deployment is sent
+        events.insert(0, Event("Normal", "RollingOut", f"Replacing the model pods; first change: {rolls_out}."))
     objects = [obj for obj in objects if obj["kind"] not in SHARED]
     prunes += _prunes(resource, objects, observed)
     applies, after = _applies(resource, objects, observed, cache_status)
