@@ -189,6 +189,8 @@ def refuse(code, text):
 for i in range(0, len(rows), 7):
     index, name, kind, source, extra, dest, max_rank = rows[i:i + 7]
     entry = f"spec.adapters[{index}]" if index else f"the spec.adapters entry for {source}"
+    field = f"spec.adapters[{index}].rank: " if index else "rank: "
+    where = "" if index else f" on the spec.adapters entry for {source}"
     if kind == "repo":
         from huggingface_hub import snapshot_download
         snapshot_download(source, revision=extra or None, local_dir=dest)
@@ -198,7 +200,7 @@ for i in range(0, len(rows), 7):
     rank, base = int(config.get("r", 0)), str(config.get("base_model_name_or_path") or "")
     if rank > int(max_rank):
         refuse(EXIT_RANK, f"adapter {name}: rank {rank} is above the planned --max-lora-rank {max_rank}: "
-                          f"set {entry}.rank: {rank}")
+                          f"set {field}{rank}{where}")
     if base and base.lower() not in bases and os.path.basename(base.rstrip("/")).lower() not in [b.split("/")[-1] for b in bases]:
         refuse(EXIT_BASE, f"adapter {name}: base_model_name_or_path {base} is not the served model ({', '.join(bases)}): "
                           f"{entry} is for another base")
