@@ -248,12 +248,20 @@ def objects(cache: Cache, plan: Plan, spec: GemmaDeploymentSpec, namespace: str,
     for adapter in plan.adapters:
         out.append(_job(cache, plan, spec, namespace, adapter_job_name(cache, plan, adapter), ADAPTER_CONTAINER,
                         adapter_command(plan, adapter, base_ids), tolerations, pod_security_context,
-                        dict(ADAPTER_RESOURCES), fill_deadline_seconds(plan.adapter_bytes // len(plan.adapters)),
+                        dict(ADAPTER_RESOURCES), fill_deadline_seconds(adapter_bytes(plan, adapter)),
                         refusals=plan.runtime == "vllm"))  # fmt: skip
     if refs:
         for obj in out:
             obj["metadata"]["ownerReferences"] = refs
     return out
+
+
+def adapter_bytes(plan: Plan, adapter: Adapter) -> int:
+    """One adapter's share of plan.adapter_bytes (adapters.download_bytes: a MiB each, and weights in
+    proportion to the rank): its Job's spec depends on it alone, never on the list it came in."""
+    ranks = [a.rank or adapters.DEFAULT_RANK for a in plan.adapters]
+    per_rank = (plan.adapter_bytes - len(ranks) * 2**20) / sum(ranks)
+    return int(per_rank * (adapter.rank or adapters.DEFAULT_RANK)) + 2**20
 
 
 def adapter_command(plan: Plan, adapter: Adapter, base_ids: tuple[str, ...]) -> list[str]:

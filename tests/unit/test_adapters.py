@@ -273,6 +273,10 @@ def test_adding_an_adapter_adds_only_its_job(catalog):
                                                                             "adapters": [SQL, SUPPORT]})["Job"]}  # fmt: skip
     assert set(before) < set(after) and len(after) == len(before) + 1
     assert all(after[name] == job for name, job in before.items())  # the planned rank rose to 32: SQL's Job is the same
+    big = {**SUPPORT, "name": "big", "repo": "acme/big-lora", "rank": 512}  # a deadline of a larger download
+    wider = {j["metadata"]["name"]: j for j in rendered(catalog, "gke-l4", {**BASE, "cache": pvc,
+                                                                            "adapters": [SQL, SUPPORT, big]})["Job"]}
+    assert all(wider[name] == job for name, job in after.items())
 
 
 def test_the_claim_holds_the_adapters_beside_the_weights(catalog):
