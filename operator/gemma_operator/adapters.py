@@ -4,15 +4,22 @@ the memory they add, where each adapter lands in the cache, the server flags, an
 vLLM 0.32 serves LoRA adapters beside the base (`--enable-lora`, `--lora-modules name=path`), each
 under its own served model name; it preallocates `--max-loras` GPU slots of `--max-lora-rank`, so the
 plan needs the largest rank before the server starts. The rank is the spec's `rank` when given;
-otherwise vLLM's own default (16) is planned, and the download (an init container that reads each
-adapter's adapter_config.json) refuses an adapter of a larger rank or of another base, naming it and
-the field to set: the memory estimate and the flags stay the ones the plan made, never a guess
-raised behind its back. llama.cpp loads each adapter's GGUF (`--lora FILE`).
+otherwise vLLM's own default (16) is planned, and the download (which reads each adapter's
+adapter_config.json) refuses an adapter of a larger rank or of another base, naming it and the field
+to set: the memory estimate and the flags stay the ones the plan made, never a guess raised behind
+its back. llama.cpp loads each adapter's GGUF (`--lora FILE`).
+
+Where they land follows the weights (cache.py): with the emptyDir cache each pod's init containers
+download them into its /models/adapters/NAME; with a claim or bucket, one Job per adapter fills the
+shared store once, into adapters/KEY (KEY: what the adapter is, its repo and revision or its bucket
+and path), which the pods mount read-only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from collections.abc import Sequence
 
 from .api.v1alpha1 import Adapter
@@ -27,15 +34,45 @@ DEFAULT_RANK = 16
 # converted to an f16 GGUF (llama.cpp's convert_lora_to_gguf.py default) holds 2 bytes per weight.
 LORA_BYTES = 2
 ADAPTER_DIR = "/models/adapters"  # runtimes.CACHE_DIR/adapters: in the pod's writable /models volume (the emptyDir cache)
+STORE_DIR = "adapters"  # in a shared store (claim or bucket), beside the hub cache's models--org--name folders
+# The download's exit codes for its two refusals (a Job's podFailurePolicy fails at once on them:
+# retrying cannot change an adapter_config.json), in the order of the policy's rules.
+EXIT_RANK, EXIT_BASE = 3, 4
+REFUSALS = (EXIT_RANK, EXIT_BASE)
 
 
-def path(adapter: Adapter) -> str:
-    """Where the adapter is downloaded: a folder named for it (names are unique and path-safe)."""
-    return f"{ADAPTER_DIR}/{adapter.name}"
+def store_key(adapter: Adapter, runtime: str) -> str:
+    """The adapter's folder in a shared store, named for what it is, not what a resource calls it:
+    two resources may give one name to different repos, or two names to one. llama.cpp's key holds
+    the GGUF file too (two files of one basename in one repo stay apart)."""
+    if adapter.repo:
+        parts = ("hf", adapter.repo.lower(), adapter.revision or "main", adapter.gguf if runtime == "llamacpp" else "")
+        readable = adapter.repo.split("/")[-1]
+    else:
+        parts = ("gcs", adapter.bucket or "", (adapter.path or "").strip("/"), "")
+        readable = (adapter.path or "").strip("/").split("/")[-1]
+    digest = hashlib.sha256("|".join(p or "" for p in parts).encode()).hexdigest()[:12]
+    slug = re.sub(r"[^a-z0-9]+", "-", readable.lower()).strip("-")[:40].strip("-")
+    return f"{slug}-{digest}" if slug else digest
 
 
-def gguf_path(adapter: Adapter) -> str:
-    return f"{path(adapter)}/{(adapter.gguf or '').rsplit('/', 1)[-1]}"
+def path(adapter: Adapter, store: str | None = None, runtime: str = "vllm") -> str:
+    """Where the adapter is downloaded: in the pod's /models/adapters, a folder named for it (names
+    are unique and path-safe); in a shared store mounted at `store`, its store_key folder."""
+    if store is None:
+        return f"{ADAPTER_DIR}/{adapter.name}"
+    return f"{store}/{STORE_DIR}/{store_key(adapter, runtime)}"
+
+
+def gguf_path(adapter: Adapter, store: str | None = None) -> str:
+    return f"{path(adapter, store, 'llamacpp')}/{(adapter.gguf or '').rsplit('/', 1)[-1]}"
+
+
+def rank_bound(adapter: Adapter) -> int:
+    """The rank one adapter is planned for (its own, or vLLM's default, rounded up to vLLM's choices):
+    what its download checks in a shared store, whatever list it is in, so that adding an adapter
+    never changes the fill of the others. At most planned_rank of any list holding it."""
+    return next(r for r in VLLM_RANKS if r >= (adapter.rank or DEFAULT_RANK))
 
 
 def planned_rank(adapters: Sequence[Adapter]) -> int:
@@ -102,15 +139,15 @@ def name_clash(adapters: Sequence[Adapter], served_model_name: str) -> tuple[int
     return None
 
 
-def vllm_args(adapters: Sequence[Adapter]) -> list[str]:
+def vllm_args(adapters: Sequence[Adapter], store: str | None = None) -> list[str]:
     if not adapters:
         return []
-    modules = [f"{a.name}={path(a)}" for a in adapters]
+    modules = [f"{a.name}={path(a, store)}" for a in adapters]
     return ["--enable-lora", "--lora-modules", *modules, "--max-loras", str(len(adapters)),
             "--max-lora-rank", str(planned_rank(adapters))]  # fmt: skip
 
 
-def llamacpp_args(adapters: Sequence[Adapter]) -> list[str]:
+def llamacpp_args(adapters: Sequence[Adapter], store: str | None = None) -> list[str]:
     """llama-server (b11434) serves one model name, and applies each loaded adapter at its scale to every
     request that names none. Loaded at scale 0 (`--lora-scaled FILE:0,...`; with --lora and
     --lora-init-without-apply its /lora-adapters still reports scale 1, tests/dataplane/test_llama_lora.py),
@@ -118,15 +155,17 @@ def llamacpp_args(adapters: Sequence[Adapter]) -> list[str]:
     (N: its place in spec.adapters). Names and files hold no ':' or ',' (the schema's patterns)."""
     if not adapters:
         return []
-    return ["--lora-scaled", ",".join(f"{gguf_path(a)}:0" for a in adapters)]
+    return ["--lora-scaled", ",".join(f"{gguf_path(a, store)}:0" for a in adapters)]
 
 
 # The download, in the runtime image's Python (vLLM's image ships huggingface_hub): argv carries the
 # adapters, so no user string is spliced into code. It reads each adapter_config.json and refuses a
-# rank above the plan's or another base, naming the adapter and the field to set.
-VLLM_DOWNLOAD = r'''
+# rank above the one planned or another base, naming the adapter and the field to set, with its own
+# exit code (EXIT_RANK, EXIT_BASE). A row: index in spec.adapters ("" in a shared Job, which several
+# resources' lists may hold at other places), name, kind, source, revision or path, folder, max rank.
+VLLM_DOWNLOAD = r"""
 import json, os, sys, urllib.parse, urllib.request
-folder, max_rank, bases, rows = sys.argv[1], int(sys.argv[2]), sys.argv[3].lower().split(","), sys.argv[4:]
+bases, rows = sys.argv[1].lower().split(","), sys.argv[2:]
 def gcs(bucket, prefix, dest):
     req = urllib.request.Request("http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token",
                                  headers={"Metadata-Flavor": "Google"})
@@ -144,9 +183,14 @@ def gcs(bucket, prefix, dest):
         url = api + "/o/" + urllib.parse.quote(item["name"], safe="") + "?alt=media"
         with urllib.request.urlopen(urllib.request.Request(url, headers=auth)) as src, open(target, "wb") as out:
             out.write(src.read())
-for i in range(0, len(rows), 5):
-    index, name, kind, source, extra = rows[i:i + 5]
-    dest = os.path.join(folder, name)
+def refuse(code, text):
+    print(text, file=sys.stderr, flush=True)
+    sys.exit(code)
+for i in range(0, len(rows), 7):
+    index, name, kind, source, extra, dest, max_rank = rows[i:i + 7]
+    entry = f"spec.adapters[{index}]" if index else f"the spec.adapters entry for {source}"
+    field = f"spec.adapters[{index}].rank: " if index else "rank: "
+    where = "" if index else f" on the spec.adapters entry for {source}"
     if kind == "repo":
         from huggingface_hub import snapshot_download
         snapshot_download(source, revision=extra or None, local_dir=dest)
@@ -154,35 +198,63 @@ for i in range(0, len(rows), 5):
         gcs(source, extra, dest)
     config = json.load(open(os.path.join(dest, "adapter_config.json")))
     rank, base = int(config.get("r", 0)), str(config.get("base_model_name_or_path") or "")
-    if rank > max_rank:
-        sys.exit(f"adapter {name}: rank {rank} is above the planned --max-lora-rank {max_rank}: "
-                 f"set spec.adapters[{index}].rank: {rank}")
+    if rank > int(max_rank):
+        refuse(EXIT_RANK, f"adapter {name}: rank {rank} is above the planned --max-lora-rank {max_rank}: "
+                          f"set {field}{rank}{where}")
     if base and base.lower() not in bases and os.path.basename(base.rstrip("/")).lower() not in [b.split("/")[-1] for b in bases]:
-        sys.exit(f"adapter {name}: base_model_name_or_path {base} is not the served model ({', '.join(bases)}): "
-                 f"spec.adapters[{index}] is for another base")
+        refuse(EXIT_BASE, f"adapter {name}: base_model_name_or_path {base} is not the served model ({', '.join(bases)}): "
+                          f"{entry} is for another base")
     print(f"adapter {name}: rank {rank}, base {base or '(unset)'}, in {dest}", flush=True)
-'''
+""".replace("EXIT_RANK", str(EXIT_RANK)).replace("EXIT_BASE", str(EXIT_BASE))
+
+
+def _row(index: int | None, adapter: Adapter, folder: str, max_rank: int) -> list[str]:
+    source = ["repo", adapter.repo or "", adapter.revision or ""] if adapter.repo else \
+        ["bucket", adapter.bucket or "", adapter.path or ""]  # fmt: skip
+    shown = adapter.name if index is not None else (adapter.repo or f"gs://{adapter.bucket}/{adapter.path}")
+    return ["" if index is None else str(index), shown, *source, folder, str(max_rank)]
 
 
 def vllm_download_command(adapters: Sequence[Adapter], base_ids: Sequence[str]) -> list[str]:
-    rows: list[str] = []
-    for i, a in enumerate(adapters):
-        rows += [str(i), a.name, "repo", a.repo or "", a.revision or ""] if a.repo else \
-            [str(i), a.name, "bucket", a.bucket or "", a.path or ""]  # fmt: skip
-    return ["python3", "-c", VLLM_DOWNLOAD, ADAPTER_DIR, str(planned_rank(adapters)), ",".join(base_ids), *rows]
+    """A pod's init container (the emptyDir cache): every adapter into /models/adapters/NAME, checked
+    against the plan's --max-lora-rank."""
+    rank = planned_rank(adapters)
+    rows = [part for i, a in enumerate(adapters) for part in _row(i, a, path(a), rank)]
+    return ["python3", "-c", VLLM_DOWNLOAD, ",".join(base_ids), *rows]
 
 
-def llamacpp_download_commands(adapters: Sequence[Adapter], token: bool) -> list[list[str]]:
-    """One curl per adapter (llama.cpp's images carry curl for their health check): the GGUF from the
-    Hub's resolve URL (HF_ENDPOINT when set); with `token`, HF_TOKEN through curl's --variable (never in argv)."""
-    commands = []
-    for a in adapters:
-        auth = ["--variable", "%HF_TOKEN", "--expand-header", "Authorization: Bearer {{HF_TOKEN}}"] if token else []
-        commands.append(["curl", "--fail", "--location", "--silent", "--show-error", "--create-dirs",
-                         "--variable", "%HF_ENDPOINT=https://huggingface.co", *auth,
-                         "--expand-url", f"{{{{HF_ENDPOINT}}}}/{a.repo}/resolve/{a.revision or 'main'}/{a.gguf}",
-                         "--output", gguf_path(a)])  # fmt: skip
-    return commands
+def vllm_store_command(adapter: Adapter, base_ids: Sequence[str], store: str) -> list[str]:
+    """A shared store's adapter Job: one adapter into its store_key folder, checked against its own
+    rank_bound (the Job serves every resource whose list holds it)."""
+    return ["python3", "-c", VLLM_DOWNLOAD, ",".join(base_ids), *_row(None, adapter, path(adapter, store), rank_bound(adapter))]
+
+
+# llama.cpp's images carry curl (their health check) on Ubuntu 24.04; the token goes to curl as a
+# header read from stdin (`-H @-`, curl >= 7.55), written by the shell's printf builtin: never in any
+# argv. The URL and the file come as the script's arguments, never spliced into it. HF_ENDPOINT as
+# huggingface_hub reads it (the Hub by default). curl (>= 7.58) drops the header on a redirect to
+# another host, as the Hub's to its CDN.
+CURL_DOWNLOAD = """set -eu
+url="${HF_ENDPOINT:-https://huggingface.co}/$1"
+if [ -n "${HF_TOKEN:-}" ]; then
+  printf 'Authorization: Bearer %s\\n' "$HF_TOKEN" | curl --fail --location --silent --show-error --create-dirs -H @- --output "$2" "$url"
+else
+  curl --fail --location --silent --show-error --create-dirs --output "$2" "$url"
+fi
+echo "adapter $3: $1 in $2"
+"""
+
+
+def llamacpp_download_command(adapter: Adapter, store: str | None = None) -> list[str]:
+    """One adapter's GGUF from the Hub's resolve URL into gguf_path: a pod's init container (no
+    store) or a shared store's adapter Job."""
+    where = f"{adapter.repo}/resolve/{adapter.revision or 'main'}/{adapter.gguf}"
+    return ["sh", "-c", CURL_DOWNLOAD, "sh", where, gguf_path(adapter, store), adapter.name if store is None else adapter.repo or ""]
+
+
+def llamacpp_download_commands(adapters: Sequence[Adapter]) -> list[list[str]]:
+    """One curl per adapter, each an init container of the pod (the emptyDir cache)."""
+    return [llamacpp_download_command(a) for a in adapters]
 
 
 def download_bytes(size: ModelSize, adapters: Sequence[Adapter]) -> int:

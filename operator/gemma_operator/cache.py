@@ -9,6 +9,11 @@
 * `gcsfuse`: a Cloud Storage bucket through the GCS FUSE CSI driver, filled the same way (the
   loader mounts it read-write), mounted read-only with the file cache GKE advises for serving.
 
+spec.adapters follow the weights: in the emptyDir with them, or, with a claim or bucket, each filled
+once by its own Job into the store's adapters/KEY (adapters.store_key: what it is, so that resources
+sharing the store with other lists, or one name for other repos, never collide); the Deployment
+waits for every Job its plan needs, and adding an adapter fills only that one.
+
 The claim (or bucket) root is a Hugging Face hub cache (`models--org--name/...`): what
 `hf download --cache-dir` writes and vLLM reads under HF_HOME/hub, and what llama.cpp reads and
 writes under LLAMA_CACHE (b11434 `common/hf-cache.cpp`).
@@ -23,7 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from .api.v1alpha1 import CacheSpec, GemmaDeploymentSpec
+from . import adapters
+from .api.v1alpha1 import Adapter, CacheSpec, GemmaDeploymentSpec
 from .inventory import quantity
 from .planner import Plan
 from .runtimes import (CACHE_DIR, HOME_DIR, STARTUP_FLOOR_S, STARTUP_S_PER_WEIGHT_GIB, XET_CHUNK_CACHE_OFF,
@@ -36,6 +42,9 @@ MARGIN_FRACTION = 0.10
 MARGIN_GIB = 1
 # The writable /models beside a read-only cache (vLLM's HF_HOME keeps small files there).
 SCRATCH_SIZE = "1Gi"
+# An adapter Job's container (its podFailurePolicy names it) and its resources: small files, streamed.
+ADAPTER_CONTAINER = "adapter"
+ADAPTER_RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}
 # The loader's HOME (non-root images): `hf download --cache-dir` writes the weights into the store;
 # under HOME only huggingface_hub's small files (token, Xet metadata; the chunk cache is off), and
 # llama.cpp's downloader writes into LLAMA_CACHE.
@@ -143,10 +152,9 @@ def claim_name(plan: Plan, settings: CacheSpec) -> str:
 
 def plan_cache(plan: Plan, spec: GemmaDeploymentSpec, defaults: CacheSpec | None = None) -> Cache:
     settings = resolve(spec.cache, defaults)
-    # An emptyDir holds the adapters beside the weights; a claim or bucket the weights only (the
-    # adapters land in the pod's writable scratch, sized in apply_to_pod).
-    filled = settings.type in ("pvc", "gcsfuse")
-    size = f"{size_gib(plan.checkpoint_bytes + (0 if filled else plan.adapter_bytes))}Gi"
+    # The adapters land beside the weights (a claim shared with other adapter lists grows when one
+    # needs more: resize).
+    size = f"{size_gib(plan.checkpoint_bytes + plan.adapter_bytes)}Gi"
     name = claim_name(plan, settings) if settings.type in ("pvc", "gcsfuse") else None
     return Cache(type=settings.type or "emptyDir", bytes=plan.checkpoint_bytes, size=size, settings=settings,
                  claim=name, bucket=settings.bucket if settings.type == "gcsfuse" else None)  # fmt: skip
@@ -182,8 +190,8 @@ def apply_to_pod(cache: Cache, plan: Plan, pod_spec: dict[str, Any], pod_meta: d
         pod_spec["volumes"][pod_spec["volumes"].index(models)] = store
         mount = next(m for m in container["volumeMounts"] if m["name"] == "models")
         mount.update(name=VOLUME, readOnly=True)
-    else:  # vLLM: a small writable HF_HOME (and the adapters), the read-only hub cache inside it
-        models["emptyDir"] = {"sizeLimit": scratch_size(plan)}
+    else:  # vLLM: a small writable HF_HOME, the read-only hub cache (and the adapters) inside it
+        models["emptyDir"] = {"sizeLimit": SCRATCH_SIZE}
         pod_spec["volumes"].append(store)
         container["volumeMounts"].append({"name": VOLUME, "mountPath": hub, "readOnly": True})
     # Offline: the weights are there, and nothing may try to write into the read-only cache.
@@ -196,11 +204,6 @@ def apply_to_pod(cache: Cache, plan: Plan, pod_spec: dict[str, Any], pod_meta: d
         pod_spec["volumes"].append({"name": GCSFUSE_FILE_CACHE_VOLUME, "emptyDir": {"sizeLimit": cache.size}})
     if cache.settings.service_account_name:
         pod_spec["serviceAccountName"] = cache.settings.service_account_name
-
-
-def scratch_size(plan: Plan) -> str:
-    """The writable /models beside a filled cache: 1 GiB, and the adapters downloaded into it."""
-    return f"{1 + math.ceil(plan.adapter_bytes / GIB)}Gi" if plan.adapter_bytes else SCRATCH_SIZE
 
 
 def _labels(cache: Cache) -> dict[str, str]:
@@ -239,6 +242,50 @@ def objects(cache: Cache, plan: Plan, spec: GemmaDeploymentSpec, namespace: str,
         if cache.settings.storage_class_name:
             claim["spec"]["storageClassName"] = cache.settings.storage_class_name
         out.append(claim)
+    out.append(_job(cache, plan, spec, namespace, cache.claim or "", "loader", loader_command(plan), tolerations,
+                    pod_security_context, dict(LOADER_RESOURCES), fill_deadline_seconds(cache.bytes)))  # fmt: skip
+    base_ids = tuple(dict.fromkeys((plan.base_id, plan.model_id)))
+    for adapter in plan.adapters:
+        out.append(_job(cache, plan, spec, namespace, adapter_job_name(cache, plan, adapter), ADAPTER_CONTAINER,
+                        adapter_command(plan, adapter, base_ids), tolerations, pod_security_context,
+                        dict(ADAPTER_RESOURCES), fill_deadline_seconds(adapter_bytes(plan, adapter)),
+                        refusals=plan.runtime == "vllm"))  # fmt: skip
+    if refs:
+        for obj in out:
+            obj["metadata"]["ownerReferences"] = refs
+    return out
+
+
+def adapter_bytes(plan: Plan, adapter: Adapter) -> int:
+    """One adapter's share of plan.adapter_bytes (adapters.download_bytes: a MiB each, and weights in
+    proportion to the rank): its Job's spec depends on it alone, never on the list it came in."""
+    ranks = [a.rank or adapters.DEFAULT_RANK for a in plan.adapters]
+    per_rank = (plan.adapter_bytes - len(ranks) * 2**20) / sum(ranks)
+    return int(per_rank * (adapter.rank or adapters.DEFAULT_RANK)) + 2**20
+
+
+def adapter_command(plan: Plan, adapter: Adapter, base_ids: tuple[str, ...]) -> list[str]:
+    """The adapter's download into the store, as the Job mounts it (where the pods mount it too)."""
+    if plan.runtime == "vllm":
+        return adapters.vllm_store_command(adapter, base_ids, HUB_DIR["vllm"])
+    return adapters.llamacpp_download_command(adapter, HUB_DIR["llamacpp"])
+
+
+def adapter_job_name(cache: Cache, plan: Plan, adapter: Adapter) -> str:
+    """One Job per adapter and store, named for what it downloads and checks (its store_key, the rank
+    bound and the bases it is checked against), never for the name a resource gives it; at most 52
+    characters, as the loader's."""
+    key = adapters.store_key(adapter, plan.runtime)
+    checked = f"{cache.claim}|{key}|{adapters.rank_bound(adapter)}|{plan.base_id}|{plan.model_id}|{plan.runtime}"
+    digest = hashlib.sha256(checked.encode()).hexdigest()[:10]
+    return f"gemma-lora-{key.rsplit('-', 1)[0][:28].strip('-') or 'adapter'}-{digest}"
+
+
+def _job(cache: Cache, plan: Plan, spec: GemmaDeploymentSpec, namespace: str, name: str, container: str,
+         command: list[str],
+         tolerations: list[dict[str, Any]], pod_security_context: dict[str, Any], resources: dict[str, Any],
+         deadline_s: int, refusals: bool = False) -> dict[str, Any]:  # fmt: skip
+    """A Job that writes into the store with the runtime image: the loader (the weights) or an adapter's."""
     # vLLM's image: HF_HOME stays under HOME (hf writes more than the hub cache there); the hub
     # cache is the store, named by --cache-dir. llama.cpp: LLAMA_CACHE is the hub cache itself.
     # hf download's Xet chunk cache would land under HOME (runtimes.XET_CHUNK_CACHE_OFF); llama.cpp's
@@ -252,17 +299,17 @@ def objects(cache: Cache, plan: Plan, spec: GemmaDeploymentSpec, namespace: str,
         volumes.append(home)
         mounts.append(home_mount)
         env.insert(0, {"name": "HOME", "value": HOME_DIR})
-    resources = {part: dict(values) for part, values in LOADER_RESOURCES.items()}
+    resources = {part: dict(values) for part, values in resources.items()}
     disk = disk_request(volumes)
     if disk:
         resources["requests"]["ephemeral-storage"] = disk
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [{
-            "name": "loader",
+            "name": container,
             "image": plan.image,
             "imagePullPolicy": "IfNotPresent",
-            "command": loader_command(plan),
+            "command": command,
             "env": env,
             "resources": resources,
             "volumeMounts": mounts,
@@ -289,17 +336,17 @@ def objects(cache: Cache, plan: Plan, spec: GemmaDeploymentSpec, namespace: str,
     pod_meta: dict[str, Any] = {"labels": pod_labels}
     if cache.type == "gcsfuse":
         pod_meta["annotations"] = {GCSFUSE_ANNOTATION: "true"}
-    out.append({
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": cache.claim, "namespace": namespace, "labels": _labels(cache)},
-        "spec": {"backoffLimit": FILL_BACKOFF_LIMIT, "activeDeadlineSeconds": fill_deadline_seconds(cache),
-                 "template": {"metadata": pod_meta, "spec": pod_spec}},
-    })  # fmt: skip
-    if refs:
-        for obj in out:
-            obj["metadata"]["ownerReferences"] = refs
-    return out
+    job_spec: dict[str, Any] = {"backoffLimit": FILL_BACKOFF_LIMIT, "activeDeadlineSeconds": deadline_s,
+                                "template": {"metadata": pod_meta, "spec": pod_spec}}  # fmt: skip
+    if refusals:
+        # The download's refusals (a rank, a base) fail the Job at once, each by its own rule: retrying
+        # cannot change an adapter_config.json, and the rule's index says which (fill_state).
+        job_spec["podFailurePolicy"] = {"rules": [
+            {"action": "FailJob", "onExitCodes": {"containerName": container, "operator": "In", "values": [code]}}
+            for code in adapters.REFUSALS]}  # fmt: skip
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": namespace, "labels": _labels(cache)},
+            "spec": job_spec}  # fmt: skip
 
 
 def owners_joined(refs: list[dict[str, Any]], mine: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
@@ -325,8 +372,8 @@ def deployment_waits(cache_status: Mapping[str, Any] | None) -> bool:
     return bool(cache_status) and cache_status.get("state") not in (None, "Ready")
 
 
-def fill_deadline_seconds(cache: Cache) -> int:
-    per_try = STARTUP_FLOOR_S + STARTUP_S_PER_WEIGHT_GIB * math.ceil(cache.bytes / GIB)
+def fill_deadline_seconds(fetched_bytes: int) -> int:
+    per_try = STARTUP_FLOOR_S + STARTUP_S_PER_WEIGHT_GIB * math.ceil(fetched_bytes / GIB)
     return per_try * (FILL_BACKOFF_LIMIT + 1)
 
 
@@ -402,8 +449,7 @@ def fill_state(job: Mapping[str, Any] | None, claim: Resize | None = None) -> tu
     TooSmall first when the claim it fills is smaller than the checkpoint and cannot be expanded."""
     if claim is not None and claim.too_small:
         return "TooSmall", claim.message()
-    conditions = {c.get("type"): c for c in ((job or {}).get("status") or {}).get("conditions") or []
-                  if c.get("status") == "True"}  # fmt: skip
+    conditions = _ended(job)
     name = ((job or {}).get("metadata") or {}).get("name", "")
     if "Complete" in conditions:
         return "Ready", ""
@@ -415,3 +461,54 @@ def fill_state(job: Mapping[str, Any] | None, claim: Resize | None = None) -> tu
             f"spec.hfTokenSecretRef, the storage class, the bucket's permissions), then delete the Job to fill again."
         )
     return "Filling", ""
+
+
+def _ended(job: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
+    return {c.get("type"): c for c in ((job or {}).get("status") or {}).get("conditions") or []
+            if c.get("status") == "True"}  # fmt: skip
+
+
+# The Job controller's message when a podFailurePolicy rule fails the Job (kubernetes
+# pkg/controller/job/pod_failure_policy.go): "... matching FailJob rule at index N".
+RULE_INDEX = re.compile(r"rule at index (\d+)")
+
+
+def _adapter_failure(index: int, adapter: Adapter, job: str, failed: Mapping[str, Any], plan: Plan) -> str:
+    source = adapter.repo or f"gs://{adapter.bucket}/{adapter.path}"
+    why = failed.get("message") or failed.get("reason") or "failed"
+    rule = RULE_INDEX.search(why) if failed.get("reason") == "PodFailurePolicy" else None
+    code = adapters.REFUSALS[int(rule.group(1))] if rule and int(rule.group(1)) < len(adapters.REFUSALS) else None
+    head = f"Adapter {adapter.name} (spec.adapters[{index}], {source}) was refused by its download, Job {job}: "
+    logs = f"`kubectl logs job/{job}` shows"
+    if code == adapters.EXIT_RANK:
+        return (f"{head}its rank (adapter_config.json `r`) is above {adapters.rank_bound(adapter)}, the rank planned "
+                f"for it. Set spec.adapters[{index}].rank to its rank ({logs} it); no model pod starts until then.")
+    if code == adapters.EXIT_BASE:
+        return (f"{head}it is made for another base (adapter_config.json base_model_name_or_path; {logs} which), "
+                f"not {plan.model_id}. Remove it from spec.adapters or name an adapter made for {plan.model_id}; no "
+                f"model pod starts until then.")
+    return (f"The adapter Job {job} for adapter {adapter.name} (spec.adapters[{index}], {source}) failed: {why}. See "
+            f"`kubectl logs job/{job}`; fix the cause (the token in spec.hfTokenSecretRef, the repo and revision, the "
+            f"bucket's permissions), then delete the Job to fill again.")
+
+
+def fill(cache: Cache, plan: Plan, jobs: Mapping[str, Mapping[str, Any] | None],
+         claim: Resize | None = None) -> tuple[str, str]:  # fmt: skip
+    """(state, message) of every Job a filled cache needs for this plan, by name: the loader's first
+    (fill_state), then each adapter's in spec order. Failed names the adapter and what to change; Filling
+    with a message while only adapters are left (a list that grew: only the new one fills)."""
+    state, message = fill_state(jobs.get(cache.claim or ""), claim)
+    if state in ("TooSmall", "Failed"):
+        return state, message
+    waiting = []
+    for index, adapter in enumerate(plan.adapters):
+        name = adapter_job_name(cache, plan, adapter)
+        ended = _ended(jobs.get(name))
+        if "Failed" in ended:
+            return "Failed", _adapter_failure(index, adapter, name, ended["Failed"], plan)
+        if "Complete" not in ended:
+            waiting.append(adapter.name)
+    if state == "Filling" or not waiting:
+        return state, message
+    return "Filling", (f"The adapter Jobs fill the cache {cache.claim if cache.type == 'pvc' else cache.bucket} with "
+                       f"{', '.join(waiting)} once; the model pods start when they complete.")  # fmt: skip

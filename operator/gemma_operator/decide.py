@@ -339,16 +339,16 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
                                       selection, settings)  # fmt: skip
     if update:  # the pods keep the template they run: the selection names the image they run
         selection = {**selection, "image": rollout.running_image(deployment["spec"]["template"])}
-    if rolls_out:
-        events.append(Event("Normal", "RollingOut", f"Replacing the model pods; first change: {rolls_out}."))
     reported = next((c for c in current.get("conditions") or [] if c.get("type") == update[0]),
                     {}) if update else {}  # fmt: skip
     if update and reported.get("message") != update[3]:  # once per new rendering, not per reconcile
         events.append(Event("Normal", "UpdateAvailable", update[3]))
 
-    claims, prunes, job = _claims(resource, objects, observed, fill=not claim.too_small)
-    state, fill_message = cache_mod.fill_state(job, claim) if cache.filled else (None, "")
+    claims, prunes, jobs = _claims(resource, objects, observed, fill=not claim.too_small)
+    state, fill_message = cache_mod.fill(cache, result, jobs, claim) if cache.filled else (None, "")
     cache_status = cache.status(state, fill_message)
+    if rolls_out and not cache_mod.deployment_waits(cache_status):  # announced when the Deployment is sent
+        events.insert(0, Event("Normal", "RollingOut", f"Replacing the model pods; first change: {rolls_out}."))
     objects = [obj for obj in objects if obj["kind"] not in SHARED]
     prunes += _prunes(resource, objects, observed)
     applies, after = _applies(resource, objects, observed, cache_status)
@@ -435,13 +435,13 @@ def _ask_expansion(claim: cache_mod.Resize, observed: Observed) -> Intent:
 
 
 def _claims(resource: Mapping[str, Any], objects: list[dict[str, Any]], observed: Observed,
-            fill: bool = True) -> tuple[tuple[Apply, ...], tuple[Prune, ...], Mapping[str, Any] | None]:  # fmt: skip
+            fill: bool = True) -> tuple[tuple[Apply, ...], tuple[Prune, ...], dict[str, Any]]:  # fmt: skip
     """Create the cache objects, or join their owners (never re-applied: a claim's and a Job's spec
     are fixed once created, and other deployments own them too); leave the ones no longer used to
     their other owners, or delete them when this was the last (as garbage collection would).
-    Without `fill` (the claim is too small for the checkpoint), the loader Job is left alone.
-    Returns the claims, the prunes and the live loader Job."""
-    claims, job = [], None
+    Without `fill` (the claim is too small for the checkpoint), the Jobs are left alone.
+    Returns the claims, the prunes and the live Jobs (loader, adapters) by name."""
+    claims, jobs = [], {}
     new_spec = spec_is_new(resource)
     for obj in objects:
         if obj["kind"] not in SHARED or (obj["kind"] == "Job" and not fill):
@@ -457,7 +457,7 @@ def _claims(resource: Mapping[str, Any], objects: list[dict[str, Any]], observed
                 claims.append(Apply(obj, "join", confirm_owner=True, owners=tuple(owners),
                                     resource_version=live["metadata"]["resourceVersion"]))  # fmt: skip
         if obj["kind"] == "Job":
-            job = live
+            jobs[meta["name"]] = live
     desired = {(o["kind"], o["metadata"]["name"]) for o in objects if o["kind"] in SHARED}
     prunes = []
     uid = resource["metadata"].get("uid")
@@ -470,7 +470,7 @@ def _claims(resource: Mapping[str, Any], objects: list[dict[str, Any]], observed
         shared = live["metadata"]
         prunes.append(Prune(SHARED_API[kind], kind, name, "leave" if others else "delete", shared.get("uid"),
                             shared.get("resourceVersion"), tuple(others)))  # fmt: skip
-    return tuple(claims), tuple(prunes), job
+    return tuple(claims), tuple(prunes), jobs
 
 
 def _prunes(resource: Mapping[str, Any], objects: list[dict[str, Any]], observed: Observed) -> tuple[Prune, ...]:

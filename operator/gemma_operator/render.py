@@ -137,9 +137,9 @@ def _tolerations(plan: Plan, spec: GemmaDeploymentSpec) -> list[dict[str, Any]]:
     return result
 
 
-def server(plan: Plan, spec: GemmaDeploymentSpec) -> Server:
+def server(plan: Plan, spec: GemmaDeploymentSpec, adapter_store: str | None = None) -> Server:
     runtime = vllm if plan.runtime == "vllm" else llamacpp
-    return runtime.server(plan, spec, plan.image)  # spec.image, when set, is already the plan's
+    return runtime.server(plan, spec, plan.image, adapter_store)  # spec.image, when set, is already the plan's
 
 
 def pod_security_context(plan: Plan) -> dict[str, Any]:
@@ -155,7 +155,8 @@ def pod_security_context(plan: Plan) -> dict[str, Any]:
 def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan,
                cache: cache_mod.Cache | None = None) -> dict[str, Any]:  # fmt: skip
     cache = cache or cache_mod.plan_cache(plan, spec)
-    srv = server(plan, spec)
+    # A filled cache holds the adapters (its Jobs fill them); the emptyDir, each pod's init containers.
+    srv = server(plan, spec, cache_mod.HUB_DIR[plan.runtime] if cache.filled else None)
     srv.container["securityContext"] = container_security_context()
     if plan.run_as:
         home, home_mount = home_volume(HOME_SIZE[plan.runtime])
@@ -182,8 +183,8 @@ def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan,
         pod_spec["tolerations"] = tolerations
     pod_meta: dict[str, Any] = {"labels": labels(name, plan)}
     cache_mod.apply_to_pod(cache, plan, pod_spec, pod_meta)
-    if plan.adapters:
-        pod_spec["initContainers"] = adapter_loaders(plan, spec, srv.container)
+    if plan.adapters and not cache.filled:
+        pod_spec["initContainers"] = adapter_loaders(plan, srv.container)
     disk = disk_request(pod_spec["volumes"])  # every disk-backed emptyDir, so the scheduler counts them
     if disk:
         srv.container["resources"].setdefault("requests", {})["ephemeral-storage"] = disk
@@ -208,15 +209,15 @@ def deployment(name: str, namespace: str, spec: GemmaDeploymentSpec, plan: Plan,
     return result
 
 
-def adapter_loaders(plan: Plan, spec: GemmaDeploymentSpec, server_container: dict[str, Any]) -> list[dict[str, Any]]:
-    """Init containers that download spec.adapters into the pod's /models/adapters before the server
-    starts, in the server's image, with its env (online: a filled cache's HF_HUB_OFFLINE is dropped)
-    and its mounts. vLLM's checks each adapter_config.json against the plan's rank and base."""
+def adapter_loaders(plan: Plan, server_container: dict[str, Any]) -> list[dict[str, Any]]:
+    """Init containers that download spec.adapters into the pod's /models/adapters (the emptyDir cache)
+    before the server starts, in the server's image, with its env and its mounts. vLLM's checks each
+    adapter_config.json against the plan's rank and base."""
     if plan.runtime == "vllm":
         commands = [adapters_mod.vllm_download_command(plan.adapters, tuple(dict.fromkeys((plan.base_id, plan.model_id))))]
     else:
-        commands = adapters_mod.llamacpp_download_commands(plan.adapters, token=spec.hf_token_secret_ref is not None)
-    env_vars = [v for v in server_container["env"] if v["name"] != "HF_HUB_OFFLINE"]
+        commands = adapters_mod.llamacpp_download_commands(plan.adapters)
+    env_vars = server_container["env"]
     mounts = [m for m in server_container["volumeMounts"] if not m.get("readOnly") and m["name"] != "dshm"]
     # vLLM: one container for all; llama.cpp: one curl each, named for its adapter (a DNS label).
     names = ["adapters"] if plan.runtime == "vllm" else \
@@ -277,9 +278,6 @@ def render(plan: Plan, name: str, namespace: str, spec: GemmaDeploymentSpec,
     scaling.signal(spec, plan)  # refuse a metric the engine lacks before anything else
     choice = choice or scaling.choose(spec, set())
     cache = cache_mod.plan_cache(plan, spec, cache_defaults)
-    if plan.adapters and plan.runtime == "llamacpp" and cache.filled:
-        # llama.cpp reads the claim or bucket at /models read-only: no room for the adapters' download there.
-        raise InvalidSpec("adapters", f"llama.cpp serves adapters from the emptyDir cache only, not cache.type {cache.type}")
     objects = [deployment(name, namespace, spec, plan, cache), service(name, namespace, spec, plan)]
     objects += [obj for obj in optional_children(name, namespace, spec, plan, choice) if obj is not None]
     if owner is not None:

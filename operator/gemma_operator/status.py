@@ -182,7 +182,7 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int, o
             stalled = ("True", why, message)
         elif fill == "Filling":
             where = outcome.cache.get("claim") or outcome.cache.get("bucket")
-            message = (
+            message = outcome.cache.get("message") or (  # the adapters' Jobs say which they fill
                 f"The loader Job fills the cache {where} with {selection.get('modelId')} "
                 f"({outcome.cache['bytes'] / 1e9:.1f} GB) once; the model pods start when it completes."
             )

@@ -113,8 +113,10 @@ class HubRepo:
 class LoopbackHub:
     """The Hub on 127.0.0.1 in a thread. `with LoopbackHub(repos) as hub:`; `hub.endpoint` is the URL."""
 
-    def __init__(self, repos: list[HubRepo] | None = None) -> None:
+    def __init__(self, repos: list[HubRepo] | None = None, token: str | None = None) -> None:
         self.repos: dict[str, HubRepo] = {r.repo_id: r for r in repos or []}
+        self.token = token  # set: every request without `Authorization: Bearer <token>` gets the Hub's 401
+        self.authorized: list[bool] = []  # per request: whether it carried that header
         self.file_bytes: Counter[tuple[str, str]] = Counter()
         self.ranged_bytes: Counter[tuple[str, str]] = Counter()  # the part of file_bytes sent as 206s
         self.api_bytes = 0
@@ -210,6 +212,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _route(self, head: bool) -> None:
         url = urllib.parse.urlsplit(self.path)
+        if self.owner.token is not None:
+            authorized = self.headers.get("Authorization") == f"Bearer {self.owner.token}"
+            with self.owner._lock:
+                self.owner.authorized.append(authorized)
+            if not authorized:
+                return self._error(401, "GatedRepo", "Access to this repo is restricted: log in.", head)
         parts = [urllib.parse.unquote(p) for p in url.path.split("/")[1:]]
         if len(parts) >= 4 and parts[:2] == ["api", "models"]:
             repo_id, rest = "/".join(parts[2:4]), parts[4:]

@@ -58,12 +58,16 @@ def planned(fixture: str, spec: dict[str, Any]) -> tuple[GemmaDeploymentSpec, Pl
     return parsed, plan(parsed, pools(nodes(fixture), cat, parsed.node_selector), cat)
 
 
-def rendered_pod(fixture: str, spec: dict[str, Any], name: str = "chat") -> dict[str, Any]:
-    """The pod spec of the Deployment rendered for `spec` on the node fixture."""
+def rendered_objects(fixture: str, spec: dict[str, Any], name: str = "chat") -> list[dict[str, Any]]:
+    """Every object rendered for `spec` on the node fixture (the cache's Jobs first, when any)."""
     parsed, result = planned(fixture, spec)
     assert not isinstance(result, NoFit), f"{fixture} {spec}: no fit: {result.message}"
-    objects = render(result, name, "default", parsed)
-    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    return render(result, name, "default", parsed)
+
+
+def rendered_pod(fixture: str, spec: dict[str, Any], name: str = "chat") -> dict[str, Any]:
+    """The pod spec of the Deployment rendered for `spec` on the node fixture."""
+    (deployment,) = [o for o in rendered_objects(fixture, spec, name) if o["kind"] == "Deployment"]
     return deployment["spec"]["template"]["spec"]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from gemma_operator import adapters, cache
 from gemma_operator.runtimes import CACHE_DIR
 from tests.dataplane import hub, servers, tinylora
 from tests.dataplane.conftest import VLLM_FIXTURE, VLLM_SPEC, VLLM_START_TIMEOUT_S
@@ -118,9 +119,63 @@ def test_the_download_refuses_a_rank_above_the_plan(lora_run, vllm_python, tmp_p
     """Rendered for max rank 16; told 4, the same command stops naming the adapter and the field to set."""
     (loader,) = lora_run.pod["initContainers"]
     command = list(loader["command"])
-    command[4] = "4"
+    assert command[4:6] == ["0", "support-bot"] and command[10] == "16"  # a row: index, name, ..., max rank
+    command[10] = "4"
     repos = [hub.HubRepo.from_dir(ADAPTERS[0]["repo"], lora_run.scratch / "models" / "adapters" / "support-bot")]
     with hub.LoopbackHub(repos) as loopback:
         done = _download(loader, vllm_python, tmp_path, loopback.endpoint, command)
-    assert done.returncode != 0
+    assert done.returncode == adapters.EXIT_RANK
     assert "adapter support-bot: rank 8 is above the planned --max-lora-rank 4: set spec.adapters[0].rank: 8" in done.stderr
+
+
+def _store_run(job: dict[str, Any], python: pathlib.Path, store: pathlib.Path, hub_endpoint: str) -> subprocess.CompletedProcess:
+    """An adapter Job's command, the store (mounted at the hub cache) moved to `store`."""
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:2] == ["python3", "-c"], command
+    env = servers.clean_env({**servers.hub_env(hub_endpoint), "HF_HOME": str(store.parent / "hf-home")})
+    moved = [a.replace(f"{cache.HUB_DIR['vllm']}/", f"{store}/") for a in command[3:]]
+    return subprocess.run([str(python), *command[1:3], *moved], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def lora_hub_repos(vllm_python, tmp_path_factory) -> list[hub.HubRepo]:
+    written = tmp_path_factory.mktemp("store-loras")
+    return [hub.HubRepo.from_dir(a["repo"], tinylora.write(written / a["name"], vllm_python, base=BASE_ID, rank=8, seed=i + 1))
+            for i, a in enumerate(ADAPTERS)]  # fmt: skip
+
+
+def _jobs_and_args(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    objs = servers.rendered_objects(VLLM_FIXTURE, spec)
+    jobs = [o for o in objs if o["kind"] == "Job" and o["spec"]["template"]["spec"]["containers"][0]["name"] == "adapter"]
+    (deployment,) = [o for o in objs if o["kind"] == "Deployment"]
+    return jobs, deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_a_shared_stores_adapter_jobs_download_where_lora_modules_points(vllm_python, lora_hub_repos, tmp_path):
+    """cache.type pvc: one Job per adapter fills the claim's adapters/KEY; the pods read it at --lora-modules."""
+    jobs, args = _jobs_and_args({**SPEC, "cache": {"type": "pvc"}})
+    store = tmp_path / "claim"
+    with hub.LoopbackHub(lora_hub_repos) as loopback:
+        runs = [_store_run(job, vllm_python, store, loopback.endpoint) for job in jobs]
+    assert [r.returncode for r in runs] == [0, 0], [r.stderr[-2000:] for r in runs]
+    modules = args[args.index("--lora-modules") + 1:args.index("--max-loras")]
+    for module, adapter in zip(modules, ADAPTERS, strict=True):
+        name, folder = module.split("=", 1)
+        local = pathlib.Path(folder.replace(f"{cache.HUB_DIR['vllm']}/", f"{store}/"))
+        assert name == adapter["name"] and local.parent == store / "adapters"
+        assert json.loads((local / "adapter_config.json").read_text())["r"] == 8
+        assert (local / "adapter_model.safetensors").stat().st_size > 0
+
+
+def test_a_shared_stores_adapter_job_refuses_a_rank_above_its_own_with_its_exit_code(vllm_python, lora_hub_repos,
+                                                                                     tmp_path):  # fmt: skip
+    """Declared rank 1 (planned 1): the adapter's r 8 is refused with EXIT_RANK, the code the Job's
+    podFailurePolicy fails it at once on; the Job names the repo (several resources may share it)."""
+    jobs, _ = _jobs_and_args({**SPEC, "cache": {"type": "pvc"}, "adapters": [{**ADAPTERS[0], "rank": 1}]})
+    (job,) = jobs
+    with hub.LoopbackHub(lora_hub_repos[:1]) as loopback:
+        done = _store_run(job, vllm_python, tmp_path / "claim", loopback.endpoint)
+    assert done.returncode == adapters.EXIT_RANK
+    assert [adapters.EXIT_RANK] in [r["onExitCodes"]["values"] for r in job["spec"]["podFailurePolicy"]["rules"]]
+    assert ("adapter acme/tiny-support-lora: rank 8 is above the planned --max-lora-rank 1: set rank: 8 on the "
+            "spec.adapters entry for acme/tiny-support-lora") in done.stderr

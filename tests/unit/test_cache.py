@@ -102,8 +102,7 @@ def test_the_31b_bf16_pvc_plan_of_the_issue(catalog):
     assert loader_pod["nodeSelector"] == pod_selector(objs)
     assert loader_pod["securityContext"]["fsGroup"] == result.run_as[1]
     assert "nvidia.com/gpu" not in str(loader_pod["containers"][0]["resources"])  # the loader takes no GPU
-    assert job["spec"]["activeDeadlineSeconds"] == cache_mod.fill_deadline_seconds(cache_mod.plan_cache(
-        result, GemmaDeploymentSpec.model_validate({"cache": {"type": "pvc"}})))
+    assert job["spec"]["activeDeadlineSeconds"] == cache_mod.fill_deadline_seconds(result.checkpoint_bytes)
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     store = next(v for v in pod["volumes"] if v["name"] == "model-cache")
@@ -233,6 +232,44 @@ def test_fill_state_of_the_loader_job(job, state):
     assert got == state
     if state == "Failed":
         assert "Job has reached the specified backoff limit" in message and "kubectl logs job/fill" in message
+
+
+ADAPTERS = [{"name": "support-bot", "repo": "acme/support-lora"}, {"name": "sql-writer", "bucket": "loras", "path": "team/sql"}]
+DONE = {"type": "Complete", "status": "True"}
+
+
+def _failed(reason: str, message: str) -> dict:
+    return {"type": "Failed", "status": "True", "reason": reason, "message": message}
+
+
+def _rule(index: int) -> dict:
+    return _failed("PodFailurePolicy", f"Container adapter for pod ns/p failed with exit code {3 + index} matching "
+                                       f"FailJob rule at index {index}")  # fmt: skip
+
+
+@pytest.mark.parametrize("loader, support, sql, state, words", [
+    (None, None, None, "Filling", ""),                      # the loader's own message (status.py's)
+    (DONE, None, DONE, "Filling", "with support-bot once"),  # only what is left is named
+    (DONE, DONE, DONE, "Ready", ""),
+    (_failed("BackoffLimitExceeded", "401"), None, None, "Failed", "The loader Job"),  # the loader first
+    (DONE, _rule(0), None, "Failed", "Set spec.adapters[0].rank to its rank"),
+    (DONE, DONE, _rule(1), "Failed", "Adapter sql-writer (spec.adapters[1], gs://loras/team/sql) was refused"),
+    (DONE, DONE, _rule(1), "Failed", "Remove it from spec.adapters or name an adapter made for google/gemma-3-1b-it"),
+    (DONE, _failed("BackoffLimitExceeded", "Job has reached the specified backoff limit"), None, "Failed",
+     "for adapter support-bot (spec.adapters[0], acme/support-lora) failed: Job has reached the specified backoff"),
+])  # fmt: skip
+def test_the_fill_waits_for_the_loader_and_every_adapter_job(catalog, loader, support, sql, state, words):
+    spec = {"model": {"family": "gemma3", "size": "1b"}, "cache": {"type": "pvc"}, "adapters": ADAPTERS}
+    result, objs = rendered(catalog, "gke-l4", spec)
+    cache = cache_mod.plan_cache(result, GemmaDeploymentSpec.model_validate(spec))
+    names = [cache.claim, *(cache_mod.adapter_job_name(cache, result, a) for a in result.adapters)]
+    assert names == [o["metadata"]["name"] for o in objs if o["kind"] == "Job"]
+    jobs = {name: ({"metadata": {"name": name}, "status": {"conditions": [ended]}} if ended else None)
+            for name, ended in zip(names, (loader, support, sql), strict=True)}  # fmt: skip
+    got, message = cache_mod.fill(cache, result, jobs)
+    assert got == state and words in message
+    if got == "Failed":
+        assert "kubectl logs job/" in message
 
 
 def _conditions(st: dict) -> dict[str, dict]:

@@ -384,6 +384,30 @@ def scenario(catalog) -> dict[str, tuple[World, Settings, dict[str, Any]]]:
                                            expect(claims=[("join", "PersistentVolumeClaim")], applies=["Service"],
                                                   events=[("Warning", "CacheClaimTooSmall")],
                                                   status=("Degraded", "CacheClaimTooSmall")))
+    # tests/integration/test_adapters.py, test_a_filled_cache_gets_one_job_per_adapter_then_the_deployment:
+    # a Job per adapter beside the loader; the Deployment waits for all of them; a refusal stalls.
+    lora = {**pvc, "adapters": LORAS}
+    rows["adapters-fill"] = (fresh(lora), default,
+                             expect(claims=[("create", "PersistentVolumeClaim"), ("create", "Job"), ("create", "Job"),
+                                            ("create", "Job")], applies=["Service"], status=("Deploying", "FillingCache")))
+    lora_filling = settled(catalog, lora)
+    loader_done = jobs_ended(lora_filling, {lora_filling_loader(lora_filling): COMPLETE})
+    rows["adapters-filling"] = (loader_done, default, expect(status=("Deploying", "FillingCache")))
+    refused_rank = jobs_ended(lora_filling, {name: (COMPLETE if name == lora_filling_loader(lora_filling) else
+                                                    REFUSED_RANK) for name in job_names(lora_filling)})
+    rows["adapters-refused"] = (refused_rank, default, expect(events=[("Warning", "CacheFillFailed")],
+                                                              status=("Degraded", "CacheFillFailed")))
+    lora_filled = jobs_ended(lora_filling, {name: COMPLETE for name in job_names(lora_filling)})
+    rows["adapters-filled"] = (lora_filled, default, expect(applies=["Deployment"], status=("Deploying", "RollingOut")))
+    serving = step(catalog, lora_filled)
+    grown = {**lora, "adapters": [*LORAS, EXTRA_LORA]}
+    added = dataclasses.replace(serving, resource=resource(grown, serving.resource["status"], 2))
+    rows["adapter-added"] = (added, default, expect(claims=[("create", "Job")], events=[("Normal", "Planned")],
+                                                    status=("Deploying", "FillingCache")))
+    # ...once it is filled, the Deployment is sent, and the RollingOut Event names the new adapter.
+    rows["adapter-added-filled"] = (jobs_ended(step(catalog, added), {name: COMPLETE for name in job_names(step(
+        catalog, added))}), default, expect(applies=["Deployment"], events=[("Normal", "RollingOut")],
+                                            status=("Deploying", "RollingOut")))
     # test_an_operator_upgrade_keeps_the_released_template_until_the_opt_in
     rows["update-available"] = (_released(catalog, base), default,
                                 expect(applies=["Deployment"], events=[("Normal", "UpdateAvailable")],
@@ -405,6 +429,41 @@ def scenario(catalog) -> dict[str, tuple[World, Settings, dict[str, Any]]]:
                               expect(prunes=[("delete", kind) for kind in reversed(GATEWAY_KINDS)],
                                      applies=["Deployment"], status=("Deploying", "RollingOut")))
     return rows
+
+
+LORAS = [{"name": "support-bot", "repo": "acme/support-lora", "rank": 8}, {"name": "sql-writer", "repo": "acme/sql-lora"}]
+EXTRA_LORA = {"name": "faq-bot", "repo": "acme/faq-lora"}
+COMPLETE = {"type": "Complete", "status": "True"}
+# What the Job controller writes when a podFailurePolicy rule fails a Job (the rank refusal: rule 0).
+REFUSED_RANK = {"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
+                "message": "Container adapter for pod gemma/x failed with exit code 3 matching FailJob rule at index 0"}
+
+
+def job_names(world: World) -> list[str]:
+    return [name for kind, name in world.observed.shared if kind == "Job"]
+
+
+def lora_filling_loader(world: World) -> str:
+    """The loader Job: named as the claim."""
+    return cache_claim(world)[0]
+
+
+def jobs_ended(world: World, ended: dict[str, dict[str, Any]]) -> World:
+    """The world with these Jobs ended as the Job controller writes it (one terminal condition each)."""
+    shared = {key: (merge(live, {"status": {"conditions": [ended[key[1]]]}}) if key[0] == "Job" and key[1] in ended
+                    else live) for key, live in world.observed.shared.items()}  # fmt: skip
+    return with_observed(world, shared=shared)
+
+
+def step(catalog, world: World) -> World:
+    """The world once its reconcile is carried out: status written, what it sent kept as the server would."""
+    intent = run(catalog, world)
+    children, shared = dict(world.observed.children), dict(world.observed.shared)
+    for n, item in enumerate((*intent.claims, *intent.applies)):
+        key = (item.obj["kind"], item.obj["metadata"]["name"])
+        (shared if key[0] in decide_mod.SHARED else children)[key] = as_stored(item.obj, n)
+    resource_ = {**world.resource, "status": merge(world.resource["status"], intent.status)}
+    return World(resource_, dataclasses.replace(world.observed, children=children, shared=shared), world.nodes)
 
 
 def cache_claim(world: World) -> tuple[str, str]:
@@ -447,7 +506,8 @@ ROWS = ["create", "ready", "idle", "idle-ready", "hand-edit", "hand-edit-service
         "cache-left", "cache-shared-left", "update-available", "update-accepted", "scale-up", "cache-claim-fits",
         "cache-claim-fits-capacity", "cache-claim-expand", "cache-claim-expanded", "cache-claim-too-small",
         "cache-claim-too-small-fresh", "gateway", "gateway-idle", "gateway-no-crds",
-        "gateway-pruned"]  # fmt: skip
+        "gateway-pruned", "adapters-fill", "adapters-filling", "adapters-refused", "adapters-filled",
+        "adapter-added", "adapter-added-filled"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -765,3 +825,24 @@ def test_the_gateways_objects_without_a_watch_are_the_resyncs_to_repair(catalog)
 def test_a_discovery_change_requeues_the_resources_behind_a_gateway(before, after, affected):
     specs = {"gw": {"gateway": {"parentRefs": [{"name": "g"}]}}, "plain": {}, "none": None}
     assert gateway.affected_by_discovery(specs, before, after) == affected
+
+
+def test_the_adapters_fill_says_which_it_waits_for_and_a_refusal_names_the_adapter_and_field(rows, catalog):
+    filling, _, _ = rows["adapters-filling"]
+    message = run(catalog, filling).cache_fill["message"]
+    assert "support-bot, sql-writer once" in message and condition_of(catalog, filling, "Progressing") == message
+    refused_world, _, _ = rows["adapters-refused"]
+    intent = run(catalog, refused_world)
+    # Both adapter Jobs refused: the first in spec order is named, with the field to set.
+    assert intent.cache_fill["state"] == "Failed"
+    assert intent.cache_fill["message"].startswith("Adapter support-bot (spec.adapters[0], acme/support-lora) was refused")
+    assert "Set spec.adapters[0].rank to its rank" in intent.cache_fill["message"]
+    assert not [a for a in intent.applies if a.obj["kind"] == "Deployment"]  # nothing half-applied
+    added, _, _ = rows["adapter-added-filled"]
+    (rolling,) = [e.message for e in run(catalog, added).events if e.reason == "RollingOut"]
+    assert "faq-bot=/models/huggingface/hub/adapters/faq-lora-" in rolling
+
+
+def condition_of(catalog, world: World, kind: str) -> str:
+    written = merge(world.resource.get("status"), run(catalog, world).status)
+    return next(c["message"] for c in written["conditions"] if c["type"] == kind)

@@ -39,6 +39,11 @@ CASES = {
     # LoRA adapters (issue 19): vLLM's --lora-modules on an L4, llama.cpp's --lora on CPU; one rank known, one not.
     "l4-two-adapters": ("gke-l4", {"model": {"family": "gemma3", "size": "1b"}, "adapters": ADAPTERS}),
     "cpu-two-adapters": ("gke-cpu-only", {"model": {"family": "gemma3", "size": "1b"}, "adapters": ADAPTERS}),
+    # ...with a shared store: one Job per adapter fills it, the pods mount it read-only (no init containers).
+    "l4-two-adapters-pvc": ("gke-l4", {"model": {"family": "gemma3", "size": "1b"}, "adapters": ADAPTERS,
+                                       "cache": {"type": "pvc"}}),
+    "cpu-two-adapters-gcsfuse": ("gke-cpu-only", {"model": {"family": "gemma3", "size": "1b"}, "adapters": ADAPTERS,
+                                                  "cache": {"type": "gcsfuse", "bucket": "team-models"}}),
     "l4-everything-set": (
         "gke-l4",
         {
@@ -93,7 +98,8 @@ def _pod(objs: list[dict]) -> dict:
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_every_pod_keeps_the_invariants(catalog, case):
-    deployment, service, *_ = rendered(catalog, *CASES[case])
+    objs = {o["kind"]: o for o in rendered(catalog, *CASES[case]) if o["kind"] in ("Deployment", "Service")}
+    deployment, service = objs["Deployment"], objs["Service"]  # after the cache objects, when there are any
     pod = _pod([deployment])
     (container,) = pod["containers"]
     assert all(isinstance(a, str) for a in container["args"])
@@ -301,7 +307,7 @@ def test_the_refusal_names_the_flag_as_the_server_reads_it(catalog):
 def test_the_progress_deadline_covers_the_start_up_budget(catalog, case):
     """Kubernetes' default (600 s) fires during a normal first start of a large model; the
     Deployment's deadline is the startup probe's whole budget plus time to schedule and pull."""
-    deployment, *_ = rendered(catalog, *CASES[case])
+    deployment = next(o for o in rendered(catalog, *CASES[case]) if o["kind"] == "Deployment")
     probe = deployment["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
     budget = probe["periodSeconds"] * probe["failureThreshold"]
     assert deployment["spec"]["progressDeadlineSeconds"] >= budget + 600

@@ -22,7 +22,8 @@ def threads(plan: Plan) -> int:
     return max(1, math.floor(plan.pool.node_cpu) - 1)
 
 
-def args(plan: Plan) -> list[str]:
+def args(plan: Plan, adapter_store: str | None = None) -> list[str]:
+    """`adapter_store`: where a filled cache is mounted (its adapters in it); None: the pod downloads them."""
     if plan.model_file:
         source = ["--hf-repo", plan.model_id, "--hf-file", plan.model_file]
     else:
@@ -39,7 +40,7 @@ def args(plan: Plan) -> list[str]:
         # micro-batch, so the micro-batch holds the context.
         result += ["--embeddings", "--pooling", plan.pooling or "mean",
                    "--batch-size", str(plan.batch_tokens), "--ubatch-size", str(plan.batch_tokens)]  # fmt: skip
-    result += adapters.llamacpp_args(plan.adapters)
+    result += adapters.llamacpp_args(plan.adapters, adapter_store)
     if plan.chat_template:
         result.append("--jinja")  # apply the chat template shipped inside the GGUF
     result += multimodal_args(plan)
@@ -73,7 +74,7 @@ def resources(plan: Plan) -> dict:
     return {"requests": {"cpu": "2", "memory": memory, **device}, "limits": {"memory": memory, **device}}
 
 
-def server(plan: Plan, spec: GemmaDeploymentSpec, image: str) -> Server:
+def server(plan: Plan, spec: GemmaDeploymentSpec, image: str, adapter_store: str | None = None) -> Server:
     models, models_mount = cache_volume()
     shm, shm_mount = shm_volume("1Gi")
     own_env = [{"name": "LLAMA_CACHE", "value": CACHE_DIR}]
@@ -81,7 +82,7 @@ def server(plan: Plan, spec: GemmaDeploymentSpec, image: str) -> Server:
     if template := chat_template.volume(spec):
         volumes.append(template[0])
         mounts.append(template[1])
-    argv = args(plan)
+    argv = args(plan, adapter_store)
     if spec.chat_template is not None and "--jinja" not in argv:
         argv.append("--jinja")  # before --chat-template: without it llama-server takes only templates it knows
     return Server(

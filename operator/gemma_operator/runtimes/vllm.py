@@ -23,7 +23,8 @@ def _fraction(value: float) -> str:
     return text[:-1] if text.endswith("0") else text
 
 
-def args(plan: Plan) -> list[str]:
+def args(plan: Plan, adapter_store: str | None = None) -> list[str]:
+    """`adapter_store`: where a filled cache is mounted (its adapters in it); None: the pod downloads them."""
     result = [
         plan.model_id,
         "--served-model-name", plan.served_model_name,
@@ -39,7 +40,7 @@ def args(plan: Plan) -> list[str]:
     result += multimodal_args(plan)
     if plan.task == "embed":
         result += embedding_args(plan)
-    return result + adapters.vllm_args(plan.adapters)
+    return result + adapters.vllm_args(plan.adapters, adapter_store)
 
 
 def embedding_args(plan: Plan) -> list[str]:
@@ -75,7 +76,7 @@ def resources(plan: Plan) -> dict:
     }
 
 
-def server(plan: Plan, spec: GemmaDeploymentSpec, image: str) -> Server:
+def server(plan: Plan, spec: GemmaDeploymentSpec, image: str, adapter_store: str | None = None) -> Server:
     models, models_mount = cache_volume()
     shm, shm_mount = shm_volume(gib(2 * plan.tensor_parallel_size))
     own_env = [
@@ -89,7 +90,7 @@ def server(plan: Plan, spec: GemmaDeploymentSpec, image: str) -> Server:
         mounts.append(template[1])
     return Server(
         container=container(
-            "vllm", image, COMMAND, args(plan) + chat_template.args(spec, "vllm") + list(spec.extra_args),
+            "vllm", image, COMMAND, args(plan, adapter_store) + chat_template.args(spec, "vllm") + list(spec.extra_args),
             env(spec, own_env), resources(plan), mounts, plan,
         ),
         volumes=volumes,

@@ -268,7 +268,8 @@ class KubeAPI:
             lambda: (d := self.request("GET", path)).get("status", {}).get("readyReplicas", 0) == want and d,
             timeout=timeout, message=f"{name} to report {want} ready replicas")
 
-    def set_job_finished(self, namespace: str, name: str, succeeded: bool, message: str = "") -> dict:
+    def set_job_finished(self, namespace: str, name: str, succeeded: bool, message: str = "",
+                         reason: str | None = None) -> dict:  # fmt: skip
         """Write what the Job controller writes when a Job ends (there is no kubelet to run it):
         the interim condition (SuccessCriteriaMet / FailureTarget) and the terminal one.
 
@@ -277,8 +278,9 @@ class KubeAPI:
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         path = f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
         started = (self.request("GET", path).get("status") or {}).get("startTime") or now
-        first, last, reason = (("SuccessCriteriaMet", "Complete", "CompletionsReached") if succeeded
-                               else ("FailureTarget", "Failed", "BackoffLimitExceeded"))  # fmt: skip
+        first, last, default = (("SuccessCriteriaMet", "Complete", "CompletionsReached") if succeeded
+                                else ("FailureTarget", "Failed", "BackoffLimitExceeded"))  # fmt: skip
+        reason = reason or default  # a podFailurePolicy's FailJob: PodFailurePolicy
         conditions = [{"type": t, "status": "True", "reason": reason, "message": message,
                        "lastProbeTime": now, "lastTransitionTime": now} for t in (first, last)]  # fmt: skip
         status = {"startTime": started, "conditions": conditions, "active": 0, "terminating": 0, "ready": 0,
