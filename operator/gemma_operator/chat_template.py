@@ -42,6 +42,7 @@ FILE = "chat_template.jinja"
 VOLUME = "chat-template"
 # On the model pods' template: the digest of the configMapRef key's content they run with.
 DIGEST = "gemma.dev/chat-template-digest"
+REFUSED = "InvalidChatTemplate"  # the conditions' reason while the referenced template does not parse
 
 
 class _TemplateError(Exception):
@@ -239,7 +240,7 @@ def refusal(spec: GemmaDeploymentSpec, source: Source | None, namespace: str) ->
     try:
         check(spec, source.data)
     except InvalidSpec as exc:
-        return "Invalid", "InvalidChatTemplate", f"Invalid spec: {exc}. {keep}"
+        return "Invalid", REFUSED, f"Invalid spec: {exc}. {keep}"
     return None
 
 
@@ -264,8 +265,12 @@ def shaping(spec_fields: Mapping[str, Any], template: Mapping[str, Any]) -> dict
 def named(change: str | None, spec: GemmaDeploymentSpec) -> str | None:
     """A rollout's first change in words, when it is the referenced template's content."""
     ref = spec.chat_template.config_map_ref if spec.chat_template is not None else None
-    ours = change is not None and (change.startswith(f"metadata.annotations.{DIGEST}:")
-                                   or (change.startswith("metadata.annotations: (unset)") and DIGEST in change))
-    if ref is None or not ours:
+    if ref is None or change is None:
         return change
-    return f"chat template from ConfigMap {ref.name} key {ref.key} changed"
+    if change.startswith(f"metadata.annotations.{DIGEST}: (unset)") or (
+            change.startswith("metadata.annotations: (unset)") and DIGEST in change):  # fmt: skip
+        # Pods of an earlier release, which never rolled them on an edit: they may run an older template.
+        return f"chat template from ConfigMap {ref.name} key {ref.key}, not tracked on the running pods yet"
+    if change.startswith(f"metadata.annotations.{DIGEST}:"):
+        return f"chat template from ConfigMap {ref.name} key {ref.key} changed"
+    return change

@@ -179,9 +179,10 @@ def spec_is_new(resource: Mapping[str, Any]) -> bool:
 
 def previous_selection(resource: Mapping[str, Any]) -> dict[str, Any] | None:
     """The selection already serving this very spec, which the plan should keep (sticky): a new
-    spec re-plans from scratch."""
+    spec re-plans from scratch. A chat template refused (its ConfigMap edited) keeps the model serving."""
     st = resource.get("status") or {}
-    if spec_is_new(resource) or st.get("phase") in ("NoFit", "Invalid"):
+    template = any(c.get("reason") == chat_template.REFUSED for c in st.get("conditions") or [])
+    if spec_is_new(resource) or (st.get("phase") in ("NoFit", "Invalid") and not template):
         return None
     return st.get("selection")
 

@@ -858,3 +858,27 @@ def test_a_refused_template_names_the_config_map_key_and_line_and_applies_nothin
     missing = run(catalog, fresh(TEMPLATE_SPEC, config_map=templates(other=GOOD)))
     assert "ConfigMap 'templates' (spec.chatTemplate.configMapRef) has no key 'chat.jinja' (its keys: other)" in \
         missing.events[0].message
+
+
+def test_a_refused_template_keeps_the_serving_selection_sticky(catalog):
+    """A typo in the ConfigMap must not move a serving model: fixed, it stays on its pool although a
+    bigger one appeared meanwhile (a new spec would re-plan)."""
+    deployed = _settle(catalog, ready(settled(catalog, TEMPLATE_SPEC, config_map=templates(**{"chat.jinja": GOOD}))))
+    refused_ = _settle(catalog, with_observed(deployed, config_map=templates(**{"chat.jinja": BROKEN})))
+    assert refused_.resource["status"]["phase"] == "Invalid"
+    fixed = dataclasses.replace(with_observed(refused_, config_map=templates(**{"chat.jinja": GOOD})),
+                                nodes=("gke-l4", "gke-h100x8"))  # fmt: skip  (planned afresh: the H100)
+    intent = run(catalog, fixed)
+    assert not intent.applies and summary(intent, fixed)["status"] == ("Ready", "ReplicasReady")
+
+
+def test_pods_of_an_earlier_release_roll_once_to_the_config_maps_template(catalog):
+    """An earlier release never read the ConfigMap (no digest on the pod template), so its pods may run any
+    older content: the first reconcile rolls them once, saying so; then an unchanged ConfigMap restarts nothing."""
+    earlier = _settle(catalog, ready(settled(catalog, TEMPLATE_SPEC)))  # config_map not read: no digest
+    assert chat_template.DIGEST not in (earlier.observed.children[("Deployment", NAME)]["spec"]["template"]
+                                        ["metadata"].get("annotations") or {})  # fmt: skip
+    intent = run(catalog, with_observed(earlier, config_map=templates(**{"chat.jinja": GOOD})))
+    assert [a.obj["kind"] for a in intent.applies] == ["Deployment"]
+    (event,) = [e for e in intent.events if e.reason == "RollingOut"]
+    assert "chat template from ConfigMap templates key chat.jinja, not tracked on the running pods yet" in event.message
