@@ -164,7 +164,11 @@ async def _resync_chat_templates(memo: kopf.Memo, logger: logging.Logger) -> Non
     for (ns, name), (config_map, seen) in list(memo.chat_templates.items()):
         owners.setdefault((ns, config_map), []).append((name, seen))
     for (ns, config_map), named_by in sorted(owners.items()):
-        now = config_map_digest(await memo.kube.get("v1", "ConfigMap", ns, config_map))
+        try:
+            now = config_map_digest(await memo.kube.get("v1", "ConfigMap", ns, config_map))
+        except kube.ApiError as exc:  # (no get on ConfigMaps: the owners' reconciles say so) the rest goes on
+            logger.warning(f"Resync: ConfigMap {ns}/{config_map} not read: {exc}")
+            continue
         for name, seen in named_by:
             if now != seen:
                 logger.info(f"Resync: ConfigMap {ns}/{config_map} changed; re-checking {ns}/{name} (its chat template)")
