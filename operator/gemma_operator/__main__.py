@@ -203,6 +203,9 @@ def plan_resource(resource: dict[str, Any], nodes: list[dict[str, Any]], cat: ca
         choice = scaling.choose(spec, None, collector)
         outcome.manifests = render(result, outcome.name, outcome.namespace, spec, choice=choice)
         outcome.prompt = chat_template.prompt(spec, cat.families[result.family], result.tuning, config_maps)
+        if (ref := chat_template.referenced(resource.get("spec") or {})) and ref in (config_maps or {}):
+            deployment = next(o for o in outcome.manifests if o["kind"] == "Deployment")  # as the operator stamps it
+            chat_template.stamp(deployment["spec"]["template"], spec, chat_template.Source(ref, config_maps[ref]))
         # spec.gateway's objects, as the operator applies them where the cluster serves their CRDs.
         outcome.manifests += gateway_mod.objects(outcome.name, outcome.namespace, spec, result.runtime,
                                                  selector_labels(outcome.name),

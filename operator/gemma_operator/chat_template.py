@@ -5,10 +5,18 @@ ImmutableSandboxedEnvironment with trim_blocks, lstrip_blocks and loop controls;
 `prompt` says what a sample conversation (system, user, assistant, user) becomes: with an override,
 the override rendered; without one, the family's own turn format from the catalog. How the template
 reaches the pod: `args` and `volume`.
+
+A configMapRef in the running operator: the reconcile reads the ConfigMap by name (`Source`), and
+`refusal` says why it cannot be used (absent, no such key, a template that does not parse or render),
+in which case nothing is applied and the pods keep the template they started with. `stamp` puts the
+digest of the key's content on the pod template (DIGEST), so that an edit of that key rolls the model
+pods and an edit of another key, or none, restarts nothing; `named` words that change for the
+RollingOut Event. The resync re-reads the referenced ConfigMaps (resync.py says why not a watch).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +40,9 @@ SAMPLE: tuple[dict[str, str], ...] = (
 MOUNT_DIR = "/etc/gemma-operator/chat-template"
 FILE = "chat_template.jinja"
 VOLUME = "chat-template"
+# On the model pods' template: the digest of the configMapRef key's content they run with.
+DIGEST = "gemma.dev/chat-template-digest"
+REFUSED = "InvalidChatTemplate"  # the conditions' reason while the referenced template does not parse
 
 
 class _TemplateError(Exception):
@@ -188,3 +199,78 @@ def volume(spec: GemmaDeploymentSpec) -> tuple[dict[str, Any], dict[str, Any]] |
     ref = template.config_map_ref
     vol = {"name": VOLUME, "configMap": {"name": ref.name, "items": [{"key": ref.key, "path": FILE}]}}
     return vol, {"name": VOLUME, "mountPath": MOUNT_DIR, "readOnly": True}
+
+
+# ----------------------------------------------------------------- configMapRef in the operator
+@dataclass(frozen=True)
+class Source:
+    """The ConfigMap spec.chatTemplate.configMapRef names, as the reconcile read it."""
+
+    name: str
+    data: Mapping[str, str] | None  # None: there is no such ConfigMap
+
+
+def referenced(spec: Mapping[str, Any]) -> str | None:
+    """The name of the ConfigMap a raw spec's chatTemplate refers to, if any."""
+    ref = (spec.get("chatTemplate") or {}).get("configMapRef") or {}
+    return ref.get("name") or None
+
+
+def content_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def refusal(spec: GemmaDeploymentSpec, source: Source | None, namespace: str) -> tuple[str, str, str] | None:
+    """(outcome, reason, message) when the referenced template cannot be used; None when it can, when
+    there is no configMapRef, or when it was not read. A missing ConfigMap or key is ApplyFailed (it may
+    appear: the operator looks again); a template that does not parse or render is Invalid."""
+    ref = spec.chat_template.config_map_ref if spec.chat_template is not None else None
+    if ref is None or source is None or source.name != ref.name:
+        return None
+    keep = "Nothing is changed until it is fixed; model pods already running keep the template they started with."
+    if source.data is None:
+        return ("ApplyFailed", "ChatTemplateNotFound",
+                f"ConfigMap {ref.name!r} (spec.chatTemplate.configMapRef) does not exist in namespace {namespace}: "
+                f"create it with the chat template under key {ref.key!r}. {keep}")  # fmt: skip
+    if ref.key not in source.data:
+        keys = ", ".join(sorted(source.data)) or "none"
+        return ("ApplyFailed", "ChatTemplateNotFound",
+                f"ConfigMap {ref.name!r} (spec.chatTemplate.configMapRef) has no key {ref.key!r} (its keys: {keys}). "
+                f"{keep}")  # fmt: skip
+    try:
+        check(spec, source.data)
+    except InvalidSpec as exc:
+        return "Invalid", REFUSED, f"Invalid spec: {exc}. {keep}"
+    return None
+
+
+def stamp(template: dict[str, Any], spec: GemmaDeploymentSpec, source: Source | None) -> str | None:
+    """Put the digest of the referenced key's content on a pod template; returns it (None: no
+    configMapRef, or not read)."""
+    ref = spec.chat_template.config_map_ref if spec.chat_template is not None else None
+    if ref is None or source is None or source.data is None or ref.key not in source.data:
+        return None
+    digest = content_digest(source.data[ref.key])
+    template.setdefault("metadata", {}).setdefault("annotations", {})[DIGEST] = digest
+    return digest
+
+
+def shaping(spec_fields: Mapping[str, Any], template: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec fields a pod template is rendered for (rollout.spec_hash), with the stamped content's
+    digest: it shapes the template as the spec does, so a change is the owner's, and rolls out."""
+    digest = ((template.get("metadata") or {}).get("annotations") or {}).get(DIGEST)
+    return {**spec_fields, **({"chatTemplateDigest": digest} if digest else {})}
+
+
+def named(change: str | None, spec: GemmaDeploymentSpec) -> str | None:
+    """A rollout's first change in words, when it is the referenced template's content."""
+    ref = spec.chat_template.config_map_ref if spec.chat_template is not None else None
+    if ref is None or change is None:
+        return change
+    if change.startswith(f"metadata.annotations.{DIGEST}: (unset)") or (
+            change.startswith("metadata.annotations: (unset)") and DIGEST in change):  # fmt: skip
+        # Pods of an earlier release, which never rolled them on an edit: they may run an older template.
+        return f"chat template from ConfigMap {ref.name} key {ref.key}, not tracked on the running pods yet"
+    if change.startswith(f"metadata.annotations.{DIGEST}:"):
+        return f"chat template from ConfigMap {ref.name} key {ref.key} changed"
+    return change

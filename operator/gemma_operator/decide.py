@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import cache as cache_mod
+from . import chat_template
 from . import gateway as gateway_mod
 from . import pods, planner, render, rollout, scaling, status, unseen, validation
 from .api.v1alpha1 import GROUP, CacheSpec, GemmaDeploymentSpec
@@ -31,7 +32,7 @@ APPLIED_KINDS = f"{GROUP}/applied-kinds"
 WATCHED = ("Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "PersistentVolumeClaim", "Job")
 SHARED = ("PersistentVolumeClaim", "Job")  # cache objects, shared by the deployments of one checkpoint
 SHARED_API = {"PersistentVolumeClaim": "v1", "Job": "batch/v1"}
-SECRET_RECHECK_S = 30.0
+SECRET_RECHECK_S = 30.0  # also: a chat template's ConfigMap missing or refused, fixed out of band
 # The gateway's objects without a watch: their applied digests, by these keys.
 GATEWAY_DIGESTS = tuple(f"gateway/{kind}" for api, kind in gateway_mod.KINDS if kind not in ("Deployment", "Service"))
 # Chart values (as env), read once at start-up into Settings.
@@ -79,6 +80,7 @@ class Wants:
     served: bool  # discovery of the optional CRDs (autoscaling asks for them)
     secret: str | None  # the Secret whose existence to check
     gateway: tuple[str, str] | None = None  # (namespace, name) of the Gateway whose address to read
+    config_map: str | None = None  # the ConfigMap spec.chatTemplate.configMapRef names, to read
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class Observed:
     # an expansion asked of the claim at the very version observed now (a changed claim is asked again)
     expansions: Mapping[str, tuple[str, str | None]] = field(default_factory=dict)
     gateway: Mapping[str, Any] | None = None  # the Gateway spec.gateway attaches to first, when readable
+    config_map: chat_template.Source | None = None  # spec.chatTemplate.configMapRef's; None: not read
 
 
 @dataclass(frozen=True)
@@ -176,9 +179,10 @@ def spec_is_new(resource: Mapping[str, Any]) -> bool:
 
 def previous_selection(resource: Mapping[str, Any]) -> dict[str, Any] | None:
     """The selection already serving this very spec, which the plan should keep (sticky): a new
-    spec re-plans from scratch."""
+    spec re-plans from scratch. A chat template refused (its ConfigMap edited) keeps the model serving."""
     st = resource.get("status") or {}
-    if spec_is_new(resource) or st.get("phase") in ("NoFit", "Invalid"):
+    template = any(c.get("reason") == chat_template.REFUSED for c in st.get("conditions") or [])
+    if spec_is_new(resource) or (st.get("phase") in ("NoFit", "Invalid") and not template):
         return None
     return st.get("selection")
 
@@ -228,7 +232,8 @@ def wants(resource: Mapping[str, Any], settings: Settings) -> Wants:
               if settings.read_gateways and first and first.get("kind", "Gateway") == "Gateway" and first.get("name")
               else None)  # fmt: skip
     return Wants(children, unwatched, spec.get("autoscaling") is not None or bool(parents),
-                 ref.get("name") if settings.secret_check and ref.get("name") else None, target)  # fmt: skip
+                 ref.get("name") if settings.secret_check and ref.get("name") else None, target,
+                 chat_template.referenced(spec))  # fmt: skip
 
 
 def _owned_by(obj: Mapping[str, Any], resource: Mapping[str, Any]) -> bool:
@@ -322,6 +327,11 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
         )
         return not_applied(resource, status.Outcome("ApplyFailed", message, selection, endpoint), spec.replicas,
                            now, (Event("Warning", "SecretNotFound", message),), retry_s=SECRET_RECHECK_S)  # fmt: skip
+    refused_template = chat_template.refusal(spec, observed.config_map, namespace)
+    if refused_template:  # nothing applied: running pods keep the template they started with
+        kind, reason, message = refused_template
+        return not_applied(resource, status.Outcome(kind, message, selection, endpoint, reason=reason), spec.replicas,
+                           now, (Event("Warning", reason, message),), retry_s=SECRET_RECHECK_S)  # fmt: skip
 
     cache = cache_mod.plan_cache(result, spec, settings.cache_defaults)
     claim = _resize(objects, observed)
@@ -335,6 +345,7 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
     old = current.get("selection") or {}
     events: list[Event] = []
     deployment = next(obj for obj in objects if obj["kind"] == "Deployment")
+    chat_template.stamp(deployment["spec"]["template"], spec, observed.config_map)
     update, rolls_out = _keep_or_roll(resource, spec, deployment, observed.children.get(("Deployment", name)),
                                       selection, settings)  # fmt: skip
     if update:  # the pods keep the template they run: the selection names the image they run
@@ -348,7 +359,8 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
     state, fill_message = cache_mod.fill(cache, result, jobs, claim) if cache.filled else (None, "")
     cache_status = cache.status(state, fill_message)
     if rolls_out and not cache_mod.deployment_waits(cache_status):  # announced when the Deployment is sent
-        events.insert(0, Event("Normal", "RollingOut", f"Replacing the model pods; first change: {rolls_out}."))
+        events.insert(0, Event("Normal", "RollingOut",
+                                f"Replacing the model pods; first change: {chat_template.named(rolls_out, spec)}."))
     objects = [obj for obj in objects if obj["kind"] not in SHARED]
     prunes += _prunes(resource, objects, observed)
     applies, after = _applies(resource, objects, observed, cache_status)
@@ -404,7 +416,8 @@ def _keep_or_roll(resource: Mapping[str, Any], spec: GemmaDeploymentSpec, deploy
     legacy_current = (st.get("observedGeneration") == meta.get("generation") and bool(old)
                       and all(selection.get(k) == v for k, v in rollout.choice(old).items()))  # fmt: skip
     accept = settings.accept_updates if spec.accept_operator_updates is None else spec.accept_operator_updates
-    rendered_for = rollout.spec_hash(spec.model_dump(by_alias=True, exclude_defaults=True), selection)
+    shaping = chat_template.shaping(spec.model_dump(by_alias=True, exclude_defaults=True), deployment["spec"]["template"])
+    rendered_for = rollout.spec_hash(shaping, selection)
     decision = rollout.decide(live, deployment["spec"]["template"], rendered_for, accept=accept,
                               legacy_current=legacy_current)  # fmt: skip
     deployment["spec"]["template"] = decision.template

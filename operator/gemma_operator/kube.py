@@ -2,7 +2,8 @@
 
 A thin asyncio client on aiohttp (already kopf's own transport): server-side apply with one
 field manager, reads of children, status patches, Events (posted, and read about a model pod),
-and a by-name Secret check (only with the chart's secretCheck.enabled). Credentials come from
+a by-name Secret check (only with the chart's secretCheck.enabled), and by-name gets (a chat
+template's ConfigMap, the endpoint picker's objects on the resync). Credentials come from
 kopf's own login functions, so the operator and kopf see the same cluster. Objects are plain dicts throughout.
 """
 

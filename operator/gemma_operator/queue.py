@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from . import decide as decide_mod
-from . import execute, gateway, inventory, kube, metrics, planner, pods, scaling, unseen
+from . import chat_template, execute, gateway, inventory, kube, metrics, planner, pods, scaling, unseen
 
 RETRY_S = (1, 2, 5, 10, 30, 60)  # back-off for API errors that clear by themselves
 # Reconciles in flight: their API requests overlap (each is mostly waiting on the server). 16, not
@@ -89,6 +89,9 @@ def prepare(memo: kopf.Memo, discovery_ttl_s: float) -> None:
     memo.discovery_ttl_s = discovery_ttl_s
     memo.autoscaler_events = {}  # (namespace, pod) -> (monotonic time read, the pod's autoscaler Events)
     memo.gone_pods = set()  # (namespace, pod) still in the index that a fresh list no longer has
+    # (namespace, name) -> (the ConfigMap its chatTemplate.configMapRef names, the digest of its data as
+    # the last reconcile read it): the resync reads them again and wakes the owners of those changed.
+    memo.chat_templates = {}
 
 
 def one(index: kopf.Index, key: Any) -> Any:
@@ -132,6 +135,7 @@ def forget(memo: kopf.Memo, key: tuple[str, str]) -> None:
     memo.locks.pop(key, None)
     memo.failures.pop(key, None)
     memo.status_written.pop(key, None)
+    memo.chat_templates.pop(key, None)
     recheck(memo, key, None)
     for kind in (*memo.children, *(k for _, k in scaling.OPTIONAL_KINDS), *decide_mod.GATEWAY_DIGESTS):
         memo.applied.pop((kind, *key), None)
@@ -200,7 +204,7 @@ async def observe(memo: kopf.Memo, resource: Mapping[str, Any], wants: decide_mo
                   logger: logging.Logger) -> decide_mod.Observed:  # fmt: skip
     """What `wants` asks for: the children as the indices hold them (without those a resync found
     gone), the model pods (a pod the scheduler cannot place with the cluster autoscaler's Events
-    about it), discovery and the Secret check."""
+    about it), discovery, the Secret check and the ConfigMap of a chat template (by name)."""
     meta = resource["metadata"]
     ns, name = meta["namespace"], meta["name"]
 
@@ -231,8 +235,20 @@ async def observe(memo: kopf.Memo, resource: Mapping[str, Any], wants: decide_mo
             attached = await memo.kube.get(*gateway.GATEWAY, *wants.gateway)
         except kube.ApiError as exc:
             logger.debug(f"Gateway {'/'.join(wants.gateway)} not readable ({exc}): the endpoint stays the Service's")
+    template = None
+    if wants.config_map:  # read on every reconcile of its owner: one get, never a list or a watch
+        found = await memo.kube.get("v1", "ConfigMap", ns, wants.config_map)
+        template = chat_template.Source(wants.config_map, None if found is None else dict(found.get("data") or {}))
+        memo.chat_templates[(ns, name)] = (wants.config_map, config_map_digest(found))
+    else:
+        memo.chat_templates.pop((ns, name), None)
     return decide_mod.Observed(children, shared, digests, tuple(model_pods), served_kinds, secret, gone,
-                               expansions=expansions, gateway=attached)
+                               expansions=expansions, gateway=attached, config_map=template)
+
+
+def config_map_digest(config_map: Mapping[str, Any] | None) -> str | None:
+    """What the resync compares of a chat template's ConfigMap: its data (None: absent)."""
+    return None if config_map is None else decide_mod.digest(config_map.get("data") or {})
 
 
 async def served(memo: kopf.Memo) -> set[tuple[str, str]]:

@@ -1,6 +1,18 @@
 """Background work beside the watches: the periodic resync, the peering follower, the capacity
 and discovery followers and the node-pool watcher. Each only wakes resources through the work
-queue. Operator-wide state they renew is updated in place (see queue.prepare)."""
+queue. Operator-wide state they renew is updated in place (see queue.prepare).
+
+The ConfigMaps of chat templates (spec.chatTemplate.configMapRef) are re-read here, by name, not
+watched. ConfigMaps are the most numerous kind in many clusters (kube-root-ca.crt alone is one per
+namespace, and Helm, leader election and every app's configuration add more) and none carries a
+label the operator could select by: a watch would list and stream every ConfigMap of every
+namespace to the operator (its memory, and one more list at every restart, which `make bench`
+counts), and need `list` and `watch` on all of them, for the few that hold templates. Re-reading
+costs one get per referenced ConfigMap per resync period (RESYNC_S, 300 s; GEMMA_OPERATOR_RESYNC_S) and
+needs only `get`; every reconcile of the owner reads it too (any change of the resource or its
+pods), and one refused (missing, or a bad template) is looked at again every 30 s. The price: an
+edit reaches the pods within one resync period, not at once.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +25,7 @@ import kopf
 
 from . import capacity, kube, peering, render, unseen
 from .decide import SHARED_API, owners_to_wake, replan_on_pools
-from .queue import RETRY_S, one, pools_for, served
+from .queue import RETRY_S, config_map_digest, one, pools_for, served
 
 # How often the indices are checked against a fresh list, for deletions a watch missed: after
 # an expired watch (410), kopf re-lists but never reports what vanished in the gap.
@@ -28,6 +40,10 @@ MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={render.MANAGER}"
 MODEL_PODS_SELECTOR = f"{MANAGED_SELECTOR},app.kubernetes.io/component=model-server"  # handlers.MODEL_PODS
 # The children a resync lists: those a watch missing a deletion would leave in place.
 RESYNCED = {"Deployment": "apps/v1", "Service": "v1", **SHARED_API}
+# Unwatched children of always-served groups (the endpoint picker's ServiceAccount, ConfigMap, Role
+# and RoleBinding): read back by name (RBAC `get`), not listed, so the chart grants no `list` on
+# them. The third-party kinds stay listed: a list's 404 tells a CRD no longer served from a deletion.
+BY_NAME = ("v1", "rbac.authorization.k8s.io/v1")
 
 
 def follow_peering(memo: kopf.Memo, namespace: str | None, logger: logging.Logger) -> None:
@@ -78,6 +94,7 @@ async def resync(memo: kopf.Memo, logger: logging.Logger) -> None:
     """
     await _resync_pods(memo, logger)
     await _resync_unwatched(memo, logger)
+    await _resync_chat_templates(memo, logger)
     gone_nodes = set(memo.node_index.keys()) - await memo.kube.names("v1", "Node")
     if gone_nodes != memo.gone_nodes:
         logger.info(f"Resync: nodes gone unseen: {sorted(gone_nodes)}")
@@ -116,13 +133,17 @@ async def _resync_pods(memo: kopf.Memo, logger: logging.Logger) -> None:
 async def _resync_unwatched(memo: kopf.Memo, logger: logging.Logger) -> None:
     """Children of kinds without an index (ScaledObject, PodMonitoring, ServiceMonitor, and spec.gateway's
     InferencePool, HTTPRoute and endpoint picker ServiceAccount/Role/RoleBinding/ConfigMap) report no
-    hand edit: compare them with what was applied (one list per kind and namespace in use), and
-    have the owner apply again those deleted or edited."""
+    hand edit: compare them with what was applied (one list per third-party kind and namespace in use,
+    one get per object of the core and RBAC kinds), and have the owner apply again those deleted or edited."""
     groups: dict[tuple[str, str, str], dict[tuple[str, str, str], Any]] = {}
     for child, obj in list(memo.applied_unwatched.items()):
         groups.setdefault((obj["apiVersion"], obj["kind"], child[1]), {})[child] = obj
     for (api_version, kind, ns), desired in sorted(groups.items()):
-        listed = await memo.kube.items(api_version, kind, ns, MANAGED_SELECTOR)
+        if api_version in BY_NAME:
+            read = [await memo.kube.get(api_version, kind, ns, obj["metadata"]["name"]) for obj in desired.values()]
+            listed: list[dict[str, Any]] | None = [obj for obj in read if obj is not None]
+        else:
+            listed = await memo.kube.items(api_version, kind, ns, MANAGED_SELECTOR)
         if listed is None:  # no longer served: discovery tells the owners (a re-plan), not this
             continue
         for child in unseen.drifted(desired, {item["metadata"]["name"]: item for item in listed}):
@@ -133,6 +154,25 @@ async def _resync_unwatched(memo: kopf.Memo, logger: logging.Logger) -> None:
             memo.applied_unwatched.pop(child, None)
             for owner in owners_to_wake(desired[child]):
                 memo.queue.add((ns, owner), "resync")
+
+
+async def _resync_chat_templates(memo: kopf.Memo, logger: logging.Logger) -> None:
+    """Read each ConfigMap a chat template names again (by name, once however many resources name it):
+    the owners of one whose data changed since their last reconcile re-check (an edit of another key
+    restarts nothing there: only the named key's content is on the pod template)."""
+    owners: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
+    for (ns, name), (config_map, seen) in list(memo.chat_templates.items()):
+        owners.setdefault((ns, config_map), []).append((name, seen))
+    for (ns, config_map), named_by in sorted(owners.items()):
+        try:
+            now = config_map_digest(await memo.kube.get("v1", "ConfigMap", ns, config_map))
+        except kube.ApiError as exc:  # (no get on ConfigMaps: the owners' reconciles say so) the rest goes on
+            logger.warning(f"Resync: ConfigMap {ns}/{config_map} not read: {exc}")
+            continue
+        for name, seen in named_by:
+            if now != seen:
+                logger.info(f"Resync: ConfigMap {ns}/{config_map} changed; re-checking {ns}/{name} (its chat template)")
+                memo.queue.add((ns, name), "resync")
 
 
 async def follow_discovery(memo: kopf.Memo, logger: logging.Logger) -> None:

@@ -29,6 +29,7 @@ class Outcome:
     selection: Mapping[str, Any] | None = None
     endpoint: str | None = None
     cache: Mapping[str, Any] | None = None  # status.cache (cache.Cache.status)
+    reason: str = ""  # the conditions' reason, when more precise than the kind's (InvalidSpec, ApplyFailed)
 
 
 @dataclass(frozen=True)
@@ -111,18 +112,20 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int, o
 
     if outcome.kind in ("Invalid", "NoFit"):
         phase = outcome.kind
-        reason = "InvalidSpec" if phase == "Invalid" else "NoFit"
+        reason = outcome.reason or ("InvalidSpec" if phase == "Invalid" else "NoFit")
         ready = ("False", reason, outcome.message)
-        progressing = ("False", reason, "Nothing is deployed until the spec or the cluster's nodes change.")
+        progressing = ("False", reason, "Nothing is deployed until the spec or the cluster's nodes change."
+                       if not outcome.reason else "Nothing is changed until what the message names is fixed.")
         stalled = ("True", reason, outcome.message)
         # Nothing is applied: a model already serving keeps running, and its selection, endpoint and
         # replica counts stay in status (they are left out of this patch) to say what still serves.
         status["phase"] = phase
     elif outcome.kind == "ApplyFailed":
         phase = "Degraded"
-        ready = ("False", "ApplyFailed", outcome.message)
+        reason = outcome.reason or "ApplyFailed"
+        ready = ("False", reason, outcome.message)
         progressing = ("True", "Retrying", "The operator retries applying the children with backoff.")
-        stalled = ("False", "ApplyFailed", outcome.message)
+        stalled = ("False", reason, outcome.message)
         status["phase"] = phase
         # Only what is known: a refused first apply has no selection (the CRD requires its fields,
         # so an empty one is refused); what an earlier apply left stays, as for NoFit.

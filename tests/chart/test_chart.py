@@ -203,7 +203,8 @@ MANAGER = {
     (group, resource, verb)
     for group, resource in (("apps", "deployments"), ("", "services"))
     for verb in ("list", "watch", "create", "patch")
-} | {("", "events", "create"), ("", "events", "list"), ("", "pods", "list"), ("", "pods", "watch")} | {
+} | {("", "events", "create"), ("", "events", "list"), ("", "pods", "list"), ("", "pods", "watch"),
+     ("", "configmaps", "get")} | {  # get: spec.chatTemplate.configMapRef, by name
     (group, resource, verb)
     for group, resource in (("policy", "poddisruptionbudgets"), ("autoscaling", "horizontalpodautoscalers"))
     for verb in ("list", "watch", "create", "patch", "delete")
@@ -212,14 +213,18 @@ MANAGER = {
     for group, resource in (("", "persistentvolumeclaims"), ("batch", "jobs"))
     for verb in ("list", "watch", "create", "patch", "delete")
 }
-# gateway.enabled (on in every CI scenario): spec.gateway's objects applied, listed on the resync and pruned, the Gateway
-# read for its address, and what RBAC's escalation check needs the operator to hold for the picker's Role.
+# gateway.enabled (on in every CI scenario): spec.gateway's objects applied, read again on the resync (the two
+# third-party kinds listed, the picker's own by name: no list) and pruned, the Gateway read for its address, and
+# what RBAC's escalation check needs the operator to hold for the picker's Role.
 GATEWAY = {
     (group, resource, verb)
-    for group, resource in (("inference.networking.k8s.io", "inferencepools"), ("gateway.networking.k8s.io", "httproutes"),
-                            ("", "serviceaccounts"), ("", "configmaps"), ("rbac.authorization.k8s.io", "roles"),
-                            ("rbac.authorization.k8s.io", "rolebindings"))
+    for group, resource in (("inference.networking.k8s.io", "inferencepools"), ("gateway.networking.k8s.io", "httproutes"))
     for verb in ("list", "create", "patch", "delete")
+} | {
+    (group, resource, verb)
+    for group, resource in (("", "serviceaccounts"), ("", "configmaps"), ("rbac.authorization.k8s.io", "roles"),
+                            ("rbac.authorization.k8s.io", "rolebindings"))
+    for verb in ("get", "create", "patch", "delete")
 } | {("apps", "deployments", "delete"), ("", "services", "delete"), ("gateway.networking.k8s.io", "gateways", "get"),
      ("", "pods", "get")} | {("inference.networking.k8s.io", "inferencepools", v) for v in ("get", "list", "watch")} | {
     ("inference.networking.x-k8s.io", resource, verb)

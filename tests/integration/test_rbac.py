@@ -2,7 +2,8 @@
 
 For each chart scenario (charts/gemma-operator/ci/*-values.yaml) the test renders the chart,
 starts `gemma-operator run` with the rendered container's arguments against the emulator, drives
-a whole lifecycle (plan, a pod waiting for a node, serve, scale, Ready, a missing Secret, NoFit, delete), and
+a whole lifecycle (plan, a pod waiting for a node, serve, scale, Ready, a missing Secret, a chat template
+from a ConfigMap, NoFit, delete), and
 records every
 request the operator sent (by its User-Agent: kopf's own, and the operator's client). Then:
 
@@ -167,10 +168,16 @@ def drive_lifecycle(cluster: Cluster, emulator, secret_check: bool) -> None:
             "name": gated["spec"]["containers"][0]["name"], "image": gated["spec"]["containers"][0]["image"],
             "imageID": "", "ready": False, "restartCount": 0, "started": False, "lastState": {},
             "state": {"waiting": {"reason": "CreateContainerConfigError", "message": 'secret "missing" not found'}}}]})
+    # A chat template from a ConfigMap: read by name (get) on the reconcile and the resync, never listed or watched.
+    cluster.api.request("POST", f"/api/v1/namespaces/{cluster.ns}/configmaps", {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "templates"},
+        "data": {"chat.jinja": "{% for m in messages %}{{ m.content }}{% endfor %}"}})
+    cluster.create("templated", {"chatTemplate": {"configMapRef": {"name": "templates", "key": "chat.jinja"}}})
+    cluster.wait(lambda: cluster.deployment("templated"), "the templated Deployment", 30)
     cluster.create("huge", {"accelerator": "nvidia-a10g"})  # no node, no GKE shape to scale up: NoFit
     cluster.wait(lambda: {e["reason"] for e in cluster.events("gated") + cluster.events("huge")}
                  >= {"SecretNotFound", "NoFit"}, "the warning Events", 30)  # fmt: skip
-    for name in ("chat", "gated", "huge", "cached", "cached-2"):
+    for name in ("chat", "gated", "huge", "cached", "cached-2", "templated"):
         cluster.api.request("DELETE", cluster.gd_path(name))
     cluster.wait(lambda: not cluster.get(cluster.gd_path())["items"], "everything deleted", 30)
     time.sleep(1.0)  # let the operator see the children go

@@ -167,6 +167,12 @@ def test_plan_prints_the_sample_prompt_of_a_configmap_in_its_files(tmp_path):
                              "<|assistant|>A family of open models from Google.<|end|>\n<|user|>Which sizes are there?<|end|>\n"
                              "<|model|>")  # fmt: skip
     assert [m["role"] for m in got["messages"]] == ["system", "user", "assistant", "user"]
+    # --manifests: the Deployment as the operator applies it, with the digest of the key's content.
+    code, out, _ = _plan_cli(tmp_path, [_resource({"chatTemplate": {"configMapRef": {"name": "tpl", "key": "chat.jinja"}}}), cm],
+                             "-o", "json", "--manifests")  # fmt: skip
+    deployment = next(m for m in json.loads(out)["manifests"] if m["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["metadata"]["annotations"] == {
+        chat_template.DIGEST: chat_template.content_digest(MARKED)}
 
 
 def test_plan_table_shows_the_default_prompt_and_refuses_a_broken_one(tmp_path):

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from gemma_operator import chat_template, gateway, inventory, planner, pods, render, rollout, scaling
 from gemma_operator import decide as decide_mod
-from gemma_operator import gateway, inventory, planner, pods, render, rollout, scaling
 from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
 from gemma_operator.decide import Observed, Settings, decide, digest, refused
 from tests.conftest import node_list
@@ -80,9 +80,11 @@ def fresh(spec: dict[str, Any] | None = None, nodes: tuple[str, ...] = ("gke-l4"
 
 
 def settled(catalog, spec: dict[str, Any] | None = None, nodes: tuple[str, ...] = ("gke-l4",),
-            settings: Settings = Settings(), served: frozenset = frozenset()) -> World:  # fmt: skip
+            settings: Settings = Settings(), served: frozenset = frozenset(),
+            config_map: chat_template.Source | None = None) -> World:  # fmt: skip
     """The resource after its first reconcile: its status written, its children as applied."""
-    world = fresh(spec, nodes, served=served if {"autoscaling", "gateway"} & set(spec or {}) else None)
+    world = fresh(spec, nodes, served=served if {"autoscaling", "gateway"} & set(spec or {}) else None,
+                  config_map=config_map)  # fmt: skip
     intent = run(catalog, world, settings)
     children, shared, digests = {}, {}, {}
     for n, item in enumerate((*intent.claims, *intent.applies)):
@@ -94,7 +96,7 @@ def settled(catalog, spec: dict[str, Any] | None = None, nodes: tuple[str, ...] 
             shared[(kind, name)] = live
         else:
             children[(kind, name)] = live
-    observed = Observed(children, shared, digests, served=world.observed.served)
+    observed = Observed(children, shared, digests, served=world.observed.served, config_map=config_map)
     return World(resource(spec, merge(None, intent.status)), observed, nodes)
 
 
@@ -428,6 +430,7 @@ def scenario(catalog) -> dict[str, tuple[World, Settings, dict[str, Any]]]:
     rows["gateway-pruned"] = (dropped, default,
                               expect(prunes=[("delete", kind) for kind in reversed(GATEWAY_KINDS)],
                                      applies=["Deployment"], status=("Deploying", "RollingOut")))
+    rows.update(template_rows(catalog))
     return rows
 
 
@@ -464,6 +467,51 @@ def step(catalog, world: World) -> World:
         (shared if key[0] in decide_mod.SHARED else children)[key] = as_stored(item.obj, n)
     resource_ = {**world.resource, "status": merge(world.resource["status"], intent.status)}
     return World(resource_, dataclasses.replace(world.observed, children=children, shared=shared), world.nodes)
+
+
+# spec.chatTemplate.configMapRef (issue 18 part 5): the ConfigMap as the reconcile read it.
+TEMPLATE_SPEC = {"chatTemplate": {"configMapRef": {"name": "templates", "key": "chat.jinja"}}}
+GOOD = "{% for m in messages %}<<{{ m.role }}>>{{ m.content }}\n{% endfor %}"
+EDITED = "{% for m in messages %}[[{{ m.role }}]]{{ m.content }}\n{% endfor %}"
+BROKEN = "{% for m in messages %}\n{{ m.content }\n{% endfor %}"  # line 2: unexpected '}'
+
+
+def templates(**data: str) -> chat_template.Source:
+    return chat_template.Source("templates", data)
+
+
+def template_rows(catalog) -> dict[str, tuple[World, Settings, dict[str, Any]]]:
+    """test_a_config_map_chat_template_is_checked_mounted_and_rolled_out (tests/integration/test_inputs_and_templates.py)."""
+    default, refused_ = Settings(), decide_mod.SECRET_RECHECK_S
+    absent = chat_template.Source("templates", None)
+    deployed = _settle(catalog, ready(settled(catalog, TEMPLATE_SPEC, config_map=templates(**{"chat.jinja": GOOD}))))
+    return {
+        "template-cm": (fresh(TEMPLATE_SPEC, config_map=templates(**{"chat.jinja": GOOD})), default,
+                        expect(applies=["Deployment", "Service"], status=("Deploying", "RollingOut"))),
+        "template-cm-missing": (fresh(TEMPLATE_SPEC, config_map=absent), default,
+                                expect("ApplyFailed", events=[("Warning", "ChatTemplateNotFound")],
+                                       status=("Degraded", "ChatTemplateNotFound"), retry=refused_)),
+        "template-cm-no-key": (fresh(TEMPLATE_SPEC, config_map=templates(other=GOOD)), default,
+                               expect("ApplyFailed", events=[("Warning", "ChatTemplateNotFound")],
+                                      status=("Degraded", "ChatTemplateNotFound"), retry=refused_)),
+        "template-cm-syntax": (fresh(TEMPLATE_SPEC, config_map=templates(**{"chat.jinja": BROKEN})), default,
+                               expect("Invalid", events=[("Warning", "InvalidChatTemplate")],
+                                      status=("Invalid", "InvalidChatTemplate"), retry=refused_)),
+        # Serving: an unchanged ConfigMap, or another key edited, restarts nothing; the key edited rolls the
+        # pods; a bad edit (or the ConfigMap deleted) changes nothing while the running pods keep serving.
+        "template-cm-unchanged": (deployed, default, expect()),
+        "template-cm-other-key": (with_observed(deployed, config_map=templates(**{"chat.jinja": GOOD}, other="x")),
+                                  default, expect()),
+        "template-cm-edited": (with_observed(deployed, config_map=templates(**{"chat.jinja": EDITED})), default,
+                               expect(applies=["Deployment"], events=[("Normal", "RollingOut")],
+                                      status=("Deploying", "RollingOut"))),
+        "template-cm-bad-edit": (with_observed(deployed, config_map=templates(**{"chat.jinja": BROKEN})), default,
+                                 expect("Invalid", events=[("Warning", "InvalidChatTemplate")],
+                                        status=("Invalid", "InvalidChatTemplate"), retry=refused_)),
+        "template-cm-deleted": (with_observed(deployed, config_map=absent), default,
+                                expect("ApplyFailed", events=[("Warning", "ChatTemplateNotFound")],
+                                       status=("Degraded", "ChatTemplateNotFound"), retry=refused_)),
+    }
 
 
 def cache_claim(world: World) -> tuple[str, str]:
@@ -507,7 +555,9 @@ ROWS = ["create", "ready", "idle", "idle-ready", "hand-edit", "hand-edit-service
         "cache-claim-fits-capacity", "cache-claim-expand", "cache-claim-expanded", "cache-claim-too-small",
         "cache-claim-too-small-fresh", "gateway", "gateway-idle", "gateway-no-crds",
         "gateway-pruned", "adapters-fill", "adapters-filling", "adapters-refused", "adapters-filled",
-        "adapter-added", "adapter-added-filled"]  # fmt: skip
+        "adapter-added", "adapter-added-filled", "template-cm", "template-cm-missing", "template-cm-no-key",
+        "template-cm-syntax", "template-cm-unchanged", "template-cm-other-key", "template-cm-edited",
+        "template-cm-bad-edit", "template-cm-deleted"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -846,3 +896,70 @@ def test_the_adapters_fill_says_which_it_waits_for_and_a_refusal_names_the_adapt
 def condition_of(catalog, world: World, kind: str) -> str:
     written = merge(world.resource.get("status"), run(catalog, world).status)
     return next(c["message"] for c in written["conditions"] if c["type"] == kind)
+
+
+# ------------------------------------------------------------- chat template from a ConfigMap
+def test_the_shell_reads_the_config_map_a_chat_template_names_by_name():
+    assert decide_mod.wants(resource(TEMPLATE_SPEC), Settings()).config_map == "templates"
+    assert decide_mod.wants(resource({"chatTemplate": {"inline": GOOD}}), Settings()).config_map is None
+
+
+def test_a_config_map_template_is_mounted_with_the_digest_of_its_key_on_the_pod_template(catalog):
+    intent = run(catalog, fresh(TEMPLATE_SPEC, config_map=templates(**{"chat.jinja": GOOD}, other="x")))
+    deployment = next(a.obj for a in intent.applies if a.obj["kind"] == "Deployment")
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["annotations"][chat_template.DIGEST] == chat_template.content_digest(GOOD)
+    volume = next(v for v in template["spec"]["volumes"] if v["name"] == chat_template.VOLUME)
+    assert volume["configMap"] == {"name": "templates", "items": [{"key": "chat.jinja", "path": chat_template.FILE}]}
+    args = template["spec"]["containers"][0]["args"]
+    assert args[args.index("--chat-template") + 1] == f"{chat_template.MOUNT_DIR}/{chat_template.FILE}"
+
+
+def test_an_edited_template_rolls_out_with_an_event_naming_the_config_map_and_key(catalog):
+    deployed = _settle(catalog, ready(settled(catalog, TEMPLATE_SPEC, config_map=templates(**{"chat.jinja": GOOD}))))
+    intent = run(catalog, with_observed(deployed, config_map=templates(**{"chat.jinja": EDITED})))
+    (event,) = [e for e in intent.events if e.reason == "RollingOut"]
+    assert event.message == ("Replacing the model pods; first change: chat template from ConfigMap templates key "
+                             "chat.jinja changed.")
+    (apply,) = intent.applies
+    assert apply.obj["spec"]["template"]["metadata"]["annotations"][chat_template.DIGEST] == \
+        chat_template.content_digest(EDITED)
+
+
+def test_a_refused_template_names_the_config_map_key_and_line_and_applies_nothing(catalog):
+    deployed = _settle(catalog, ready(settled(catalog, TEMPLATE_SPEC, config_map=templates(**{"chat.jinja": GOOD}))))
+    intent = run(catalog, with_observed(deployed, config_map=templates(**{"chat.jinja": BROKEN})))
+    assert not intent.applies and not intent.prunes and not intent.claims
+    message = intent.events[0].message
+    assert message.startswith("Invalid spec: spec.chatTemplate.configMapRef: ConfigMap templates, key chat.jinja: "
+                              "line 2: unexpected '}'.")
+    assert "keep the template they started with" in message
+    # The selection and endpoint of the model still serving stay in status (left out of the patch).
+    assert "selection" not in intent.status and "endpoint" not in intent.status
+    missing = run(catalog, fresh(TEMPLATE_SPEC, config_map=templates(other=GOOD)))
+    assert "ConfigMap 'templates' (spec.chatTemplate.configMapRef) has no key 'chat.jinja' (its keys: other)" in \
+        missing.events[0].message
+
+
+def test_a_refused_template_keeps_the_serving_selection_sticky(catalog):
+    """A typo in the ConfigMap must not move a serving model: fixed, it stays on its pool although a
+    bigger one appeared meanwhile (a new spec would re-plan)."""
+    deployed = _settle(catalog, ready(settled(catalog, TEMPLATE_SPEC, config_map=templates(**{"chat.jinja": GOOD}))))
+    refused_ = _settle(catalog, with_observed(deployed, config_map=templates(**{"chat.jinja": BROKEN})))
+    assert refused_.resource["status"]["phase"] == "Invalid"
+    fixed = dataclasses.replace(with_observed(refused_, config_map=templates(**{"chat.jinja": GOOD})),
+                                nodes=("gke-l4", "gke-h100x8"))  # fmt: skip  (planned afresh: the H100)
+    intent = run(catalog, fixed)
+    assert not intent.applies and summary(intent, fixed)["status"] == ("Ready", "ReplicasReady")
+
+
+def test_pods_of_an_earlier_release_roll_once_to_the_config_maps_template(catalog):
+    """An earlier release never read the ConfigMap (no digest on the pod template), so its pods may run any
+    older content: the first reconcile rolls them once, saying so; then an unchanged ConfigMap restarts nothing."""
+    earlier = _settle(catalog, ready(settled(catalog, TEMPLATE_SPEC)))  # config_map not read: no digest
+    assert chat_template.DIGEST not in (earlier.observed.children[("Deployment", NAME)]["spec"]["template"]
+                                        ["metadata"].get("annotations") or {})  # fmt: skip
+    intent = run(catalog, with_observed(earlier, config_map=templates(**{"chat.jinja": GOOD})))
+    assert [a.obj["kind"] for a in intent.applies] == ["Deployment"]
+    (event,) = [e for e in intent.events if e.reason == "RollingOut"]
+    assert "chat template from ConfigMap templates key chat.jinja, not tracked on the running pods yet" in event.message

@@ -122,8 +122,12 @@ RBAC rules for the namespaced objects the operator reconciles. Used by the Clust
 {{- end }}
 {{- if .Values.gateway.enabled }}
 # spec.gateway (Inference Gateway): the InferencePool, the HTTPRoute, and the endpoint picker's
-# ServiceAccount, Role, RoleBinding and ConfigMap: applied and deleted; not watched: listed (label
-# selector: the operator's own) on the resync to repair hand edits and deletions.
+# ServiceAccount, Role, RoleBinding and ConfigMap: applied and deleted; not watched: read again on
+# the resync to repair hand edits and deletions. The picker's own objects (always-served core and
+# RBAC kinds) are read back by name: get, never list. The InferencePool and HTTPRoute stay listed
+# (label selector: the operator's own) per namespace in use: for a CRD the list's 404 says the kind
+# is no longer served (the owner re-plans on discovery) where a get's 404 could not tell that from a
+# deletion; and RBAC's escalation check needs list on InferencePools anyway (below).
 - apiGroups: ["inference.networking.k8s.io"]
   resources: ["inferencepools"]
   verbs: ["list", "create", "patch", "delete"]
@@ -131,11 +135,15 @@ RBAC rules for the namespaced objects the operator reconciles. Used by the Clust
   resources: ["httproutes"]
   verbs: ["list", "create", "patch", "delete"]
 - apiGroups: [""]
-  resources: ["serviceaccounts", "configmaps"]
-  verbs: ["list", "create", "patch", "delete"]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "create", "patch", "delete"]
+# (get on ConfigMaps: granted below, for chat templates, in every install)
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["create", "patch", "delete"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["list", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 # Never requested: RBAC's escalation check lets the operator create the picker's Role (read pods
 # and InferencePools) and bind it only when it holds those permissions itself.
 - apiGroups: [""]
@@ -172,6 +180,12 @@ RBAC rules for the namespaced objects the operator reconciles. Used by the Clust
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
+# spec.chatTemplate.configMapRef: the ConfigMap holding a user's chat template, read by name on each
+# reconcile of its owner and again on the resync, to roll the model pods when the template changes.
+# Never listed or watched: a cluster's ConfigMaps are many, and only the few templates name matter.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get"]
 {{- if .Values.secretCheck.enabled }}
 # secretCheck.enabled: the early check that spec.hfTokenSecretRef names an existing Secret, by name
 # and metadata only; never list or watch.
