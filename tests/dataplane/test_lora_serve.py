@@ -10,9 +10,12 @@ the internet.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import pathlib
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,5 +158,30 @@ def test_the_pickers_metrics_are_on_the_servers_metrics_as_it_reads_them(lora_ru
     assert {info.max_lora for info in every} == {int(ran[ran.index("--max-loras") + 1])}, summary
     seen = set().union(*(info.running | info.waiting for info in every))
     assert seen == {a["name"] for a in ADAPTERS}, summary
-    print(f"the picker's pick (largest value): running {sorted(latest.running)}, waiting {sorted(latest.waiting)}, "
-          f"max_lora {latest.max_lora}")  # fmt: skip
+    print(f"the picker's pick (largest value), idle: running {sorted(latest.running)}, waiting "
+          f"{sorted(latest.waiting)}, max_lora {latest.max_lora}")  # fmt: skip
+    # While a request to an adapter streams, the picker's pick names it: the pod has it loaded.
+    with _streaming(lora_run.server.port, {"model": "sql-writer", "messages": [{"role": "user", "content": "Hi"}],
+                                           "max_tokens": 512, "ignore_eos": True, "stream": True}):  # fmt: skip
+        status, text = lora_run.server.client.get("/metrics")
+    assert status == 200, text
+    busy, _ = epp.read_lora(epp.parse(text), specs["loraSpec"])
+    print(f"the picker's pick while sql-writer streams: running {sorted(busy.running)}, waiting "
+          f"{sorted(busy.waiting)}: {busy.labels}")  # fmt: skip
+    assert "sql-writer" in busy.running | busy.waiting, "\n".join(epp.sample_lines(text, specs["loraSpec"]))
+
+
+@contextlib.contextmanager
+def _streaming(port: int, body: dict[str, Any]) -> Iterator[None]:
+    """A streamed chat request, open until the block ends (its first token already sent); then closed."""
+    conn = http.client.HTTPConnection(servers.LOOPBACK, port, timeout=60)
+    try:
+        conn.request("POST", "/v1/chat/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()[:2000]
+        for _ in range(100):
+            if resp.readline().startswith(b"data:"):
+                break
+        yield
+    finally:
+        conn.close()
