@@ -10,6 +10,7 @@ spec.gateway is unset.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -35,6 +36,9 @@ EPP_GRPC_PORT = 9002  # ext-proc, what the Gateway calls
 EPP_HEALTH_PORT = 9003  # gRPC health
 EPP_METRICS_PORT = 9090
 CONFIG_FILE = "config.yaml"
+# The picker reads its config file once, at start: a digest of it on the pod template rolls the picker
+# when the config changes (its metric names and scorers follow the runtime, which a re-plan can change).
+CONFIG_DIGEST_ANNOTATION = "gemma.dev/epp-config-sha256"
 # The EPP image's chart values (the chart's gateway.eppImage, as env).
 EPP_IMAGE_ENV = "GEMMA_OPERATOR_EPP_IMAGE"
 READ_GATEWAYS_ENV = "GEMMA_OPERATOR_READ_GATEWAYS"  # gateway.readGateways
@@ -188,6 +192,7 @@ def epp_objects(name: str, namespace: str, runtime: str, image: str, run_as: tup
     own = _labels(name, "endpoint-picker")
     select = _epp_selector(name)
     user, group = run_as
+    config = epp_config(runtime)
     rules = [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["inference.networking.k8s.io"], "resources": ["inferencepools"],
@@ -223,7 +228,7 @@ def epp_objects(name: str, namespace: str, runtime: str, image: str, run_as: tup
          "subjects": [{"kind": "ServiceAccount", "name": epp, "namespace": namespace}],
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": epp}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(epp, namespace, own),
-         "data": {CONFIG_FILE: epp_config(runtime)}},
+         "data": {CONFIG_FILE: config}},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(epp, namespace, own),
          "spec": {
              "replicas": 1,
@@ -231,7 +236,8 @@ def epp_objects(name: str, namespace: str, runtime: str, image: str, run_as: tup
              "strategy": {"type": "Recreate"},
              "selector": {"matchLabels": dict(select)},
              "template": {
-                 "metadata": {"labels": {**select, "app.kubernetes.io/managed-by": "gemma-operator"}},
+                 "metadata": {"labels": {**select, "app.kubernetes.io/managed-by": "gemma-operator"},
+                              "annotations": {CONFIG_DIGEST_ANNOTATION: hashlib.sha256(config.encode()).hexdigest()[:16]}},
                  "spec": {
                      "serviceAccountName": epp,
                      "terminationGracePeriodSeconds": 130,

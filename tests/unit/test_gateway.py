@@ -93,6 +93,18 @@ def test_the_picker_reads_the_runtimes_own_metric_names(catalog, fixture, queue,
     assert ("queue only" in gateway.reason(runtime)) == (runtime == "llamacpp")
 
 
+def test_a_config_change_rolls_the_picker(catalog):
+    """The picker reads its config once: the runtime's config (metric names, scorers) is in the
+    pod template's digest, so a re-plan onto another runtime replaces the picker's pod."""
+    def digest(fixture, served_names):
+        _, objs = rendered(catalog, fixture, served_names)
+        template = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]
+        return template["metadata"]["annotations"][gateway.CONFIG_DIGEST_ANNOTATION]
+
+    assert digest("gke-l4", ["m"]) != digest("gke-cpu-only", ["m"])
+    assert digest("gke-l4", ["m"]) == digest("gke-l4", ["m", "support-bot"])  # the served names are the route's
+
+
 def test_the_image_is_the_catalogs_unless_overridden(catalog):
     spec, result = planned(catalog, "gke-l4", {"gateway": GATEWAY})
     image = catalog.images["inference-epp"]
