@@ -285,3 +285,11 @@ def test_the_pickers_metrics_are_on_the_servers_metrics_as_it_reads_them(server,
         labels, value = epp.read_gauge(families, specs[key])
         assert value == 0 and labels == {}, (key, labels, value, summary)  # idle after the request
     assert not [name for name in families if "lora" in name or "kv_cache" in name], sorted(families)
+    # While a request streams, the running gauge counts it.
+    with servers.streaming(server.port, {**body, "max_tokens": 512, "ignore_eos": True, "stream": True}):
+        status, text = server.client.get("/metrics")
+    assert status == 200, text
+    _, running = epp.read_gauge(epp.parse(text), specs["runningRequestsSpec"])
+    busy = "\n  ".join(epp.sample_lines(text, specs["runningRequestsSpec"]))
+    print(f"while a request streams:\n  {busy}")
+    assert running == 1, busy

@@ -10,12 +10,9 @@ the internet.
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import pathlib
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,27 +158,15 @@ def test_the_pickers_metrics_are_on_the_servers_metrics_as_it_reads_them(lora_ru
     print(f"the picker's pick (largest value), idle: running {sorted(latest.running)}, waiting "
           f"{sorted(latest.waiting)}, max_lora {latest.max_lora}")  # fmt: skip
     # While a request to an adapter streams, the picker's pick names it: the pod has it loaded.
-    with _streaming(lora_run.server.port, {"model": "sql-writer", "messages": [{"role": "user", "content": "Hi"}],
+    with servers.streaming(lora_run.server.port, {"model": "sql-writer", "messages": [{"role": "user", "content": "Hi"}],
                                            "max_tokens": 512, "ignore_eos": True, "stream": True}):  # fmt: skip
         status, text = lora_run.server.client.get("/metrics")
     assert status == 200, text
-    busy, _ = epp.read_lora(epp.parse(text), specs["loraSpec"])
+    busy_families = epp.parse(text)
+    busy, _ = epp.read_lora(busy_families, specs["loraSpec"])
+    _, running = epp.read_gauge(busy_families, specs["runningRequestsSpec"])
+    assert running == 1, "\n".join(epp.sample_lines(text, specs["runningRequestsSpec"]))
     print(f"the picker's pick while sql-writer streams: running {sorted(busy.running)}, waiting "
           f"{sorted(busy.waiting)}: {busy.labels}")  # fmt: skip
     assert "sql-writer" in busy.running | busy.waiting, "\n".join(epp.sample_lines(text, specs["loraSpec"]))
 
-
-@contextlib.contextmanager
-def _streaming(port: int, body: dict[str, Any]) -> Iterator[None]:
-    """A streamed chat request, open until the block ends (its first token already sent); then closed."""
-    conn = http.client.HTTPConnection(servers.LOOPBACK, port, timeout=60)
-    try:
-        conn.request("POST", "/v1/chat/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        assert resp.status == 200, resp.read()[:2000]
-        for _ in range(100):
-            if resp.readline().startswith(b"data:"):
-                break
-        yield
-    finally:
-        conn.close()
