@@ -136,12 +136,9 @@ def vllm_rows(scratch: pathlib.Path, timeout: float, offline: bool) -> list[Row]
     rows = []
     with hub.LoopbackHub([repo]) as loopback:
         for run, extra, must_fetch_nothing in runs:
-            port = servers.free_port()
-            env = servers.clean_env({**servers.local_env(container, pod), **servers.VLLM_CPU_ENV,
-                                     **servers.hub_env(loopback.endpoint), **extra})  # fmt: skip
-            argv = servers.vllm_argv(python, container, port)
-            srv = servers.LlamaServer(pathlib.Path(argv[0]), argv[1:], port, scratch / f"vllm-{run[:4]}.log", env,
-                                      name="vllm", inherit_env=False, poll_s=0.5)  # fmt: skip
+            # The data-plane tests' own runner: one place turns the rendered container into a local vLLM.
+            srv = servers.vllm_server(python, container, servers.free_port(), scratch / f"vllm-{run[:4]}.log",
+                                      servers.local_env(container, pod), loopback.endpoint, extra)  # fmt: skip
             rows.append(_start(srv, loopback, "vLLM", run, timeout, must_fetch_nothing))
     return rows
 

@@ -10,6 +10,7 @@ spec.gateway is unset.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -35,31 +36,45 @@ EPP_GRPC_PORT = 9002  # ext-proc, what the Gateway calls
 EPP_HEALTH_PORT = 9003  # gRPC health
 EPP_METRICS_PORT = 9090
 CONFIG_FILE = "config.yaml"
+# The picker reads its config file once, at start: a digest of it on the pod template rolls the picker
+# when the config changes (its metric names and scorers follow the runtime, which a re-plan can change).
+CONFIG_DIGEST_ANNOTATION = "gemma.dev/epp-config-sha256"
 # The EPP image's chart values (the chart's gateway.eppImage, as env).
 EPP_IMAGE_ENV = "GEMMA_OPERATOR_EPP_IMAGE"
 READ_GATEWAYS_ENV = "GEMMA_OPERATOR_READ_GATEWAYS"  # gateway.readGateways
 
-# What the EPP reads from each runtime's /metrics (its model-server-protocol flags; an empty
-# value switches a metric off: the EPP's stringToMetricSpec maps "" to none).
-# https://github.com/kubernetes-sigs/gateway-api-inference-extension/tree/main/docs/proposals/003-model-server-protocol
-# vLLM 0.32: its own names, the EPP's defaults (scaling.SIGNALS for the two gauges seen live).
+# What the EPP reads from each runtime's /metrics: its core-metrics-extractor's engineConfigs entry
+# (an empty spec switches a metric off). v1.5.0 reads these from the EndpointPickerConfig only: its
+# older --total-queued-requests-metric, --lora-info-metric, ... flags stop it at start ("flag ... is
+# deprecated and cannot be used; configure metrics via engineConfigs", pkg/epp/server/options.go at
+# v1.5.0; the data layer, pkg/epp/framework/plugins/datalayer/extractor/metrics, is its default).
+# It parses the Prometheus text format; a spec names one gauge, and vLLM's LoRA info gauge is read
+# by its labels running_lora_adapters, waiting_lora_adapters (comma lists) and max_lora, taking the
+# series with the largest value (vLLM sets it to the time of writing).
+# vLLM 0.32: its own names, the EPP's built-in vllm entry (scaling.SIGNALS for the two gauges seen live).
 # llama.cpp b11434 --metrics: requests_deferred (waiting) and requests_processing (running), from
-#   tools/server/README.md; it exposes no KV-cache gauge and no LoRA info metric, so llama.cpp
-#   pools are routed by queue only (the KV-cache scorer is left out of the EPP's config).
+#   tools/server/README.md; it exposes no KV-cache gauge, no cache-config info and no LoRA info
+#   metric, so llama.cpp pools are routed by queue only (the KV-cache scorer is left out of the
+#   EPP's config). tests/dataplane (test_lora_serve.py, test_llama_server.py) read them off the
+#   real servers' /metrics as the EPP parses them.
 METRICS: dict[str, dict[str, str]] = {
     "vllm": {
-        "total-queued-requests-metric": "vllm:num_requests_waiting",
-        "total-running-requests-metric": "vllm:num_requests_running",
-        "kv-cache-usage-percentage-metric": "vllm:kv_cache_usage_perc",
-        "lora-info-metric": "vllm:lora_requests_info",
+        "queuedRequestsSpec": "vllm:num_requests_waiting",
+        "runningRequestsSpec": "vllm:num_requests_running",
+        "kvUsageSpec": "vllm:kv_cache_usage_perc",
+        "loraSpec": "vllm:lora_requests_info",
+        "cacheInfoSpec": "vllm:cache_config_info",
     },
     "llamacpp": {
-        "total-queued-requests-metric": "llamacpp:requests_deferred",
-        "total-running-requests-metric": "llamacpp:requests_processing",
-        "kv-cache-usage-percentage-metric": "",
-        "lora-info-metric": "",
+        "queuedRequestsSpec": "llamacpp:requests_deferred",
+        "runningRequestsSpec": "llamacpp:requests_processing",
+        "kvUsageSpec": "",
+        "loraSpec": "",
+        "cacheInfoSpec": "",
     },
 }
+METRICS_SOURCE = "metrics-data-source"  # scrapes each pool pod's /metrics on the pool's target port
+METRICS_EXTRACTOR = "core-metrics-extractor"
 # The EPP's scoring per runtime: the weights of its chart's default profile, minus what the
 # runtime cannot feed.
 SCORERS: dict[str, list[tuple[str, int]]] = {
@@ -141,23 +156,34 @@ def http_route(name: str, namespace: str, spec: GemmaDeploymentSpec, served_name
 
 
 def epp_config(runtime: str) -> str:
-    """The EPP's EndpointPickerConfig: its scorers and their weights for this runtime."""
+    """The EPP's EndpointPickerConfig: what it reads from this runtime's /metrics (the pool's pods
+    are all this runtime: its engine is the default), its scorers and their weights."""
     scorers = SCORERS[runtime]
+    engine = {"name": runtime, **METRICS[runtime]}
     config = {
         "apiVersion": "inference.networking.x-k8s.io/v1alpha1",
         "kind": "EndpointPickerConfig",
-        "plugins": [{"type": kind} for kind, _ in scorers],
+        "plugins": [{"type": METRICS_SOURCE},
+                    {"type": METRICS_EXTRACTOR, "parameters": {"defaultEngine": runtime, "engineConfigs": [engine]}},
+                    *({"type": kind} for kind, _ in scorers)],
+        "dataLayer": {"sources": [{"pluginRef": METRICS_SOURCE, "extractors": [{"pluginRef": METRICS_EXTRACTOR}]}]},
         "schedulingProfiles": [{"name": "default", "plugins": [{"pluginRef": kind, "weight": w} for kind, w in scorers]}],
-    }
+    }  # fmt: skip
     return json.dumps(config, indent=2) + "\n"  # JSON is YAML
 
 
-def epp_args(name: str, namespace: str, runtime: str) -> list[str]:
-    args = ["--pool-name", name, "--pool-namespace", namespace, "--config-file", f"/config/{CONFIG_FILE}",
+def engine_metrics(config: str) -> dict[str, str]:
+    """The metric specs an EndpointPickerConfig (epp_config's text) gives its default engine."""
+    parsed = json.loads(config)
+    (extractor,) = [p for p in parsed["plugins"] if p["type"] == METRICS_EXTRACTOR]
+    params = extractor["parameters"]
+    (engine,) = [e for e in params["engineConfigs"] if e["name"] == params["defaultEngine"]]
+    return {k: v for k, v in engine.items() if k != "name"}
+
+
+def epp_args(name: str, namespace: str) -> list[str]:
+    return ["--pool-name", name, "--pool-namespace", namespace, "--config-file", f"/config/{CONFIG_FILE}",
             "--zap-encoder", "json", "--tracing=false", "--metrics-endpoint-auth=false"]  # fmt: skip
-    for flag, metric in METRICS[runtime].items():
-        args += [f"--{flag}", metric]
-    return args
 
 
 def epp_objects(name: str, namespace: str, runtime: str, image: str, run_as: tuple[int, int]) -> list[dict[str, Any]]:
@@ -166,6 +192,7 @@ def epp_objects(name: str, namespace: str, runtime: str, image: str, run_as: tup
     own = _labels(name, "endpoint-picker")
     select = _epp_selector(name)
     user, group = run_as
+    config = epp_config(runtime)
     rules = [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["inference.networking.k8s.io"], "resources": ["inferencepools"],
@@ -179,7 +206,7 @@ def epp_objects(name: str, namespace: str, runtime: str, image: str, run_as: tup
         "name": "epp",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "args": epp_args(name, namespace, runtime),
+        "args": epp_args(name, namespace),
         "ports": [{"name": "grpc", "containerPort": EPP_GRPC_PORT}, {"name": "grpc-health", "containerPort": EPP_HEALTH_PORT},
                   {"name": "metrics", "containerPort": EPP_METRICS_PORT}],
         "env": [{"name": "NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -201,7 +228,7 @@ def epp_objects(name: str, namespace: str, runtime: str, image: str, run_as: tup
          "subjects": [{"kind": "ServiceAccount", "name": epp, "namespace": namespace}],
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": epp}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(epp, namespace, own),
-         "data": {CONFIG_FILE: epp_config(runtime)}},
+         "data": {CONFIG_FILE: config}},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(epp, namespace, own),
          "spec": {
              "replicas": 1,
@@ -209,7 +236,8 @@ def epp_objects(name: str, namespace: str, runtime: str, image: str, run_as: tup
              "strategy": {"type": "Recreate"},
              "selector": {"matchLabels": dict(select)},
              "template": {
-                 "metadata": {"labels": {**select, "app.kubernetes.io/managed-by": "gemma-operator"}},
+                 "metadata": {"labels": {**select, "app.kubernetes.io/managed-by": "gemma-operator"},
+                              "annotations": {CONFIG_DIGEST_ANNOTATION: hashlib.sha256(config.encode()).hexdigest()[:16]}},
                  "spec": {
                      "serviceAccountName": epp,
                      "terminationGracePeriodSeconds": 130,

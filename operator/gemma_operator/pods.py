@@ -127,6 +127,13 @@ def _cap(text: str | None) -> str:
     return text if len(text) <= MESSAGE_CAP else text[: MESSAGE_CAP - 1] + "…"
 
 
+def _sentence(text: str) -> str:
+    """`text` ended as a sentence: a full stop added unless it already ends in one (the scheduler's,
+    the kubelet's and the autoscaler's own messages often do; "…" is _cap's cut)."""
+    text = text.rstrip()
+    return text if text.endswith((".", "!", "?", "…")) else text + "."
+
+
 def _budget_minutes(seconds: float) -> int:
     return max(1, -(-int(seconds) // 60))
 
@@ -245,8 +252,8 @@ def _evicted(pod: Mapping[str, Any], ctx: _Context) -> str | None:
     if pod.get("phase") == "Failed" and pod.get("reason") == "Evicted":
         said = _cap(pod.get("message")) or "no reason given"
         return (
-            f"Pod {pod['name']} was evicted by the kubelet: {said}. The Deployment replaces it; if it recurs, give "
-            "the pod more of what the node ran short of (spec.resources) or use larger nodes."
+            f"Pod {pod['name']} was evicted by the kubelet: {_sentence(said)} The Deployment replaces it; if it "
+            "recurs, give the pod more of what the node ran short of (spec.resources) or use larger nodes."
         )
     return None
 
@@ -256,9 +263,9 @@ def _waiting_for_capacity(pod: Mapping[str, Any], ctx: _Context) -> str | None:
         return None
     scheduled = pod.get("scheduled") or {}
     said = _cap(scheduled.get("message")) or scheduled.get("reason") or "no node fits"
-    text = f"Pod {pod['name']} cannot be scheduled yet: {said}."
+    text = f"Pod {pod['name']} cannot be scheduled yet: {_sentence(said)}"
     for event in (pod.get("events") or [])[:1]:
-        text += f" Cluster autoscaler ({event['reason']}): {event['message']}."
+        text += f" Cluster autoscaler ({event['reason']}): {_sentence(event['message'])}"
     budget = _budget_minutes(ctx.scale_up_budget_s)
     if _waited_s(pod, ctx) >= ctx.scale_up_budget_s:
         return text + (

@@ -263,6 +263,23 @@ class Client:
             conn.close()
 
 
+@contextlib.contextmanager
+def streaming(port: int, body: Any, path: str = "/v1/chat/completions") -> Iterator[None]:
+    """A streamed request on loopback, held open for the block once its first event has come (the
+    server is working on it), then closed (the server drops it)."""
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=60)
+    try:
+        conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200, (resp.status, resp.read()[:2000])
+        for _ in range(100):
+            if resp.readline().startswith(b"data:"):
+                break
+        yield
+    finally:
+        conn.close()
+
+
 def vllm_server(python: pathlib.Path, container: dict[str, Any], port: int, log: pathlib.Path,
                 local: dict[str, str], hub_endpoint: str, extra: dict[str, str] | None = None) -> LlamaServer:
     """vLLM on loopback, not started: the container's command line (`vllm_argv`) with the rendered env

@@ -18,7 +18,7 @@ import tempfile
 import pytest
 
 from gemma_operator import catalog as catalog_mod
-from tests.dataplane import servers, tinygemma
+from tests.dataplane import epp, servers, tinygemma
 
 pytestmark = pytest.mark.dataplane
 
@@ -260,3 +260,36 @@ def test_metrics_expose_the_signals_the_autoscalers_use(server):
     used = {name for (runtime, _), name in scaling.SIGNALS.items() if runtime == "llamacpp"}
     assert used and used <= exposed, sorted(exposed)
     assert not any("kv_cache" in name for name in exposed), "llama.cpp has a KV-cache gauge now: offer kvCache"
+
+
+def test_the_pickers_metrics_are_on_the_servers_metrics_as_it_reads_them(server, request):
+    """The same plan with spec.gateway: its endpoint picker is configured with llama.cpp's queue
+    gauges and nothing else (no KV-cache, LoRA or cache-info metric exists here), and those gauges
+    are on this server's /metrics in the form the picker parses (tests/dataplane/epp.py)."""
+    fixture, spec = CASES[request.node.callspec.params["server"]]
+    objects = epp.rendered(fixture, spec)
+    (container,) = objects[("Deployment", "chat")]["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == server.rendered["args"]
+    specs = epp.metric_specs(objects)
+    assert {k for k, v in specs.items() if v} == {"queuedRequestsSpec", "runningRequestsSpec"}, specs
+    body = {"model": server.alias, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    status, reply = server.client.post("/v1/chat/completions", body)
+    assert status == 200, reply
+    status, text = server.client.get("/metrics")
+    assert status == 200, text
+    families = epp.parse(text)
+    quoted = {key: epp.sample_lines(text, value) for key, value in specs.items() if value}
+    summary = "\n".join(f"{key} = {specs[key]}:\n  " + "\n  ".join(lines) for key, lines in quoted.items())
+    print(f"\nllama-server /metrics ({fixture}), as the picker reads it:\n{summary}")
+    for key in ("queuedRequestsSpec", "runningRequestsSpec"):
+        labels, value = epp.read_gauge(families, specs[key])
+        assert value == 0 and labels == {}, (key, labels, value, summary)  # idle after the request
+    assert not [name for name in families if "lora" in name or "kv_cache" in name], sorted(families)
+    # While a request streams, the running gauge counts it.
+    with servers.streaming(server.port, {**body, "max_tokens": 512, "ignore_eos": True, "stream": True}):
+        status, text = server.client.get("/metrics")
+    assert status == 200, text
+    _, running = epp.read_gauge(epp.parse(text), specs["runningRequestsSpec"])
+    busy = "\n  ".join(epp.sample_lines(text, specs["runningRequestsSpec"]))
+    print(f"while a request streams:\n  {busy}")
+    assert running == 1, busy

@@ -20,7 +20,7 @@ import pytest
 
 from gemma_operator import adapters, cache
 from gemma_operator.runtimes import CACHE_DIR
-from tests.dataplane import hub, servers, tinylora
+from tests.dataplane import epp, hub, servers, tinylora
 from tests.dataplane.conftest import VLLM_FIXTURE, VLLM_SPEC, VLLM_START_TIMEOUT_S
 
 pytestmark = pytest.mark.dataplane
@@ -179,3 +179,49 @@ def test_a_shared_stores_adapter_job_refuses_a_rank_above_its_own_with_its_exit_
     assert [adapters.EXIT_RANK] in [r["onExitCodes"]["values"] for r in job["spec"]["podFailurePolicy"]["rules"]]
     assert ("adapter acme/tiny-support-lora: rank 8 is above the planned --max-lora-rank 1: set rank: 8 on the "
             "spec.adapters entry for acme/tiny-support-lora") in done.stderr
+
+
+def test_the_pickers_metrics_are_on_the_servers_metrics_as_it_reads_them(lora_run):
+    """The same plan with spec.gateway: its model Deployment is the one this server runs, and every
+    metric its endpoint picker is configured to read is on this server's /metrics in the form the
+    picker parses (tests/dataplane/epp.py), the LoRA info naming each adapter after a request to it."""
+    objects = epp.rendered(VLLM_FIXTURE, SPEC)
+    (container,) = objects[("Deployment", "chat")]["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == lora_run.pod["containers"][0]["args"]
+    specs = epp.metric_specs(objects)
+    assert all(specs.values()), specs  # vLLM feeds every signal
+    for adapter in ADAPTERS:
+        body = {"model": adapter["name"], "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}
+        status, reply = lora_run.server.client.post("/v1/chat/completions", body)
+        assert status == 200, reply
+    status, text = lora_run.server.client.get("/metrics")
+    assert status == 200, text
+    families = epp.parse(text)
+    quoted = {key: epp.sample_lines(text, spec) for key, spec in specs.items()}
+    summary = "\n".join(f"{key} = {specs[key]}:\n  " + "\n  ".join(lines) for key, lines in quoted.items())
+    print(f"\nvLLM /metrics, as the picker reads it:\n{summary}")
+    for key in ("queuedRequestsSpec", "runningRequestsSpec", "kvUsageSpec"):
+        labels, value = epp.read_gauge(families, specs[key])
+        assert value >= 0 and labels.get("model_name") == "gemma-3-1b-it", (key, labels, summary)
+    block_size, blocks, _ = epp.read_cache_info(families, specs["cacheInfoSpec"])
+    assert block_size > 0 and blocks > 0, summary
+    latest, every = epp.read_lora(families, specs["loraSpec"])
+    ran = container["args"]
+    assert {info.max_lora for info in every} == {int(ran[ran.index("--max-loras") + 1])}, summary
+    seen = set().union(*(info.running | info.waiting for info in every))
+    assert seen == {a["name"] for a in ADAPTERS}, summary
+    print(f"the picker's pick (largest value), idle: running {sorted(latest.running)}, waiting "
+          f"{sorted(latest.waiting)}, max_lora {latest.max_lora}")  # fmt: skip
+    # While a request to an adapter streams, the picker's pick names it: the pod has it loaded.
+    with servers.streaming(lora_run.server.port, {"model": "sql-writer", "messages": [{"role": "user", "content": "Hi"}],
+                                           "max_tokens": 512, "ignore_eos": True, "stream": True}):  # fmt: skip
+        status, text = lora_run.server.client.get("/metrics")
+    assert status == 200, text
+    busy_families = epp.parse(text)
+    busy, _ = epp.read_lora(busy_families, specs["loraSpec"])
+    _, running = epp.read_gauge(busy_families, specs["runningRequestsSpec"])
+    assert running == 1, "\n".join(epp.sample_lines(text, specs["runningRequestsSpec"]))
+    print(f"the picker's pick while sql-writer streams: running {sorted(busy.running)}, waiting "
+          f"{sorted(busy.waiting)}: {busy.labels}")  # fmt: skip
+    assert "sql-writer" in busy.running | busy.waiting, "\n".join(epp.sample_lines(text, specs["loraSpec"]))
+

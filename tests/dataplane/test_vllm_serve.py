@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import os
 import pathlib
+import subprocess
 
 import pytest
 
+from gemma_operator.inventory import quantity
 from tests.dataplane import servers, tinygemma, tinygemma_hf
+from tests.dataplane.conftest import VLLM_FIXTURE, VLLM_SPEC
 
 pytestmark = pytest.mark.dataplane
 
@@ -162,3 +165,32 @@ def test_metrics_expose_the_signals_the_autoscalers_use(vllm_run):
     used = {name for (runtime, _), name in scaling.SIGNALS.items() if runtime == "vllm"}
     assert used == {"vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"}
     assert used <= exposed, sorted(n for n in exposed if n.startswith("vllm:"))
+
+
+def _bytes_under(path: pathlib.Path) -> int:
+    """`du -sb`: the apparent size of everything under `path`."""
+    done = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, timeout=60, check=True)
+    return int(done.stdout.split()[0])
+
+
+def test_the_disk_backed_empty_dirs_stay_under_their_rendered_size_limits(vllm_run):
+    """After requests, what this vLLM CPU serve wrote into each disk-backed emptyDir of the rendered pod
+    (mapped to scratch/<volume> by servers.local_env) is under the volume's rendered sizeLimit. The
+    figures are printed (-s) for the comment beside runtimes.HOME_SIZE."""
+    body = {"model": _served(vllm_run), "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}
+    status, reply = vllm_run.server.client.post("/v1/chat/completions", body)
+    assert status == 200, reply
+    volumes = servers.rendered_pod(VLLM_FIXTURE, VLLM_SPEC)["volumes"]
+    disk = [v for v in volumes if "emptyDir" in v and v["emptyDir"].get("medium") != "Memory"]
+    assert {v["name"] for v in disk} >= {"home", "models"}, volumes
+    assert pathlib.Path(vllm_run.env["HOME"]) == vllm_run.scratch / "home"
+    used = {v["name"]: _bytes_under(vllm_run.scratch / v["name"]) for v in disk}
+    limits = {v["name"]: v["emptyDir"].get("sizeLimit") for v in disk}
+    print("\nvLLM CPU serve, bytes written per disk-backed emptyDir (sizeLimit):",
+          ", ".join(f"{name} {used[name]:,} ({limits[name]})" for name in used))  # fmt: skip
+    home = vllm_run.scratch / "home"
+    for depth in ("*/*", "*/*/*"):
+        print("  under HOME:", ", ".join(f"{p.relative_to(home)} {_bytes_under(p):,}" for p in sorted(home.glob(depth))))
+    for name, limit in limits.items():
+        assert limit, f"emptyDir {name} has no sizeLimit: {volumes}"
+        assert used[name] < quantity(limit), (name, used[name], limit)

@@ -836,8 +836,8 @@ def test_a_gateway_over_adapters_routes_the_base_and_every_adapter(catalog):
     names = applied[("HTTPRoute", NAME)]["metadata"]["annotations"]["gemma.dev/served-models"].split(",")
     assert names == [served, "support-bot", "sql-writer"]
     assert "--lora-modules" in model_args
-    epp_args = applied[("Deployment", f"{NAME}-epp")]["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert epp_args[epp_args.index("--lora-info-metric") + 1] == "vllm:lora_requests_info"
+    epp_config = applied[("ConfigMap", f"{NAME}-epp")]["data"][gateway.CONFIG_FILE]
+    assert gateway.engine_metrics(epp_config)["loraSpec"] == "vllm:lora_requests_info"
     written = merge(None, intent.status)
     assert next(c for c in written["conditions"] if c["type"] == "Gateway")["reason"] == "Attached"
     assert written["selection"]["adapters"] == ["support-bot", "sql-writer"]

@@ -62,21 +62,47 @@ def test_the_picker_may_read_only_pods_pools_and_their_objectives_in_its_namespa
                      ("inference.networking.x-k8s.io", "inferencemodelrewrites"): {"get", "list", "watch"}}
 
 
-@pytest.mark.parametrize(("fixture", "queue", "kv", "scorers"), [
-    ("gke-l4", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+# The flags v1.5.0's Validate refuses at start (pkg/epp/server/options.go): metrics are configured
+# in the EndpointPickerConfig's core-metrics-extractor instead.
+REFUSED_FLAGS = ("--total-queued-requests-metric", "--total-running-requests-metric",
+                 "--kv-cache-usage-percentage-metric", "--lora-info-metric", "--cache-info-metric")
+
+
+@pytest.mark.parametrize(("fixture", "queue", "kv", "lora", "scorers"), [
+    ("gke-l4", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc", "vllm:lora_requests_info",
      ["queue-scorer", "kv-cache-utilization-scorer", "prefix-cache-scorer"]),
-    ("gke-cpu-only", "llamacpp:requests_deferred", "", ["queue-scorer", "prefix-cache-scorer"]),
-])
-def test_the_picker_reads_the_runtimes_own_metric_names(catalog, fixture, queue, kv, scorers):
+    ("gke-cpu-only", "llamacpp:requests_deferred", "", "", ["queue-scorer", "prefix-cache-scorer"]),
+])  # fmt: skip
+def test_the_picker_reads_the_runtimes_own_metric_names(catalog, fixture, queue, kv, lora, scorers):
     runtime, objs = rendered(catalog, fixture, ["m"])
     args = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     flags = dict(zip(args[::2], args[1::2]))
-    assert args[args.index("--total-queued-requests-metric") + 1] == queue
-    assert args[args.index("--kv-cache-usage-percentage-metric") + 1] == kv
     assert flags["--pool-name"] == "chat"
-    config = yaml.safe_load(next(o for o in objs if o["kind"] == "ConfigMap")["data"][gateway.CONFIG_FILE])
+    assert not [a for a in args if a.split("=")[0] in REFUSED_FLAGS], args
+    text = next(o for o in objs if o["kind"] == "ConfigMap")["data"][gateway.CONFIG_FILE]
+    config = yaml.safe_load(text)
     assert [p["pluginRef"] for p in config["schedulingProfiles"][0]["plugins"]] == scorers
+    metrics = gateway.engine_metrics(text)
+    assert (metrics["queuedRequestsSpec"], metrics["kvUsageSpec"], metrics["loraSpec"]) == (queue, kv, lora)
+    # The data layer scrapes with the extractor, and every plugin a profile or source names is declared.
+    declared = {p.get("name", p["type"]) for p in config["plugins"]}
+    (source,) = config["dataLayer"]["sources"]
+    assert {source["pluginRef"], *(e["pluginRef"] for e in source["extractors"])} == {"metrics-data-source",
+                                                                                      "core-metrics-extractor"}
+    assert {source["pluginRef"], *(e["pluginRef"] for e in source["extractors"]), *scorers} <= declared
     assert ("queue only" in gateway.reason(runtime)) == (runtime == "llamacpp")
+
+
+def test_a_config_change_rolls_the_picker(catalog):
+    """The picker reads its config once: the runtime's config (metric names, scorers) is in the
+    pod template's digest, so a re-plan onto another runtime replaces the picker's pod."""
+    def digest(fixture, served_names):
+        _, objs = rendered(catalog, fixture, served_names)
+        template = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]
+        return template["metadata"]["annotations"][gateway.CONFIG_DIGEST_ANNOTATION]
+
+    assert digest("gke-l4", ["m"]) != digest("gke-cpu-only", ["m"])
+    assert digest("gke-l4", ["m"]) == digest("gke-l4", ["m", "support-bot"])  # the served names are the route's
 
 
 def test_the_image_is_the_catalogs_unless_overridden(catalog):

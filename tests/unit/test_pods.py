@@ -152,6 +152,44 @@ def test_each_pod_state_has_its_reason_and_an_actionable_message(pod_, events, e
     for word in words:
         assert word in state.message, state.message
     assert len(state.message) < 1000
+    assert ".." not in state.message, state.message
+
+
+# The scheduler's, the kubelet's and the autoscaler's messages, ending with a full stop or not: each is
+# quoted as one sentence, never with a second full stop.
+ENDINGS = [
+    # id, pod, events on it, what the message says where the quoted text ends
+    ("scheduler-ends-with-a-stop", pod(conditions=[unschedulable(2)]), None,
+     "3 Preemption is not helpful. Waiting since"),
+    ("scheduler-ends-without", pod(conditions=[unschedulable(2, "0/1 nodes are available: 1 Insufficient cpu")]),
+     None, "1 Insufficient cpu. Waiting since"),
+    ("scheduler-ends-with-a-stop-and-a-space", pod(conditions=[unschedulable(2, "no nodes available to schedule pods. ")]),
+     None, "no nodes available to schedule pods. Waiting since"),
+    ("autoscaler-ends-with-a-stop", pod(conditions=[unschedulable(3, "0/1 nodes are available")]),
+     [{"reason": "NotTriggerScaleUp", "lastTimestamp": ago(1),
+       "message": "pod didn't trigger scale-up: 2 max node group size reached."}],
+     "0/1 nodes are available. Cluster autoscaler (NotTriggerScaleUp): pod didn't trigger scale-up: 2 max node "
+     "group size reached. Waiting since"),
+    ("autoscaler-ends-without", pod(conditions=[unschedulable(3, "0/1 nodes are available.")]), SCALE_UP_EVENTS[:1],
+     "0/1 nodes are available. Cluster autoscaler (NotTriggerScaleUp): pod didn't trigger scale-up: 1 node(s) "
+     "didn't match Pod's node affinity/selector. Waiting since"),
+    ("evicted-ends-with-a-stop", pod(phase="Failed", reason="Evicted", message="The node was low on resource: memory. "
+                                     "Container vllm was using 30Gi, request is 0.", conditions=[scheduled()]),
+     None, "request is 0. The Deployment replaces it"),
+    ("evicted-ends-without", pod(phase="Failed", reason="Evicted", message="The node had condition: [DiskPressure]",
+                                 conditions=[scheduled()]),
+     None, "The node had condition: [DiskPressure]. The Deployment replaces it"),
+    ("evicted-no-message", pod(phase="Failed", reason="Evicted", conditions=[scheduled()]),
+     None, "evicted by the kubelet: no reason given. The Deployment"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("pod_", "events", "says"), [c[1:] for c in ENDINGS], ids=[c[0] for c in ENDINGS])
+def test_a_quoted_message_ends_its_sentence_once(pod_, events, says):
+    state = pods.worst_pod_state([essentials_with(pod_, events)], now=NOW)
+    assert state is not None
+    assert says in state.message, state.message
+    assert ".." not in state.message and ". ." not in state.message, state.message
 
 
 @pytest.mark.parametrize(("pod_", "why"), [
