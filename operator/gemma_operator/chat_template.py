@@ -29,6 +29,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from .api.v1alpha1 import ChatTemplate, GemmaDeploymentSpec
 from .catalog import Family, TurnFormat
 from .plans import InvalidSpec
+from .sentences import sentence
 
 SAMPLE: tuple[dict[str, str], ...] = (
     {"role": "system", "content": "You are a concise assistant."},
@@ -240,7 +241,7 @@ def refusal(spec: GemmaDeploymentSpec, source: Source | None, namespace: str) ->
     try:
         check(spec, source.data)
     except InvalidSpec as exc:
-        return "Invalid", REFUSED, f"Invalid spec: {exc}. {keep}"
+        return "Invalid", REFUSED, f"Invalid spec: {sentence(str(exc))} {keep}"
     return None
 
 

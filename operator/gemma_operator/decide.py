@@ -23,6 +23,7 @@ from . import pods, planner, render, rollout, scaling, status, unseen, validatio
 from .api.v1alpha1 import GROUP, CacheSpec, GemmaDeploymentSpec
 from .catalog import Catalog
 from .inventory import Inventory
+from .sentences import sentence
 
 condition = tuple[str, str, str, str]  # (type, status, reason, message)
 DIGEST = f"{GROUP}/applied-digest"
@@ -288,7 +289,7 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
     except ValidationError as exc:
         # The CRD schema refuses most of this first; this catches what it cannot express.
         where = "; ".join(validation.problems(exc, GemmaDeploymentSpec))
-        message = f"Invalid spec: {where}."
+        message = f"Invalid spec: {sentence(where)}"
         return not_applied(resource, status.Outcome("Invalid", message), 0, now,
                            (Event("Warning", "InvalidSpec", message),))  # fmt: skip
     try:
@@ -301,7 +302,7 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
                                  cache_defaults=settings.cache_defaults)
                    if isinstance(result, planner.Plan) else [])  # fmt: skip
     except planner.InvalidSpec as exc:
-        message = f"Invalid spec: {exc}."
+        message = f"Invalid spec: {sentence(str(exc))}"
         return not_applied(resource, status.Outcome("Invalid", message), spec.replicas, now,
                            (Event("Warning", "InvalidSpec", message),))  # fmt: skip
     if isinstance(result, planner.NoFit):
