@@ -273,7 +273,8 @@ def refused(resource: Mapping[str, Any], reason: str, delay: float, now: str) ->
         f"policy, or the operator's RBAC); the operator retries every {delay:g} s."
     )
     wanted = (resource.get("spec") or {}).get("replicas", 1)
-    return not_applied(resource, status.Outcome("ApplyFailed", message), wanted, now,
+    retries = f"The operator retries applying the children every {delay:g} s."
+    return not_applied(resource, status.Outcome("ApplyFailed", message, next_step=retries), wanted, now,
                        (Event("Warning", "ApplyFailed", message),))  # fmt: skip
 
 
@@ -322,17 +323,18 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
         endpoint = gateway_mod.gateway_endpoint(dict(observed.gateway or {}), spec) or endpoint
     ref = spec.hf_token_secret_ref
     if ref and observed.secret_exists is False:
-        message = (
-            f"Secret {ref.name!r} (spec.hfTokenSecretRef) does not exist in namespace {namespace}: create it with "
-            f"the Hugging Face token under key {ref.key!r}. Nothing is deployed until it exists."
-        )
-        return not_applied(resource, status.Outcome("ApplyFailed", message, selection, endpoint), spec.replicas,
-                           now, (Event("Warning", "SecretNotFound", message),), retry_s=SECRET_RECHECK_S)  # fmt: skip
-    refused_template = chat_template.refusal(spec, observed.config_map, namespace)
+        message = (f"Secret {ref.name!r} (spec.hfTokenSecretRef) does not exist in namespace {namespace}: create it "
+                   f"with the Hugging Face token under key {ref.key!r}. Nothing is deployed until it exists.")  # fmt: skip
+        looks = f"The operator looks for Secret {ref.name!r} again every {SECRET_RECHECK_S:g} s and applies once it exists."
+        outcome = status.Outcome("ApplyFailed", message, selection, endpoint, next_step=looks)
+        return not_applied(resource, outcome, spec.replicas, now, (Event("Warning", "SecretNotFound", message),),
+                           retry_s=SECRET_RECHECK_S)  # fmt: skip
+    refused_template = chat_template.refusal(spec, observed.config_map, namespace, SECRET_RECHECK_S)
     if refused_template:  # nothing applied: running pods keep the template they started with
-        kind, reason, message = refused_template
-        return not_applied(resource, status.Outcome(kind, message, selection, endpoint, reason=reason), spec.replicas,
-                           now, (Event("Warning", reason, message),), retry_s=SECRET_RECHECK_S)  # fmt: skip
+        kind, reason, message, rereads = refused_template
+        outcome = status.Outcome(kind, message, selection, endpoint, reason=reason, next_step=rereads)
+        return not_applied(resource, outcome, spec.replicas, now, (Event("Warning", reason, message),),
+                           retry_s=SECRET_RECHECK_S)  # fmt: skip
 
     cache = cache_mod.plan_cache(result, spec, settings.cache_defaults)
     claim = _resize(objects, observed)

@@ -81,7 +81,7 @@ def hpa_refused(catalog, said: str) -> str:
 def template_refused(catalog, template: str) -> str:
     ref = {"chatTemplate": {"configMapRef": {"name": "templates", "key": "chat.jinja"}}}
     refused = chat_template.refusal(GemmaDeploymentSpec.model_validate(ref),
-                                    chat_template.Source("templates", {"chat.jinja": template}), NS)  # fmt: skip
+                                    chat_template.Source("templates", {"chat.jinja": template}), NS, 30)  # fmt: skip
     assert refused is not None
     return refused[2]
 
