@@ -302,8 +302,9 @@ def scenario(catalog) -> dict[str, tuple[World, Settings, dict[str, Any]]]:
     rows["pool-lost"] = (dataclasses.replace(ready(base), nodes=("gke-t4",)), default,
                          expect(applies=["Deployment", "Service"], status=("Deploying", "RollingOut"),
                                 events=[("Normal", "RollingOut"), ("Normal", "Planned")]))
-    # test_unrelated_nodes_do_not_move_a_serving_model: a bigger pool appears; the selection stays.
-    rows["sticky"] = (dataclasses.replace(settled_ready, nodes=("gke-l4", "gke-a100-80gb")), default, expect())
+    # test_unrelated_nodes_do_not_move_a_serving_model: a pool a fresh plan would take (the H100; an A100 would
+    # not: it plans the L4 too) appears; the selection stays (test_the_sticky_row_is_one_a_fresh_plan_would_move).
+    rows["sticky"] = (dataclasses.replace(settled_ready, nodes=("gke-l4", "gke-h100x8")), default, expect())
     # test_no_fit_stalls_with_figures_and_plans_when_a_pool_appears
     # An A10G: no such node and no GKE shape to scale up.
     rows["no-fit"] = (fresh({"accelerator": "nvidia-a10g"}, ("gke-cpu-only",)), default,
@@ -569,6 +570,15 @@ def rows(catalog):
 def test_decide(rows, catalog, row):
     world, settings, expected = rows[row]
     assert summary(run(catalog, world, settings), world) == expected
+
+
+def test_the_sticky_row_is_one_a_fresh_plan_would_move(rows, catalog):
+    """The sticky row proves stickiness only if planning its spec afresh on its nodes picks another pool."""
+    world, settings, expected = rows["sticky"]
+    afresh = merge(None, run(catalog, fresh(world.resource["spec"], world.nodes), settings).status)
+    kept = world.resource["status"]["selection"]["accelerator"]
+    assert (kept, afresh["selection"]["accelerator"]) == ("nvidia-l4", "nvidia-h100-80gb")
+    assert summary(run(catalog, world, settings), world) == expected == expect()
 
 
 # What each refusal's Progressing condition says the operator does next: the retry its row pins.
