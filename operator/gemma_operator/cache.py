@@ -34,6 +34,7 @@ from .inventory import quantity
 from .planner import Plan
 from .runtimes import (CACHE_DIR, HOME_DIR, STARTUP_FLOOR_S, STARTUP_S_PER_WEIGHT_GIB, XET_CHUNK_CACHE_OFF,
                        container_security_context, disk_request, home_volume, token_env)  # fmt: skip
+from .sentences import sentence
 
 GIB = 2**30
 # Beyond the checkpoint's bytes: tokenizer and config files, a download's partial file, file-system
@@ -416,10 +417,10 @@ class Resize:
         else:
             remedy = (f"Only a bound claim can be expanded: delete it and its loader Job ({delete}) so that the "
                       f"operator creates it at {self.needed}.")  # fmt: skip
-        why = (self.refusal or "").strip().split("\n")[0].rstrip(".")  # a 422 goes on with the spec's diff
+        why = (self.refusal or "").strip().split("\n")[0] or "no reason given"  # a 422 goes on with the spec's diff
         return (
             f"The cache claim {self.claim} requests {self.requested}, but the checkpoint now needs {self.needed} "
-            f"({short} GiB more), and the API server refused to expand it: {why}. {remedy} "
+            f"({short} GiB more), and the API server refused to expand it: {sentence(why)} {remedy} "
             f"The model pods do not start on it until it is large enough."
         )
 
@@ -457,7 +458,7 @@ def fill_state(job: Mapping[str, Any] | None, claim: Resize | None = None) -> tu
         failed = conditions["Failed"]
         why = failed.get("message") or failed.get("reason") or "failed"
         return "Failed", (
-            f"The loader Job {name} failed: {why}. See `kubectl logs job/{name}`; fix the cause (the token in "
+            f"The loader Job {name} failed: {sentence(why)} See `kubectl logs job/{name}`; fix the cause (the token in "
             f"spec.hfTokenSecretRef, the storage class, the bucket's permissions), then delete the Job to fill again."
         )
     return "Filling", ""
@@ -487,9 +488,9 @@ def _adapter_failure(index: int, adapter: Adapter, job: str, failed: Mapping[str
         return (f"{head}it is made for another base (adapter_config.json base_model_name_or_path; {logs} which), "
                 f"not {plan.model_id}. Remove it from spec.adapters or name an adapter made for {plan.model_id}; no "
                 f"model pod starts until then.")
-    return (f"The adapter Job {job} for adapter {adapter.name} (spec.adapters[{index}], {source}) failed: {why}. See "
-            f"`kubectl logs job/{job}`; fix the cause (the token in spec.hfTokenSecretRef, the repo and revision, the "
-            f"bucket's permissions), then delete the Job to fill again.")
+    return (f"The adapter Job {job} for adapter {adapter.name} (spec.adapters[{index}], {source}) failed: "
+            f"{sentence(why)} See `kubectl logs job/{job}`; fix the cause (the token in spec.hfTokenSecretRef, the "
+            f"repo and revision, the bucket's permissions), then delete the Job to fill again.")
 
 
 def fill(cache: Cache, plan: Plan, jobs: Mapping[str, Mapping[str, Any] | None],

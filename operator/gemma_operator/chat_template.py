@@ -29,6 +29,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from .api.v1alpha1 import ChatTemplate, GemmaDeploymentSpec
 from .catalog import Family, TurnFormat
 from .plans import InvalidSpec
+from .sentences import sentence
 
 SAMPLE: tuple[dict[str, str], ...] = (
     {"role": "system", "content": "You are a concise assistant."},
@@ -220,27 +221,31 @@ def content_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def refusal(spec: GemmaDeploymentSpec, source: Source | None, namespace: str) -> tuple[str, str, str] | None:
-    """(outcome, reason, message) when the referenced template cannot be used; None when it can, when
-    there is no configMapRef, or when it was not read. A missing ConfigMap or key is ApplyFailed (it may
-    appear: the operator looks again); a template that does not parse or render is Invalid."""
+def refusal(spec: GemmaDeploymentSpec, source: Source | None, namespace: str,
+            every_s: float) -> tuple[str, str, str, str] | None:  # fmt: skip
+    """(outcome, reason, message, what the operator does next) when the referenced template cannot be
+    used; None when it can, when there is no configMapRef, or when it was not read. A missing ConfigMap
+    or key is ApplyFailed (it may appear), a template that does not parse or render is Invalid; either
+    way the reconcile reads the ConfigMap again in `every_s` seconds."""
     ref = spec.chat_template.config_map_ref if spec.chat_template is not None else None
     if ref is None or source is None or source.name != ref.name:
         return None
     keep = "Nothing is changed until it is fixed; model pods already running keep the template they started with."
+    rereads = (f"The operator reads ConfigMap {ref.name!r} again every {every_s:g} s; it applies nothing until key "
+               f"{ref.key!r} there holds a template that parses and renders.")
     if source.data is None:
         return ("ApplyFailed", "ChatTemplateNotFound",
                 f"ConfigMap {ref.name!r} (spec.chatTemplate.configMapRef) does not exist in namespace {namespace}: "
-                f"create it with the chat template under key {ref.key!r}. {keep}")  # fmt: skip
+                f"create it with the chat template under key {ref.key!r}. {keep}", rereads)  # fmt: skip
     if ref.key not in source.data:
         keys = ", ".join(sorted(source.data)) or "none"
         return ("ApplyFailed", "ChatTemplateNotFound",
                 f"ConfigMap {ref.name!r} (spec.chatTemplate.configMapRef) has no key {ref.key!r} (its keys: {keys}). "
-                f"{keep}")  # fmt: skip
+                f"{keep}", rereads)  # fmt: skip
     try:
         check(spec, source.data)
     except InvalidSpec as exc:
-        return "Invalid", REFUSED, f"Invalid spec: {exc}. {keep}"
+        return "Invalid", REFUSED, f"Invalid spec: {sentence(str(exc))} {keep}", rereads
     return None
 
 

@@ -23,6 +23,7 @@ from . import pods, planner, render, rollout, scaling, status, unseen, validatio
 from .api.v1alpha1 import GROUP, CacheSpec, GemmaDeploymentSpec
 from .catalog import Catalog
 from .inventory import Inventory
+from .sentences import sentence
 
 condition = tuple[str, str, str, str]  # (type, status, reason, message)
 DIGEST = f"{GROUP}/applied-digest"
@@ -272,7 +273,8 @@ def refused(resource: Mapping[str, Any], reason: str, delay: float, now: str) ->
         f"policy, or the operator's RBAC); the operator retries every {delay:g} s."
     )
     wanted = (resource.get("spec") or {}).get("replicas", 1)
-    return not_applied(resource, status.Outcome("ApplyFailed", message), wanted, now,
+    retries = f"The operator retries applying the children every {delay:g} s."
+    return not_applied(resource, status.Outcome("ApplyFailed", message, next_step=retries), wanted, now,
                        (Event("Warning", "ApplyFailed", message),))  # fmt: skip
 
 
@@ -288,7 +290,7 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
     except ValidationError as exc:
         # The CRD schema refuses most of this first; this catches what it cannot express.
         where = "; ".join(validation.problems(exc, GemmaDeploymentSpec))
-        message = f"Invalid spec: {where}."
+        message = f"Invalid spec: {sentence(where)}"
         return not_applied(resource, status.Outcome("Invalid", message), 0, now,
                            (Event("Warning", "InvalidSpec", message),))  # fmt: skip
     try:
@@ -301,7 +303,7 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
                                  cache_defaults=settings.cache_defaults)
                    if isinstance(result, planner.Plan) else [])  # fmt: skip
     except planner.InvalidSpec as exc:
-        message = f"Invalid spec: {exc}."
+        message = f"Invalid spec: {sentence(str(exc))}"
         return not_applied(resource, status.Outcome("Invalid", message), spec.replicas, now,
                            (Event("Warning", "InvalidSpec", message),))  # fmt: skip
     if isinstance(result, planner.NoFit):
@@ -321,17 +323,18 @@ def decide(resource: Mapping[str, Any], observed: Observed, inventory: Inventory
         endpoint = gateway_mod.gateway_endpoint(dict(observed.gateway or {}), spec) or endpoint
     ref = spec.hf_token_secret_ref
     if ref and observed.secret_exists is False:
-        message = (
-            f"Secret {ref.name!r} (spec.hfTokenSecretRef) does not exist in namespace {namespace}: create it with "
-            f"the Hugging Face token under key {ref.key!r}. Nothing is deployed until it exists."
-        )
-        return not_applied(resource, status.Outcome("ApplyFailed", message, selection, endpoint), spec.replicas,
-                           now, (Event("Warning", "SecretNotFound", message),), retry_s=SECRET_RECHECK_S)  # fmt: skip
-    refused_template = chat_template.refusal(spec, observed.config_map, namespace)
+        message = (f"Secret {ref.name!r} (spec.hfTokenSecretRef) does not exist in namespace {namespace}: create it "
+                   f"with the Hugging Face token under key {ref.key!r}. Nothing is deployed until it exists.")  # fmt: skip
+        looks = f"The operator looks for Secret {ref.name!r} again every {SECRET_RECHECK_S:g} s and applies once it exists."
+        outcome = status.Outcome("ApplyFailed", message, selection, endpoint, next_step=looks)
+        return not_applied(resource, outcome, spec.replicas, now, (Event("Warning", "SecretNotFound", message),),
+                           retry_s=SECRET_RECHECK_S)  # fmt: skip
+    refused_template = chat_template.refusal(spec, observed.config_map, namespace, SECRET_RECHECK_S)
     if refused_template:  # nothing applied: running pods keep the template they started with
-        kind, reason, message = refused_template
-        return not_applied(resource, status.Outcome(kind, message, selection, endpoint, reason=reason), spec.replicas,
-                           now, (Event("Warning", reason, message),), retry_s=SECRET_RECHECK_S)  # fmt: skip
+        kind, reason, message, rereads = refused_template
+        outcome = status.Outcome(kind, message, selection, endpoint, reason=reason, next_step=rereads)
+        return not_applied(resource, outcome, spec.replicas, now, (Event("Warning", reason, message),),
+                           retry_s=SECRET_RECHECK_S)  # fmt: skip
 
     cache = cache_mod.plan_cache(result, spec, settings.cache_defaults)
     claim = _resize(objects, observed)

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .sentences import sentence
+
 # How long a pod may wait for the cluster autoscaler or node auto-provisioning to add a node
 # before it reads Stalled. GPU and TPU nodes take minutes to come up (provisioning, driver
 # install); node auto-provisioning adds creating the pool.
@@ -125,13 +127,6 @@ def parse_time(value: str | None) -> datetime.datetime | None:
 def _cap(text: str | None) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= MESSAGE_CAP else text[: MESSAGE_CAP - 1] + "…"
-
-
-def _sentence(text: str) -> str:
-    """`text` ended as a sentence: a full stop added unless it already ends in one (the scheduler's,
-    the kubelet's and the autoscaler's own messages often do; "…" is _cap's cut)."""
-    text = text.rstrip()
-    return text if text.endswith((".", "!", "?", "…")) else text + "."
 
 
 def _budget_minutes(seconds: float) -> int:
@@ -252,7 +247,7 @@ def _evicted(pod: Mapping[str, Any], ctx: _Context) -> str | None:
     if pod.get("phase") == "Failed" and pod.get("reason") == "Evicted":
         said = _cap(pod.get("message")) or "no reason given"
         return (
-            f"Pod {pod['name']} was evicted by the kubelet: {_sentence(said)} The Deployment replaces it; if it "
+            f"Pod {pod['name']} was evicted by the kubelet: {sentence(said)} The Deployment replaces it; if it "
             "recurs, give the pod more of what the node ran short of (spec.resources) or use larger nodes."
         )
     return None
@@ -263,9 +258,9 @@ def _waiting_for_capacity(pod: Mapping[str, Any], ctx: _Context) -> str | None:
         return None
     scheduled = pod.get("scheduled") or {}
     said = _cap(scheduled.get("message")) or scheduled.get("reason") or "no node fits"
-    text = f"Pod {pod['name']} cannot be scheduled yet: {_sentence(said)}"
+    text = f"Pod {pod['name']} cannot be scheduled yet: {sentence(said)}"
     for event in (pod.get("events") or [])[:1]:
-        text += f" Cluster autoscaler ({event['reason']}): {_sentence(event['message'])}"
+        text += f" Cluster autoscaler ({event['reason']}): {sentence(event['message'])}"
     budget = _budget_minutes(ctx.scale_up_budget_s)
     if _waited_s(pod, ctx) >= ctx.scale_up_budget_s:
         return text + (

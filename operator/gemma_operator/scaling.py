@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from .api.v1alpha1 import GemmaDeploymentSpec
 from .planner import InvalidSpec, Plan
 from .runtimes import PORT, PORT_NAME, startup_seconds
+from .sentences import sentence
 
 # The engines' own load signals at the pinned versions, per (runtime, spec metric).
 # vLLM 0.32: both gauges seen on a running vLLM 0.32 CPU server (/metrics); kv_cache_usage_perc
@@ -350,8 +351,8 @@ def autoscaler_conditions(spec: GemmaDeploymentSpec, choice: Choice, hpa: dict[s
             continue
         message = str(cond.get("message") or "")
         if type_ == "ScalingActive" and cond.get("status") == "False":
-            message = (f"{who} cannot read {metric}: {message} Check that the metrics adapter serves it "
-                       f"(custom.metrics.k8s.io; README, Autoscaling).")  # fmt: skip
+            message = (f"{who} cannot read {metric}: {sentence(message or 'no reason given')} Check that the metrics "
+                       f"adapter serves it (custom.metrics.k8s.io; README, Autoscaling).")  # fmt: skip
         result.append((type_, str(cond.get("status")), str(cond.get("reason") or type_), message[:MESSAGE_MAX]))
     return result
 

@@ -30,6 +30,7 @@ class Outcome:
     endpoint: str | None = None
     cache: Mapping[str, Any] | None = None  # status.cache (cache.Cache.status)
     reason: str = ""  # the conditions' reason, when more precise than the kind's (InvalidSpec, ApplyFailed)
+    next_step: str = ""  # while nothing is applied: what the operator does next (Progressing's message)
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,9 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int, o
         phase = outcome.kind
         reason = outcome.reason or ("InvalidSpec" if phase == "Invalid" else "NoFit")
         ready = ("False", reason, outcome.message)
-        progressing = ("False", reason, "Nothing is deployed until the spec or the cluster's nodes change."
-                       if not outcome.reason else "Nothing is changed until what the message names is fixed.")
+        progressing = ("False", reason, outcome.next_step or ("Nothing is deployed until the spec or the cluster's "
+                       "nodes change." if not outcome.reason else "Nothing is changed until what the message names "
+                       "is fixed."))  # fmt: skip
         stalled = ("True", reason, outcome.message)
         # Nothing is applied: a model already serving keeps running, and its selection, endpoint and
         # replica counts stay in status (they are left out of this patch) to say what still serves.
@@ -124,7 +126,7 @@ def compute(outcome: Outcome, *, generation: int | None, wanted_replicas: int, o
         phase = "Degraded"
         reason = outcome.reason or "ApplyFailed"
         ready = ("False", reason, outcome.message)
-        progressing = ("True", "Retrying", "The operator retries applying the children with backoff.")
+        progressing = ("True", "Retrying", outcome.next_step or "The operator retries applying the children.")
         stalled = ("False", reason, outcome.message)
         status["phase"] = phase
         # Only what is known: a refused first apply has no selection (the CRD requires its fields,

@@ -125,6 +125,8 @@ def test_a_missing_config_map_is_named_and_nothing_is_deployed_until_it_exists(o
     ready = condition(gd, "Ready")
     assert ready["reason"] == "ChatTemplateNotFound", ready
     assert f"ConfigMap '{TEMPLATES}' (spec.chatTemplate.configMapRef) does not exist" in ready["message"]
+    progressing = condition(gd, "Progressing")  # what the operator does: no backoff, a look every 30 s
+    assert progressing["message"].startswith(f"The operator reads ConfigMap '{TEMPLATES}' again every 30 s"), progressing
     assert cluster.deployment("waiting") is None
     put_templates(cluster, other=TEMPLATE)  # the key is still missing
     cluster.wait(lambda: "has no key 'chat.jinja' (its keys: other)"

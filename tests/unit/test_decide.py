@@ -302,8 +302,9 @@ def scenario(catalog) -> dict[str, tuple[World, Settings, dict[str, Any]]]:
     rows["pool-lost"] = (dataclasses.replace(ready(base), nodes=("gke-t4",)), default,
                          expect(applies=["Deployment", "Service"], status=("Deploying", "RollingOut"),
                                 events=[("Normal", "RollingOut"), ("Normal", "Planned")]))
-    # test_unrelated_nodes_do_not_move_a_serving_model: a bigger pool appears; the selection stays.
-    rows["sticky"] = (dataclasses.replace(settled_ready, nodes=("gke-l4", "gke-a100-80gb")), default, expect())
+    # test_unrelated_nodes_do_not_move_a_serving_model: a pool a fresh plan would take (the H100; an A100 would
+    # not: it plans the L4 too) appears; the selection stays (test_the_sticky_row_is_one_a_fresh_plan_would_move).
+    rows["sticky"] = (dataclasses.replace(settled_ready, nodes=("gke-l4", "gke-h100x8")), default, expect())
     # test_no_fit_stalls_with_figures_and_plans_when_a_pool_appears
     # An A10G: no such node and no GKE shape to scale up.
     rows["no-fit"] = (fresh({"accelerator": "nvidia-a10g"}, ("gke-cpu-only",)), default,
@@ -571,6 +572,33 @@ def test_decide(rows, catalog, row):
     assert summary(run(catalog, world, settings), world) == expected
 
 
+def test_the_sticky_row_is_one_a_fresh_plan_would_move(rows, catalog):
+    """The sticky row proves stickiness only if planning its spec afresh on its nodes picks another pool."""
+    world, settings, expected = rows["sticky"]
+    afresh = merge(None, run(catalog, fresh(world.resource["spec"], world.nodes), settings).status)
+    kept = world.resource["status"]["selection"]["accelerator"]
+    assert (kept, afresh["selection"]["accelerator"]) == ("nvidia-l4", "nvidia-h100-80gb")
+    assert summary(run(catalog, world, settings), world) == expected == expect()
+
+
+# What each refusal's Progressing condition says the operator does next: the retry its row pins.
+REREADS = "The operator reads ConfigMap 'templates' again every 30 s; it applies nothing until key 'chat.jinja' there "
+NEXT_STEPS = {
+    "secret-missing": "The operator looks for Secret 'hf' again every 30 s and applies once it exists.",
+    **{row: f"{REREADS}holds a template that parses and renders." for row in (
+        "template-cm-missing", "template-cm-no-key", "template-cm-syntax", "template-cm-bad-edit", "template-cm-deleted")},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("row", NEXT_STEPS)
+def test_a_refusal_says_what_the_operator_does_next(rows, catalog, row):
+    world, settings, _ = rows[row]
+    intent = run(catalog, world, settings)
+    progressing = {c["type"]: c for c in merge(world.resource.get("status"), intent.status)["conditions"]}["Progressing"]
+    assert progressing["message"] == NEXT_STEPS[row]
+    assert f"every {intent.retry_s:g} s" in progressing["message"] and "backoff" not in progressing["message"]
+
+
 # ------------------------------------------------------------------- the Intent's details
 def test_a_scale_up_plan_says_so_in_the_selection(catalog):
     intent = run(catalog, fresh({"accelerator": "nvidia-l4"}, ("gke-cpu-only",)))
@@ -670,6 +698,8 @@ def test_a_refusal_is_reported_in_status_and_an_event():
     intent = refused(resource(), "403 Forbidden: exceeded quota", 60, NOW)
     assert [(e.type, e.reason) for e in intent.events] == [("Warning", "ApplyFailed")]
     assert "exceeded quota" in intent.events[0].message and "every 60 s" in intent.events[0].message
+    progressing = {c["type"]: c for c in intent.status["conditions"]}["Progressing"]
+    assert progressing["message"] == "The operator retries applying the children every 60 s."
     assert intent.status["phase"] == "Degraded" and not intent.applies and intent.outcome == "ApplyFailed"
 
 
