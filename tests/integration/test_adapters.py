@@ -81,13 +81,18 @@ def _cache(cluster: Cluster, name: str) -> dict:
     return (cluster.gd(name).get("status") or {}).get("cache") or {}
 
 
-def test_a_filled_cache_gets_one_job_per_adapter_then_the_deployment(operator, cluster, create_nodes, kube_api):  # noqa: F811
-    """Job status is written here as the Job controller would (no kubelet runs them, on either tier)."""
+def _two_adapters_on_a_claim(operator, cluster, create_nodes) -> tuple[dict[str, dict], str]:
+    """gke-l4, the operator, and "chat" with two adapters on a pvc cache: its adapter Jobs and loader Job's name."""
     create_nodes.from_fixture("gke-l4")
     operator()
     cluster.create("chat", {**BASE, "cache": PVC, "adapters": [SUPPORT, SQL]})
-    adapter_jobs = cluster.wait(lambda: len(_adapter_jobs(cluster)) == 2 and _adapter_jobs(cluster), "two adapter Jobs")
-    loader = cluster.wait(lambda: _cache(cluster, "chat").get("claim"), "the claim in status")
+    jobs = cluster.wait(lambda: len(_adapter_jobs(cluster)) == 2 and _adapter_jobs(cluster), "two adapter Jobs")
+    return jobs, cluster.wait(lambda: _cache(cluster, "chat").get("claim"), "the claim in status")
+
+
+def test_a_filled_cache_gets_one_job_per_adapter_then_the_deployment(operator, cluster, create_nodes, kube_api):  # noqa: F811
+    """Job status is written here as the Job controller would (no kubelet runs them, on either tier)."""
+    adapter_jobs, loader = _two_adapters_on_a_claim(operator, cluster, create_nodes)
     assert set(_jobs(cluster)) == {loader, *adapter_jobs}
     stores = set()
     for job in adapter_jobs.values():
@@ -125,11 +130,7 @@ def test_a_filled_cache_gets_one_job_per_adapter_then_the_deployment(operator, c
 
 
 def test_a_refused_adapter_stalls_naming_it_and_nothing_is_applied(operator, cluster, create_nodes, kube_api):  # noqa: F811
-    create_nodes.from_fixture("gke-l4")
-    operator()
-    cluster.create("chat", {**BASE, "cache": PVC, "adapters": [SUPPORT, SQL]})
-    jobs = cluster.wait(lambda: len(_adapter_jobs(cluster)) == 2 and _adapter_jobs(cluster), "two adapter Jobs")
-    loader = cluster.wait(lambda: _cache(cluster, "chat").get("claim"), "the claim in status")
+    jobs, loader = _two_adapters_on_a_claim(operator, cluster, create_nodes)
     kube_api.set_job_finished(cluster.ns, loader, succeeded=True)
     sql = next(n for n, j in jobs.items() if "acme/sql-lora" in j["spec"]["template"]["spec"]["containers"][0]["command"])
     # What the Job controller writes when the download exits with the rank refusal's code (rule 0).
