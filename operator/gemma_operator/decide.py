@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from . import cache as cache_mod
 from . import gateway as gateway_mod
-from . import pods, planner, render, rollout, scaling, status, unseen, validation
+from . import ownership, pods, planner, render, rollout, scaling, status, unseen, validation
 from .api.v1alpha1 import GROUP, CacheSpec, GemmaDeploymentSpec
 from .catalog import Catalog
 from .inventory import Inventory
@@ -100,8 +100,9 @@ class Observed:
 
 @dataclass(frozen=True)
 class Apply:
-    """One child to send: `apply` (server-side apply), `create` (a shared cache object) or `join`
-    (add this owner to a shared cache object, only at `resource_version`)."""
+    """One child to send: `apply` (server-side apply), `create` (a shared cache object; a child absent
+    from the index: applied if it exists) or `join` (add this owner to a shared cache object, only at
+    `resource_version`)."""
 
     obj: Mapping[str, Any]
     how: str = "apply"
@@ -111,6 +112,14 @@ class Apply:
     resource_version: str | None = None  # join: the version read
     digest: str | None = None  # a kind without a watch: the digest to remember
     digest_key: str | None = None  # ...under this key instead of the kind (the gateway's objects)
+    upgrade: tuple[Mapping[str, Any], ...] | None = None  # ownership.upgrade's patch, to send first
+
+
+def _send(obj: dict[str, Any], live: Mapping[str, Any] | None, **kwargs: Any) -> Apply:
+    """A watched child: created when the index has none, else applied (its create's ownership upgraded first)."""
+    meta = (live or {}).get("metadata") or {}
+    return Apply(obj, "create" if live is None else "apply",
+                 upgrade=ownership.upgrade(meta.get("managedFields"), meta.get("resourceVersion")), **kwargs)
 
 
 @dataclass(frozen=True)
@@ -526,7 +535,7 @@ def _applies(resource: Mapping[str, Any], objects: list[dict[str, Any]], observe
             if obj["kind"] == "Deployment" and "replicas" not in obj["spec"] and isinstance(replicas, int):
                 handover = replicas  # autoscaled: the count stays the autoscaler's (see kube.HANDOVER)
             # A child that vanished because its owner did is garbage collection, not drift.
-            applies.append(Apply(obj, confirm_owner=live is None and not new_spec, handover_replicas=handover))
+            applies.append(_send(obj, live, confirm_owner=live is None and not new_spec, handover_replicas=handover))
             after[obj["kind"]] = _as_applied(obj, live)
         else:
             after[obj["kind"]] = live
@@ -555,7 +564,7 @@ def _gateway_applies(resource: Mapping[str, Any], objects: list[dict[str, Any]],
         live = observed.children.get((obj["kind"], meta["name"]))
         if live is None or not (rollout.matches(meta, live.get("metadata"))
                                 and rollout.matches(obj["spec"], live.get("spec"))):  # fmt: skip
-            applies.append(Apply(obj, confirm_owner=live is None and not new_spec))
+            applies.append(_send(obj, live, confirm_owner=live is None and not new_spec))
     return tuple(applies)
 
 

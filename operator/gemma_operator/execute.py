@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from . import kube, metrics
+from . import kube, metrics, ownership
 from .decide import Apply, Event, Expand, Intent, Prune
 
 EVENT_REPEAT_S = 60.0  # the same Event reason at most once a minute per resource
@@ -115,7 +115,18 @@ async def _apply(memo: kopf.Memo, resource: Mapping[str, Any], item: Apply) -> d
         await memo.kube.apply({"apiVersion": obj["apiVersion"], "kind": obj["kind"],
                                "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
                                "spec": {"replicas": item.handover_replicas}}, manager=kube.HANDOVER)  # fmt: skip
-    live = await memo.kube.apply(obj)
+    if item.upgrade is not None:
+        await _upgrade(memo, obj, item.upgrade)
+    live = None
+    if item.how == "create" and getattr(memo, "create_first", True):
+        try:  # absent from the index: a create costs the server less than an apply (see ownership)
+            live = await memo.kube.create(obj)
+        except kube.ApiError as exc:
+            if exc.status != 409:
+                raise
+            # Already there (the index lags, or a namesake): applied, as any existing child is.
+    if live is None:
+        live = await memo.kube.apply(obj)
     metrics.APPLIES.labels(obj["kind"]).inc()
     if item.digest is not None:  # no watch: the resync compares the kind's list with what was applied
         # By the owner's name: what queue.observe reads (the same name, but for the gateway's objects).
@@ -125,6 +136,24 @@ async def _apply(memo: kopf.Memo, resource: Mapping[str, Any], item: Apply) -> d
     else:
         _remember(memo, obj, live)
     return live
+
+
+async def _upgrade(memo: kopf.Memo, obj: Mapping[str, Any], patch: tuple[Mapping[str, Any], ...]) -> None:
+    """Hand our create's field ownership to our apply (ownership.upgrade), before the apply. The
+    patch from the index's copy fails (422) when the object changed since: read it, and patch once more."""
+    if patch:
+        try:
+            await memo.kube.patch_managed_fields(obj, list(patch))
+            return
+        except kube.ApiError as exc:
+            if exc.status != 422:
+                raise
+    meta = obj["metadata"]
+    live = await memo.kube.get(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+    fresh = ownership.upgrade(((live or {}).get("metadata") or {}).get("managedFields"),
+                              ((live or {}).get("metadata") or {}).get("resourceVersion"))  # fmt: skip
+    if fresh:  # None: no entry to upgrade (or no object: the apply creates it); a 422 now is raised, for a retry
+        await memo.kube.patch_managed_fields(obj, list(fresh))
 
 
 async def emit(memo: kopf.Memo, resource: Mapping[str, Any], event: Event, logger: logging.Logger) -> None:

@@ -1,8 +1,8 @@
 """The only module that talks to the Kubernetes API.
 
 A thin asyncio client on aiohttp (already kopf's own transport): server-side apply with one
-field manager, reads of children, status patches, Events (posted, and read about a model pod),
-and a by-name Secret check (only with the chart's secretCheck.enabled). Credentials come from
+field manager (a child on first sight is created, see ownership.py), reads of children, status
+patches, Events (posted, and read about a model pod), and a by-name Secret check (only with the chart's secretCheck.enabled). Credentials come from
 kopf's own login functions, so the operator and kopf see the same cluster. Objects are plain dicts throughout.
 """
 
@@ -29,6 +29,7 @@ MANAGER = "gemma-operator"
 HANDOVER = "gemma-operator-handover"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 LIST_PAGE = 500
@@ -179,10 +180,21 @@ class Kube:
 
     async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Create, or fail with 409 AlreadyExists: for objects several owners share, where an apply
-        racing another owner's would replace its owner reference instead of joining it."""
+        racing another owner's would replace its owner reference instead of joining it, and for a
+        child on first sight (cheaper for the server than an apply; see ownership.py)."""
         meta = obj["metadata"]
         url = path(obj["apiVersion"], obj["kind"], meta["namespace"])
         result = await self.request("POST", url, params={"fieldManager": MANAGER}, body=obj)
+        assert result is not None
+        return result
+
+    async def patch_managed_fields(self, obj: Mapping[str, Any], operations: list[dict[str, Any]]) -> dict[str, Any]:
+        """A JSON patch of the object's metadata.managedFields (ownership.upgrade's): a 422 when a
+        test op fails (the object changed since it was read)."""
+        meta = obj["metadata"]
+        url = path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        result = await self.request("PATCH", url, params={"fieldManager": MANAGER}, body=operations,
+                                    content_type=JSON_PATCH)  # fmt: skip
         assert result is not None
         return result
 
