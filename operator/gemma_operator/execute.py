@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from . import kube, metrics, ownership
+from . import kube, metrics
 from .decide import Apply, Event, Expand, Intent, Prune
 
 EVENT_REPEAT_S = 60.0  # the same Event reason at most once a minute per resource
@@ -122,7 +122,7 @@ async def _apply(memo: kopf.Memo, resource: Mapping[str, Any], item: Apply) -> d
         try:  # absent from the index: a create costs the server less than an apply (see ownership)
             live = await memo.kube.create(obj)
         except kube.ApiError as exc:
-            if exc.status != 409:
+            if exc.reason != "AlreadyExists":
                 raise
             # Already there (the index lags, or a namesake): applied, as any existing child is.
     if live is None:
@@ -139,21 +139,16 @@ async def _apply(memo: kopf.Memo, resource: Mapping[str, Any], item: Apply) -> d
 
 
 async def _upgrade(memo: kopf.Memo, obj: Mapping[str, Any], patch: tuple[Mapping[str, Any], ...]) -> None:
-    """Hand our create's field ownership to our apply (ownership.upgrade), before the apply. The
-    patch from the index's copy fails (422) when the object changed since: read it, and patch once more."""
-    if patch:
-        try:
-            await memo.kube.patch_managed_fields(obj, list(patch))
-            return
-        except kube.ApiError as exc:
-            if exc.status != 422:
-                raise
-    meta = obj["metadata"]
-    live = await memo.kube.get(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
-    fresh = ownership.upgrade(((live or {}).get("metadata") or {}).get("managedFields"),
-                              ((live or {}).get("metadata") or {}).get("resourceVersion"))  # fmt: skip
-    if fresh:  # None: no entry to upgrade (or no object: the apply creates it); a 422 now is raised, for a retry
-        await memo.kube.patch_managed_fields(obj, list(fresh))
+    """Hand our create's field ownership to our apply (ownership.upgrade), before the apply. Its test
+    ops fail (422) when the object changed since the index's copy: a conflict, retried on a fresher one."""
+    if not patch:
+        return
+    try:
+        await memo.kube.patch_managed_fields(obj, list(patch))
+    except kube.ApiError as exc:
+        if exc.status != 422:
+            raise
+        raise kube.ApiError(409, f"changed since read, ownership not upgraded yet: {exc.message}", "Conflict") from exc
 
 
 async def emit(memo: kopf.Memo, resource: Mapping[str, Any], event: Event, logger: logging.Logger) -> None:

@@ -67,10 +67,11 @@ WATCH_S = 240  # how long the server holds one watch request open before the cli
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, reason: str = ""):
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.message = message
+        self.reason = reason  # the Status object's reason (e.g. AlreadyExists, Conflict), when the server gave one
 
     @property
     def retryable(self) -> bool:
@@ -161,10 +162,11 @@ class Kube:
                     return None
                 if resp.status >= 400:
                     try:
-                        message = json.loads(text).get("message", text)
-                    except ValueError:
-                        message = text
-                    raise ApiError(resp.status, message[:2000])
+                        answer = json.loads(text)
+                        message, reason = answer.get("message", text), str(answer.get("reason") or "")
+                    except (ValueError, AttributeError):
+                        message, reason = text, ""
+                    raise ApiError(resp.status, message[:2000], reason)
                 return json.loads(text) if text else {}
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ApiError(599, f"{type(exc).__name__}: {exc}") from exc

@@ -25,11 +25,14 @@ def _ours(entry: Mapping[str, Any], operation: str) -> bool:
 
 def index_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
     """Metadata as the indices keep it: managedFields left out (the largest part of it, and unread),
-    except who holds each entry while our create's Update entry is there (what `upgrade` needs)."""
+    except, while our create's Update entry is there, who holds each entry and, when we hold an Apply
+    entry too, the field sets of our two (what `upgrade` needs)."""
     kept = {k: v for k, v in meta.items() if k != "managedFields"}
     entries = meta.get("managedFields") or []
     if any(_ours(entry, "Update") for entry in entries):
-        kept["managedFields"] = [{k: entry[k] for k in ("manager", "operation", "subresource") if k in entry}
+        both = any(_ours(entry, "Apply") for entry in entries)
+        kept["managedFields"] = [{k: v for k, v in entry.items() if k in ("manager", "operation", "subresource")
+                                  or (both and _ours(entry, entry.get("operation", "")))}
                                  for entry in entries]  # fmt: skip
     return kept
 
@@ -47,23 +50,25 @@ def upgrade(entries: Sequence[Mapping[str, Any]] | None, resource_version: str |
     (a 422 otherwise: read the object and ask again); None when there is no such Update entry. With
     no Apply entry of ours the Update entry becomes it, in place. With both (a create that lost a
     race to another reconcile's, then an apply), the Apply entry takes the union of the two field
-    sets and the Update entry goes: that needs their fieldsV1, which an index's entries
-    (`index_metadata`) do not have: then () says "read the object and ask again"."""
+    sets and the Update entry goes (`index_metadata` keeps the two's entries whole then). () when
+    that cannot be said (no version, or no field sets): nothing to send."""
     entries = list(entries or ())
     update = next((n for n, entry in enumerate(entries) if _ours(entry, "Update")), None)
     if update is None:
         return None
     if resource_version is None:
         return ()
-    at_version = {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version}
+    at = f"/metadata/managedFields/{update}"
+    checks = ({"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+              {"op": "test", "path": f"{at}/manager", "value": MANAGER},
+              {"op": "test", "path": f"{at}/operation", "value": "Update"})  # fmt: skip
     apply = next((n for n, entry in enumerate(entries) if _ours(entry, "Apply")), None)
     if apply is None:
-        at = f"/metadata/managedFields/{update}"
-        return (at_version, {"op": "test", "path": f"{at}/manager", "value": MANAGER},
-                {"op": "test", "path": f"{at}/operation", "value": "Update"},
-                {"op": "replace", "path": f"{at}/operation", "value": "Apply"})  # fmt: skip
+        return (*checks, {"op": "replace", "path": f"{at}/operation", "value": "Apply"})
     if any("fieldsV1" not in entries[n] for n in (update, apply)):
         return ()
-    joined = dict(entries[apply], fieldsV1=_union(entries[apply]["fieldsV1"], entries[update]["fieldsV1"]))
-    kept = [joined if n == apply else dict(entry) for n, entry in enumerate(entries) if n != update]
-    return (at_version, {"op": "replace", "path": "/metadata/managedFields", "value": kept})
+    # Only our two entries are touched: the others' field sets are not in the index's copy.
+    union = _union(entries[apply]["fieldsV1"], entries[update]["fieldsV1"])
+    return (*checks, {"op": "test", "path": f"/metadata/managedFields/{apply}/operation", "value": "Apply"},
+            {"op": "replace", "path": f"/metadata/managedFields/{apply}/fieldsV1", "value": union},
+            {"op": "remove", "path": at})  # fmt: skip

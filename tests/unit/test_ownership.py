@@ -48,10 +48,14 @@ def test_our_only_entry_becomes_the_apply_entry_in_place_at_the_version_read():
                               list(patch))  # fmt: skip
 
 
-def test_with_both_entries_the_apply_entry_takes_the_union_and_needs_the_full_entries():
+def test_with_both_entries_the_apply_entry_takes_the_union_which_the_index_keeps_our_entries_whole_for():
     meta = {"resourceVersion": "9", "managedFields": [CREATED, CONTROLLER, APPLIED]}
-    assert ownership.upgrade(ownership.index_metadata(meta)["managedFields"], "9") == ()  # read it first
+    indexed = ownership.index_metadata(meta)["managedFields"]
+    assert indexed == [CREATED, {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status"},
+                       APPLIED]  # fmt: skip
+    assert ownership.upgrade([{"manager": "gemma-operator", "operation": "Update"},
+                              {"manager": "gemma-operator", "operation": "Apply"}], "9") == ()  # no field sets
     assert ownership.upgrade(meta["managedFields"], None) == ()
-    upgraded = jsonpatch.apply_patch({"metadata": meta}, list(ownership.upgrade(meta["managedFields"], "9")))
+    upgraded = jsonpatch.apply_patch({"metadata": meta}, list(ownership.upgrade(indexed, "9")))
     assert upgraded["metadata"]["managedFields"] == [CONTROLLER, dict(APPLIED, fieldsV1={
         "f:metadata": {"f:labels": {"f:app": {}, "f:extra": {}}}, "f:spec": {}})]  # fmt: skip
