@@ -556,6 +556,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def run_one(name: str, args: argparse.Namespace, workdir: pathlib.Path) -> dict:
     say(f"[{name}] starting the API server")
+    load0 = os.getloadavg()[0]
     server = Server(workdir / name)
     api = server.api
     operator = None
@@ -638,7 +639,7 @@ def run_one(name: str, args: argparse.Namespace, workdir: pathlib.Path) -> dict:
         c3 = server.counts()
         watcher.stop()
         return {
-            "name": name, "n": args.n, "server": server.kind,
+            "name": name, "n": args.n, "server": server.kind, "load": (load0, os.getloadavg()[0]),
             "deployments": len(seen), "create_s": created_s, "all_s": all_s, "settle_s": settle_s,
             "p50_ms": percentile(latencies, 50), "p95_ms": percentile(latencies, 95),
             "p99_ms": percentile(latencies, 99),
@@ -807,6 +808,11 @@ def main() -> int:
     say(f"logs in {workdir}; load average {os.getloadavg()[0]:.2f}")
     rows = [run_one(name, args, workdir) for name in args.operators.split(",")]
     print(report(rows))
+    # What a reader needs to compare runs on a shared machine: the variants and the load around each operator.
+    for name, env in Operator.variants.items():
+        print(f"variant {name}: " + ",".join(f"{k}={v}" for k, v in env.items()))
+    print("load average (1 min) at each operator's start and end: "
+          + "; ".join(f"{row['name']} {row['load'][0]:.1f} -> {row['load'][1]:.1f}" for row in rows if "load" in row))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     if args.profile:
