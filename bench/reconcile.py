@@ -723,10 +723,14 @@ def report(rows: list[dict]) -> str:
         out.append("over the floor (goals, issue 20: all-N and p50 <= 1.3x, <= 3.5 requests per resource)")
         for g in others:
             figures = [("1by1 p50", "one_p50_ms"), ("p50", "p50_ms"), ("p95", "p95_ms"), ("all-N", "all_s"),
-                       ("req/CR", "load_per_cr"), ("RSS", "rss_mb")]
-            goals = [ratio_of(g, base, "all_s") <= 1.3, ratio_of(g, base, "p50_ms") <= 1.3, g["load_per_cr"] <= 3.5]
+                       ("req/CR", "load_per_cr"), ("RSS", "rss_mb"), ("op CPU", "operator_cpu_s"),
+                       ("api CPU", "server_cpu_s")]
+            goals = [ratio_of(g, base, "all_s") <= 1.3, ratio_of(g, base, "p50_ms") <= 1.3]
+            counted = g["load_per_cr"] == g["load_per_cr"]  # nan on a real server: requests are not counted
+            verdict = "met" if all(goals) and (not counted or g["load_per_cr"] <= 3.5) else "missed"
             out.append(f"  {g['name']}: " + ", ".join(f"{label} {ratio(g[key], base[key])}" for label, key in figures)
-                       + f"; req/CR {g['load_per_cr']:.2f}: goals {'met' if all(goals) else 'missed'}")
+                       + (f"; req/CR {g['load_per_cr']:.2f}: goals {verdict}" if counted
+                          else f"; all-N and p50 goals {verdict} (requests not counted on this server)"))
     if all(r["load_requests"] is not None for r in rows):
         out.append("")
         out.append("API requests by the operator while reconciling, by verb and resource")
