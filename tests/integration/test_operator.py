@@ -168,7 +168,7 @@ def test_a_child_created_on_first_sight_drops_what_a_newer_rendering_drops(opera
                          "the Deployment with the extra env var")  # fmt: skip
     ours = lambda d: sorted(m["operation"] for m in d["metadata"]["managedFields"] if m["manager"] == "gemma-operator")  # noqa: E731
     assert ours(first) == ["Update"], first["metadata"]["managedFields"]  # created, not applied
-    assert ours(cluster.service("chat")) == ["Update"]
+    assert ours(cluster.wait(lambda: cluster.service("chat"), "the Service")) == ["Update"]
     cluster.patch_spec("chat", {"env": None})
     dropped = cluster.wait(lambda: (d := cluster.deployment("chat")) and "EXTRA_SETTING" not in env_names(d) and d,
                            "the env var gone from the Deployment")  # fmt: skip
