@@ -2,8 +2,9 @@
 
 A thin asyncio client on aiohttp (already kopf's own transport): server-side apply with one
 field manager (a child on first sight is created, see ownership.py), reads of children, status
-patches, Events (posted, and read about a model pod), and a by-name Secret check (only with the chart's secretCheck.enabled). Credentials come from
-kopf's own login functions, so the operator and kopf see the same cluster. Objects are plain dicts throughout.
+patches, Events (posted, and read about a model pod), and a by-name Secret check (only with the
+chart's secretCheck.enabled). Credentials come from kopf's own login functions, so the operator and
+kopf see the same cluster. Objects are plain dicts throughout.
 """
 
 from __future__ import annotations

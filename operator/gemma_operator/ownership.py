@@ -45,9 +45,11 @@ def _union(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def upgrade(entries: Sequence[Mapping[str, Any]] | None, resource_version: str | None) -> tuple[dict[str, Any], ...] | None:
+def upgrade(entries: Sequence[Mapping[str, Any]] | None,
+            resource_version: str | None) -> tuple[dict[str, Any], ...] | None:  # fmt: skip
     """The JSON patch that hands our Update entry to our Apply entry, only at `resource_version`
-    (a 422 otherwise: read the object and ask again); None when there is no such Update entry. With
+    (a 422 otherwise: execute makes it a conflict, retried on a fresher copy); None when there is no
+    such Update entry. With
     no Apply entry of ours the Update entry becomes it, in place. With both (a create that lost a
     race to another reconcile's, then an apply), the Apply entry takes the union of the two field
     sets and the Update entry goes (`index_metadata` keeps the two's entries whole then). () when
