@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from . import capacity, catalog, decide, inventory, kube, metrics, peering, pods, queue, render, resync, tuning
+from . import capacity, catalog, decide, inventory, kube, metrics, ownership, peering, pods, queue, render, resync, tuning
 from .api.v1alpha1 import GROUP, PLURAL, VERSION
 from .decide import SECRET_CHECK_ENV  # noqa: F401  (the chart's env names, as tests and docs find them)
 from .queue import DISCOVERY_ENV, DISCOVERY_TTL_S  # noqa: F401
@@ -69,6 +69,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     queue.prepare(memo, float(os.environ.get(DISCOVERY_ENV, DISCOVERY_TTL_S)))
     if "plancache" in without:
         memo.plans.size = 0
+    memo.create_first = "create" not in without  # else every child is applied, even on first sight
     memo.node_index = kwargs["gemma_nodes"]
     memo.resource_index = kwargs["gemma_resources"]
     memo.children = {kind: kwargs[index_id] for kind, (*_, index_id) in CHILDREN.items()}
@@ -120,9 +121,9 @@ def probe_catalog(memo: kopf.Memo, **_: Any) -> int:
 
 # ------------------------------------------------------------------------------ indices
 # Indexers and event handlers are coroutines: kopf runs plain functions in its thread pool, one
-# hop per watch event. Index entries leave out managedFields, which nothing here reads.
+# hop per watch event. Index entries leave out managedFields but what ownership.upgrade reads.
 def _metadata(body: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    return ownership.index_metadata(body.get("metadata") or {})
 
 
 def _snapshot(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """The only module that talks to the Kubernetes API.
 
 A thin asyncio client on aiohttp (already kopf's own transport): server-side apply with one
-field manager, reads of children, status patches, Events (posted, and read about a model pod),
-a by-name Secret check (only with the chart's secretCheck.enabled), and by-name gets (a chat
-template's ConfigMap, the endpoint picker's objects on the resync). Credentials come from
-kopf's own login functions, so the operator and kopf see the same cluster. Objects are plain dicts throughout.
+field manager (a child on first sight is created, see ownership.py), reads of children, status
+patches, Events (posted, and read about a model pod), a by-name Secret check (only with the chart's
+secretCheck.enabled), and by-name gets (a chat template's ConfigMap, the endpoint picker's objects on
+the resync). Credentials come from kopf's own login functions, so the operator and kopf see the same
+cluster. Objects are plain dicts throughout.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ MANAGER = "gemma-operator"
 HANDOVER = "gemma-operator-handover"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 LIST_PAGE = 500
@@ -67,10 +69,11 @@ WATCH_S = 240  # how long the server holds one watch request open before the cli
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, reason: str = ""):
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.message = message
+        self.reason = reason  # the Status object's reason (e.g. AlreadyExists, Conflict), when the server gave one
 
     @property
     def retryable(self) -> bool:
@@ -161,10 +164,11 @@ class Kube:
                     return None
                 if resp.status >= 400:
                     try:
-                        message = json.loads(text).get("message", text)
-                    except ValueError:
-                        message = text
-                    raise ApiError(resp.status, message[:2000])
+                        answer = json.loads(text)
+                        message, reason = answer.get("message", text), str(answer.get("reason") or "")
+                    except (ValueError, AttributeError):
+                        message, reason = text, ""
+                    raise ApiError(resp.status, message[:2000], reason)
                 return json.loads(text) if text else {}
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ApiError(599, f"{type(exc).__name__}: {exc}") from exc
@@ -180,10 +184,21 @@ class Kube:
 
     async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         """Create, or fail with 409 AlreadyExists: for objects several owners share, where an apply
-        racing another owner's would replace its owner reference instead of joining it."""
+        racing another owner's would replace its owner reference instead of joining it, and for a
+        child on first sight (cheaper for the server than an apply; see ownership.py)."""
         meta = obj["metadata"]
         url = path(obj["apiVersion"], obj["kind"], meta["namespace"])
         result = await self.request("POST", url, params={"fieldManager": MANAGER}, body=obj)
+        assert result is not None
+        return result
+
+    async def patch_managed_fields(self, obj: Mapping[str, Any], operations: list[dict[str, Any]]) -> dict[str, Any]:
+        """A JSON patch of the object's metadata.managedFields (ownership.upgrade's): a 422 when a
+        test op fails (the object changed since it was read)."""
+        meta = obj["metadata"]
+        url = path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        result = await self.request("PATCH", url, params={"fieldManager": MANAGER}, body=operations,
+                                    content_type=JSON_PATCH)  # fmt: skip
         assert result is not None
         return result
 

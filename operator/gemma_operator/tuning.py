@@ -26,7 +26,7 @@ API_ERROR_BACKOFFS_S = (1, 1, 2, 3, 5, 8, 13, 21, 30, 60, 60, 60, 60, 60, 60, 60
 # -0.5 s at N=1000 in bench/reconcile.py (bench/README.md). Cycles are still collected.
 GC_THRESHOLDS = (50_000, 20, 100)
 # Parts to leave out, for bench/reconcile.py's A/B runs only (`--variant`): a comma list of "gc",
-# "plancache", "diffbase".
+# "plancache", "diffbase", "create" (a child absent from the index is applied, not created).
 WITHOUT_ENV = "GEMMA_OPERATOR_BENCH_WITHOUT"
 
 

@@ -64,10 +64,10 @@ def services_in(cluster: Cluster) -> list[str]:
 @pytest.mark.parametrize(
     ("verb", "resource", "status"),
     [
-        ("apply", "deployments", 409),
-        ("apply", "deployments", 500),
-        ("apply", "services", 503),
-        ("apply", "deployments", 429),
+        ("create", "deployments", 409),  # a Conflict, not AlreadyExists: retried, not applied instead
+        ("create", "deployments", 500),
+        ("create", "services", 503),
+        ("create", "deployments", 429),
         ("patch", "gemmadeployments/status", 409),
         ("patch", "gemmadeployments/status", 500),
         ("get", "secrets", 503),
@@ -92,7 +92,7 @@ def test_the_operator_retries_api_faults_and_ends_consistent(emulator, operator,
 
 def test_a_slow_api_server_only_slows_things_down(emulator, operator, cluster, create_nodes):
     create_nodes.from_fixture("gke-l4")
-    emulator.inject(verb="apply", resource="deployments", namespace=cluster.ns, delay=2.0, times=1)
+    emulator.inject(verb="create", resource="deployments", namespace=cluster.ns, delay=2.0, times=1)
     operator()
     cluster.create("chat", {})
     cluster.wait(lambda: settled(cluster, "chat"), "a settled resource", timeout=30)
@@ -101,8 +101,8 @@ def test_a_slow_api_server_only_slows_things_down(emulator, operator, cluster, c
 
 def test_kill_9_in_the_middle_of_a_reconcile_then_a_restart(emulator, operator, cluster, create_nodes, tmp_path):
     create_nodes.from_fixture("gke-l4")
-    # Hold the Deployment apply for long enough to kill the operator while it waits.
-    stalled = emulator.inject(verb="apply", resource="deployments", namespace=cluster.ns, delay=30.0, times=1)
+    # Hold the Deployment's create (first sight) long enough to kill the operator while it waits.
+    stalled = emulator.inject(verb="create", resource="deployments", namespace=cluster.ns, delay=30.0, times=1)
     env = {**os.environ, "KUBECONFIG": str(emulator.kubeconfig), metrics.PORT_ENV: "0", "PYTHONUNBUFFERED": "1"}
     log = (tmp_path / "operator.log").open("w")
     proc = subprocess.Popen(
@@ -380,17 +380,17 @@ def test_an_api_outage_longer_than_kopfs_default_retries_does_not_stop_the_opera
 @pytest.mark.parametrize("resource", ["deployments", "services"])
 def test_a_refused_apply_on_a_never_planned_resource_says_why_and_backs_off(emulator, operator, cluster,
                                                                             create_nodes, resource):  # fmt: skip
-    """A 403 (a ResourceQuota, an admission webhook, missing RBAC) on the first apply: the status
-    names the server's answer, and the retries back off instead of hammering the API."""
+    """A 403 (a ResourceQuota, an admission webhook, missing RBAC) on the first write (a create): the
+    status names the server's answer, and the retries back off instead of hammering the API."""
     create_nodes.from_fixture("gke-l4")
-    refused = emulator.inject(verb="apply", resource=resource, namespace=cluster.ns, status=403, times=None)
+    refused = emulator.inject(verb="create", resource=resource, namespace=cluster.ns, status=403, times=None)
     operator()
     cluster.create("chat", {})
     cluster.wait(lambda: condition(cluster.gd("chat"), "Ready").get("reason") == "ApplyFailed",
                  "an ApplyFailed condition", timeout=20)  # fmt: skip
     st = cluster.gd("chat")["status"]
     assert st["phase"] == "Degraded"
-    assert f"injected fault for apply {resource}" in condition(cluster.gd("chat"), "Ready")["message"]
+    assert f"injected fault for create {resource}" in condition(cluster.gd("chat"), "Ready")["message"]
     assert "HTTP 403" in condition(cluster.gd("chat"), "Ready")["message"]
     if resource == "deployments":  # nothing was applied: no selection is claimed
         assert "selection" not in st and "endpoint" not in st
@@ -402,7 +402,7 @@ def test_a_refused_apply_on_a_never_planned_resource_says_why_and_backs_off(emul
 
 def test_a_refused_apply_backs_off_even_when_the_status_cannot_be_written(emulator, operator, cluster, create_nodes):
     create_nodes.from_fixture("gke-l4")
-    refused = emulator.inject(verb="apply", resource="deployments", namespace=cluster.ns, status=403, times=None)
+    refused = emulator.inject(verb="create", resource="deployments", namespace=cluster.ns, status=403, times=None)
     mute = emulator.inject(verb="patch", resource="gemmadeployments/status", namespace=cluster.ns, status=403,
                            times=None)
     operator()

@@ -153,6 +153,29 @@ def test_spec_change_rolls_out_the_new_plan(operator, cluster, create_nodes):
     assert gd["status"]["selection"]["maxModelLen"] == 8192
 
 
+def env_names(deployment):
+    return {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0].get("env") or []}
+
+
+def test_a_child_created_on_first_sight_drops_what_a_newer_rendering_drops(operator, cluster, create_nodes):
+    """First sight creates the children (a POST: its fields are our manager's Update entry, not an
+    Apply entry); the next change upgrades that entry before applying (ownership.py), so an env var
+    the spec no longer asks for is removed, where an apply beside the Update entry would keep it."""
+    create_nodes.from_fixture("gke-l4")
+    operator()
+    cluster.create("chat", {"env": [{"name": "EXTRA_SETTING", "value": "1"}]})
+    first = cluster.wait(lambda: (d := cluster.deployment("chat")) and "EXTRA_SETTING" in env_names(d) and d,
+                         "the Deployment with the extra env var")  # fmt: skip
+    ours = lambda d: sorted(m["operation"] for m in d["metadata"]["managedFields"] if m["manager"] == "gemma-operator")  # noqa: E731
+    assert ours(first) == ["Update"], first["metadata"]["managedFields"]  # created, not applied
+    assert ours(cluster.wait(lambda: cluster.service("chat"), "the Service")) == ["Update"]
+    cluster.patch_spec("chat", {"env": None})
+    dropped = cluster.wait(lambda: (d := cluster.deployment("chat")) and "EXTRA_SETTING" not in env_names(d) and d,
+                           "the env var gone from the Deployment")  # fmt: skip
+    assert ours(dropped) == ["Apply"], dropped["metadata"]["managedFields"]
+    assert env_names(dropped) == env_names(first) - {"EXTRA_SETTING"}
+
+
 def test_hand_edits_of_children_are_reverted(operator, cluster, create_nodes):
     create_nodes.from_fixture("gke-l4")
     operator()

@@ -29,6 +29,7 @@ import kubernetes
 import pytest
 
 from gemma_operator import capacity, handlers, metrics
+from gemma_operator.decide import DIGEST
 from tests.chart.chart_files import CI_VALUES, NAMESPACE
 from tests.chart.conftest import helm, render  # noqa: F401  (fixtures)
 from tests.conftest import ROOT
@@ -149,6 +150,7 @@ def drive_lifecycle(cluster: Cluster, emulator, secret_check: bool) -> None:
     # A child deleted by hand: the operator reads its owner by name, then applies it again.
     cluster.api.request("DELETE", f"/api/v1/namespaces/{cluster.ns}/services/chat")
     cluster.wait(lambda: cluster.service("chat"), "the Service re-created", 30)
+    edit_by_hand(cluster, "services", "v1")
     cluster.patch_spec("chat", {"maxModelLen": 8192})
     cluster.wait(lambda: (cluster.gd("chat").get("status") or {}).get("observedGeneration") == 2, "the update", 30)
     drive_optional_children(cluster, emulator)
@@ -188,6 +190,16 @@ def optional(cluster: Cluster, plural: str, group_version: str, name: str = "cha
     return cluster.get(f"{base}/namespaces/{cluster.ns}/{plural}/{name}")
 
 
+def edit_by_hand(cluster: Cluster, plural: str, group_version: str, name: str = "chat") -> None:
+    """Change the digest annotation of a child the operator created (on first sight: a create) and
+    wait for its repair: the operator's first patch of it (ownership upgrade, then apply)."""
+    base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+    path = f"{base}/namespaces/{cluster.ns}/{plural}/{name}"
+    cluster.api.request("PATCH", path, {"metadata": {"annotations": {DIGEST: "edited"}}},
+                        content_type="application/merge-patch+json")
+    cluster.wait(lambda: cluster.get(path)["metadata"]["annotations"][DIGEST] != "edited", f"the {plural} repaired", 30)
+
+
 def drive_optional_children(cluster: Cluster, emulator) -> None:
     """Children that come and go: the PDB, the HPA, KEDA's ScaledObject and the collectors, as
     the cluster starts serving their CRDs (a Prometheus Operator first, then Managed Prometheus
@@ -198,6 +210,7 @@ def drive_optional_children(cluster: Cluster, emulator) -> None:
 
     cluster.patch_spec("chat", {"replicas": 2})
     cluster.wait(lambda: optional(cluster, "poddisruptionbudgets", "policy/v1"), "the PDB", 30)
+    edit_by_hand(cluster, "poddisruptionbudgets", "policy/v1")
     cluster.patch_spec("chat", {"replicas": 1})
     cluster.wait(lambda: optional(cluster, "poddisruptionbudgets", "policy/v1") is None, "the PDB deleted", 30)
     queue = {"minReplicas": 1, "maxReplicas": 3, "metric": "queue", "target": 4, "provider": "hpa"}
@@ -205,6 +218,7 @@ def drive_optional_children(cluster: Cluster, emulator) -> None:
     cluster.patch_spec("chat", {"autoscaling": queue})
     cluster.wait(lambda: optional(cluster, "horizontalpodautoscalers", "autoscaling/v2"), "the HPA", 30)
     cluster.wait(generation_reconciled, "autoscaling on", 30)
+    edit_by_hand(cluster, "horizontalpodautoscalers", "autoscaling/v2")
     repair_unwatched(cluster)
     for kind in ("PodMonitoring", "ScaledObject"):
         emulator.apply_crds(THIRD_PARTY_CRDS_ONE[kind])

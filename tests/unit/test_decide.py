@@ -630,6 +630,26 @@ def test_a_vanished_child_is_re_created_only_once_the_owner_is_confirmed(catalog
     assert not any(item.confirm_owner for item in run(catalog, fresh()).applies)
 
 
+def test_children_are_created_on_first_sight_and_a_created_ones_ownership_is_upgraded_before_its_next_apply(catalog):
+    """The index has no child: create it (execute falls back to an apply on 409). A live child whose
+    metadata (as the index keeps it) shows our create's Update entry gets ownership.upgrade's patch
+    with its next apply; one that shows none (applied before, or upgraded) gets none."""
+    assert {(item.obj["kind"], item.how, item.upgrade) for item in run(catalog, fresh()).applies} == {
+        ("Deployment", "create", None), ("Service", "create", None)}
+    created = with_deployment(settled(catalog), spec={"replicas": 3},  # a hand edit: the next apply reverts it
+                              metadata={"resourceVersion": "7", "managedFields": [
+                                  {"manager": "kubectl-edit", "operation": "Update"},
+                                  {"manager": "gemma-operator", "operation": "Update"}]})  # fmt: skip
+    (item,) = run(catalog, created).applies
+    assert item.how == "apply" and item.upgrade == (
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "7"},
+        {"op": "test", "path": "/metadata/managedFields/1/manager", "value": "gemma-operator"},
+        {"op": "test", "path": "/metadata/managedFields/1/operation", "value": "Update"},
+        {"op": "replace", "path": "/metadata/managedFields/1/operation", "value": "Apply"})
+    (item,) = run(catalog, with_deployment(settled(catalog), spec={"replicas": 3})).applies
+    assert item.how == "apply" and item.upgrade is None
+
+
 def test_an_autoscaled_deployment_hands_its_live_count_over_before_the_apply(catalog):
     scaled = settled(catalog, {"autoscaling": {**AUTOSCALING, "provider": "hpa"}}, served=frozenset())
     edited = copy.deepcopy(scaled.observed.children[("Deployment", NAME)]["spec"]["template"])

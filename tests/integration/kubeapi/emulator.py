@@ -15,7 +15,8 @@ request handling with real API semantics:
 * the ``status`` subresource: writes to the main resource keep the old status, writes to
   ``/status`` change only the status;
 * patches: JSON merge, JSON patch (a failing ``test`` op is a 422), strategic merge (merge keys
-  for the built-in lists, no ``$patch`` directives), and server-side apply;
+  for the built-in lists, no ``$patch`` directives), and server-side apply; an update or patch
+  that sets ``managedFields`` replaces the stored ones (then takes the fields it changed);
 * optimistic concurrency: a stale ``metadata.resourceVersion`` in an update or patch is a 409;
   a write that changes nothing is not written (no new resourceVersion, no watch event);
 * lists with ``kind``/``apiVersion``, ``labelSelector``, ``fieldSelector`` (metadata.name and
@@ -1548,8 +1549,13 @@ def _set_managed(obj: dict, entries: Iterable[dict]) -> None:
 
 
 def _update_ownership(kind: Kind, old: dict | None, new: dict, manager: str, sub: str | None) -> list[dict]:
-    """An Update operation (create, put, patch) owns the fields it changed, taking them from others."""
-    entries = _get_managed(old) if old is not None else []
+    """An Update operation (create, put, patch) owns the fields it changed, taking them from others.
+
+    The entries it starts from are the request's own when it carries some (a write to the main
+    resource may set managedFields: kubectl's client-side -> server-side upgrade is a JSON patch of
+    them), else the stored ones, as kube-apiserver's FieldManager.Update does."""
+    given = (new.get("metadata") or {}).get("managedFields") if old is not None and sub is None else None
+    entries = _get_managed(new) if given else _get_managed(old) if old is not None else []
     new_fields = F.fieldset(new, kind.list_keys)
     if "status" in kind.subresources:
         in_scope = (lambda p: p[:1] == ("status",)) if sub == "status" else (lambda p: p[:1] != ("status",))
