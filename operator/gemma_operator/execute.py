@@ -101,10 +101,8 @@ async def _prune(memo: kopf.Memo, prune: Prune, namespace: str, logger: logging.
         logger.info(f"Deleted {prune.kind} {namespace}/{prune.name}: the spec no longer needs it.")
         metrics.APPLIES.labels(f"delete {prune.kind}").inc()
     memo.applied.pop((prune.kind, namespace, prune.name), None)
-    memo.applied_digests.pop((prune.kind, namespace, prune.name), None)
     memo.applied_unwatched.pop((prune.kind, namespace, prune.name), None)
     if prune.digest_key is not None and owner is not None:  # recorded under the owner's name (see _apply)
-        memo.applied_digests.pop((prune.digest_key, namespace, owner), None)
         memo.applied_unwatched.pop((prune.digest_key, namespace, owner), None)
 
 
@@ -129,9 +127,9 @@ async def _apply(memo: kopf.Memo, resource: Mapping[str, Any], item: Apply) -> d
         live = await memo.kube.apply(obj)
     metrics.APPLIES.labels(obj["kind"]).inc()
     if item.digest is not None:  # no watch: the resync compares the kind's list with what was applied
-        # By the owner's name: what queue.observe reads (the same name, but for the gateway's objects).
+        # By the owner's name: what queue.observe reads (the same name, but for the gateway's objects);
+        # the object carries its digest (decide.DIGEST), which queue.observe reads back.
         key = (item.digest_key or obj["kind"], meta["namespace"], resource["metadata"]["name"])
-        memo.applied_digests[key] = item.digest
         memo.applied_unwatched[key] = obj
     else:
         _remember(memo, obj, live)

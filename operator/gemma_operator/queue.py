@@ -80,8 +80,9 @@ def prepare(memo: kopf.Memo, discovery_ttl_s: float) -> None:
     # (kind, namespace, name) -> resourceVersion of our last apply of a child: its watch event is
     # only the echo of that apply, with nothing new to react to.
     memo.applied = {}
-    memo.applied_digests = {}  # (kind, namespace, name) -> digest, for the kinds without an index
-    memo.applied_unwatched = {}  # (kind, namespace, name) -> the object last applied, for the resync to compare
+    # (kind, namespace, owner) -> the object last applied, for the kinds without an index: observe reads
+    # its digest annotation, the resync compares it with the server's copy.
+    memo.applied_unwatched = {}
     # (namespace, claim) -> (resourceVersion asked at, storage asked, the refusal or None): the API
     # server's answer to a cache claim's expansion, observed while the claim stays at that version.
     memo.expansions = {}
@@ -139,7 +140,6 @@ def forget(memo: kopf.Memo, key: tuple[str, str]) -> None:
     recheck(memo, key, None)
     for kind in (*memo.children, *(k for _, k in scaling.OPTIONAL_KINDS), *decide_mod.GATEWAY_DIGESTS):
         memo.applied.pop((kind, *key), None)
-        memo.applied_digests.pop((kind, *key), None)
         memo.applied_unwatched.pop((kind, *key), None)
         memo.gone_children.discard((kind, *key))
 
@@ -214,8 +214,8 @@ async def observe(memo: kopf.Memo, resource: Mapping[str, Any], wants: decide_mo
     children = {(kind, child): live(kind, child) for kind, child in wants.children}
     shared = {(kind, key[1]): obj for kind in decide_mod.SHARED for key in list(memo.children[kind].keys())
               if key[0] == ns and (obj := live(kind, key[1])) is not None}  # fmt: skip
-    digests = {kind: memo.applied_digests[(kind, ns, name)] for kind in wants.unwatched
-               if (kind, ns, name) in memo.applied_digests}  # fmt: skip
+    digests = {kind: obj["metadata"]["annotations"][decide_mod.DIGEST] for kind in wants.unwatched
+               if (obj := memo.applied_unwatched.get((kind, ns, name))) is not None}  # fmt: skip
     model_pods = [dict(p) for p in memo.pod_index.get((ns, name), ())]
     gone = frozenset(pod for pod_ns, pod in memo.gone_pods if pod_ns == ns) & {p["name"] for p in model_pods}
     waiting = pods.unscheduled(unseen.counted(model_pods, gone))

@@ -150,7 +150,6 @@ async def _resync_unwatched(memo: kopf.Memo, logger: logging.Logger) -> None:
             if memo.applied_unwatched.get(child) is not desired[child]:
                 continue  # applied again meanwhile
             logger.info(f"Resync: {kind} {ns}/{child[2]} deleted or edited; re-applying it")
-            memo.applied_digests.pop(child, None)
             memo.applied_unwatched.pop(child, None)
             for owner in owners_to_wake(desired[child]):
                 memo.queue.add((ns, owner), "resync")
