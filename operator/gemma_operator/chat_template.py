@@ -26,7 +26,7 @@ import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .api.v1alpha1 import ChatTemplate, GemmaDeploymentSpec
+from .api.v1alpha1 import ChatTemplate, ConfigMapKeyRef, GemmaDeploymentSpec
 from .catalog import Family, TurnFormat
 from .plans import InvalidSpec
 from .sentences import sentence
@@ -192,12 +192,16 @@ def args(spec: GemmaDeploymentSpec, runtime: str) -> list[str]:
     return ["--chat-template" if runtime == "vllm" else "--chat-template-file", f"{MOUNT_DIR}/{FILE}"]
 
 
+def config_map_ref(spec: GemmaDeploymentSpec) -> ConfigMapKeyRef | None:
+    """spec.chatTemplate.configMapRef, if the spec has one."""
+    return spec.chat_template.config_map_ref if spec.chat_template is not None else None
+
+
 def volume(spec: GemmaDeploymentSpec) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """configMapRef: the one key, mounted read-only as a file; None otherwise."""
-    template = spec.chat_template
-    if template is None or template.config_map_ref is None:
+    ref = config_map_ref(spec)
+    if ref is None:
         return None
-    ref = template.config_map_ref
     vol = {"name": VOLUME, "configMap": {"name": ref.name, "items": [{"key": ref.key, "path": FILE}]}}
     return vol, {"name": VOLUME, "mountPath": MOUNT_DIR, "readOnly": True}
 
@@ -227,7 +231,7 @@ def refusal(spec: GemmaDeploymentSpec, source: Source | None, namespace: str,
     used; None when it can, when there is no configMapRef, or when it was not read. A missing ConfigMap
     or key is ApplyFailed (it may appear), a template that does not parse or render is Invalid; either
     way the reconcile reads the ConfigMap again in `every_s` seconds."""
-    ref = spec.chat_template.config_map_ref if spec.chat_template is not None else None
+    ref = config_map_ref(spec)
     if ref is None or source is None or source.name != ref.name:
         return None
     keep = "Nothing is changed until it is fixed; model pods already running keep the template they started with."
@@ -252,7 +256,7 @@ def refusal(spec: GemmaDeploymentSpec, source: Source | None, namespace: str,
 def stamp(template: dict[str, Any], spec: GemmaDeploymentSpec, source: Source | None) -> str | None:
     """Put the digest of the referenced key's content on a pod template; returns it (None: no
     configMapRef, or not read)."""
-    ref = spec.chat_template.config_map_ref if spec.chat_template is not None else None
+    ref = config_map_ref(spec)
     if ref is None or source is None or source.data is None or ref.key not in source.data:
         return None
     digest = content_digest(source.data[ref.key])
@@ -269,7 +273,7 @@ def shaping(spec_fields: Mapping[str, Any], template: Mapping[str, Any]) -> dict
 
 def named(change: str | None, spec: GemmaDeploymentSpec) -> str | None:
     """A rollout's first change in words, when it is the referenced template's content."""
-    ref = spec.chat_template.config_map_ref if spec.chat_template is not None else None
+    ref = config_map_ref(spec)
     if ref is None or change is None:
         return change
     if change.startswith(f"metadata.annotations.{DIGEST}: (unset)") or (

@@ -456,6 +456,15 @@ class GatewaySpec(Model):
     )  # fmt: skip
 
 
+def _names_unique(items: list[Any], what: str) -> list[Any]:
+    """`items` (each with a `name`) as given, or a ValueError naming the repeated names."""
+    names = [item.name for item in items]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{what} names must be unique; repeated: {', '.join(repeated)}")
+    return items
+
+
 class GemmaDeploymentSpec(Model):
     model: ModelSpec = Field(default_factory=ModelSpec, description="Which Gemma to serve.")
     quantization: Quantization = Field(
@@ -544,21 +553,13 @@ class GemmaDeploymentSpec(Model):
         "error is Invalid, naming the line; `gemma-operator plan` prints the prompt a sample conversation becomes.",
     )
 
+    # Field validators, so that the error names spec.adapters or spec.env, not the whole spec.
     @field_validator("adapters")
     @classmethod
     def _adapter_names_unique(cls, adapters: list[Adapter]) -> list[Adapter]:
-        names = [a.name for a in adapters]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"adapter names must be unique; repeated: {', '.join(repeated)}")
-        return adapters
+        return _names_unique(adapters, "adapter")
 
-    # A field validator, so that the error names spec.env, not the whole spec.
     @field_validator("env")
     @classmethod
     def _env_names_unique(cls, env: list[EnvVar]) -> list[EnvVar]:
-        names = [var.name for var in env]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"env names must be unique; repeated: {', '.join(repeated)}")
-        return env
+        return _names_unique(env, "env")
