@@ -42,15 +42,22 @@ def decide(catalog: catalog_mod.Catalog, spec: dict, *fixtures: str | list[dict]
     return plan(parsed, pools(nodes, catalog, parsed.node_selector), catalog)
 
 
+def planned(catalog: catalog_mod.Catalog, spec: dict, *fixtures: str | list[dict]):
+    """`decide`'s answer, which must be a Plan (a NoFit fails the test with its message)."""
+    from gemma_operator.planner import Plan
+
+    result = decide(catalog, spec, *fixtures)
+    assert isinstance(result, Plan), getattr(result, "message", result)
+    return result
+
+
 def server_args(catalog: catalog_mod.Catalog, spec: dict, fixture: str) -> list[str]:
     """The serving container's args of the Deployment rendered for `spec` on `fixture`'s nodes."""
     from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
-    from gemma_operator.planner import Plan
     from gemma_operator.render import render
 
     parsed = GemmaDeploymentSpec.model_validate(spec)
-    result = decide(catalog, spec, fixture)
-    assert isinstance(result, Plan), getattr(result, "message", result)
+    result = planned(catalog, spec, fixture)
     deployment = next(o for o in render(result, "chat", "team-a", parsed) if o["kind"] == "Deployment")
     return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
 

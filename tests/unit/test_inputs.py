@@ -11,8 +11,8 @@ import pytest
 from gemma_operator import sizing
 from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
 from gemma_operator.cache import plan_cache, size_gib
-from gemma_operator.planner import InvalidSpec, NoFit, Plan
-from tests.conftest import decide, server_args as args
+from gemma_operator.planner import InvalidSpec, NoFit
+from tests.conftest import decide, planned, server_args as args
 
 GIB = 2**30
 
@@ -61,8 +61,7 @@ def multimodal_flags(argv: list[str]) -> list[str]:
 
 @pytest.mark.parametrize(("fixture", "spec", "expected"), PLANS, ids=lambda v: str(v))
 def test_inputs_plan_and_flags(catalog, fixture, spec, expected):
-    result = decide(catalog, spec, fixture)
-    assert isinstance(result, Plan), getattr(result, "message", result)
+    result = planned(catalog, spec, fixture)
     assert (result.model_id, result.runtime, multimodal_flags(args(catalog, spec, fixture))) == expected
 
 

@@ -10,7 +10,7 @@ from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
 from gemma_operator.crd import crd
 from gemma_operator.inventory import pools
 from gemma_operator.planner import InvalidSpec, NoFit, Plan, plan, replans
-from tests.conftest import decide, node_list
+from tests.conftest import decide, node_list, planned
 
 
 def gpu_nodes(fixture: str) -> list[dict]:
@@ -84,8 +84,7 @@ DECISIONS = [
 
 @pytest.mark.parametrize(("fixture", "spec", "expected"), DECISIONS, ids=lambda v: str(v))
 def test_decision(catalog, fixture, spec, expected):
-    result = decide(catalog, spec, fixture)
-    assert isinstance(result, Plan), getattr(result, "message", result)
+    result = planned(catalog, spec, fixture)
     got = result.selection()
     keys = ("modelId", "runtime", "quantization", "accelerator", "tensorParallelSize", "acceleratorCount", "maxModelLen")
     assert tuple(got[k] for k in keys) == expected
@@ -230,8 +229,7 @@ RANKING = [
                          ids=["bf16-over-fp16", "compute-capability", "memory-bandwidth", "fewest-devices"])  # fmt: skip
 def test_the_best_pool_wins_and_the_reasons_say_why_the_others_lost(catalog, nodes, spec, expected):
     winner, loser, words = expected
-    result = decide(catalog, spec, nodes())
-    assert isinstance(result, Plan), getattr(result, "message", result)
+    result = planned(catalog, spec, nodes())
     assert result.pool.name == winner
     accelerator = next(r for r in result.reasons if r.startswith("Accelerator"))
     assert loser in accelerator and words in accelerator, accelerator

@@ -8,11 +8,11 @@ import json
 import pytest
 
 from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
-from gemma_operator.planner import InvalidSpec, NoFit, Plan
+from gemma_operator.planner import InvalidSpec, NoFit
 from gemma_operator.render import API_PATH_ANNOTATION, endpoint, example_request, render
 from gemma_operator.runtimes import llamacpp, vllm
 from gemma_operator import sizing
-from tests.conftest import decide
+from tests.conftest import decide, planned
 
 EMBED = {"model": {"task": "embed"}}
 
@@ -42,8 +42,7 @@ EMBED_DECISIONS = [
 
 @pytest.mark.parametrize(("fixture", "spec", "expected"), EMBED_DECISIONS, ids=lambda v: str(v))
 def test_embed_decision(catalog, fixture, spec, expected):
-    result = decide(catalog, spec, fixture)
-    assert isinstance(result, Plan), getattr(result, "message", result)
+    result = planned(catalog, spec, fixture)
     got = result.selection()
     keys = ("modelId", "runtime", "quantization", "accelerator", "acceleratorCount", "maxModelLen", "batchTokens")
     assert tuple(got[k] for k in keys) == expected
@@ -117,8 +116,7 @@ EMBED_OBJECTIVES = [
 
 @pytest.mark.parametrize(("fixture", "spec", "expected", "words"), EMBED_OBJECTIVES, ids=lambda v: str(v))
 def test_embed_objectives_and_cheapest_say_why_in_numbers(catalog, fixture, spec, expected, words):
-    result = decide(catalog, spec, fixture)
-    assert isinstance(result, Plan), getattr(result, "message", result)
+    result = planned(catalog, spec, fixture)
     assert (result.runtime, result.pool.accelerator) == expected
     text = " ".join(result.reasons)
     for word in words:
@@ -164,8 +162,7 @@ FAMILIES = [
 
 @pytest.mark.parametrize(("fixture", "spec", "expected", "words"), FAMILIES, ids=lambda v: str(v))
 def test_specialised_families_plan_with_their_request_format_and_license(catalog, fixture, spec, expected, words):
-    result = decide(catalog, spec, fixture)
-    assert isinstance(result, Plan), getattr(result, "message", result)
+    result = planned(catalog, spec, fixture)
     assert (result.model_id, result.runtime, result.pool.accelerator) == expected
     text = " ".join(result.reasons)
     for word in words:

@@ -14,7 +14,7 @@ from gemma_operator import chat_template, sizing
 from gemma_operator.__main__ import main
 from gemma_operator.api.v1alpha1 import GemmaDeploymentSpec
 from gemma_operator.planner import InvalidSpec, Plan
-from tests.conftest import NODES, decide, server_args
+from tests.conftest import NODES, decide, planned, server_args
 from tests.unit.test_inputs import multimodal_flags
 
 EMBED = {"model": {"task": "embed"}}
@@ -95,8 +95,7 @@ PLANS = [
 
 @pytest.mark.parametrize(("fixture", "spec", "expected"), PLANS, ids=lambda v: str(v))
 def test_new_families_plan_their_inputs(catalog, fixture, spec, expected):
-    result = decide(catalog, spec, fixture)
-    assert isinstance(result, Plan), getattr(result, "message", result)
+    result = planned(catalog, spec, fixture)
     assert (result.model_id, result.runtime, multimodal_flags(server_args(catalog, spec, fixture))) == expected
 
 
